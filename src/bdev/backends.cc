@@ -1,0 +1,67 @@
+#include "bdev/backends.h"
+
+namespace tern {
+
+void register_builtin_backends(BdevRegistry& r) {
+  r.register_scheme("uring", make_uring_bdev);
+  r.register_scheme("aio", make_uring_bdev);
+  r.register_scheme("malloc", make_malloc_bdev);
+  r.register_scheme("null", make_null_bdev);
+  r.register_scheme("error", make_error_bdev);
+  r.register_scheme("delay", make_delay_bdev);
+}
+
+Result<std::string> name_from_path(const Uri& uri) {
+  if (!uri.host.empty()) {
+    return Status::Errorf(Errc::kInval, "invalid URI '{}': scheme '{}' takes no host (write '{}:///{}')", uri.text,
+                          uri.scheme, uri.scheme, uri.host + uri.path);
+  }
+  if (uri.path.size() < 2 || uri.path[0] != '/') {
+    return Status::Errorf(Errc::kInval, "invalid URI '{}': missing device name (expected '{}:///<name>')", uri.text,
+                          uri.scheme);
+  }
+  std::string name = uri.path.substr(1);
+  if (name.find('/') != std::string::npos) {
+    return Status::Errorf(Errc::kInval, "invalid URI '{}': device name '{}' must not contain '/'", uri.text, name);
+  }
+  return name;
+}
+
+Result<SizeParams> parse_size_params(const Uri& uri, const UriQuery& q) {
+  SizeParams p;
+  TERN_ASSIGN_OR_RETURN(auto bs, q.u64("blk_size"));
+  if (bs) {
+    if (*bs != 512 && *bs != 4096) {
+      return Status::Errorf(Errc::kInval, "invalid URI '{}': blk_size must be 512 or 4096, got {}", uri.text, *bs);
+    }
+    p.block_size = uint32_t(*bs);
+  }
+  TERN_ASSIGN_OR_RETURN(auto mb, q.u64("size_mb"));
+  TERN_ASSIGN_OR_RETURN(auto nb, q.u64("num_blocks"));
+  if (mb && nb) {
+    return Status::Errorf(Errc::kInval, "invalid URI '{}': give either size_mb or num_blocks, not both", uri.text);
+  }
+  if (!mb && !nb) {
+    return Status::Errorf(Errc::kInval, "invalid URI '{}': a size is required (size_mb=<MiB> or num_blocks=<n>)",
+                          uri.text);
+  }
+  if (mb) {
+    if (*mb == 0) return Status::Errorf(Errc::kInval, "invalid URI '{}': size_mb must be greater than zero", uri.text);
+    if (*mb > (uint64_t(1) << 40)) return Status::Errorf(Errc::kInval, "invalid URI '{}': size_mb {} is too large", uri.text, *mb);
+    p.num_blocks = *mb * 1024 * 1024 / p.block_size;
+  } else {
+    if (*nb == 0) return Status::Errorf(Errc::kInval, "invalid URI '{}': num_blocks must be greater than zero", uri.text);
+    if (*nb > (uint64_t(1) << 50) / p.block_size) return Status::Errorf(Errc::kInval, "invalid URI '{}': num_blocks {} is too large", uri.text, *nb);
+    p.num_blocks = *nb;
+  }
+  if (auto u = q.str("uuid")) {
+    auto parsed = Uuid::Parse(*u);
+    if (!parsed.ok()) return parsed.status().WithContext(fmt::format("invalid URI '{}'", uri.text));
+    p.uuid = *parsed;
+  } else {
+    p.uuid = Uuid::Generate();
+  }
+  return p;
+}
+
+}  // namespace tern

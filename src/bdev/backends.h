@@ -1,0 +1,28 @@
+// Built-in device backends and their factories. Each backend lives in its own file:
+//   uring_bdev.cc (uring://, aio://), malloc_bdev.cc (malloc://), null_bdev.cc (null://),
+//   error_bdev.cc (error://, fault injection), delay_bdev.cc (delay://, latency injection).
+#pragma once
+
+#include "bdev/registry.h"
+
+namespace tern {
+
+void register_builtin_backends(BdevRegistry& registry);
+
+Task<Result<std::unique_ptr<Bdev>>> make_uring_bdev(const Uri& uri, BdevRegistry& registry);
+Task<Result<std::unique_ptr<Bdev>>> make_malloc_bdev(const Uri& uri, BdevRegistry& registry);
+Task<Result<std::unique_ptr<Bdev>>> make_null_bdev(const Uri& uri, BdevRegistry& registry);
+Task<Result<std::unique_ptr<Bdev>>> make_error_bdev(const Uri& uri, BdevRegistry& registry);
+Task<Result<std::unique_ptr<Bdev>>> make_delay_bdev(const Uri& uri, BdevRegistry& registry);
+
+// Shared by the backends: the device name is the URI path without its leading '/', one segment.
+Result<std::string> name_from_path(const Uri& uri);
+// Shared size parameters of RAM-like devices: size_mb | num_blocks, blk_size, uuid.
+struct SizeParams {
+  uint32_t block_size = 512;
+  uint64_t num_blocks = 0;
+  Uuid uuid;
+};
+Result<SizeParams> parse_size_params(const Uri& uri, const UriQuery& q);
+
+}  // namespace tern

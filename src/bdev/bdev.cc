@@ -1,0 +1,437 @@
+#include "bdev/bdev.h"
+
+#include <algorithm>
+
+#include "bdev/registry.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "reactor/reactor_set.h"
+
+namespace tern {
+
+std::string_view io_type_name(IoType t) {
+  switch (t) {
+    case IoType::kRead: return "read";
+    case IoType::kWrite: return "write";
+    case IoType::kFlush: return "flush";
+    case IoType::kUnmap: return "unmap";
+    case IoType::kWriteZeroes: return "write_zeroes";
+    case IoType::kReset: return "reset";
+  }
+  return "?";
+}
+
+uint64_t BdevIo::bytes() const {
+  uint64_t n = 0;
+  for (int i = 0; i < iovcnt; ++i) n += iovs[i].iov_len;
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Statistics
+
+void BdevStats::merge(const BdevStats& o) {
+  for (size_t i = 0; i < kIoTypeCount; ++i) {
+    by_type[i].ops += o.by_type[i].ops;
+    by_type[i].bytes += o.by_type[i].bytes;
+    by_type[i].errors += o.by_type[i].errors;
+  }
+  inflight += o.inflight;
+  read_latency.merge(o.read_latency);
+  write_latency.merge(o.write_latency);
+  other_latency.merge(o.other_latency);
+}
+
+void BdevStats::record(const BdevIo& io, uint64_t bytes) {
+  IoTypeStats& s = by_type[size_t(io.type)];
+  ++s.ops;
+  s.bytes += bytes;
+  if (io.status != Errc::kOk) ++s.errors;
+  uint64_t lat = io.complete_ns - io.submit_ns;
+  switch (io.type) {
+    case IoType::kRead: read_latency.record(lat); break;
+    case IoType::kWrite: write_latency.record(lat); break;
+    default: other_latency.record(lat); break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Submission
+
+namespace {
+
+bool has_data(IoType t) { return t == IoType::kRead || t == IoType::kWrite; }
+bool has_range(IoType t) { return t != IoType::kFlush && t != IoType::kReset; }
+constexpr int kMaxIovcnt = 1024;  // IOV_MAX
+
+}  // namespace
+
+void IoChannel::submit(BdevIo* io, bool writable) {
+  io->ch = this;
+  io->status = Errc::kOk;
+  io->parent = nullptr;
+  io->is_child = false;
+  io->submit_ns = now_ns();
+  io->epoch = epoch_;
+  ++epoch_inflight_[epoch_];
+  ++stats_.inflight;
+
+  const BdevProps& p = bdev_->props();
+  Errc err = Errc::kOk;
+  if (bdev_->removing_.load(std::memory_order_relaxed)) {
+    err = Errc::kNoDev;
+  } else if (!bdev_->supports(io->type)) {
+    err = Errc::kNotSup;
+  } else if (io->type != IoType::kRead && io->type != IoType::kReset && !writable) {
+    err = Errc::kPerm;
+  } else if (has_range(io->type)) {
+    if (io->num_blocks == 0 || io->offset_blocks >= p.num_blocks || io->num_blocks > p.num_blocks - io->offset_blocks) {
+      err = Errc::kRange;
+    } else if (has_data(io->type)) {
+      uint64_t total = 0;
+      for (int i = 0; i < io->iovcnt; ++i) {
+        total += io->iovs[i].iov_len;
+        if (p.buf_align > 1 && ((reinterpret_cast<uintptr_t>(io->iovs[i].iov_base) | io->iovs[i].iov_len) &
+                                (p.buf_align - 1))) {
+          err = Errc::kInval;
+        }
+      }
+      if (io->iovcnt <= 0 || io->iovcnt > kMaxIovcnt || total != io->num_blocks * p.block_size) err = Errc::kInval;
+    }
+  }
+  if (err != Errc::kOk) {
+    bdev_io_complete_deferred(io, err);
+    return;
+  }
+  if (io->type == IoType::kReset) {
+    start_reset(io);
+    return;
+  }
+  if (needs_split(*io)) {
+    split(io);
+    return;
+  }
+  bdev_->submit(ctx_.get(), io);
+}
+
+bool IoChannel::needs_split(const BdevIo& io) const {
+  if (!has_range(io.type)) return false;
+  const BdevProps& p = bdev_->props();
+  if (p.max_io_blocks && io.num_blocks > p.max_io_blocks) return true;
+  if (p.io_boundary_blocks) {
+    uint64_t b = p.io_boundary_blocks;
+    if (io.offset_blocks / b != (io.offset_blocks + io.num_blocks - 1) / b) return true;
+  }
+  return false;
+}
+
+void IoChannel::on_piece_done(BdevIo* piece_io, void*) {
+  BdevIo* parent = piece_io->parent;
+  IoChannel* ch = parent->ch;
+  if (piece_io->status != Errc::kOk && parent->status == Errc::kOk) parent->status = piece_io->status;
+  ch->free_piece(reinterpret_cast<Piece*>(piece_io));  // BdevIo is the first member of Piece
+  if (--parent->children_left == 0) bdev_io_complete(parent, parent->status);
+}
+
+void IoChannel::split(BdevIo* io) {
+  const BdevProps& p = bdev_->props();
+  const uint64_t bs = p.block_size;
+  uint64_t off = io->offset_blocks;
+  uint64_t left = io->num_blocks;
+  // Cursor into the parent's iovec.
+  int vi = 0;
+  size_t vo = 0;
+  io->children_left = 1;  // held until every piece is submitted
+  while (left > 0) {
+    uint64_t n = left;
+    if (p.max_io_blocks) n = std::min<uint64_t>(n, p.max_io_blocks);
+    if (p.io_boundary_blocks) n = std::min<uint64_t>(n, p.io_boundary_blocks - off % p.io_boundary_blocks);
+    Piece* pc = alloc_piece();
+    BdevIo& c = pc->io;
+    c.type = io->type;
+    c.offset_blocks = off;
+    c.iovs = nullptr;
+    c.iovcnt = 0;
+    if (has_data(io->type)) {
+      // Slice n blocks out of the parent's iovec; if that needs more entries than a piece holds, cut the
+      // piece at the last whole block those entries cover.
+      uint64_t want = n * bs, got = 0;
+      int cnt = 0;
+      int svi = vi;
+      size_t svo = vo;
+      while (got < want && cnt < Piece::kMaxIovs) {
+        size_t avail = io->iovs[svi].iov_len - svo;
+        size_t take = size_t(std::min<uint64_t>(avail, want - got));
+        pc->iovs[cnt].iov_base = static_cast<char*>(io->iovs[svi].iov_base) + svo;
+        pc->iovs[cnt].iov_len = take;
+        ++cnt;
+        got += take;
+        svo += take;
+        if (svo == io->iovs[svi].iov_len) {
+          ++svi;
+          svo = 0;
+        }
+      }
+      if (got < want) {
+        uint64_t whole = got / bs * bs;
+        if (whole == 0) {
+          // Pathological scatter list (more than kMaxIovs entries inside one block).
+          free_piece(pc);
+          if (io->status == Errc::kOk) io->status = Errc::kInval;
+          break;
+        }
+        n = whole / bs;
+        // Trim the slice back to `whole` bytes.
+        uint64_t acc = 0;
+        cnt = 0;
+        while (acc < whole) {
+          uint64_t l = std::min<uint64_t>(pc->iovs[cnt].iov_len, whole - acc);
+          pc->iovs[cnt].iov_len = size_t(l);
+          acc += l;
+          ++cnt;
+        }
+      }
+      // Advance the parent cursor by n blocks.
+      uint64_t adv = n * bs;
+      while (adv > 0) {
+        size_t avail = io->iovs[vi].iov_len - vo;
+        size_t take = size_t(std::min<uint64_t>(avail, adv));
+        vo += take;
+        adv -= take;
+        if (vo == io->iovs[vi].iov_len) {
+          ++vi;
+          vo = 0;
+        }
+      }
+      c.iovs = pc->iovs;
+      c.iovcnt = cnt;
+    }
+    c.num_blocks = n;
+    c.ch = this;
+    c.parent = io;
+    c.is_child = true;
+    c.status = Errc::kOk;
+    c.submit_ns = io->submit_ns;
+    c.done = &IoChannel::on_piece_done;
+    c.done_arg = nullptr;
+    ++io->children_left;
+    bdev_->submit(ctx_.get(), &c);
+    off += n;
+    left -= n;
+  }
+  // Drop the hold; pieces complete asynchronously, so this never finishes the parent here unless
+  // nothing was submitted.
+  if (--io->children_left == 0) bdev_io_complete_deferred(io, io->status);
+}
+
+IoChannel::Piece* IoChannel::alloc_piece() {
+  if (!free_pieces_) {
+    pieces_.push_back(std::make_unique<Piece>());
+    return pieces_.back().get();
+  }
+  Piece* p = free_pieces_;
+  free_pieces_ = p->next_free;
+  return p;
+}
+
+void IoChannel::free_piece(Piece* p) {
+  p->next_free = free_pieces_;
+  free_pieces_ = p;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reset
+
+void IoChannel::start_reset(BdevIo* io) {
+  uint8_t old = epoch_;
+  // The reset was counted in the old epoch; move it to the new one so it does not wait for itself.
+  --epoch_inflight_[old];
+  ++epoch_;
+  ++epoch_inflight_[epoch_];
+  io->epoch = epoch_;
+  resets_.push_back({io, old, false});
+  if (bdev_->supports(IoType::kReset)) {
+    // The backend aborts what it holds; its completion of this request comes back through
+    // bdev_io_complete, which marks the backend's part done.
+    bdev_->submit(ctx_.get(), io);
+  } else {
+    resets_.back().backend_done = true;
+    maybe_finish_resets();
+  }
+}
+
+void IoChannel::maybe_finish_resets() {
+  // In order: the head reset completes once the backend is done and its old epoch has drained.
+  while (!resets_.empty()) {
+    PendingReset r = resets_.front();
+    if (!r.backend_done || epoch_inflight_[r.epoch] != 0) break;
+    resets_.erase(resets_.begin());
+    bdev_io_complete_deferred(r.io, r.io->status);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Completion
+
+void IoChannel::finish(BdevIo* io) {
+  io->complete_ns = now_ns();
+  --stats_.inflight;
+  stats_.record(*io, has_data(io->type) && io->status == Errc::kOk ? io->num_blocks * bdev_->props().block_size : 0);
+  uint64_t& in_epoch = epoch_inflight_[io->epoch];
+  --in_epoch;
+  if (!resets_.empty() && in_epoch == 0) maybe_finish_resets();
+  io->done(io, io->done_arg);
+}
+
+void bdev_io_complete(BdevIo* io, Errc status) {
+  IoChannel* ch = io->ch;
+  if (io->is_child) {
+    io->status = status;
+    io->done(io, io->done_arg);
+    return;
+  }
+  if (io->type == IoType::kReset) {
+    // Either the backend finished its part (first pass) or the reset is final.
+    for (auto& r : ch->resets_) {
+      if (r.io == io) {
+        if (status != Errc::kOk && io->status == Errc::kOk) io->status = status;
+        r.backend_done = true;
+        ch->maybe_finish_resets();
+        return;
+      }
+    }
+  }
+  if (io->status == Errc::kOk) io->status = status;
+  ch->finish(io);
+}
+
+void bdev_io_complete_deferred(BdevIo* io, Errc status) {
+  io->status = status != Errc::kOk ? status : io->status;
+  io->deferred.run = [](Deferred* d) {
+    BdevIo* io = reinterpret_cast<BdevIo*>(reinterpret_cast<char*>(d) - offsetof(BdevIo, deferred));
+    bdev_io_complete(io, io->status);
+  };
+  io->ch->reactor().defer(&io->deferred);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Descriptors and channels
+
+Bdev::~Bdev() = default;
+
+Task<BdevStats> Bdev::stats(ReactorSet& set) {
+  BdevStats total;
+  {
+    std::lock_guard lk(retired_mu_);
+    total.merge(retired_);
+  }
+  for (unsigned r = 0; r < set.size() && r < slots_.size(); ++r) {
+    BdevStats s = co_await set.submit_to(r, [this, r] {
+      Slot& slot = slots_[r];
+      return slot.ch ? slot.ch->stats() : BdevStats();
+    });
+    total.merge(s);
+  }
+  co_return total;
+}
+
+BdevDesc::~BdevDesc() {
+  if (bdev_->claim_desc_ == this) release_claim();
+  auto& v = bdev_->descs_;
+  v.erase(std::remove(v.begin(), v.end(), this), v.end());
+}
+
+Status BdevDesc::claim(std::string owner) {
+  Bdev& b = *bdev_;
+  if (b.claim_desc_ == this) return Status::Ok();
+  if (b.claim_desc_) {
+    return Status::Errorf(Errc::kBusy, "device '{}' is already claimed by {}", b.name(), b.claim_owner_);
+  }
+  if (!writable_) return Status::Errorf(Errc::kPerm, "claiming device '{}' needs a writable descriptor", b.name());
+  for (BdevDesc* d : b.descs_) {
+    if (d != this && d->writable_) {
+      return Status::Errorf(Errc::kBusy, "device '{}' cannot be claimed by {}: another writer has it open", b.name(),
+                            owner);
+    }
+  }
+  b.claim_desc_ = this;
+  b.claim_owner_ = std::move(owner);
+  return Status::Ok();
+}
+
+void BdevDesc::release_claim() {
+  if (bdev_->claim_desc_ == this) {
+    bdev_->claim_desc_ = nullptr;
+    bdev_->claim_owner_.clear();
+  }
+}
+
+Result<ChannelRef> ChannelRef::Get(BdevDesc& desc) {
+  Reactor* r = Reactor::current();
+  if (!r) return Status(Errc::kInval, "I/O channels exist only on reactor threads");
+  Bdev& b = *desc.bdev_;
+  if (b.removing_.load(std::memory_order_relaxed)) {
+    return Status::Errorf(Errc::kNoDev, "device '{}' is being removed", b.name());
+  }
+  Bdev::Slot& slot = b.slots_[r->id()];
+  if (!slot.ch) {
+    auto ctx = b.create_channel(*r);
+    if (!ctx.ok()) return ctx.status().WithContext(fmt::format("device '{}': channel on reactor {}", b.name(), r->id()));
+    slot.ch = new IoChannel(&b, r, std::move(*ctx));
+    b.live_channels_.fetch_add(1);
+  }
+  ++slot.refs;
+  return ChannelRef(&desc, slot.ch);
+}
+
+ChannelRef& ChannelRef::operator=(ChannelRef&& o) noexcept {
+  if (this != &o) {
+    reset();
+    desc_ = std::exchange(o.desc_, nullptr);
+    ch_ = std::exchange(o.ch_, nullptr);
+  }
+  return *this;
+}
+
+void ChannelRef::reset() {
+  if (!ch_) return;
+  Bdev& b = ch_->bdev();
+  Bdev::Slot& slot = b.slots_[ch_->reactor().id()];
+  if (--slot.refs == 0) {
+    IoChannel* ch = slot.ch;
+    slot.ch = nullptr;
+    {
+      std::lock_guard lk(b.retired_mu_);
+      b.retired_.merge(ch->stats_);
+    }
+    delete ch;
+    b.live_channels_.fetch_sub(1);
+  }
+  ch_ = nullptr;
+  desc_ = nullptr;
+}
+
+ChannelRef::IoAwaiter ChannelRef::make(IoType t, void* buf, uint64_t offset_blocks, uint64_t num_blocks) {
+  IoAwaiter a{this, {}, buf, 0, {}};
+  a.io.type = t;
+  a.io.offset_blocks = offset_blocks;
+  a.io.num_blocks = num_blocks;
+  if (buf) a.len = size_t(num_blocks) * ch_->bdev().props().block_size;
+  return a;
+}
+
+ChannelRef::IoAwaiter ChannelRef::readv(iovec* iov, int iovcnt, uint64_t offset_blocks, uint64_t num_blocks) {
+  IoAwaiter a = make(IoType::kRead, nullptr, offset_blocks, num_blocks);
+  a.io.iovs = iov;
+  a.io.iovcnt = iovcnt;
+  return a;
+}
+
+ChannelRef::IoAwaiter ChannelRef::writev(iovec* iov, int iovcnt, uint64_t offset_blocks, uint64_t num_blocks) {
+  IoAwaiter a = make(IoType::kWrite, nullptr, offset_blocks, num_blocks);
+  a.io.iovs = iov;
+  a.io.iovcnt = iovcnt;
+  return a;
+}
+
+}  // namespace tern

@@ -1,0 +1,311 @@
+// error:///name?base=<device>[&rule=<spec>][&uuid=U] — fails, corrupts the status of, or hangs the
+// requests selected by its rules; everything else passes through to the base device.
+#include <charconv>
+#include <cstring>
+
+#include "bdev/backends.h"
+#include "bdev/fault_bdevs.h"
+#include "bdev/wrapper_io.h"
+#include "common/log.h"
+
+namespace tern {
+
+// ---------------------------------------------------------------------------------------------------
+// Rule spec
+
+namespace {
+
+Result<uint64_t> parse_u64(std::string_view spec, std::string_view key, std::string_view v) {
+  uint64_t x = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (v.empty() || ec != std::errc() || p != v.data() + v.size()) {
+    return Status::Errorf(Errc::kInval, "error rule '{}': {}='{}' is not a non-negative integer", spec, key, v);
+  }
+  return x;
+}
+
+Result<Errc> parse_errno_name(std::string_view name) {
+  for (int e = 1; e < 134; ++e) {
+    const char* n = strerrorname_np(e);
+    if (n && name == n) return static_cast<Errc>(e);
+  }
+  return Status::Errorf(Errc::kInval, "unknown errno name '{}' (expected e.g. EIO, ENOSPC, ETIMEDOUT)", name);
+}
+
+}  // namespace
+
+Result<ErrorRule> ErrorRule::Parse(std::string_view spec) {
+  ErrorRule r;
+  bool ops_given = false;
+  size_t pos = 0;
+  while (pos < spec.size()) {
+    size_t comma = spec.find(',', pos);
+    std::string_view kv = spec.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+    pos = comma == std::string_view::npos ? spec.size() : comma + 1;
+    size_t eq = kv.find('=');
+    if (eq == std::string_view::npos) {
+      return Status::Errorf(Errc::kInval, "error rule '{}': '{}' is not key=value", spec, kv);
+    }
+    std::string_view k = kv.substr(0, eq), v = kv.substr(eq + 1);
+    if (k == "op") {
+      if (!ops_given) r.ops = 0;
+      ops_given = true;
+      size_t p2 = 0;
+      while (p2 <= v.size()) {
+        size_t plus = v.find('+', p2);
+        std::string_view one = v.substr(p2, plus == std::string_view::npos ? std::string_view::npos : plus - p2);
+        bool found = false;
+        if (one == "all") {
+          r.ops = 0x3f;
+          found = true;
+        }
+        for (size_t t = 0; t < kIoTypeCount && !found; ++t) {
+          if (io_type_name(IoType(t)) == one) {
+            r.ops |= 1u << t;
+            found = true;
+          }
+        }
+        if (!found) {
+          return Status::Errorf(Errc::kInval,
+                                "error rule '{}': unknown op '{}' (read, write, flush, unmap, write_zeroes, reset, all)",
+                                spec, one);
+        }
+        if (plus == std::string_view::npos) break;
+        p2 = plus + 1;
+      }
+    } else if (k == "lba") {
+      size_t dash = v.find('-');
+      if (dash == std::string_view::npos) {
+        return Status::Errorf(Errc::kInval, "error rule '{}': lba must be a range 'A-B' (end exclusive)", spec);
+      }
+      TERN_ASSIGN_OR_RETURN(r.lba_begin, parse_u64(spec, k, v.substr(0, dash)));
+      TERN_ASSIGN_OR_RETURN(r.lba_end, parse_u64(spec, k, v.substr(dash + 1)));
+      if (r.lba_end <= r.lba_begin) {
+        return Status::Errorf(Errc::kInval, "error rule '{}': lba range '{}' is empty", spec, v);
+      }
+    } else if (k == "count") {
+      TERN_ASSIGN_OR_RETURN(uint64_t c, parse_u64(spec, k, v));
+      r.count = int64_t(c);
+    } else if (k == "prob") {
+      double d = 0;
+      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+      if (v.empty() || ec != std::errc() || p != v.data() + v.size() || d < 0 || d > 1) {
+        return Status::Errorf(Errc::kInval, "error rule '{}': prob='{}' must be a number from 0 to 1", spec, v);
+      }
+      r.probability = d;
+    } else if (k == "kind") {
+      if (v == "error") r.kind = Kind::kError;
+      else if (v == "media") r.kind = Kind::kMediaError;
+      else if (v == "timeout") r.kind = Kind::kTimeout;
+      else return Status::Errorf(Errc::kInval, "error rule '{}': kind='{}' must be error, media or timeout", spec, v);
+    } else if (k == "errno") {
+      auto e = parse_errno_name(v);
+      if (!e.ok()) return e.status().WithContext(fmt::format("error rule '{}'", spec));
+      r.error = *e;
+    } else if (k == "hold_ms") {
+      TERN_ASSIGN_OR_RETURN(uint64_t ms, parse_u64(spec, k, v));
+      r.hold_ns = ms * 1000000;
+    } else {
+      return Status::Errorf(Errc::kInval,
+                            "error rule '{}': unknown key '{}' (op, lba, count, prob, kind, errno, hold_ms)", spec, k);
+    }
+  }
+  return r;
+}
+
+std::string ErrorRule::ToString() const {
+  std::string ops_s;
+  if (ops == 0x3f) {
+    ops_s = "all";
+  } else {
+    for (size_t t = 0; t < kIoTypeCount; ++t)
+      if (ops & (1u << t)) ops_s += (ops_s.empty() ? "" : "+") + std::string(io_type_name(IoType(t)));
+  }
+  std::string s = "op=" + ops_s;
+  if (lba_begin != 0 || lba_end != UINT64_MAX) s += fmt::format(",lba={}-{}", lba_begin, lba_end);
+  if (count >= 0) s += fmt::format(",count={}", count);
+  if (probability < 1.0) s += fmt::format(",prob={}", probability);
+  s += kind == Kind::kError ? fmt::format(",kind=error,errno={}", errc_name(error))
+       : kind == Kind::kMediaError ? std::string(",kind=media")
+                                   : fmt::format(",kind=timeout,hold_ms={}", hold_ns / 1000000);
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Device
+
+class ErrorChannel final : public ChannelCtx {
+ public:
+  ErrorChannel(ErrorBdev* b, ChannelRef base) : bdev(b), base(std::move(base)), rng(0x9e3779b97f4a7c15ull ^ uintptr_t(this)) {}
+  ~ErrorChannel() override {
+    // Anything still held when the channel goes is aborted.
+    release_held(Errc::kCanceled);
+  }
+
+  const ErrorBdev::RuleSet* current_rules() {
+    uint64_t v = bdev->version_.load(std::memory_order_acquire);
+    if (v != version) {
+      std::lock_guard lk(bdev->mu_);
+      rules = bdev->rules_;
+      version = v;
+    }
+    return rules.get();
+  }
+  double next_unit() {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return double(rng >> 11) * (1.0 / double(1ull << 53));
+  }
+  void hold(BdevIo* io, uint64_t hold_ns) {
+    ForwardedIo* f = pool.get();
+    f->parent = io;
+    f->owner = this;
+    f->next = held;
+    held = f;
+    if (hold_ns) {
+      f->timer.set_callback([f] { static_cast<ErrorChannel*>(f->owner)->release_one(f, Errc::kTimedOut); });
+      f->timer.arm(hold_ns);
+    }
+  }
+  void release_one(ForwardedIo* f, Errc e) {
+    for (ForwardedIo** pp = &held; *pp; pp = &(*pp)->next) {
+      if (*pp == f) {
+        *pp = f->next;
+        break;
+      }
+    }
+    f->timer.cancel();
+    BdevIo* io = f->parent;
+    pool.put(f);
+    bdev_io_complete(io, e);
+  }
+  void release_held(Errc e) {
+    while (held) release_one(held, e);
+  }
+
+  ErrorBdev* bdev;
+  ChannelRef base;
+  ForwardPool pool;
+  ForwardedIo* held = nullptr;
+  std::shared_ptr<const ErrorBdev::RuleSet> rules;
+  uint64_t version = 0;
+  uint64_t rng;
+};
+
+ErrorBdev::ErrorBdev(BdevProps p, std::unique_ptr<BdevDesc> base)
+    : Bdev(std::move(p)), base_(std::move(base)), rules_(std::make_shared<RuleSet>()) {}
+ErrorBdev::~ErrorBdev() = default;
+
+void ErrorBdev::set_rules(const std::vector<ErrorRule>& rules) {
+  auto set = std::make_shared<RuleSet>();
+  for (auto& r : rules) {
+    auto st = std::make_shared<RuleState>();
+    st->rule = r;
+    st->remaining.store(r.count);
+    set->push_back(std::move(st));
+  }
+  std::lock_guard lk(mu_);
+  rules_ = std::move(set);
+  version_.fetch_add(1, std::memory_order_release);
+}
+
+void ErrorBdev::add_rule(const ErrorRule& rule) {
+  auto cur = rules();
+  cur.push_back(rule);
+  set_rules(cur);
+}
+
+void ErrorBdev::clear_rules() { set_rules({}); }
+
+std::vector<ErrorRule> ErrorBdev::rules() const {
+  std::lock_guard lk(mu_);
+  std::vector<ErrorRule> out;
+  for (auto& r : *rules_) {
+    ErrorRule copy = r->rule;
+    if (copy.count >= 0) copy.count = std::max<int64_t>(0, r->remaining.load());
+    out.push_back(copy);
+  }
+  return out;
+}
+
+bool ErrorBdev::supports(IoType t) const { return base_->bdev().supports(t) || t == IoType::kReset; }
+
+Result<std::unique_ptr<ChannelCtx>> ErrorBdev::create_channel(Reactor&) {
+  auto base = ChannelRef::Get(*base_);
+  if (!base.ok()) return base.status();
+  return std::unique_ptr<ChannelCtx>(new ErrorChannel(this, std::move(*base)));
+}
+
+void ErrorBdev::submit(ChannelCtx* ctx, BdevIo* io) {
+  auto* ch = static_cast<ErrorChannel*>(ctx);
+  const RuleSet* rules = ch->current_rules();
+  for (auto& rs : *rules) {
+    const ErrorRule& r = rs->rule;
+    if (!(r.ops & (1u << unsigned(io->type)))) continue;
+    if (io->type != IoType::kFlush && io->type != IoType::kReset) {
+      uint64_t end = io->offset_blocks + io->num_blocks;
+      if (end <= r.lba_begin || io->offset_blocks >= r.lba_end) continue;
+    }
+    if (r.probability < 1.0 && ch->next_unit() >= r.probability) continue;
+    if (r.count >= 0 && rs->remaining.fetch_sub(1, std::memory_order_relaxed) <= 0) continue;
+    rs->hits.fetch_add(1, std::memory_order_relaxed);
+    injected_.fetch_add(1, std::memory_order_relaxed);
+    switch (r.kind) {
+      case ErrorRule::Kind::kError:
+        bdev_io_complete_deferred(io, r.error);
+        return;
+      case ErrorRule::Kind::kMediaError:
+        bdev_io_complete_deferred(io, Errc::kMediaError);
+        return;
+      case ErrorRule::Kind::kTimeout:
+        ch->hold(io, r.hold_ns);
+        return;
+    }
+  }
+  if (io->type == IoType::kReset) {
+    // A reset aborts what this device holds, then resets the base.
+    ch->release_held(Errc::kCanceled);
+  }
+  ForwardedIo* f = ch->pool.get();
+  f->owner = ch;
+  forward_io(ch->base, f, io, [](BdevIo* c, void* arg) {
+    auto* fw = static_cast<ForwardedIo*>(arg);
+    BdevIo* parent = fw->parent;
+    Errc e = c->status;
+    static_cast<ErrorChannel*>(fw->owner)->pool.put(fw);
+    bdev_io_complete(parent, e);
+  });
+}
+
+Task<void> ErrorBdev::shutdown() {
+  base_.reset();
+  co_return;
+}
+
+Task<Result<std::unique_ptr<Bdev>>> make_error_bdev(const Uri& uri, BdevRegistry& reg) {
+  auto q = UriQuery::Make(uri, {"base", "rule", "uuid"});
+  if (!q.ok()) co_return q.status();
+  auto name = name_from_path(uri);
+  if (!name.ok()) co_return name.status();
+  std::vector<ErrorRule> rules;
+  if (auto spec = q->str("rule")) {
+    auto r = ErrorRule::Parse(*spec);
+    if (!r.ok()) co_return r.status().WithContext(fmt::format("invalid URI '{}'", uri.text));
+    rules.push_back(*r);
+  }
+  Uuid uuid = Uuid::Generate();
+  if (auto u = q->str("uuid")) {
+    auto parsed = Uuid::Parse(*u);
+    if (!parsed.ok()) co_return parsed.status().WithContext(fmt::format("invalid URI '{}'", uri.text));
+    uuid = *parsed;
+  }
+  auto desc = open_wrapper_base(reg, uri, *name, q->str("base").value_or(""));
+  if (!desc.ok()) co_return desc.status();
+  BdevProps p = wrapper_props((*desc)->bdev(), *name, uuid, "error");
+  auto dev = std::make_unique<ErrorBdev>(std::move(p), std::move(*desc));
+  dev->set_rules(rules);
+  co_return std::unique_ptr<Bdev>(std::move(dev));
+}
+
+}  // namespace tern

@@ -1,0 +1,162 @@
+#include "reactor/reactor_set.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <charconv>
+#include <condition_variable>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "common/log.h"
+
+namespace tern {
+namespace {
+
+std::set<int> allowed_cores() {
+  cpu_set_t cs;
+  CPU_ZERO(&cs);
+  std::set<int> out;
+  if (sched_getaffinity(0, sizeof(cs), &cs) != 0) return out;
+  for (int i = 0; i < CPU_SETSIZE; ++i)
+    if (CPU_ISSET(i, &cs)) out.insert(i);
+  return out;
+}
+
+Result<int> parse_int(std::string_view spec, std::string_view s) {
+  int v = -1;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || p != s.data() + s.size() || v < 0 || v >= CPU_SETSIZE) {
+    return Status::Errorf(Errc::kInval, "invalid core list '{}': '{}' is not a core number", spec, s);
+  }
+  return v;
+}
+
+}  // namespace
+
+std::string allowed_cores_string() {
+  std::string out;
+  auto cores = allowed_cores();
+  for (auto it = cores.begin(); it != cores.end();) {
+    int lo = *it, hi = lo;
+    ++it;
+    while (it != cores.end() && *it == hi + 1) hi = *it++;
+    if (!out.empty()) out += ",";
+    out += lo == hi ? fmt::format("{}", lo) : fmt::format("{}-{}", lo, hi);
+  }
+  return out;
+}
+
+Result<std::vector<int>> parse_core_list(std::string_view spec) {
+  std::vector<int> cores;
+  if (spec.empty()) return Status(Errc::kInval, "empty core list");
+  if (spec.size() > 2 && spec[0] == '0' && (spec[1] == 'x' || spec[1] == 'X')) {
+    std::string_view hex = spec.substr(2);
+    for (size_t i = 0; i < hex.size(); ++i) {
+      char c = hex[hex.size() - 1 - i];
+      int v = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+      if (v < 0) return Status::Errorf(Errc::kInval, "invalid core mask '{}': '{}' is not a hex digit", spec, c);
+      for (int b = 0; b < 4; ++b)
+        if (v & (1 << b)) cores.push_back(int(i) * 4 + b);
+    }
+    std::sort(cores.begin(), cores.end());
+    if (cores.empty()) return Status::Errorf(Errc::kInval, "core mask '{}' selects no core", spec);
+  } else {
+    size_t pos = 0;
+    while (pos <= spec.size()) {
+      size_t comma = spec.find(',', pos);
+      std::string_view part = spec.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+      size_t dash = part.find('-');
+      if (dash == std::string_view::npos) {
+        TERN_ASSIGN_OR_RETURN(int c, parse_int(spec, part));
+        cores.push_back(c);
+      } else {
+        TERN_ASSIGN_OR_RETURN(int lo, parse_int(spec, part.substr(0, dash)));
+        TERN_ASSIGN_OR_RETURN(int hi, parse_int(spec, part.substr(dash + 1)));
+        if (hi < lo) return Status::Errorf(Errc::kInval, "invalid core list '{}': range '{}' is reversed", spec, part);
+        for (int c = lo; c <= hi; ++c) cores.push_back(c);
+      }
+      if (comma == std::string_view::npos) break;
+      pos = comma + 1;
+    }
+  }
+  std::set<int> seen;
+  auto allowed = allowed_cores();
+  for (int c : cores) {
+    if (!seen.insert(c).second) return Status::Errorf(Errc::kInval, "core list '{}' names core {} twice", spec, c);
+    if (!allowed.count(c)) {
+      return Status::Errorf(Errc::kInval, "core {} (from '{}') is not available to this process (allowed: {})", c,
+                            spec, allowed_cores_string());
+    }
+  }
+  return cores;
+}
+
+Result<std::unique_ptr<ReactorSet>> ReactorSet::Start(const ReactorSetOptions& opts) {
+  if (opts.cores.empty()) return Status(Errc::kInval, "at least one reactor core is required");
+  if (opts.reactor.ring_entries == 0 || (opts.reactor.ring_entries & (opts.reactor.ring_entries - 1)) != 0 ||
+      opts.reactor.ring_entries > 32768) {
+    return Status::Errorf(Errc::kInval, "ring entries must be a power of two from 1 to 32768, got {}",
+                          opts.reactor.ring_entries);
+  }
+  std::unique_ptr<ReactorSet> set(new ReactorSet(opts));
+  for (unsigned i = 0; i < opts.cores.size(); ++i) {
+    set->reactors_.emplace_back(new Reactor(set.get(), i, opts.cores[i], opts.reactor));
+  }
+  std::vector<std::unique_ptr<Reactor::ReadyState>> ready;
+  for (auto& r : set->reactors_) {
+    ready.emplace_back(new Reactor::ReadyState());
+    Reactor* rp = r.get();
+    Reactor::ReadyState* rs = ready.back().get();
+    bool pin = opts.pin;
+    r->thread_ = std::thread([rp, rs, pin] { rp->thread_main(rs, pin); });
+  }
+  Status first_error;
+  for (auto& rs : ready) {
+    std::unique_lock lk(rs->mu);
+    rs->cv.wait(lk, [&] { return rs->done; });
+    if (!rs->status.ok() && first_error.ok()) first_error = rs->status;
+  }
+  if (!first_error.ok()) {
+    set->stop();
+    return first_error;
+  }
+  return set;
+}
+
+ReactorSet::~ReactorSet() { stop(); }
+
+bool ReactorSet::post(unsigned target, Reactor::Message fn) {
+  Reactor& dst = *reactors_[target];
+  Reactor* cur = Reactor::current();
+  if (cur && &cur->set() == this) {
+    // Reactors keep talking while they drain at shutdown.
+    cur->send(target, std::move(fn));
+    return true;
+  }
+  if (stopped_.load(std::memory_order_acquire)) return false;
+  // A thread outside the set: back off while the inbox is full.
+  unsigned spins = 0;
+  while (!dst.push_inbox(fn)) {
+    if (stopped_.load(std::memory_order_acquire)) return false;
+    if (++spins < 64) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  dst.wake();
+  return true;
+}
+
+void ReactorSet::stop() {
+  if (stopped_.exchange(true)) return;
+  for (auto& r : reactors_) {
+    r->stop_requested_.store(true, std::memory_order_release);
+    // Force the wake-up write even if the flag is read as awake: a sleeping reactor must see the stop.
+    r->wake();
+  }
+  for (auto& r : reactors_) {
+    if (r->thread_.joinable()) r->thread_.join();
+  }
+}
+
+}  // namespace tern
