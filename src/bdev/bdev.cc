@@ -129,7 +129,7 @@ void IoChannel::on_piece_done(BdevIo* piece_io, void*) {
   BdevIo* parent = piece_io->parent;
   IoChannel* ch = parent->ch;
   if (piece_io->status != Errc::kOk && parent->status == Errc::kOk) parent->status = piece_io->status;
-  ch->free_piece(reinterpret_cast<Piece*>(piece_io));  // BdevIo is the first member of Piece
+  ch->pieces_.put(reinterpret_cast<Piece*>(piece_io));  // BdevIo is the first member of Piece
   if (--parent->children_left == 0) bdev_io_complete(parent, parent->status);
 }
 
@@ -146,7 +146,7 @@ void IoChannel::split(BdevIo* io) {
     uint64_t n = left;
     if (p.max_io_blocks) n = std::min<uint64_t>(n, p.max_io_blocks);
     if (p.io_boundary_blocks) n = std::min<uint64_t>(n, p.io_boundary_blocks - off % p.io_boundary_blocks);
-    Piece* pc = alloc_piece();
+    Piece* pc = pieces_.get();
     BdevIo& c = pc->io;
     c.type = io->type;
     c.offset_blocks = off;
@@ -176,7 +176,7 @@ void IoChannel::split(BdevIo* io) {
         uint64_t whole = got / bs * bs;
         if (whole == 0) {
           // Pathological scatter list (more than kMaxIovs entries inside one block).
-          free_piece(pc);
+          pieces_.put(pc);
           if (io->status == Errc::kOk) io->status = Errc::kInval;
           break;
         }
@@ -224,21 +224,6 @@ void IoChannel::split(BdevIo* io) {
   if (--io->children_left == 0) bdev_io_complete_deferred(io, io->status);
 }
 
-IoChannel::Piece* IoChannel::alloc_piece() {
-  if (!free_pieces_) {
-    pieces_.push_back(std::make_unique<Piece>());
-    return pieces_.back().get();
-  }
-  Piece* p = free_pieces_;
-  free_pieces_ = p->next_free;
-  return p;
-}
-
-void IoChannel::free_piece(Piece* p) {
-  p->next_free = free_pieces_;
-  free_pieces_ = p;
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Reset
 
@@ -280,7 +265,21 @@ void IoChannel::finish(BdevIo* io) {
   uint64_t& in_epoch = epoch_inflight_[io->epoch];
   --in_epoch;
   if (!resets_.empty() && in_epoch == 0) maybe_finish_resets();
+  // The callback may release the last reference to this channel (and so free it): decide before it
+  // runs, touch nothing after.
+  const bool retire_after = orphaned_ && stats_.inflight == 0 && resets_.empty();
   io->done(io, io->done_arg);
+  if (retire_after) retire(this);
+}
+
+void IoChannel::retire(IoChannel* ch) {
+  Bdev& b = *ch->bdev_;
+  {
+    std::lock_guard lk(b.retired_mu_);
+    b.retired_.merge(ch->stats_);
+  }
+  delete ch;
+  b.live_channels_.fetch_sub(1);
 }
 
 void bdev_io_complete(BdevIo* io, Errc status) {
@@ -400,12 +399,8 @@ void ChannelRef::reset() {
   if (--slot.refs == 0) {
     IoChannel* ch = slot.ch;
     slot.ch = nullptr;
-    {
-      std::lock_guard lk(b.retired_mu_);
-      b.retired_.merge(ch->stats_);
-    }
-    delete ch;
-    b.live_channels_.fetch_sub(1);
+    if (ch->stats_.inflight == 0) IoChannel::retire(ch);
+    else ch->orphaned_ = true;
   }
   ch_ = nullptr;
   desc_ = nullptr;

@@ -24,6 +24,7 @@
 
 #include "bdev/bdev_io.h"
 #include "bdev/stats.h"
+#include "common/object_pool.h"
 #include "common/result.h"
 #include "common/small_function.h"
 #include "common/uuid.h"
@@ -127,6 +128,9 @@ class IoChannel {
   void submit(BdevIo* io, bool writable);
   void finish(BdevIo* io);
   static void on_piece_done(BdevIo* piece, void* arg);
+  // Frees a channel nobody references once nothing is in flight on it (releasing a channel with
+  // requests still in flight is allowed: they complete, then the channel goes).
+  static void retire(IoChannel* ch);
   void start_reset(BdevIo* io);
   void maybe_finish_resets();
   void split(BdevIo* io);
@@ -137,15 +141,13 @@ class IoChannel {
     static constexpr int kMaxIovs = 32;
     BdevIo io;
     iovec iovs[kMaxIovs];
-    Piece* next_free = nullptr;
   };
-  Piece* alloc_piece();
-  void free_piece(Piece* p);
 
   Bdev* bdev_;
   Reactor* reactor_;
   std::unique_ptr<ChannelCtx> ctx_;
   BdevStats stats_;
+  bool orphaned_ = false;  // released by every ChannelRef while requests were in flight
   // Reset support: every request records the epoch it was submitted in; a reset opens a new epoch and
   // completes once the old epoch has nothing in flight (and the backend finished its own reset work).
   // Resets complete in order, so a reset that completes has also seen every earlier epoch drain.
@@ -157,8 +159,7 @@ class IoChannel {
     bool backend_done;
   };
   std::vector<PendingReset> resets_;
-  std::vector<std::unique_ptr<Piece>> pieces_;
-  Piece* free_pieces_ = nullptr;
+  ObjectPool<Piece, 16> pieces_;
 };
 
 // An open handle on a device. Opened and closed on the primary reactor (BdevRegistry::open).

@@ -50,13 +50,20 @@ Task<Result<Bdev*>> BdevRegistry::create(std::string uri_text) {
   co_return add(std::move(*made), uri_text);
 }
 
-Result<Bdev*> BdevRegistry::add(std::unique_ptr<Bdev> bdev, std::string created_from) {
-  TERN_RETURN_IF_ERROR(validate_bdev_name(bdev->name()));
+Status BdevRegistry::check_new_name(std::string_view name) const {
+  TERN_RETURN_IF_ERROR(validate_bdev_name(name));
   for (auto& e : devices_) {
-    if (e.bdev->name() == bdev->name()) {
-      return Status::Errorf(Errc::kExist, "device '{}' already exists{}", bdev->name(),
+    if (e.bdev->name() == name) {
+      return Status::Errorf(Errc::kExist, "device '{}' already exists{}", name,
                             e.uri.empty() ? "" : fmt::format(" (created from '{}')", e.uri));
     }
+  }
+  return Status::Ok();
+}
+
+Result<Bdev*> BdevRegistry::add(std::unique_ptr<Bdev> bdev, std::string created_from) {
+  TERN_RETURN_IF_ERROR(check_new_name(bdev->name()));
+  for (auto& e : devices_) {
     if (e.bdev->props().uuid == bdev->props().uuid) {
       return Status::Errorf(Errc::kExist, "device '{}' has UUID {}, already used by device '{}'", bdev->name(),
                             bdev->props().uuid, e.bdev->name());
@@ -149,8 +156,16 @@ Task<Status> BdevRegistry::destroy(std::string_view name_view, bool force, uint6
 }
 
 Task<void> BdevRegistry::destroy_all() {
+  uint64_t waited = 0;
   while (!devices_.empty()) {
-    std::string name = devices_.back().bdev->name();
+    Bdev* last = devices_.back().bdev.get();
+    if (last->removing_.load() && waited < 30'000'000'000ull) {
+      // Someone else is removing it (a forced destroy waiting for holders): let that finish.
+      co_await Reactor::sleep_for(1'000'000);
+      waited += 1'000'000;
+      continue;
+    }
+    std::string name = last->name();
     Status st = co_await destroy(name, true);
     if (!st.ok()) {
       TLOG_ERROR("bdev", "cannot destroy device '{}' at shutdown: {}", name, st);

@@ -43,6 +43,8 @@ class BdevRegistry {
   Result<Bdev*> add(std::unique_ptr<Bdev> bdev, std::string created_from = {});
 
   Bdev* find(std::string_view name_or_uuid) const;
+  // OK if `name` is a valid name that no device uses; factories check before they acquire anything.
+  Status check_new_name(std::string_view name) const;
   std::vector<Bdev*> list() const;
   // The URI a device was created from ("" if added directly).
   std::string created_from(const Bdev& b) const;

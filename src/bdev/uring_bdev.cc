@@ -189,7 +189,7 @@ bool read_write_cache_flag(dev_t rdev) {
 
 }  // namespace
 
-Task<Result<std::unique_ptr<Bdev>>> make_uring_bdev(const Uri& uri, BdevRegistry&) {
+Task<Result<std::unique_ptr<Bdev>>> make_uring_bdev(const Uri& uri, BdevRegistry& reg) {
   auto q = UriQuery::Make(uri, {"blk_size", "direct", "uuid"});
   if (!q.ok()) co_return q.status();
   if (!uri.host.empty()) {
@@ -198,6 +198,7 @@ Task<Result<std::unique_ptr<Bdev>>> make_uring_bdev(const Uri& uri, BdevRegistry
   }
   const std::string& path = uri.path;
   if (path.empty() || path == "/") co_return Status::Errorf(Errc::kInval, "invalid URI '{}': missing path", uri.text);
+  if (Status st = reg.check_new_name(path); !st.ok()) co_return st;
   auto bs_param = q->u64("blk_size");
   if (!bs_param.ok()) co_return bs_param.status();
   if (*bs_param && **bs_param != 512 && **bs_param != 4096) {

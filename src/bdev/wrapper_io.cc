@@ -12,7 +12,7 @@ Result<std::unique_ptr<BdevDesc>> open_wrapper_base(BdevRegistry& reg, const Uri
                           uri.text);
   }
   if (base == name) return Status::Errorf(Errc::kInval, "invalid URI '{}': a device cannot wrap itself", uri.text);
-  if (reg.find(name)) return Status::Errorf(Errc::kExist, "device '{}' already exists", name);
+  TERN_RETURN_IF_ERROR(reg.check_new_name(name));
   BdevRegistry* r = &reg;
   auto desc = reg.open(base, true, [r, name](BdevEvent ev) {
     if (ev != BdevEvent::kRemove) return;

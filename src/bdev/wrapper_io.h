@@ -7,6 +7,7 @@
 
 #include "bdev/bdev.h"
 #include "bdev/registry.h"
+#include "common/object_pool.h"
 #include "reactor/timer.h"
 
 namespace tern {
@@ -19,27 +20,21 @@ struct ForwardedIo {
   void* owner = nullptr;        // the wrapper channel
 };
 
+// Per-channel pool of forwarded requests.
 class ForwardPool {
  public:
   ForwardedIo* get() {
-    if (!free_) {
-      all_.push_back(std::make_unique<ForwardedIo>());
-      return all_.back().get();
-    }
-    ForwardedIo* f = free_;
-    free_ = f->next;
+    ForwardedIo* f = pool_.get();
     f->next = nullptr;
     return f;
   }
   void put(ForwardedIo* f) {
     f->parent = nullptr;
-    f->next = free_;
-    free_ = f;
+    pool_.put(f);
   }
 
  private:
-  std::vector<std::unique_ptr<ForwardedIo>> all_;
-  ForwardedIo* free_ = nullptr;
+  ObjectPool<ForwardedIo, 32> pool_;
 };
 
 // Copies the request part of `parent` into `f->io` and submits it to `base`.

@@ -1,6 +1,7 @@
 #include "common/status.h"
 
 #include <cstring>
+#include <ostream>
 
 namespace tern {
 
@@ -46,5 +47,8 @@ Status Status::WithContext(std::string_view context) const {
   if (!msg_) return Status(code_, fmt::format("{}: {}", context, errc_describe(code_)));
   return Status(code_, fmt::format("{}: {}", context, *msg_));
 }
+
+std::ostream& operator<<(std::ostream& os, const Status& s) { return os << s.ToString(); }
+std::ostream& operator<<(std::ostream& os, Errc c) { return os << errc_name(c); }
 
 }  // namespace tern

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -94,6 +95,9 @@ class [[nodiscard]] Status {
   Errc code_ = Errc::kOk;
   std::unique_ptr<std::string> msg_;
 };
+
+std::ostream& operator<<(std::ostream& os, const Status& s);
+std::ostream& operator<<(std::ostream& os, Errc c);
 
 }  // namespace tern
 

@@ -3,6 +3,7 @@
 #include <sys/random.h>
 
 #include <cstring>
+#include <ostream>
 #include <stdexcept>
 
 namespace tern {
@@ -72,5 +73,7 @@ std::string Uuid::ToString() const {
   }
   return out;
 }
+
+std::ostream& operator<<(std::ostream& os, const Uuid& u) { return os << u.ToString(); }
 
 }  // namespace tern

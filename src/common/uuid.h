@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 
@@ -33,6 +34,8 @@ class Uuid {
  private:
   std::array<uint8_t, 16> bytes_{};
 };
+
+std::ostream& operator<<(std::ostream& os, const Uuid& u);
 
 }  // namespace tern
 

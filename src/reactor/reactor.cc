@@ -68,6 +68,7 @@ Status Reactor::init_ring() {
   cancel_op_.owner = this;
   cancel_op_.on_complete = [](RingOp*, int, uint32_t) {};
   stash_.reserve(size_t(opts_.ring_entries) * 8);
+  timers_.reserve(1024);
   outbound_.resize(set_->size());
   return Status::Ok();
 }
