@@ -97,7 +97,8 @@ Result<ErrorRule> ErrorRule::Parse(std::string_view spec) {
       if (v == "error") r.kind = Kind::kError;
       else if (v == "media") r.kind = Kind::kMediaError;
       else if (v == "timeout") r.kind = Kind::kTimeout;
-      else return Status::Errorf(Errc::kInval, "error rule '{}': kind='{}' must be error, media or timeout", spec, v);
+      else if (v == "corrupt") r.kind = Kind::kCorrupt;
+      else return Status::Errorf(Errc::kInval, "error rule '{}': kind='{}' must be error, media, timeout or corrupt", spec, v);
     } else if (k == "errno") {
       auto e = parse_errno_name(v);
       if (!e.ok()) return e.status().WithContext(fmt::format("error rule '{}'", spec));
@@ -127,6 +128,7 @@ std::string ErrorRule::ToString() const {
   if (probability < 1.0) s += fmt::format(",prob={}", probability);
   s += kind == Kind::kError ? fmt::format(",kind=error,errno={}", errc_name(error))
        : kind == Kind::kMediaError ? std::string(",kind=media")
+       : kind == Kind::kCorrupt    ? std::string(",kind=corrupt")
                                    : fmt::format(",kind=timeout,hold_ms={}", hold_ns / 1000000);
   return s;
 }
@@ -151,12 +153,13 @@ class ErrorChannel final : public ChannelCtx {
     }
     return rules.get();
   }
-  double next_unit() {
+  uint64_t next_random() {
     rng ^= rng << 13;
     rng ^= rng >> 7;
     rng ^= rng << 17;
-    return double(rng >> 11) * (1.0 / double(1ull << 53));
+    return rng;
   }
+  double next_unit() { return double(next_random() >> 11) * (1.0 / double(1ull << 53)); }
   void hold(BdevIo* io, uint64_t hold_ns) {
     ForwardedIo* f = pool.get();
     f->parent = io;
@@ -240,8 +243,10 @@ Result<std::unique_ptr<ChannelCtx>> ErrorBdev::create_channel(Reactor&) {
 void ErrorBdev::submit(ChannelCtx* ctx, BdevIo* io) {
   auto* ch = static_cast<ErrorChannel*>(ctx);
   const RuleSet* rules = ch->current_rules();
+  bool corrupt = false;
   for (auto& rs : *rules) {
     const ErrorRule& r = rs->rule;
+    if (r.kind == ErrorRule::Kind::kCorrupt && io->type != IoType::kRead) continue;
     if (!(r.ops & (1u << unsigned(io->type)))) continue;
     if (io->type != IoType::kFlush && io->type != IoType::kReset) {
       uint64_t end = io->offset_blocks + io->num_blocks;
@@ -261,7 +266,11 @@ void ErrorBdev::submit(ChannelCtx* ctx, BdevIo* io) {
       case ErrorRule::Kind::kTimeout:
         ch->hold(io, r.hold_ns);
         return;
+      case ErrorRule::Kind::kCorrupt:
+        corrupt = true;
+        break;
     }
+    if (corrupt) break;
   }
   if (io->type == IoType::kReset) {
     // A reset aborts what this device holds, then resets the base.
@@ -269,11 +278,24 @@ void ErrorBdev::submit(ChannelCtx* ctx, BdevIo* io) {
   }
   ForwardedIo* f = ch->pool.get();
   f->owner = ch;
+  f->corrupt = corrupt;
   forward_io(ch->base, f, io, [](BdevIo* c, void* arg) {
     auto* fw = static_cast<ForwardedIo*>(arg);
+    auto* ech = static_cast<ErrorChannel*>(fw->owner);
     BdevIo* parent = fw->parent;
     Errc e = c->status;
-    static_cast<ErrorChannel*>(fw->owner)->pool.put(fw);
+    if (fw->corrupt && e == Errc::kOk) {
+      // Flip one bit somewhere in the data the caller will see.
+      uint64_t at = ech->next_random() % parent->bytes();
+      for (int i = 0; i < parent->iovcnt; ++i) {
+        if (at < parent->iovs[i].iov_len) {
+          static_cast<uint8_t*>(parent->iovs[i].iov_base)[at] ^= uint8_t(1u << (at % 8));
+          break;
+        }
+        at -= parent->iovs[i].iov_len;
+      }
+    }
+    ech->pool.put(fw);
     bdev_io_complete(parent, e);
   });
 }

@@ -25,10 +25,12 @@ namespace tern {
 //   spec: comma-separated key=value: op=read|write|flush|unmap|write_zeroes|reset|all (repeatable, '+'
 //   joins several: op=read+write), lba=A-B (blocks, end exclusive; requests overlapping it match),
 //   count=N (fail the next N matching requests; default unlimited), prob=P (0..1, chance a matching
-//   request fails), kind=error|media|timeout, errno=EIO|ENOSPC|... (kind=error), hold_ms=N (kind=timeout:
-//   complete with ETIMEDOUT after N ms; 0 = hold until the device is reset).
+//   request fails), kind=error|media|timeout|corrupt, errno=EIO|ENOSPC|... (kind=error), hold_ms=N
+//   (kind=timeout: complete with ETIMEDOUT after N ms; 0 = hold until the device is reset).
+//   kind=corrupt applies to reads: the read succeeds but one bit of the returned data is flipped, as a
+//   disk that silently returns bad data would (what checksums and verifiers exist to catch).
 struct ErrorRule {
-  enum class Kind { kError, kMediaError, kTimeout };
+  enum class Kind { kError, kMediaError, kTimeout, kCorrupt };
   uint32_t ops = 0x3f;  // bit (1 << IoType)
   uint64_t lba_begin = 0;
   uint64_t lba_end = UINT64_MAX;

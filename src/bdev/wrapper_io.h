@@ -18,6 +18,7 @@ struct ForwardedIo {
   Timer timer;
   ForwardedIo* next = nullptr;  // free list, or the channel's list of held requests
   void* owner = nullptr;        // the wrapper channel
+  bool corrupt = false;         // error device: flip a bit of the data read
 };
 
 // Per-channel pool of forwarded requests.
@@ -30,6 +31,7 @@ class ForwardPool {
   }
   void put(ForwardedIo* f) {
     f->parent = nullptr;
+    f->corrupt = false;
     pool_.put(f);
   }
 

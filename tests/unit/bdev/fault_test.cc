@@ -1,6 +1,7 @@
 // error:// and delay:// wrappers.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <thread>
 
 #include "bdev/fault_bdevs.h"
@@ -46,7 +47,7 @@ TEST(ErrorRule, RejectsBadSpecs) {
       {"lba=a-3", "is not a non-negative integer"},
       {"count=-1", "is not a non-negative integer"},
       {"prob=2", "from 0 to 1"},
-      {"kind=melt", "must be error, media or timeout"},
+      {"kind=melt", "must be error, media, timeout or corrupt"},
       {"errno=EWHAT", "unknown errno name 'EWHAT'"},
       {"color=blue", "unknown key 'color'"},
       {"op", "is not key=value"},
@@ -112,6 +113,23 @@ TEST(ErrorDevice, LbaRangesErrnoAndMediaErrors) {
   e.err->clear_rules();
   EXPECT_EQ(e.io(IoType::kWrite, 500, 1, 1), Errc::kOk) << "rule changes reach every reactor";
   EXPECT_EQ(e.io(IoType::kRead, 100, 1), Errc::kOk);
+}
+
+TEST(ErrorDevice, CorruptReadsFlipOneBitAndSucceed) {
+  ErrorEnv e;
+  test::fill(e.buf.data(), 4096, 11);
+  AlignedBuffer orig(4096);
+  std::memcpy(orig.data(), e.buf.data(), 4096);
+  ASSERT_EQ(e.io(IoType::kWrite, 0, 8), Errc::kOk);
+  e.err->set_rules({*ErrorRule::Parse("kind=corrupt,count=1")});
+  EXPECT_EQ(e.io(IoType::kWrite, 0, 8), Errc::kOk) << "writes are not corrupted";
+  ASSERT_EQ(e.io(IoType::kRead, 0, 8), Errc::kOk);
+  int bits = 0;
+  for (size_t i = 0; i < 4096; ++i) bits += __builtin_popcount(orig.data()[i] ^ e.buf.data()[i]);
+  EXPECT_EQ(bits, 1);
+  ASSERT_EQ(e.io(IoType::kRead, 0, 8), Errc::kOk);
+  EXPECT_EQ(std::memcmp(orig.data(), e.buf.data(), 4096), 0) << "count=1: only one read is corrupted";
+  EXPECT_EQ(e.err->injected(), 1u);
 }
 
 TEST(ErrorDevice, ProbabilisticErrors) {

@@ -1,0 +1,72 @@
+"""Fixtures for system tests: the built binaries and disk-backed scratch space.
+
+The binaries come from TERN_BUILD_DIR (the sanitizer build when run by scripts/test.sh) and the
+release build from TERN_RELEASE_DIR. Every subprocess gets a timeout, so nothing here can hang.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _build_dir(var, default):
+    return pathlib.Path(os.environ.get(var, ROOT / "build" / default))
+
+
+@pytest.fixture(scope="session")
+def build_dir():
+    d = _build_dir("TERN_BUILD_DIR", "asan")
+    if not (d / "tools/ioperf/ioperf").exists():
+        pytest.fail(f"ioperf is not built in {d}; run scripts/build.sh first")
+    return d
+
+
+@pytest.fixture(scope="session")
+def release_dir():
+    d = _build_dir("TERN_RELEASE_DIR", "release")
+    if not (d / "tools/ioperf/ioperf").exists():
+        pytest.fail(f"ioperf is not built in {d}; run scripts/build.sh release first")
+    return d
+
+
+@pytest.fixture
+def scratch():
+    """A directory on a disk-backed file system (O_DIRECT needs one)."""
+    base = "/var/tmp" if os.path.isdir("/var/tmp") else None
+    with tempfile.TemporaryDirectory(prefix="tern-sys-", dir=base) as d:
+        yield pathlib.Path(d)
+
+
+def make_file(path, size):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def usable_cores(n=2):
+    return ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:n])
+
+
+class Ioperf:
+    def __init__(self, binary):
+        self.binary = str(binary)
+
+    def run(self, *args, timeout=120):
+        p = subprocess.run([self.binary, *args], capture_output=True, text=True, timeout=timeout)
+        return p
+
+    def json(self, *args, timeout=120):
+        p = self.run(*args, "--json", timeout=timeout)
+        out = p.stdout.strip().splitlines()
+        assert out, f"no output; rc={p.returncode} stderr={p.stderr}"
+        return p.returncode, json.loads(out[-1]), p.stderr
+
+
+@pytest.fixture
+def ioperf(build_dir):
+    return Ioperf(build_dir / "tools/ioperf/ioperf")
