@@ -1,6 +1,7 @@
 #include "bdev/bdev.h"
 
 #include <algorithm>
+#include <cassert>
 
 #include "bdev/registry.h"
 #include "common/clock.h"
@@ -394,6 +395,7 @@ ChannelRef& ChannelRef::operator=(ChannelRef&& o) noexcept {
 
 void ChannelRef::reset() {
   if (!ch_) return;
+  assert(Reactor::current() == &ch_->reactor() && "a channel is released on the reactor that owns it");
   Bdev& b = ch_->bdev();
   Bdev::Slot& slot = b.slots_[ch_->reactor().id()];
   if (--slot.refs == 0) {

@@ -3,8 +3,10 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -19,6 +21,9 @@ namespace {
 thread_local Reactor* t_current = nullptr;
 constexpr unsigned kMaxMessagesPerTurn = 256;
 constexpr unsigned kCqeBatch = 64;
+// Upper bound of the early wake-up for timers (and of any one lateness sample, so a rare multi-ms
+// stall cannot push the reactor into spinning for every timer).
+constexpr uint64_t kMaxWakeMarginNs = 100'000;
 }  // namespace
 
 Reactor* Reactor::current() noexcept { return t_current; }
@@ -86,6 +91,10 @@ void Reactor::thread_main(ReadyState* ready, bool pin) {
                                              std::strerror(rc), allowed_cores_string()));
     }
   }
+  // Sleeping reactors wake for their timers through io_uring's wait timeout, an hrtimer that the kernel
+  // may defer by the thread's timer slack (50 us by default): far too coarse for I/O timeouts and
+  // delays. 1 ns asks for precise wake-ups.
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   std::string name = fmt::format("reactor-{}", id_);
   pthread_setname_np(pthread_self(), name.c_str());
   if (st.ok()) st = init_ring();
@@ -125,7 +134,10 @@ void Reactor::loop() {
       continue;
     }
     if (stop_requested_.load(std::memory_order_acquire) && can_exit()) break;
-    if (opts_.poll_mode == PollMode::kAdaptive && now_ - last_work_ >= opts_.idle_spin_ns) sleep();
+    if (opts_.poll_mode == PollMode::kAdaptive && now_ - last_work_ >= opts_.idle_spin_ns) {
+      // A timer due within the learned wake-up lateness is better served by spinning.
+      if (timers_.empty() || timers_[0]->deadline_ > now_ + wake_margin_ns_) sleep();
+    }
   }
 }
 
@@ -300,9 +312,14 @@ void Reactor::sleep() {
   }
   __kernel_timespec ts{};
   __kernel_timespec* tsp = nullptr;
+  uint64_t wake_at = 0;
   if (!timers_.empty()) {
+    // Ask to wake a little before the deadline — by the lateness measured on earlier sleeps — and spin
+    // the rest, so timers fire on time even where waking a sleeping CPU is slow (VMs, deep C-states).
     uint64_t now = now_ns();
-    uint64_t d = timers_[0]->deadline_ > now ? timers_[0]->deadline_ - now : 0;
+    uint64_t deadline = timers_[0]->deadline_;
+    wake_at = deadline > now + wake_margin_ns_ ? deadline - wake_margin_ns_ : now;
+    uint64_t d = wake_at - now;
     ts.tv_sec = int64_t(d / 1000000000ull);
     ts.tv_nsec = int64_t(d % 1000000000ull);
     tsp = &ts;
@@ -310,8 +327,14 @@ void Reactor::sleep() {
   io_uring_cqe* cqe = nullptr;
   ++counters_.sleeps;
   ++counters_.submit_calls;
-  io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+  int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
   sleeping_.store(false, std::memory_order_relaxed);
+  if (rc == -ETIME && tsp) {
+    // Woken by the timeout: learn how late the kernel woke us (moving average, capped).
+    uint64_t now = now_ns();
+    uint64_t late = std::min<uint64_t>(now > wake_at ? now - wake_at : 0, kMaxWakeMarginNs);
+    wake_margin_ns_ = (wake_margin_ns_ * 7 + late) / 8;
+  }
 }
 
 void Reactor::wake() {
@@ -418,6 +441,10 @@ void Reactor::SleepAwaiter::await_suspend(std::coroutine_handle<> h) {
 
 void Timer::arm(uint64_t delay_ns, uint64_t period_ns) {
   Reactor* r = Reactor::current();
+  if (!r) {
+    TLOG_ERROR("reactor", "Timer::arm called outside a reactor thread");
+    std::abort();
+  }
   if (owner_ && owner_ != r) cancel();
   owner_ = r;
   r->timer_arm(this, delay_ns, period_ns);

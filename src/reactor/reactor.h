@@ -196,6 +196,7 @@ class Reactor {
   uint64_t inflight_ = 0;
   uint64_t now_ = 0;
   uint64_t last_work_ = 0;
+  uint64_t wake_margin_ns_ = 0;  // how late timed sleeps wake up, learned; timers are woken for this early
   std::thread thread_;
 
   // Fixed-file table.
