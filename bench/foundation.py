@@ -3,7 +3,16 @@
 side by side in one run, plus RAM-device IOPS per core, idle CPU, and the latency cost of adaptive
 polling.
 
-Every comparison runs both tools pinned to the same core, alternating A/B/A/B, and reports medians.
+Every comparison runs both tools pinned to the same core, in pairs whose order alternates (fio first,
+then ioperf first, ...), and reports the median of each tool and the median of the per-pair ratios (a
+pair runs back to back, so slow drifts of a shared machine cancel out).
+
+Kernel request merging is switched off on the file's block device for the comparison (sysfs
+queue/nomerges=2, restored afterwards): with it on, how often adjacent requests reach the kernel in one
+io_uring_enter decides how many get merged, and on some devices (virtio disks) bigger merged requests
+are slower. That measures a kernel heuristic, not the tools. The 128 KiB sequential rows are also run
+with merging on and printed for information.
+
 The last line printed is one JSON object with every figure and ratio.
 
     bench/foundation.py [--reps 3] [--secs 5] [--core N] [--file /var/tmp/tern-bench.img] [--no-build]
@@ -56,6 +65,70 @@ def ioperf(binary, uri, rw, bs, qd, secs, core, extra=()):
     return side["iops"], side["lat_us"]["mean"], r
 
 
+class NoMerges:
+    """Sets queue/nomerges=2 on the block device holding `path` while active (needs root)."""
+
+    def __init__(self, path):
+        self.knob = None
+        self.old = None
+        st = os.stat(path)
+        dev = pathlib.Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}").resolve()
+        if (dev / "partition").exists():
+            dev = dev.parent
+        knob = dev / "queue/nomerges"
+        if knob.exists() and os.access(knob, os.W_OK):
+            self.knob = knob
+
+    def set(self, value):
+        if self.knob is None:
+            return False
+        if self.old is None:
+            self.old = self.knob.read_text().strip()
+        self.knob.write_text(str(value))
+        return True
+
+    def restore(self):
+        if self.knob is not None and self.old is not None:
+            self.knob.write_text(self.old)
+
+
+def compare(path, ioperf_bin, rw, bs, qd, secs, core, reps):
+    """Runs fio and ioperf in `reps` back-to-back pairs; returns medians and median per-pair ratios."""
+    f_iops, f_lat, i_iops, i_lat, r_iops, r_lat = [], [], [], [], [], []
+    for rep in range(reps):
+        def run_fio():
+            return fio(path, rw, bs, qd, secs, core)
+
+        def run_ioperf():
+            a, b, _ = ioperf(ioperf_bin, f"uring://{path}", rw, bs, qd, secs, core)
+            return a, b
+
+        if rep % 2 == 0:
+            fa, fb = run_fio()
+            ia, ib = run_ioperf()
+        else:
+            ia, ib = run_ioperf()
+            fa, fb = run_fio()
+        f_iops.append(fa)
+        f_lat.append(fb)
+        i_iops.append(ia)
+        i_lat.append(ib)
+        r_iops.append(ia / fa)
+        r_lat.append(ib / fb)
+    med = statistics.median
+    return {"fio_iops": med(f_iops), "ioperf_iops": med(i_iops), "fio_lat_us": med(f_lat), "ioperf_lat_us": med(i_lat),
+            "iops_ratio": med(r_iops), "lat_ratio": med(r_lat), "fio_iops_runs": f_iops, "ioperf_iops_runs": i_iops,
+            "iops_ratio_runs": r_iops, "lat_ratio_runs": r_lat}
+
+
+def print_row(name, r, bar=True):
+    ok = r["iops_ratio"] >= IOPS_BAR and r["lat_ratio"] <= LAT_BAR
+    verdict = ("ok" if ok else "MISSED") if bar else "(info)"
+    print(f"{name:<22} {r['fio_iops']:>10.0f} {r['ioperf_iops']:>12.0f} {r['iops_ratio']:>6.2f}   "
+          f"{r['fio_lat_us']:>10.1f} {r['ioperf_lat_us']:>13.1f} {r['lat_ratio']:>6.2f}  {verdict}")
+    return ok
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
@@ -84,30 +157,35 @@ def main():
         run(["fio", "--name=fill", f"--filename={path}", "--size=1g", "--rw=write", "--bs=1m", "--direct=1",
              "--ioengine=io_uring", "--iodepth=8"])
 
-    results = {"core": core, "file": path, "reps": args.reps, "secs": args.secs, "rows": []}
-    print(f"ioperf vs fio (io_uring, O_DIRECT) on a 1 GiB file, both pinned to core {core}; "
-          f"{args.reps} alternating runs of {args.secs}s each, medians")
-    print(f"{'workload':<20} {'fio IOPS':>10} {'ioperf IOPS':>12} {'ratio':>6}   {'fio lat us':>10} "
-          f"{'ioperf lat us':>13} {'ratio':>6}  bar")
+    results = {"core": core, "file": path, "reps": args.reps, "secs": args.secs, "rows": [], "merging_on_rows": []}
+    merges = NoMerges(path)
+    results["nomerges_set"] = merges.set(2)
+    header = (f"{'workload':<22} {'fio IOPS':>10} {'ioperf IOPS':>12} {'ratio':>6}   {'fio lat us':>10} "
+              f"{'ioperf lat us':>13} {'ratio':>6}  bar")
+    print(f"ioperf vs fio (io_uring, O_DIRECT) on a 1 GiB file, both pinned to core {core}; {args.reps} back-to-back "
+          f"pairs of {args.secs}s runs; medians, and ratios as the median of per-pair ratios; kernel request merging "
+          f"{'off' if results['nomerges_set'] else 'ON (could not change it: not root?)'}")
+    print(header)
     all_ok = True
-    for name, rw, bs, qd in ROWS:
-        f_iops, f_lat, i_iops, i_lat = [], [], [], []
-        for _ in range(args.reps):
-            a, b = fio(path, rw, bs, qd, args.secs, core)
-            f_iops.append(a)
-            f_lat.append(b)
-            a, b, _ = ioperf(ioperf_bin, f"uring://{path}", rw, bs, qd, args.secs, core)
-            i_iops.append(a)
-            i_lat.append(b)
-        fi, fl, ii, il = (statistics.median(x) for x in (f_iops, f_lat, i_iops, i_lat))
-        iops_ratio, lat_ratio = ii / fi, il / fl
-        ok = iops_ratio >= IOPS_BAR and lat_ratio <= LAT_BAR
-        all_ok &= ok
-        print(f"{name:<20} {fi:>10.0f} {ii:>12.0f} {iops_ratio:>6.2f}   {fl:>10.1f} {il:>13.1f} {lat_ratio:>6.2f}  "
-              f"{'ok' if ok else 'MISSED'}")
-        results["rows"].append({"workload": name, "fio_iops": fi, "ioperf_iops": ii, "iops_ratio": iops_ratio,
-                                "fio_lat_us": fl, "ioperf_lat_us": il, "lat_ratio": lat_ratio, "meets_bar": ok,
-                                "fio_iops_runs": f_iops, "ioperf_iops_runs": i_iops})
+    try:
+        for name, rw, bs, qd in ROWS:
+            r = compare(path, ioperf_bin, rw, bs, qd, args.secs, core, args.reps)
+            r["workload"] = name
+            r["meets_bar"] = print_row(name, r)
+            all_ok &= r["meets_bar"]
+            results["rows"].append(r)
+        if results["nomerges_set"]:
+            merges.set(0)
+            print("with kernel request merging on (the device's default), for information:")
+            for name, rw, bs, qd in ROWS:
+                if not bs.startswith("128k"):
+                    continue
+                r = compare(path, ioperf_bin, rw, bs, qd, args.secs, core, args.reps)
+                r["workload"] = name
+                print_row(name + " merging", r, bar=False)
+                results["merging_on_rows"].append(r)
+    finally:
+        merges.restore()
     results["all_rows_meet_bar"] = all_ok
 
     # RAM device: the layer's own cost per I/O.

@@ -9,8 +9,8 @@ packages=(
   # libraries
   liburing-dev libisal-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
-  # tests and benchmarks
-  python3 python3-pytest fio util-linux procps
+  # tests and benchmarks (clang only for the libFuzzer targets)
+  python3 python3-pytest fio util-linux procps clang-14 libclang-rt-14-dev
 )
 
 missing=()

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds, and runs the whole test suite:
 #   unit tests (gtest, under AddressSanitizer + UBSan, via ctest) and
-#   system tests (pytest: real binaries, files, loop devices, the main job on the release build).
+#   system tests (pytest: real binaries, files, loop devices, the main job on the release build,
+#   and time-boxed libFuzzer runs of the parsers).
 # Run as root on Debian 12. Exit status is non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh || exit 1
 scripts/build.sh asan || exit 1
 scripts/build.sh release || exit 1
+scripts/build-fuzz.sh || exit 1
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

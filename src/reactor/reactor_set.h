@@ -135,6 +135,11 @@ auto ReactorSet::submit_to(unsigned target, F fn) {
 template <typename F>
 awaited_result_t<F> ReactorSet::run_sync(unsigned target, F fn) {
   using R = awaited_result_t<F>;
+  if (Reactor* cur = Reactor::current(); cur && &cur->set() == this) {
+    // Blocking a reactor on work that may need it would deadlock; reactors await submit_to instead.
+    std::fprintf(stderr, "ReactorSet::run_sync called on reactor %u; use co_await submit_to\n", cur->id());
+    std::abort();
+  }
   detail::ResultSlot<R> slot;
   std::binary_semaphore done(0);
   if (!post(target, [&] { detail::run_into(fn, slot, [&done] { done.release(); }); })) {
