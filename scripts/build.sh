@@ -2,7 +2,8 @@
 # Configures and builds one flavour into build/<flavour>:
 #   release  optimised, with debug info (main job, benchmarks)
 #   asan     debug with AddressSanitizer + UndefinedBehaviorSanitizer (the test suite)
-# Usage: scripts/build.sh [release|asan] [extra ninja targets...]
+#   debug    plain debug build (for gdb)
+# Usage: scripts/build.sh [release|asan|debug] [extra ninja targets...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flavour=${1:-release}
@@ -10,7 +11,8 @@ shift || true
 case "$flavour" in
   release) args=(-DCMAKE_BUILD_TYPE=Release) ;;
   asan) args=(-DCMAKE_BUILD_TYPE=Debug -DTERN_SANITIZE=address,undefined) ;;
-  *) echo "build.sh: unknown flavour '$flavour' (release or asan)" >&2; exit 2 ;;
+  debug) args=(-DCMAKE_BUILD_TYPE=Debug) ;;
+  *) echo "build.sh: unknown flavour '$flavour' (release, asan or debug)" >&2; exit 2 ;;
 esac
 dir=build/$flavour
 if [ ! -f "$dir/build.ninja" ]; then

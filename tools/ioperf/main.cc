@@ -23,6 +23,7 @@ nlohmann::json op_json(const OpResult& r, double secs) {
           {"errors", r.errors},
           {"iops", secs > 0 ? double(r.ops) / secs : 0},
           {"mib_s", secs > 0 ? double(r.bytes) / secs / 1048576.0 : 0},
+          {"mb_s", secs > 0 ? double(r.bytes) / secs / 1e6 : 0},
           {"lat_us",
            {{"mean", r.latency.mean() / 1000.0},
             {"min", us(r.latency.min())},
@@ -155,7 +156,7 @@ int main(int argc, char** argv) {
                         {"cpu_pct", r.cpu_pct},
                         {"reactor_sleeps", r.sleeps},
                         {"verify", {{"enabled", spec.verify}, {"checked_bytes", r.verified_bytes},
-                                    {"mismatch", r.mismatch ? nlohmann::json(r.mismatch->describe()) : nlohmann::json()}}},
+                                    {"mismatch", r.mismatch ? nlohmann::json(r.mismatch->describe(r.device.block_size)) : nlohmann::json()}}},
                         {"error", r.first_error ? nlohmann::json(*r.first_error) : nlohmann::json()},
                         {"ok", r.ok()}};
     std::cout << j.dump() << std::endl;
@@ -173,7 +174,7 @@ int main(int argc, char** argv) {
     fmt::print("  cpu: {}\n", cpu);
     if (spec.verify) {
       fmt::print("  verify: {} checked, {}\n", format_size(r.verified_bytes),
-                 r.mismatch ? "MISMATCH at " + r.mismatch->describe() : std::string("no mismatches"));
+                 r.mismatch ? "MISMATCH at " + r.mismatch->describe(r.device.block_size) : std::string("no mismatches"));
     }
     if (r.first_error) fmt::print("  error: {}\n", *r.first_error);
   }

@@ -57,7 +57,7 @@ bool check_pattern(const uint8_t* buf, size_t len, uint64_t offset, uint64_t gen
   return true;
 }
 
-std::string Mismatch::describe() const {
+std::string Mismatch::describe(uint32_t block_size) const {
   std::string found;
   if (!header_valid) {
     found = "a sector that ioperf did not write (no valid header)";
@@ -69,8 +69,8 @@ std::string Mismatch::describe() const {
     found = fmt::format("the right header but different data from byte {} of the sector (torn or corrupted)",
                         first_bad_byte);
   }
-  return fmt::format("byte offset {} (sector {}): expected generation {}, found {}", offset, offset / kSector,
-                     expected_gen, found);
+  return fmt::format("LBA {} (byte offset {}, {}-byte blocks): expected generation {}, found {}", offset / block_size,
+                     offset, block_size, expected_gen, found);
 }
 
 }  // namespace tern::ioperf

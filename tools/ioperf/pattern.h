@@ -30,7 +30,8 @@ struct Mismatch {
   uint64_t found_gen = 0;
   bool header_valid = false;
   size_t first_bad_byte = 0;    // within the sector
-  std::string describe() const;
+  // "LBA 2048 (byte offset 1048576): expected generation 7, found ..." for a device of `block_size`.
+  std::string describe(uint32_t block_size = 512) const;
 };
 
 // Checks `len` bytes read from `offset` against generation `gen`. Uses `scratch` (len bytes).

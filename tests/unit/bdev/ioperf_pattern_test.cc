@@ -25,6 +25,8 @@ TEST(VerifyPattern, DetectsStaleMisdirectedTornAndForeignData) {
   EXPECT_EQ(m.offset, 8192u);
   EXPECT_EQ(m.found_gen, 4u);
   EXPECT_NE(m.describe().find("lost or stale"), std::string::npos) << m.describe();
+  EXPECT_NE(m.describe(4096).find("LBA 2 (byte offset 8192, 4096-byte blocks)"), std::string::npos) << m.describe(4096);
+  EXPECT_NE(m.describe().find("LBA 16 (byte offset 8192"), std::string::npos) << m.describe();
   // Misdirected: data meant for another place.
   fill_pattern(buf.data(), buf.size(), 0, 5);
   ASSERT_FALSE(check_pattern(buf.data(), buf.size(), 8192, 5, scratch.data(), &m));
