@@ -338,6 +338,9 @@ Result<JobResult> run_job(const JobSpec& spec) {
         CoreJob& j = jobs[i];
         j.active = j.spec->qd;
         if (verifier) {
+          // Runs after the stop message posted at the end of the first phase (messages keep their
+          // order), so clearing the flag here cannot be undone by it.
+          j.stop = false;
           j.start_measuring();
           j.verify_cursor = 0;
         } else if (j.spec->ramp_ns == 0) {
@@ -397,7 +400,6 @@ Result<JobResult> run_job(const JobSpec& spec) {
 
   if (spec.verify && !res.mismatch) {
     finished = 0;
-    for (auto& j : jobs) j.stop = false;  // workers are gone: no reactor touches the job now
     launch(true);
     wait_until(0);
     for (auto& j : jobs) {
