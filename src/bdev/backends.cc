@@ -27,8 +27,21 @@ Result<std::string> name_from_path(const Uri& uri) {
   return name;
 }
 
-Result<SizeParams> parse_size_params(const Uri& uri, const UriQuery& q) {
-  SizeParams p;
+Result<Uuid> uuid_param(const Uri& uri, const UriQuery& q) {
+  auto u = q.str("uuid");
+  if (!u) return Uuid::Generate();
+  auto parsed = Uuid::Parse(*u);
+  if (!parsed.ok()) return parsed.status().WithContext(fmt::format("invalid URI '{}'", uri.text));
+  return *parsed;
+}
+
+Result<BdevProps> ram_device_props(const Uri& uri, const BdevRegistry& reg, std::string product) {
+  TERN_ASSIGN_OR_RETURN(UriQuery q, UriQuery::Make(uri, {"size_mb", "num_blocks", "blk_size", "uuid"}));
+  BdevProps p;
+  TERN_ASSIGN_OR_RETURN(p.name, name_from_path(uri));
+  TERN_RETURN_IF_ERROR(reg.check_new_name(p.name));
+  p.product = std::move(product);
+  p.unmap_reads_zeroes = true;
   TERN_ASSIGN_OR_RETURN(auto bs, q.u64("blk_size"));
   if (bs) {
     if (*bs != 512 && *bs != 4096) {
@@ -54,13 +67,7 @@ Result<SizeParams> parse_size_params(const Uri& uri, const UriQuery& q) {
     if (*nb > (uint64_t(1) << 50) / p.block_size) return Status::Errorf(Errc::kInval, "invalid URI '{}': num_blocks {} is too large", uri.text, *nb);
     p.num_blocks = *nb;
   }
-  if (auto u = q.str("uuid")) {
-    auto parsed = Uuid::Parse(*u);
-    if (!parsed.ok()) return parsed.status().WithContext(fmt::format("invalid URI '{}'", uri.text));
-    p.uuid = *parsed;
-  } else {
-    p.uuid = Uuid::Generate();
-  }
+  TERN_ASSIGN_OR_RETURN(p.uuid, uuid_param(uri, q));
   return p;
 }
 

@@ -17,12 +17,10 @@ Task<Result<std::unique_ptr<Bdev>>> make_delay_bdev(const Uri& uri, BdevRegistry
 
 // Shared by the backends: the device name is the URI path without its leading '/', one segment.
 Result<std::string> name_from_path(const Uri& uri);
-// Shared size parameters of RAM-like devices: size_mb | num_blocks, blk_size, uuid.
-struct SizeParams {
-  uint32_t block_size = 512;
-  uint64_t num_blocks = 0;
-  Uuid uuid;
-};
-Result<SizeParams> parse_size_params(const Uri& uri, const UriQuery& q);
+// The `uuid` parameter, or a new random UUID when it is absent.
+Result<Uuid> uuid_param(const Uri& uri, const UriQuery& q);
+// Properties of a RAM-like device (malloc://, null://) from its URI: name, size_mb | num_blocks,
+// blk_size, uuid; the name must be free.
+Result<BdevProps> ram_device_props(const Uri& uri, const BdevRegistry& reg, std::string product);
 
 }  // namespace tern

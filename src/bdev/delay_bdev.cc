@@ -95,15 +95,11 @@ Task<Result<std::unique_ptr<Bdev>>> make_delay_bdev(const Uri& uri, BdevRegistry
     if (!v.ok()) co_return v.status();
     if (*v) *field = **v * 1000;
   }
-  Uuid uuid = Uuid::Generate();
-  if (auto u = q->str("uuid")) {
-    auto parsed = Uuid::Parse(*u);
-    if (!parsed.ok()) co_return parsed.status().WithContext(fmt::format("invalid URI '{}'", uri.text));
-    uuid = *parsed;
-  }
+  auto uuid = uuid_param(uri, *q);
+  if (!uuid.ok()) co_return uuid.status();
   auto desc = open_wrapper_base(reg, uri, *name, q->str("base").value_or(""));
   if (!desc.ok()) co_return desc.status();
-  BdevProps p = wrapper_props((*desc)->bdev(), *name, uuid, "delay");
+  BdevProps p = wrapper_props((*desc)->bdev(), *name, *uuid, "delay");
   co_return std::unique_ptr<Bdev>(new DelayBdev(std::move(p), std::move(*desc), cfg));
 }
 

@@ -192,15 +192,11 @@ Task<Result<std::unique_ptr<Bdev>>> make_error_bdev(const Uri& uri, BdevRegistry
     if (!r.ok()) co_return r.status().WithContext(fmt::format("invalid URI '{}'", uri.text));
     rules.push_back(*r);
   }
-  Uuid uuid = Uuid::Generate();
-  if (auto u = q->str("uuid")) {
-    auto parsed = Uuid::Parse(*u);
-    if (!parsed.ok()) co_return parsed.status().WithContext(fmt::format("invalid URI '{}'", uri.text));
-    uuid = *parsed;
-  }
+  auto uuid = uuid_param(uri, *q);
+  if (!uuid.ok()) co_return uuid.status();
   auto desc = open_wrapper_base(reg, uri, *name, q->str("base").value_or(""));
   if (!desc.ok()) co_return desc.status();
-  BdevProps p = wrapper_props((*desc)->bdev(), *name, uuid, "error");
+  BdevProps p = wrapper_props((*desc)->bdev(), *name, *uuid, "error");
   auto dev = std::make_unique<ErrorBdev>(std::move(p), std::move(*desc));
   dev->set_rules(rules);
   co_return std::unique_ptr<Bdev>(std::move(dev));

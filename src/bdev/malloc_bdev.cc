@@ -69,20 +69,9 @@ class MallocBdev final : public Bdev {
 }  // namespace
 
 Task<Result<std::unique_ptr<Bdev>>> make_malloc_bdev(const Uri& uri, BdevRegistry& reg) {
-  auto q = UriQuery::Make(uri, {"size_mb", "num_blocks", "blk_size", "uuid"});
-  if (!q.ok()) co_return q.status();
-  auto name = name_from_path(uri);
-  if (!name.ok()) co_return name.status();
-  if (Status st = reg.check_new_name(*name); !st.ok()) co_return st;
-  auto sp = parse_size_params(uri, *q);
-  if (!sp.ok()) co_return sp.status();
-  BdevProps p;
-  p.name = *name;
-  p.uuid = sp->uuid;
-  p.product = "malloc";
-  p.block_size = sp->block_size;
-  p.num_blocks = sp->num_blocks;
-  p.unmap_reads_zeroes = true;
+  auto props = ram_device_props(uri, reg, "malloc");
+  if (!props.ok()) co_return props.status();
+  BdevProps p = std::move(*props);
   void* mem = mmap(nullptr, p.size_bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) {
     co_return Status::FromErrno(errno, fmt::format("malloc device '{}': cannot map {} bytes: {}", p.name,

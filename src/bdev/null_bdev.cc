@@ -23,21 +23,9 @@ class NullBdev final : public Bdev {
 }  // namespace
 
 Task<Result<std::unique_ptr<Bdev>>> make_null_bdev(const Uri& uri, BdevRegistry& reg) {
-  auto q = UriQuery::Make(uri, {"size_mb", "num_blocks", "blk_size", "uuid"});
-  if (!q.ok()) co_return q.status();
-  auto name = name_from_path(uri);
-  if (!name.ok()) co_return name.status();
-  if (Status st = reg.check_new_name(*name); !st.ok()) co_return st;
-  auto sp = parse_size_params(uri, *q);
-  if (!sp.ok()) co_return sp.status();
-  BdevProps p;
-  p.name = *name;
-  p.uuid = sp->uuid;
-  p.product = "null";
-  p.block_size = sp->block_size;
-  p.num_blocks = sp->num_blocks;
-  p.unmap_reads_zeroes = true;
-  co_return std::unique_ptr<Bdev>(new NullBdev(std::move(p)));
+  auto props = ram_device_props(uri, reg, "null");
+  if (!props.ok()) co_return props.status();
+  co_return std::unique_ptr<Bdev>(new NullBdev(std::move(*props)));
 }
 
 }  // namespace tern

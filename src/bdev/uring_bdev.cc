@@ -208,12 +208,8 @@ Task<Result<std::unique_ptr<Bdev>>> make_uring_bdev(const Uri& uri, BdevRegistry
   auto direct_param = q->boolean("direct");
   if (!direct_param.ok()) co_return direct_param.status();
   const bool direct = direct_param->value_or(true);
-  Uuid uuid = Uuid::Generate();
-  if (auto u = q->str("uuid")) {
-    auto parsed = Uuid::Parse(*u);
-    if (!parsed.ok()) co_return parsed.status().WithContext(fmt::format("invalid URI '{}'", uri.text));
-    uuid = *parsed;
-  }
+  auto uuid = uuid_param(uri, *q);
+  if (!uuid.ok()) co_return uuid.status();
 
   struct stat st;
   if (stat(path.c_str(), &st) != 0) {
@@ -256,7 +252,7 @@ Task<Result<std::unique_ptr<Bdev>>> make_uring_bdev(const Uri& uri, BdevRegistry
 
   BdevProps p;
   p.name = path;
-  p.uuid = uuid;
+  p.uuid = *uuid;
   p.product = "uring";
   uint64_t size = 0;
   if (blockdev) {

@@ -105,12 +105,6 @@ struct CallbackDriver {
   AlignedBuffer bufs[kQd];
   std::atomic<bool> done{false};
 
-  void start() {
-    for (int i = 0; i < kQd; ++i) {
-      bufs[i] = AlignedBuffer(blocks_per_io * 512);
-      issue(&ios[i], i);
-    }
-  }
   void issue(BdevIo* io, int slot) {
     rng ^= rng << 13;
     rng ^= rng >> 7;
@@ -147,32 +141,29 @@ DriveResult drive(DeviceEnv& env, const std::string& name, uint64_t blocks_per_i
   ChannelRef ch;
   uint64_t device_blocks = (*desc)->bdev().props().num_blocks;
   env.set->run_sync(0, [&] { ch = std::move(*ChannelRef::Get(**desc)); });
-  auto phase = [&](uint64_t n) {
+  // Builds a driver (buffers included) outside any counting window.
+  auto make = [&](uint64_t n) {
     auto d = std::make_unique<CallbackDriver>();
     d->ch = &ch;
     d->blocks_per_io = blocks_per_io;
     d->device_blocks = device_blocks;
     d->total = n;
     d->issued = CallbackDriver::kQd;
-    env.set->run_sync(0, [&] { d->start(); });
-    while (!d->done.load()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    for (int i = 0; i < CallbackDriver::kQd; ++i) d->bufs[i] = AlignedBuffer(blocks_per_io * 512);
     return d;
   };
-  auto w = phase(warm);
-  EXPECT_EQ(w->errors, 0u);
-  // The driver object is built before the window opens.
-  auto d = std::make_unique<CallbackDriver>();
-  d->ch = &ch;
-  d->blocks_per_io = blocks_per_io;
-  d->device_blocks = device_blocks;
-  d->total = total;
-  d->issued = CallbackDriver::kQd;
-  for (int i = 0; i < CallbackDriver::kQd; ++i) d->bufs[i] = AlignedBuffer(blocks_per_io * 512);
+  auto run = [&](CallbackDriver& d) {
+    env.set->run_sync(0, [&] {
+      for (int i = 0; i < CallbackDriver::kQd; ++i) d.issue(&d.ios[i], i);
+    });
+    while (!d.done.load()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  };
+  auto warmup = make(warm);
+  run(*warmup);
+  EXPECT_EQ(warmup->errors, 0u);
+  auto d = make(total);
   uint64_t before = g_allocs.load();
-  env.set->run_sync(0, [&] {
-    for (int i = 0; i < CallbackDriver::kQd; ++i) d->issue(&d->ios[i], i);
-  });
-  while (!d->done.load()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  run(*d);
   uint64_t after = g_allocs.load();
   env.set->run_sync(0, [&] { ch.reset(); });
   env.close(*desc);
