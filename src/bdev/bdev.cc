@@ -116,7 +116,29 @@ void IoChannel::on_piece_done(BdevIo* piece_io, void*) {
   if (--parent->children_left == 0) bdev_io_complete(parent, parent->status);
 }
 
+// Whether `io` can be cut into pieces whose scatter lists fit a Piece (checked before any piece is
+// issued, so a request that fails never reaches the device in part).
+bool IoChannel::splittable(const BdevIo& io) const {
+  if (!has_data(io.type)) return true;
+  const uint64_t bs = bdev_->props().block_size;
+  // A piece starts at a block boundary, possibly inside an iovec entry, and holds kMaxIovs entries: the
+  // partial first one and kMaxIovs - 1 whole ones. It makes progress if any kMaxIovs - 1 consecutive
+  // entries cover at least one block (fewer entries left than that always fit in one piece).
+  constexpr int kWindow = Piece::kMaxIovs - 1;
+  uint64_t sum = 0;
+  for (int i = 0; i < io.iovcnt; ++i) {
+    sum += io.iovs[i].iov_len;
+    if (i >= kWindow) sum -= io.iovs[i - kWindow].iov_len;
+    if (i >= kWindow - 1 && sum < bs) return false;
+  }
+  return true;
+}
+
 void IoChannel::split(BdevIo* io) {
+  if (!splittable(*io)) {
+    bdev_io_complete_deferred(io, Errc::kInval);
+    return;
+  }
   const BdevProps& p = bdev_->props();
   const uint64_t bs = p.block_size;
   uint64_t off = io->offset_blocks;
@@ -211,6 +233,11 @@ void IoChannel::split(BdevIo* io) {
 // Reset
 
 void IoChannel::start_reset(BdevIo* io) {
+  if (resets_.size() >= kMaxPendingResets) {
+    // Epochs are 8-bit: more pending resets than this could alias an epoch still being waited for.
+    bdev_io_complete_deferred(io, Errc::kBusy);
+    return;
+  }
   uint8_t old = epoch_;
   // The reset was counted in the old epoch; move it to the new one so it does not wait for itself.
   --epoch_inflight_[old];

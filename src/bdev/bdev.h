@@ -76,6 +76,9 @@ class Bdev {
   virtual void submit(ChannelCtx* ctx, BdevIo* io) = 0;
   // Last words before deletion, on the primary reactor, once no descriptor or channel remains.
   virtual Task<void> shutdown() { co_return; }
+  // A forced destroy began (primary reactor): abort whatever the backend holds indefinitely so its
+  // channels can drain.
+  virtual Task<void> on_remove() { co_return; }
 
   // Open descriptors; the name of the claiming module, or empty.
   size_t open_count() const { return descs_.size(); }
@@ -112,6 +115,9 @@ class Bdev {
 
 class IoChannel {
  public:
+  // More resets than this pending on one channel are refused with EBUSY.
+  static constexpr size_t kMaxPendingResets = 64;
+
   Bdev& bdev() const { return *bdev_; }
   Reactor& reactor() const { return *reactor_; }
   ChannelCtx* ctx() const { return ctx_.get(); }
@@ -134,6 +140,7 @@ class IoChannel {
   void start_reset(BdevIo* io);
   void maybe_finish_resets();
   void split(BdevIo* io);
+  bool splittable(const BdevIo& io) const;
   bool needs_split(const BdevIo& io) const;
 
   // A piece of a split request, with room for its slice of the parent's iovec.

@@ -6,6 +6,7 @@
 #include "bdev/fault_bdevs.h"
 #include "bdev/wrapper_io.h"
 #include "common/log.h"
+#include "reactor/reactor_set.h"
 
 namespace tern {
 
@@ -14,11 +15,12 @@ namespace tern {
 
 class ErrorChannel final : public ChannelCtx {
  public:
-  ErrorChannel(ErrorBdev* b, ChannelRef base) : bdev(b), base(std::move(base)), rng(0x9e3779b97f4a7c15ull ^ uintptr_t(this)) {}
-  ~ErrorChannel() override {
-    // Anything still held when the channel goes is aborted.
-    release_held(Errc::kCanceled);
+  ErrorChannel(ErrorBdev* b, ChannelRef base, unsigned reactor)
+      : bdev(b), base(std::move(base)), reactor(reactor), rng(0x9e3779b97f4a7c15ull ^ uintptr_t(this)) {
+    bdev->channels_[reactor] = this;
   }
+  // A channel retires only with nothing in flight, so nothing can be held here any more.
+  ~ErrorChannel() override { bdev->channels_[reactor] = nullptr; }
 
   const ErrorBdev::RuleSet* current_rules() {
     uint64_t v = bdev->version_.load(std::memory_order_acquire);
@@ -47,6 +49,7 @@ class ErrorChannel final : public ChannelCtx {
       f->timer.arm(hold_ns);
     }
   }
+  // From a timer: the hold expired.
   void release_one(ForwardedIo* f, Errc e) {
     for (ForwardedIo** pp = &held; *pp; pp = &(*pp)->next) {
       if (*pp == f) {
@@ -54,17 +57,28 @@ class ErrorChannel final : public ChannelCtx {
         break;
       }
     }
-    f->timer.cancel();
     BdevIo* io = f->parent;
     pool.put(f);
     bdev_io_complete(io, e);
   }
+  // Completes everything held right now (not what gets held later), always from the loop: callers
+  // may be inside a submit.
   void release_held(Errc e) {
-    while (held) release_one(held, e);
+    ForwardedIo* list = held;
+    held = nullptr;
+    while (list) {
+      ForwardedIo* f = list;
+      list = f->next;
+      f->timer.cancel();
+      BdevIo* io = f->parent;
+      pool.put(f);
+      bdev_io_complete_deferred(io, e);
+    }
   }
 
   ErrorBdev* bdev;
   ChannelRef base;
+  unsigned reactor;
   ForwardPool pool;
   ForwardedIo* held = nullptr;
   std::shared_ptr<const ErrorBdev::RuleSet> rules;
@@ -72,8 +86,18 @@ class ErrorChannel final : public ChannelCtx {
   uint64_t rng;
 };
 
-ErrorBdev::ErrorBdev(BdevProps p, std::unique_ptr<BdevDesc> base)
-    : Bdev(std::move(p)), base_(std::move(base)), rules_(std::make_shared<RuleSet>()) {}
+ErrorBdev::ErrorBdev(BdevProps p, std::unique_ptr<BdevDesc> base, unsigned reactors)
+    : Bdev(std::move(p)), base_(std::move(base)), rules_(std::make_shared<RuleSet>()), channels_(reactors, nullptr) {}
+
+Task<void> ErrorBdev::on_remove() {
+  // Held requests would keep their channels (and so the removal) waiting forever: abort them.
+  ReactorSet& set = Reactor::current()->set();
+  for (unsigned r = 0; r < channels_.size(); ++r) {
+    co_await set.submit_to(r, [this, r] {
+      if (ErrorChannel* ch = channels_[r]) ch->release_held(Errc::kCanceled);
+    });
+  }
+}
 ErrorBdev::~ErrorBdev() = default;
 
 void ErrorBdev::set_rules(const std::vector<ErrorRule>& rules) {
@@ -110,10 +134,10 @@ std::vector<ErrorRule> ErrorBdev::rules() const {
 
 bool ErrorBdev::supports(IoType t) const { return base_->bdev().supports(t) || t == IoType::kReset; }
 
-Result<std::unique_ptr<ChannelCtx>> ErrorBdev::create_channel(Reactor&) {
+Result<std::unique_ptr<ChannelCtx>> ErrorBdev::create_channel(Reactor& r) {
   auto base = ChannelRef::Get(*base_);
   if (!base.ok()) return base.status();
-  return std::unique_ptr<ChannelCtx>(new ErrorChannel(this, std::move(*base)));
+  return std::unique_ptr<ChannelCtx>(new ErrorChannel(this, std::move(*base), r.id()));
 }
 
 void ErrorBdev::submit(ChannelCtx* ctx, BdevIo* io) {
@@ -197,7 +221,7 @@ Task<Result<std::unique_ptr<Bdev>>> make_error_bdev(const Uri& uri, BdevRegistry
   auto desc = open_wrapper_base(reg, uri, *name, q->str("base").value_or(""));
   if (!desc.ok()) co_return desc.status();
   BdevProps p = wrapper_props((*desc)->bdev(), *name, *uuid, "error");
-  auto dev = std::make_unique<ErrorBdev>(std::move(p), std::move(*desc));
+  auto dev = std::make_unique<ErrorBdev>(std::move(p), std::move(*desc), reg.reactors().size());
   dev->set_rules(rules);
   co_return std::unique_ptr<Bdev>(std::move(dev));
 }

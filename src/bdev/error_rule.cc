@@ -50,7 +50,7 @@ Result<ErrorRule> ErrorRule::Parse(std::string_view spec) {
         std::string_view one = v.substr(p2, plus == std::string_view::npos ? std::string_view::npos : plus - p2);
         bool found = false;
         if (one == "all") {
-          r.ops = 0x3f;
+          r.ops |= ErrorRule::kAllButReset;
           found = true;
         }
         for (size_t t = 0; t < kIoTypeCount && !found; ++t) {
@@ -106,12 +106,17 @@ Result<ErrorRule> ErrorRule::Parse(std::string_view spec) {
                             "error rule '{}': unknown key '{}' (op, lba, count, prob, kind, errno, hold_ms)", spec, k);
     }
   }
+  if (r.kind == Kind::kTimeout && (r.ops & (1u << unsigned(IoType::kReset)))) {
+    return Status::Errorf(Errc::kInval,
+                          "error rule '{}': kind=timeout cannot hold resets (a reset is what releases held requests)",
+                          spec);
+  }
   return r;
 }
 
 std::string ErrorRule::ToString() const {
   std::string ops_s;
-  if (ops == 0x3f) {
+  if (ops == kAllButReset) {
     ops_s = "all";
   } else {
     for (size_t t = 0; t < kIoTypeCount; ++t)

@@ -23,7 +23,8 @@ namespace tern {
 
 // Which requests fail, and how.
 //   spec: comma-separated key=value: op=read|write|flush|unmap|write_zeroes|reset|all (repeatable, '+'
-//   joins several: op=read+write), lba=A-B (blocks, end exclusive; requests overlapping it match),
+//   joins several: op=read+write; "all", the default, is every type but reset, which must be named),
+//   lba=A-B (blocks, end exclusive; requests overlapping it match),
 //   count=N (fail the next N matching requests; default unlimited), prob=P (0..1, chance a matching
 //   request fails), kind=error|media|timeout|corrupt, errno=EIO|ENOSPC|... (kind=error), hold_ms=N
 //   (kind=timeout: complete with ETIMEDOUT after N ms; 0 = hold until the device is reset).
@@ -31,7 +32,8 @@ namespace tern {
 //   disk that silently returns bad data would (what checksums and verifiers exist to catch).
 struct ErrorRule {
   enum class Kind { kError, kMediaError, kTimeout, kCorrupt };
-  uint32_t ops = 0x3f;  // bit (1 << IoType)
+  static constexpr uint32_t kAllButReset = 0x1f;
+  uint32_t ops = kAllButReset;  // bit (1 << IoType)
   uint64_t lba_begin = 0;
   uint64_t lba_end = UINT64_MAX;
   int64_t count = -1;
@@ -44,6 +46,8 @@ struct ErrorRule {
   std::string ToString() const;
 };
 
+class ErrorChannel;
+
 class ErrorBdev final : public Bdev {
  public:
   struct RuleState {
@@ -53,7 +57,7 @@ class ErrorBdev final : public Bdev {
   };
   using RuleSet = std::vector<std::shared_ptr<RuleState>>;
 
-  ErrorBdev(BdevProps p, std::unique_ptr<BdevDesc> base);
+  ErrorBdev(BdevProps p, std::unique_ptr<BdevDesc> base, unsigned reactors);
   ~ErrorBdev() override;
 
   void set_rules(const std::vector<ErrorRule>& rules);
@@ -67,6 +71,7 @@ class ErrorBdev final : public Bdev {
   Result<std::unique_ptr<ChannelCtx>> create_channel(Reactor& r) override;
   void submit(ChannelCtx* ctx, BdevIo* io) override;
   Task<void> shutdown() override;
+  Task<void> on_remove() override;
 
  private:
   friend class ErrorChannel;
@@ -75,6 +80,7 @@ class ErrorBdev final : public Bdev {
   std::shared_ptr<const RuleSet> rules_;
   std::atomic<uint64_t> version_{1};
   std::atomic<uint64_t> injected_{0};
+  std::vector<ErrorChannel*> channels_;  // per reactor; each entry touched only by its reactor
 };
 
 struct DelayConfig {

@@ -135,6 +135,7 @@ Task<Status> BdevRegistry::destroy(std::string_view name_view, bool force, uint6
     }
   }
   b->removing_.store(true);
+  if (force) co_await b->on_remove();
   uint64_t waited = 0;
   constexpr uint64_t kStep = 1'000'000;
   while (!b->descs_.empty() || b->live_channels_.load() != 0) {
@@ -168,10 +169,10 @@ Task<void> BdevRegistry::destroy_all() {
     std::string name = last->name();
     Status st = co_await destroy(name, true);
     if (!st.ok()) {
+      // Someone still holds it. Leave it registered (a pending destroy may still be using it) and stop
+      // here; the registry's destructor reports what is left.
       TLOG_ERROR("bdev", "cannot destroy device '{}' at shutdown: {}", name, st);
-      // Forget it rather than loop forever; its memory is released with the process.
-      devices_.back().bdev.release();
-      devices_.pop_back();
+      co_return;
     }
   }
 }

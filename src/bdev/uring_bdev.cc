@@ -48,7 +48,9 @@ struct UringIo : RingOp {
   BdevIo* io;
   UringBdev* bdev;
   UringChannel* ch;
-  uint64_t expected;
+  uint64_t expected;  // bytes of the whole read/write
+  uint64_t done;      // bytes transferred so far (short transfers continue from here)
+  uint64_t op_len;    // bytes asked of the SQE in flight
   // write-zeroes emulation state
   uint64_t zoff;
   uint64_t zend;
@@ -79,6 +81,8 @@ class UringBdev final : public Bdev {
     const uint64_t off = io->offset_blocks * bs;
     const uint64_t len = io->num_blocks * bs;
     u->expected = len;
+    u->done = 0;
+    u->op_len = len;
     if (io->type == IoType::kReset) {
       // Nothing is held here that could be aborted; the layer completes the reset once I/O drains.
       bdev_io_complete_deferred(io, Errc::kOk);
@@ -122,8 +126,9 @@ class UringBdev final : public Bdev {
     BdevIo* io = u->io;
     if (res < 0) {
       if (io->type == IoType::kWriteZeroes && !u->emulating && (res == -EOPNOTSUPP || res == -EINVAL)) {
-        // ZERO_RANGE is not available here (tmpfs, some devices): write zeros instead, from now on.
-        u->bdev->zero_range_ok_.store(false, std::memory_order_relaxed);
+        // ZERO_RANGE is not available (tmpfs, some devices): write zeros instead — from now on when the
+        // operation is unsupported, for this request only when this range was refused.
+        if (res == -EOPNOTSUPP) u->bdev->zero_range_ok_.store(false, std::memory_order_relaxed);
         u->bdev->start_emulation(u, u->ch->reactor.get_sqe());
         return;
       }
@@ -147,15 +152,44 @@ class UringBdev final : public Bdev {
       bdev_io_complete(io, Errc::kOk);
       return;
     }
-    if ((io->type == IoType::kRead || io->type == IoType::kWrite) && uint64_t(res) != u->expected) {
-      // O_DIRECT transfers inside the device are all-or-nothing; a short one means the file changed size
-      // under us or the device misbehaved. Report it rather than guess.
-      TLOG_RL_WARN("bdev", 1000, "device '{}': short {} at block {}: {} of {} bytes", u->bdev->name(),
-                   io_type_name(io->type), io->offset_blocks, res, u->expected);
-      bdev_io_complete(io, Errc::kIo);
+    if ((io->type == IoType::kRead || io->type == IoType::kWrite) && uint64_t(res) != u->op_len) {
+      // A short transfer (buffered I/O near a full file system, a signal): continue with the rest. No
+      // progress at all means the file shrank under us.
+      if (res == 0) {
+        TLOG_RL_WARN("bdev", 1000, "device '{}': {} at block {} made no progress after {} of {} bytes",
+                     u->bdev->name(), io_type_name(io->type), io->offset_blocks, u->done, u->expected);
+        bdev_io_complete(io, Errc::kIo);
+        return;
+      }
+      u->done += uint64_t(res);
+      u->bdev->continue_rw(u);
+      return;
+    }
+    if (u->done + uint64_t(res) < u->expected && (io->type == IoType::kRead || io->type == IoType::kWrite)) {
+      u->done += uint64_t(res);
+      u->bdev->continue_rw(u);
       return;
     }
     bdev_io_complete(io, Errc::kOk);
+  }
+
+  // Issues the next piece of a read/write after a short transfer: the rest of the iovec entry holding
+  // byte `done`.
+  void continue_rw(UringIo* u) {
+    BdevIo* io = u->io;
+    uint64_t skip = u->done;
+    int i = 0;
+    while (i < io->iovcnt && skip >= io->iovs[i].iov_len) skip -= io->iovs[i++].iov_len;
+    char* base = static_cast<char*>(io->iovs[i].iov_base) + skip;
+    uint64_t len = io->iovs[i].iov_len - skip;
+    uint64_t off = io->offset_blocks * props_.block_size + u->done;
+    u->op_len = len;
+    io_uring_sqe* sqe = u->ch->reactor.get_sqe();
+    const int fd = u->ch->slot >= 0 ? u->ch->slot : fd_;
+    if (io->type == IoType::kRead) io_uring_prep_read(sqe, fd, base, unsigned(len), off);
+    else io_uring_prep_write(sqe, fd, base, unsigned(len), off);
+    if (u->ch->slot >= 0) sqe->flags |= IOSQE_FIXED_FILE;
+    u->ch->reactor.commit(sqe, u);
   }
 
   void start_emulation(UringIo* u, io_uring_sqe* sqe) {

@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "reactor/reactor_set.h"
+#include "reactor/ring_awaiter.h"
 
 namespace tern {
 namespace {
@@ -66,13 +67,17 @@ Status Reactor::init_ring() {
     free_file_slots_.reserve(opts_.fixed_files);
     for (int i = int(opts_.fixed_files) - 1; i >= 0; --i) free_file_slots_.push_back(i);
   }
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  // Blocking on purpose: io_uring arms a poll (or an io-wq read) for it; a non-blocking eventfd can make
+  // the read complete at once with -EAGAIN on kernels without nowait support, and the reactor would
+  // never sleep.
+  wake_fd_ = eventfd(0, EFD_CLOEXEC);
   if (wake_fd_ < 0) return Status::FromErrno(errno, "eventfd");
   wake_op_.owner = this;
   wake_op_.on_complete = [](RingOp* op, int, uint32_t) { static_cast<OwnOp*>(op)->owner->wake_armed_ = false; };
   cancel_op_.owner = this;
   cancel_op_.on_complete = [](RingOp*, int, uint32_t) {};
   stash_.reserve(size_t(opts_.ring_entries) * 8);
+  stash_spare_.reserve(size_t(opts_.ring_entries) * 8);
   timers_.reserve(1024);
   outbound_.resize(set_->size());
   return Status::Ok();
@@ -99,6 +104,7 @@ void Reactor::thread_main(ReadyState* ready, bool pin) {
   pthread_setname_np(pthread_self(), name.c_str());
   if (st.ok()) st = init_ring();
   bool ok = st.ok();
+  running_ = ok;
   {
     std::lock_guard lk(ready->mu);
     ready->status = std::move(st);
@@ -122,6 +128,7 @@ void Reactor::loop() {
   for (;;) {
     now_ = now_ns();
     ++counters_.loops;
+    if (exit_now_.load(std::memory_order_acquire)) break;
     bool work = drain_inbox();
     if (outbound_pending_) work |= flush_outbound();
     if (!timers_.empty()) work |= run_timers();
@@ -133,7 +140,7 @@ void Reactor::loop() {
       last_work_ = now_;
       continue;
     }
-    if (stop_requested_.load(std::memory_order_acquire) && can_exit()) break;
+    if (exit_now_.load(std::memory_order_acquire)) break;
     if (opts_.poll_mode == PollMode::kAdaptive && now_ - last_work_ >= opts_.idle_spin_ns) {
       // A timer due within the learned wake-up lateness is better served by spinning.
       if (timers_.empty() || timers_[0]->deadline_ > now_ + wake_margin_ns_) sleep();
@@ -145,11 +152,11 @@ bool Reactor::drain_inbox() {
   Message m;
   unsigned n = 0;
   while (n < kMaxMessagesPerTurn && inbox_.try_pop(m)) {
+    ++counters_.messages;
     m();
     m.reset();
     ++n;
   }
-  counters_.messages += n;
   return n > 0;
 }
 
@@ -215,11 +222,10 @@ void Reactor::dispatch(uint64_t user_data, int res, uint32_t flags) {
 bool Reactor::reap_completions() {
   bool work = false;
   if (!stash_.empty()) {
-    // Dispatch may stash more; take the current batch first.
-    std::vector<StashedCqe> batch;
-    batch.swap(stash_);
-    stash_.reserve(batch.capacity());
-    for (auto& c : batch) dispatch(c.user_data, c.res, c.flags);
+    // Dispatch may stash more; take the current batch first (swapping keeps both capacities).
+    stash_spare_.swap(stash_);
+    for (auto& c : stash_spare_) dispatch(c.user_data, c.res, c.flags);
+    stash_spare_.clear();
     work = true;
   }
   io_uring_cqe* cqes[kCqeBatch];
@@ -305,7 +311,7 @@ void Reactor::sleep() {
   // see its message here and do not sleep.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (inbox_.has_ready() || deferred_head_ || outbound_pending_ || !stash_.empty() ||
-      stop_requested_.load(std::memory_order_relaxed) || io_uring_cq_ready(&ring_)) {
+      exit_now_.load(std::memory_order_relaxed) || io_uring_cq_ready(&ring_)) {
     sleeping_.store(false, std::memory_order_relaxed);
     io_uring_submit(&ring_);
     return;
@@ -346,31 +352,17 @@ void Reactor::wake() {
   }
 }
 
-bool Reactor::can_exit() {
-  if (inbox_.has_ready() || deferred_head_ || outbound_pending_ || !stash_.empty()) return false;
-  if (inflight_ == 0) return true;
-  uint64_t now = now_ns();
-  if (stop_seen_ns_ == 0) stop_seen_ns_ = now;
-  if (now - stop_seen_ns_ >= opts_.drain_timeout_ns) {
-    if (!drain_cancel_sent_) {
-      TLOG_WARN("reactor", "reactor {}: {} operation(s) still in flight after {} ms at shutdown; cancelling them", id_,
-                inflight_, opts_.drain_timeout_ns / 1000000);
-      io_uring_sqe* sqe = get_sqe();
-      io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
-      io_uring_sqe_set_data(sqe, &cancel_op_);
-      io_uring_submit(&ring_);
-      drain_cancel_sent_ = true;
-      stop_seen_ns_ = now;
-    } else {
-      TLOG_ERROR("reactor", "reactor {}: giving up on {} in-flight operation(s) at shutdown", id_, inflight_);
-      return true;
-    }
-  }
-  // Do not spin hot while draining: wait briefly for completions.
-  __kernel_timespec ts{0, 1000000};
-  io_uring_cqe* cqe = nullptr;
-  io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
-  return false;
+Reactor::Activity Reactor::activity() const {
+  bool idle = !inbox_.has_ready() && !deferred_head_ && outbound_pending_ == 0 && stash_.empty() && inflight_ == 0;
+  return {idle, msgs_sent_, counters_.messages - probes_};
+}
+
+void Reactor::cancel_all_inflight() {
+  if (inflight_ == 0) return;
+  TLOG_WARN("reactor", "reactor {}: cancelling {} operation(s) still in flight at shutdown", id_, inflight_);
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data(sqe, &cancel_op_);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -399,6 +391,7 @@ void Reactor::send(unsigned target, Message m) {
   }
   auto& q = outbound_[target];
   Reactor& dst = set_->reactor(target);
+  ++msgs_sent_;
   if (q.empty() && dst.push_inbox(m)) {
     if (&dst != this) dst.wake();
     return;
@@ -507,6 +500,21 @@ void Reactor::heap_down(size_t i) {
     heap_swap(i, m);
     i = m;
   }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Fire-and-forget operations
+
+RingOp* ignored_ring_op() {
+  static RingOp op{[](RingOp*, int, uint32_t) {}};
+  return &op;
+}
+
+void cancel_ring_op(RingOp* target) {
+  Reactor* r = Reactor::current();
+  io_uring_sqe* sqe = r->get_sqe();
+  io_uring_prep_cancel(sqe, target, 0);
+  r->commit(sqe, ignored_ring_op());
 }
 
 }  // namespace tern

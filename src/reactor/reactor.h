@@ -45,6 +45,12 @@ struct Deferred {
   void (*run)(Deferred* self) = nullptr;
 };
 
+// A Deferred that knows its owner, for members of classes (offsetof does not work on them).
+template <typename T>
+struct OwnedDeferred : Deferred {
+  T* owner = nullptr;
+};
+
 enum class PollMode { kAdaptive, kBusy };
 
 struct ReactorOptions {
@@ -112,6 +118,7 @@ class Reactor {
   void remove_poller(PollerId id);
 
   const ReactorCounters& counters() const { return counters_; }
+  // True once ReactorSet::stop began: reactors keep running until the whole set is quiescent.
   bool stop_requested() const { return stop_requested_.load(std::memory_order_relaxed); }
 
   // Awaitables for coroutines running on this reactor.
@@ -161,7 +168,14 @@ class Reactor {
   bool run_deferred();
   void flush_submissions();
   void sleep();
-  bool can_exit();
+  // Stop protocol (driven by ReactorSet::stop): a snapshot of this reactor's activity.
+  struct Activity {
+    bool idle;
+    uint64_t sent;
+    uint64_t processed;
+  };
+  Activity activity() const;
+  void cancel_all_inflight();
   void stash_completions();
   void dispatch(uint64_t user_data, int res, uint32_t flags);
   // Any thread: wakes the reactor if it sleeps.
@@ -184,6 +198,7 @@ class Reactor {
   const ReactorOptions opts_;
   io_uring ring_{};
   bool ring_ready_ = false;
+  bool running_ = false;  // the loop runs (set before Start's handshake completes)
   int wake_fd_ = -1;
   // Ring ops the reactor issues for itself; not counted as in-flight work.
   struct OwnOp : RingOp {
@@ -231,9 +246,12 @@ class Reactor {
 
   alignas(64) std::atomic<bool> sleeping_{false};
   std::atomic<bool> stop_requested_{false};
-  uint64_t stop_seen_ns_ = 0;
-  bool drain_cancel_sent_ = false;
+  std::atomic<bool> exit_now_{false};
+  uint64_t msgs_sent_ = 0;
+  uint64_t probes_ = 0;
   ReactorCounters counters_;
+  // Spare buffer for the completion stash, so draining it never allocates.
+  std::vector<StashedCqe> stash_spare_;
 };
 
 }  // namespace tern

@@ -6,9 +6,11 @@
 #include <charconv>
 #include <condition_variable>
 #include <mutex>
+#include <semaphore>
 #include <set>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 namespace tern {
@@ -131,27 +133,88 @@ bool ReactorSet::post(unsigned target, Reactor::Message fn) {
   Reactor& dst = *reactors_[target];
   Reactor* cur = Reactor::current();
   if (cur && &cur->set() == this) {
-    // Reactors keep talking while they drain at shutdown.
+    // Reactors keep talking while the set drains at shutdown.
     cur->send(target, std::move(fn));
     return true;
   }
-  if (stopped_.load(std::memory_order_acquire)) return false;
-  // A thread outside the set: back off while the inbox is full.
+  // A thread outside the set. stop() waits for posts that passed this check (Dekker pairing with
+  // stopped_), so a message accepted here is always run.
+  foreign_posts_.fetch_add(1, std::memory_order_seq_cst);
+  if (stopped_.load(std::memory_order_seq_cst)) {
+    foreign_posts_.fetch_sub(1, std::memory_order_seq_cst);
+    return false;
+  }
   unsigned spins = 0;
   while (!dst.push_inbox(fn)) {
-    if (stopped_.load(std::memory_order_acquire)) return false;
     if (++spins < 64) std::this_thread::yield();
     else std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
   dst.wake();
+  foreign_posts_.fetch_sub(1, std::memory_order_seq_cst);
   return true;
 }
 
+// Runs `fn` on `r` even after stop began, and waits for it (used only by stop()).
+void ReactorSet::probe(Reactor& r, SmallFunction<void()> fn) {
+  std::binary_semaphore done(0);
+  Reactor::Message m([&] {
+    fn();
+    done.release();
+  });
+  while (!r.push_inbox(m)) std::this_thread::yield();
+  r.wake();
+  done.acquire();
+}
+
 void ReactorSet::stop() {
-  if (stopped_.exchange(true)) return;
+  if (stopped_.exchange(true, std::memory_order_seq_cst)) return;
+  while (foreign_posts_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  for (auto& r : reactors_) r->stop_requested_.store(true, std::memory_order_release);
+
+  // Run until the whole set is quiescent: two consecutive rounds in which every reactor is idle (no
+  // messages, deferred work or ring operations) and no reactor sent or processed a message in between.
+  // Waiting for each reactor alone is not enough: one that drains may still send to one that exited.
+  const uint64_t timeout = opts_.reactor.drain_timeout_ns;
+  uint64_t start = now_ns();
+  bool cancelled = false;
+  std::vector<Reactor::Activity> prev;
+  for (;;) {
+    std::vector<Reactor::Activity> cur(reactors_.size());
+    for (size_t i = 0; i < reactors_.size(); ++i) {
+      Reactor* r = reactors_[i].get();
+      if (!r->running_) {
+        cur[i] = {true, 0, 0};  // never started
+        continue;
+      }
+      probe(*r, [r, &cur, i] {
+        ++r->probes_;
+        cur[i] = r->activity();
+      });
+    }
+    bool all_idle = std::all_of(cur.begin(), cur.end(), [](const Reactor::Activity& a) { return a.idle; });
+    bool same = prev.size() == cur.size();
+    for (size_t i = 0; same && i < cur.size(); ++i) {
+      same = prev[i].idle && prev[i].sent == cur[i].sent && prev[i].processed == cur[i].processed;
+    }
+    if (all_idle && same) break;
+    prev = std::move(cur);
+    uint64_t elapsed = now_ns() - start;
+    if (elapsed > timeout) {
+      if (cancelled) {
+        TLOG_ERROR("reactor", "reactors still busy {} ms after stop; exiting anyway", elapsed / 1000000);
+        break;
+      }
+      for (auto& r : reactors_) {
+        Reactor* rp = r.get();
+        if (rp->running_) probe(*rp, [rp] { rp->cancel_all_inflight(); });
+      }
+      cancelled = true;
+      start = now_ns();
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
   for (auto& r : reactors_) {
-    r->stop_requested_.store(true, std::memory_order_release);
-    // Force the wake-up write even if the flag is read as awake: a sleeping reactor must see the stop.
+    r->exit_now_.store(true, std::memory_order_seq_cst);
     r->wake();
   }
   for (auto& r : reactors_) {

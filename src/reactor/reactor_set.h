@@ -66,9 +66,11 @@ class ReactorSet {
 
  private:
   explicit ReactorSet(const ReactorSetOptions& opts) : opts_(opts) {}
+  static void probe(Reactor& r, SmallFunction<void()> fn);
   ReactorSetOptions opts_;
   std::vector<std::unique_ptr<Reactor>> reactors_;
   std::atomic<bool> stopped_{false};
+  std::atomic<int> foreign_posts_{0};
 };
 
 namespace detail {

@@ -3,6 +3,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from conftest import ROOT, make_file, usable_cores
 
 
@@ -47,6 +49,16 @@ def test_final_verify_pass_reads_back_everything_on_every_core(ioperf, scratch):
         assert rc == 0, err
         assert r["write"]["bytes"] == 64 << 20
         assert r["verify"]["checked_bytes"] == 64 << 20
+
+
+def test_fewer_ios_than_cores_finishes(ioperf):
+    # A core whose share of --ios is zero must not run forever.
+    if len(usable_cores().split(",")) < 2:
+        pytest.skip("needs two usable cores (CI machines have two)")
+    rc, r, err = ioperf.json("--uri", "malloc:///m0?size_mb=16", "--rw", "randwrite", "--cores", usable_cores(),
+                             "--ios", "1", "--time", "0", timeout=60)
+    assert rc == 0, err
+    assert r["write"]["ops"] == 1
 
 
 def test_latency_figures_are_consistent(ioperf):

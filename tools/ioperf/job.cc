@@ -53,7 +53,8 @@ struct CoreJob {
   uint64_t units = 0;          // bs-sized units in the share
   uint64_t seq_next = 0;
   uint64_t rng = 1;
-  uint64_t quota = 0;  // 0 = unlimited
+  bool has_quota = false;
+  uint64_t quota = 0;
   uint64_t issued = 0;
   bool stop = false;
   unsigned active = 0;
@@ -125,7 +126,7 @@ Task<void> run_worker(CoreJob& j, unsigned slot) {
   uint8_t* buf = j.bufs[slot].data();
   const uint64_t nblocks = s.bs / j.block_size;
   while (!j.stop) {
-    if (j.quota && j.issued >= j.quota) break;
+    if (j.has_quota && j.issued >= j.quota) break;
     bool is_read;
     switch (s.mode) {
       case Mode::kRead:
@@ -308,7 +309,10 @@ Result<JobResult> run_job(const JobSpec& spec) {
     j.region_offset = spec.offset + ub * spec.bs;
     j.units = ue - ub;
     j.rng = (spec.seed + 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t(i) << 32 | 1);
-    if (spec.ios) j.quota = spec.ios / ncores + (i < spec.ios % ncores ? 1 : 0);
+    if (spec.ios) {
+      j.has_quota = true;
+      j.quota = spec.ios / ncores + (i < spec.ios % ncores ? 1 : 0);  // may be 0 with fewer ios than cores
+    }
     j.done_sem = &done_sem;
     size_t align = std::max<size_t>(AlignedBuffer::kDefaultAlign, props.buf_align);
     for (unsigned q = 0; q < spec.qd; ++q) {

@@ -124,6 +124,75 @@ TEST(Layer, PiecesNeedingTooManyIovecsAreCutAtABlock) {
   EXPECT_EQ(std::memcmp(big.data(), rd2.data(), big.size()), 0);
 }
 
+TEST(Layer, UnsplittableScatterListsAreRefusedBeforeAnyPieceIsIssued) {
+  auto p = RecordingBdev::props("r", 1000);
+  p.max_io_blocks = 4;
+  Recording r(p);
+  // 64 entries of 8 bytes in the middle: no 31 consecutive entries hold a block.
+  AlignedBuffer buf(16 * 512);
+  std::vector<iovec> iov;
+  iov.push_back({buf.data(), 512 * 4});
+  for (int i = 0; i < 64; ++i) iov.push_back({buf.data() + 2048 + i * 8, 8});
+  iov.push_back({buf.data() + 2048 + 512, 512 * 11});
+  Errc e = r.env.set->run_sync(0, [&]() -> Task<Errc> {
+    auto ch = ChannelRef::Get(*r.desc);
+    co_return co_await ch->writev(iov.data(), int(iov.size()), 0, 16);
+  });
+  EXPECT_EQ(e, Errc::kInval);
+  EXPECT_TRUE(r.dev->seen.empty()) << "no piece of a refused request may reach the device";
+}
+
+TEST(Layer, TooManyPendingResetsAreRefused) {
+  Recording r(RecordingBdev::props("r", 100));
+  AlignedBuffer buf(512);
+  ChannelRef ch;
+  BdevIo held_read;
+  std::vector<BdevIo> resets(IoChannel::kMaxPendingResets + 1);
+  std::vector<Errc> results(resets.size(), Errc::kOk);
+  std::vector<bool> done(resets.size(), false);
+  struct Arg {
+    std::vector<Errc>* results;
+    std::vector<bool>* done;
+    size_t i;
+  };
+  std::vector<Arg> args(resets.size());
+  r.env.set->run_sync(0, [&] {
+    ch = std::move(*ChannelRef::Get(*r.desc));
+    r.dev->hold = true;
+    held_read.type = IoType::kRead;
+    held_read.num_blocks = 1;
+    held_read.set_buffer(buf.data(), 512);
+    held_read.done = [](BdevIo*, void*) {};
+    ch.submit(&held_read);
+    for (size_t i = 0; i < resets.size(); ++i) {
+      args[i] = {&results, &done, i};
+      resets[i].type = IoType::kReset;
+      resets[i].done = [](BdevIo* io, void* a) {
+        auto* x = static_cast<Arg*>(a);
+        (*x->results)[x->i] = io->status;
+        (*x->done)[x->i] = true;
+      };
+      resets[i].done_arg = &args[i];
+      ch.submit(&resets[i]);
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  r.env.set->run_sync(0, [&] {
+    EXPECT_TRUE(done.back());
+    EXPECT_EQ(results.back(), Errc::kBusy);
+    EXPECT_FALSE(done.front()) << "the first reset still waits for the held read";
+    r.dev->release_held();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  r.env.set->run_sync(0, [&] {
+    for (size_t i = 0; i + 1 < resets.size(); ++i) {
+      EXPECT_TRUE(done[i]) << i;
+      EXPECT_EQ(results[i], Errc::kOk) << i;
+    }
+    ch.reset();
+  });
+}
+
 TEST(Layer, AFailedPieceFailsTheWholeRequest) {
   auto p = RecordingBdev::props("r", 1000);
   p.max_io_blocks = 4;

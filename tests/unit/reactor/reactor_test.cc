@@ -197,6 +197,44 @@ TEST(Reactor, StopCancelsOperationsThatNeverComplete) {
   close(fds[1]);
 }
 
+TEST(Reactor, StopWaitsForMessageChainsBetweenReactors) {
+  // A ping-pong that is still bouncing when stop() is called must run to its end: a reactor that is idle
+  // for a moment can still be sent to by one that is not.
+  auto set = start_reactors(2);
+  std::atomic<int> hops{0};
+  struct Hop {
+    static void go(ReactorSet* s, std::atomic<int>* hops, int left) {
+      hops->fetch_add(1);
+      if (left == 0) return;
+      s->post(Reactor::current()->id() ^ 1, [s, hops, left] { go(s, hops, left - 1); });
+    }
+  };
+  ReactorSet* sp = set.get();
+  set->post(0, [sp, &hops] { Hop::go(sp, &hops, 20000); });
+  set->stop();
+  EXPECT_EQ(hops.load(), 20001);
+}
+
+TEST(Reactor, EveryAcceptedForeignPostRunsEvenWhileStopping) {
+  auto set = start_reactors(2);
+  std::atomic<int> ran{0};
+  std::atomic<int> accepted{0};
+  std::vector<std::thread> posters;
+  for (int t = 0; t < 3; ++t) {
+    posters.emplace_back([&, t] {
+      for (;;) {
+        if (!set->post(unsigned(t % 2), [&ran] { ran.fetch_add(1); })) return;
+        accepted.fetch_add(1);
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  set->stop();
+  for (auto& p : posters) p.join();
+  EXPECT_GT(accepted.load(), 0);
+  EXPECT_EQ(ran.load(), accepted.load());
+}
+
 TEST(Reactor, DeferredWorkRunsInOrderAndLater) {
   auto set = start_reactors(1);
   struct Item : Deferred {

@@ -1,0 +1,41 @@
+#include "nvmf/buffer_pool.h"
+
+#include <cstdlib>
+#include <new>
+
+namespace tern::nvmf {
+
+namespace {
+constexpr size_t kChunkBuffers = 8;
+}
+
+BufferPool::~BufferPool() {
+  for (uint8_t* c : chunks_) std::free(c);
+}
+
+uint8_t* BufferPool::get() {
+  if (free_.empty()) {
+    if (allocated_ >= max_) return nullptr;
+    size_t n = std::min(kChunkBuffers, max_ - allocated_);
+    auto* chunk = static_cast<uint8_t*>(std::aligned_alloc(4096, n * size_));
+    if (!chunk) return nullptr;
+    chunks_.push_back(chunk);
+    free_.reserve(allocated_ + n);
+    for (size_t i = 0; i < n; ++i) free_.push_back(chunk + i * size_);
+    allocated_ += n;
+  }
+  uint8_t* b = free_.back();
+  free_.pop_back();
+  return b;
+}
+
+void BufferPool::put(uint8_t* b) {
+  free_.push_back(b);
+  if (!waiters_.empty()) {
+    auto fn = std::move(waiters_.back());
+    waiters_.pop_back();
+    fn();
+  }
+}
+
+}  // namespace tern::nvmf

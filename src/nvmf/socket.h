@@ -1,0 +1,183 @@
+// TCP sockets on a reactor's io_uring: a listener that accepts, an outbound connect, and a connection
+// with a receive buffer and a batched send queue.
+//
+// Threads: every object here belongs to the reactor that created it (or that adopted the fd) and is
+// used only there. Callbacks run on that reactor from the loop, never from inside the call that caused
+// them.
+//
+// Receiving: one IORING_OP_RECV at a time into the free tail of a receive buffer; the owner's on_data
+// consumes what it can parse and the rest stays for the next round. For large payloads the owner asks
+// for a direct receive into its own iovec (recv_into), which first takes what is already buffered and
+// then reads the remainder straight from the socket — no extra copy.
+//
+// Sending: owners queue SendItems (a few iovecs each: a PDU header, data, a digest); all items queued in
+// one loop turn go out in one sendmsg. One send is in flight per connection, which keeps ordering; items
+// complete (their callback runs) once all their bytes are accepted by the kernel.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/result.h"
+#include "common/small_function.h"
+#include "reactor/reactor.h"
+#include "reactor/timer.h"
+
+namespace tern::net {
+
+// "1.2.3.4:8420" / "[::1]:8420" for logs.
+std::string format_sockaddr(const sockaddr_storage& sa);
+// Resolves a numeric IPv4/IPv6 address (or "localhost") and port.
+Result<sockaddr_storage> make_sockaddr(const std::string& host, uint16_t port);
+
+struct SendItem {
+  static constexpr int kMaxIov = 8;
+  iovec iov[kMaxIov];
+  int iovcnt = 0;
+  // Called once every byte was handed to the kernel (ok) or the connection failed (error).
+  void (*done)(SendItem* item, Errc status) = nullptr;
+  SendItem* next = nullptr;
+  size_t bytes() const {
+    size_t n = 0;
+    for (int i = 0; i < iovcnt; ++i) n += iov[i].iov_len;
+    return n;
+  }
+};
+
+class TcpConn {
+ public:
+  struct Callbacks {
+    // New bytes in [data, data+len): return how many were consumed (the rest is kept).
+    SmallFunction<size_t(const uint8_t* data, size_t len)> on_data;
+    // The connection failed or the peer closed it (kConnReset / kShutdown / errno). Called once.
+    SmallFunction<void(Errc)> on_error;
+  };
+
+  // Adopts a connected socket on the calling reactor.
+  TcpConn(int fd, size_t recv_buffer_size, Callbacks cb);
+  ~TcpConn();
+  TcpConn(const TcpConn&) = delete;
+  TcpConn& operator=(const TcpConn&) = delete;
+
+  // Begins receiving.
+  void start();
+
+  // Reads exactly `len` bytes into `iov` (taking buffered bytes first); `done` runs when they are all
+  // there (or with an error). While it is pending, on_data is not called.
+  void recv_into(const iovec* iov, int iovcnt, size_t len, SmallFunction<void(Errc)> done);
+
+  // Queues an item; everything queued in this loop turn leaves in one sendmsg.
+  void send(SendItem* item);
+
+  // Stops I/O, cancels what is in flight, and closes the socket; `on_closed` runs once nothing of this
+  // connection is in the ring any more (then it may be destroyed). Items still queued complete with
+  // an error first.
+  void close(SmallFunction<void()> on_closed);
+
+  bool closing() const { return closing_; }
+  const std::string& peer() const { return peer_; }
+  int fd() const { return fd_; }
+  uint64_t bytes_sent() const { return bytes_sent_; }
+  uint64_t bytes_received() const { return bytes_received_; }
+
+ private:
+  struct Op : RingOp {
+    TcpConn* conn;
+  };
+  void post_recv();
+  void on_recv(int res);
+  void deliver();
+  void compact();
+  void schedule_flush();
+  void flush();
+  void on_sent(int res);
+  void fail(Errc e);
+  void maybe_closed();
+  void direct_step();
+
+  Reactor& reactor_;
+  int fd_;
+  int slot_;
+  std::string peer_;
+  Callbacks cb_;
+  std::unique_ptr<uint8_t[]> rbuf_;
+  size_t rcap_;
+  size_t rhead_ = 0;  // first unconsumed byte
+  size_t rtail_ = 0;  // end of valid bytes
+  Op recv_op_;
+  bool recv_inflight_ = false;
+  bool delivering_ = false;
+  bool deliver_scheduled_ = false;
+  OwnedDeferred<TcpConn> deliver_deferred_;
+  // Direct receive.
+  bool direct_ = false;
+  iovec direct_iov_[16];
+  int direct_iovcnt_ = 0;
+  size_t direct_left_ = 0;
+  SmallFunction<void(Errc)> direct_done_;
+  msghdr recv_msg_{};
+  // Sending.
+  SendItem* sq_head_ = nullptr;
+  SendItem* sq_tail_ = nullptr;
+  Op send_op_;
+  bool send_inflight_ = false;
+  bool flush_scheduled_ = false;
+  OwnedDeferred<TcpConn> flush_deferred_;
+  static constexpr int kMaxSendIov = 64;
+  iovec send_iov_[kMaxSendIov];
+  msghdr send_msg_{};
+  size_t head_sent_ = 0;  // bytes of sq_head_ already sent
+  // Closing.
+  Op cancel_op_;
+  bool closing_ = false;
+  bool failed_ = false;
+  int cancels_inflight_ = 0;
+  SmallFunction<void()> on_closed_;
+  uint64_t bytes_sent_ = 0, bytes_received_ = 0;
+};
+
+// Accepts connections on one reactor.
+class TcpListener {
+ public:
+  using AcceptFn = SmallFunction<void(int fd, const sockaddr_storage& peer)>;
+  // Binds and listens (SO_REUSEADDR); an in-use port or bad address is a clear error.
+  static Result<std::unique_ptr<TcpListener>> Listen(const std::string& host, uint16_t port, AcceptFn on_accept);
+  ~TcpListener();
+  // Stops accepting; `done` runs once the pending accept is gone. The object may be destroyed then.
+  void close(SmallFunction<void()> done);
+  uint16_t port() const { return port_; }
+  const std::string& host() const { return host_; }
+
+ private:
+  struct Op : RingOp {
+    TcpListener* l;
+  };
+  TcpListener(int fd, std::string host, uint16_t port, AcceptFn cb);
+  void post_accept();
+  Reactor& reactor_;
+  int fd_;
+  std::string host_;
+  uint16_t port_;
+  AcceptFn on_accept_;
+  Op accept_op_, cancel_op_;
+  sockaddr_storage peer_{};
+  socklen_t peer_len_ = sizeof(sockaddr_storage);
+  bool accept_inflight_ = false;
+  bool closing_ = false;
+  int cancels_inflight_ = 0;
+  SmallFunction<void()> on_closed_;
+};
+
+// Connects to host:port from the calling reactor; resolves with a connected fd (TCP_NODELAY set) or an
+// error (ECONNREFUSED, ETIMEDOUT after `timeout_ns`, ...).
+Task<Result<int>> tcp_connect(const std::string& host, uint16_t port, uint64_t timeout_ns);
+
+// Applies the socket options every NVMe/TCP connection wants (TCP_NODELAY, buffer sizes).
+void tune_socket(int fd);
+
+}  // namespace tern::net

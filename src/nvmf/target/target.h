@@ -1,0 +1,148 @@
+// The NVMe/TCP target: subsystems, listeners, controllers and the queue pairs that serve hosts.
+//
+// Threads (docs/design/nvmf.md has the full picture):
+//  - Target, Subsystem and Controller state lives on the primary reactor. The public methods below
+//    run there (ReactorSet::run_sync(0, ...) from other threads).
+//  - Each TCP connection (a queue pair) lives on one reactor, chosen round-robin at accept time, and
+//    does its socket and device I/O there. I/O commands never leave that reactor; admin and fabrics
+//    commands are handed to the primary reactor and their completions come back.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bdev/registry.h"
+#include "common/result.h"
+#include "nvmf/buffer_pool.h"
+#include "nvmf/socket.h"
+#include "nvmf/target/subsystem.h"
+#include "reactor/reactor_set.h"
+
+namespace tern::nvmf {
+
+class Controller;
+class TcpQpair;
+
+struct TargetOptions {
+  uint32_t max_queue_depth = 128;      // I/O queue entries (CAP.MQES + 1)
+  uint32_t max_admin_queue_depth = 32;
+  uint32_t max_io_queues = 64;         // per controller
+  uint32_t in_capsule_data_size = 8192;
+  uint32_t max_io_size = 128 * 1024;   // MDTS
+  uint32_t max_h2c_data = 128 * 1024;  // MAXH2CDATA
+  bool c2h_success = true;             // skip the response capsule after successful reads
+  uint32_t max_keep_alive_ms = 120'000;
+  uint32_t default_keep_alive_ms = 120'000;  // when the host asks for none on an I/O controller... (0 disables)
+  std::string firmware = "0.1";
+  size_t small_buffers_per_reactor = 4096;   // 8 KiB each
+  size_t large_buffers_per_reactor = 512;    // max_io_size each
+  std::vector<unsigned> io_reactors;   // reactors that get connections (default: all)
+};
+
+// A per-reactor slice of the target: buffer pools and the queue pairs living there.
+struct ReactorSlice {
+  std::unique_ptr<BufferPool> small;
+  std::unique_ptr<BufferPool> large;
+  std::vector<TcpQpair*> qpairs;
+};
+
+struct ControllerInfo {
+  uint16_t cntlid;
+  std::string hostnqn;
+  std::string hostid;
+  uint32_t io_queues;
+  uint32_t kato_ms;
+};
+
+struct SubsystemInfo {
+  std::string nqn;
+  std::string serial, model;
+  bool allow_any_host;
+  std::vector<std::string> hosts;
+  std::vector<ListenAddr> listeners;
+  struct Ns {
+    uint32_t nsid;
+    std::string bdev;
+    std::string uuid;
+    uint32_t anagrpid;
+    uint64_t size_bytes;
+    uint32_t block_size;
+  };
+  std::vector<Ns> namespaces;
+  std::vector<ControllerInfo> controllers;
+  std::vector<std::tuple<ListenAddr, uint32_t, nvme::AnaState>> ana;
+};
+
+class Target {
+ public:
+  Target(ReactorSet& reactors, BdevRegistry& devices, TargetOptions opts = {});
+  ~Target();
+  Target(const Target&) = delete;
+  Target& operator=(const Target&) = delete;
+
+  const TargetOptions& options() const { return opts_; }
+  ReactorSet& reactors() { return reactors_; }
+  BdevRegistry& devices() { return devices_; }
+
+  // --- listeners: one socket per address:port, shared by the subsystems that list it ---
+  Result<uint16_t> listen(const std::string& host, uint16_t port);  // port 0 picks a free one
+  Task<Status> stop_listening(const std::string& host, uint16_t port);
+  std::vector<ListenAddr> listeners() const;
+
+  // --- subsystems ---
+  Result<Subsystem*> create_subsystem(SubsystemConfig cfg);
+  Task<Status> delete_subsystem(std::string nqn);
+  Subsystem* find_subsystem(std::string_view nqn);
+  Subsystem& discovery() { return *discovery_; }
+  std::vector<SubsystemInfo> list_subsystems() const;
+
+  Result<uint32_t> add_namespace(const std::string& nqn, const std::string& bdev, uint32_t nsid = 0,
+                                 uint32_t anagrpid = 0);
+  Task<Status> remove_namespace(std::string nqn, uint32_t nsid);
+  Status add_host(const std::string& nqn, const std::string& hostnqn);
+  Status remove_host(const std::string& nqn, const std::string& hostnqn);
+  Status set_allow_any_host(const std::string& nqn, bool allow);
+  Status add_subsystem_listener(const std::string& nqn, const ListenAddr& a);
+  Status remove_subsystem_listener(const std::string& nqn, const ListenAddr& a);
+  Status set_ana_state(const std::string& nqn, const ListenAddr& l, uint32_t anagrpid, nvme::AnaState s);
+
+  // Closes every connection and listener; waits for them. Devices stay open until namespaces go.
+  Task<void> shutdown();
+
+  // --- internal: used by controllers and queue pairs ---
+  ReactorSlice& slice(unsigned reactor) { return slices_[reactor]; }
+  uint64_t discovery_genctr() const { return discovery_genctr_; }
+  void bump_discovery_genctr();
+  std::vector<Controller*>& all_controllers() { return controllers_; }
+  void register_controller(Controller* c);
+  void unregister_controller(Controller* c);
+  // Tells every controller of `s` that namespace `nsid` changed (changed-namespace log + event).
+  void namespace_changed(Subsystem& s, uint32_t nsid);
+  void ana_changed(Subsystem& s);
+  uint64_t next_qpair_id() { return ++qpair_ids_; }
+
+ private:
+  void on_accept(const ListenAddr& local, int fd);
+  Status check_nqn(std::string_view nqn) const;
+
+  ReactorSet& reactors_;
+  BdevRegistry& devices_;
+  TargetOptions opts_;
+  std::vector<ReactorSlice> slices_;
+  std::map<ListenAddr, std::unique_ptr<net::TcpListener>> listeners_;
+  std::map<std::string, std::unique_ptr<Subsystem>, std::less<>> subsystems_;
+  std::unique_ptr<Subsystem> discovery_;
+  std::vector<Controller*> controllers_;
+  uint64_t discovery_genctr_ = 1;
+  unsigned next_reactor_ = 0;
+  uint64_t qpair_ids_ = 0;
+  bool shutting_down_ = false;
+};
+
+const char* ana_state_name(nvme::AnaState s);
+Result<nvme::AnaState> parse_ana_state(std::string_view s);
+
+}  // namespace tern::nvmf
