@@ -7,7 +7,7 @@ packages=(
   # build
   build-essential cmake ninja-build ccache pkg-config git
   # libraries
-  liburing-dev libisal-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
+  liburing-dev libisal-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev
   # tests and benchmarks (clang only for the libFuzzer targets)
   python3 python3-pytest fio util-linux procps clang-14 libclang-rt-14-dev

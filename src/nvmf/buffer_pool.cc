@@ -31,11 +31,27 @@ uint8_t* BufferPool::get() {
 
 void BufferPool::put(uint8_t* b) {
   free_.push_back(b);
-  if (!waiters_.empty()) {
-    auto fn = std::move(waiters_.back());
-    waiters_.pop_back();
-    fn();
+  if (Waiter* w = head_) {
+    cancel(w);
+    w->wake();
   }
+}
+
+void BufferPool::wait(Waiter* w) {
+  if (w->linked) return;
+  w->linked = true;
+  w->next = nullptr;
+  w->prev = tail_;
+  if (tail_) tail_->next = w; else head_ = w;
+  tail_ = w;
+}
+
+void BufferPool::cancel(Waiter* w) {
+  if (!w->linked) return;
+  w->linked = false;
+  if (w->prev) w->prev->next = w->next; else head_ = w->next;
+  if (w->next) w->next->prev = w->prev; else tail_ = w->prev;
+  w->prev = w->next = nullptr;
 }
 
 }  // namespace tern::nvmf

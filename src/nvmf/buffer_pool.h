@@ -27,8 +27,15 @@ class BufferPool {
   size_t buffer_size() const { return size_; }
   size_t allocated() const { return allocated_; }
 
-  // Runs once when a buffer is next returned (for requests waiting on an empty pool).
-  void on_available(SmallFunction<void()> fn) { waiters_.push_back(std::move(fn)); }
+  // Something waiting for a buffer: woken (once per registration) when one comes back.
+  struct Waiter {
+    SmallFunction<void()> wake;
+    Waiter* prev = nullptr;
+    Waiter* next = nullptr;
+    bool linked = false;
+  };
+  void wait(Waiter* w);
+  void cancel(Waiter* w);
 
  private:
   size_t size_;
@@ -36,7 +43,8 @@ class BufferPool {
   size_t allocated_ = 0;
   std::vector<uint8_t*> free_;
   std::vector<uint8_t*> chunks_;
-  std::vector<SmallFunction<void()>> waiters_;
+  Waiter* head_ = nullptr;
+  Waiter* tail_ = nullptr;
 };
 
 }  // namespace tern::nvmf

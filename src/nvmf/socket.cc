@@ -5,9 +5,11 @@
 #include <netinet/tcp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/log.h"
+#include "reactor/reactor_set.h"
 #include "reactor/ring_awaiter.h"
 
 namespace tern::net {
@@ -235,6 +237,12 @@ void TcpConn::recv_into(const iovec* iov, int iovcnt, size_t len, SmallFunction<
     deliver_scheduled_ = true;
     reactor_.defer(&deliver_deferred_);
   }
+}
+
+void TcpConn::resume() {
+  if (delivering_ || deliver_scheduled_ || closing_) return;
+  deliver_scheduled_ = true;
+  reactor_.defer(&deliver_deferred_);
 }
 
 void TcpConn::send(SendItem* item) {

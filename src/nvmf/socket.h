@@ -26,6 +26,7 @@
 #include "common/result.h"
 #include "common/small_function.h"
 #include "reactor/reactor.h"
+#include "reactor/task.h"
 #include "reactor/timer.h"
 
 namespace tern::net {
@@ -70,6 +71,10 @@ class TcpConn {
   // Reads exactly `len` bytes into `iov` (taking buffered bytes first); `done` runs when they are all
   // there (or with an error). While it is pending, on_data is not called.
   void recv_into(const iovec* iov, int iovcnt, size_t len, SmallFunction<void(Errc)> done);
+
+  // Asks for on_data to be offered the buffered bytes again (after it returned 0 for lack of a resource
+  // that is now available). Runs from the loop.
+  void resume();
 
   // Queues an item; everything queued in this loop turn leaves in one sendmsg.
   void send(SendItem* item);

@@ -153,25 +153,25 @@ inline bool opc_reads_data(uint8_t o) { return (o & 3) == 2; }
 
 enum class Sct : uint8_t { kGeneric = 0, kCommandSpecific = 1, kMedia = 2, kPath = 3, kVendor = 7 };
 
-struct Status {
+struct CmdStatus {
   Sct sct = Sct::kGeneric;
   uint8_t sc = 0;
   bool dnr = false;
   uint8_t crd = 0;
 
-  static constexpr Status Ok() { return {}; }
-  static constexpr Status Generic(uint8_t sc, bool dnr = true) { return {Sct::kGeneric, sc, dnr, 0}; }
-  static constexpr Status Specific(uint8_t sc, bool dnr = true) { return {Sct::kCommandSpecific, sc, dnr, 0}; }
-  static constexpr Status Media(uint8_t sc, bool dnr = true) { return {Sct::kMedia, sc, dnr, 0}; }
-  static constexpr Status Path(uint8_t sc, bool dnr = false) { return {Sct::kPath, sc, dnr, 0}; }
+  static constexpr CmdStatus Ok() { return {}; }
+  static constexpr CmdStatus Generic(uint8_t sc, bool dnr = true) { return {Sct::kGeneric, sc, dnr, 0}; }
+  static constexpr CmdStatus Specific(uint8_t sc, bool dnr = true) { return {Sct::kCommandSpecific, sc, dnr, 0}; }
+  static constexpr CmdStatus Media(uint8_t sc, bool dnr = true) { return {Sct::kMedia, sc, dnr, 0}; }
+  static constexpr CmdStatus Path(uint8_t sc, bool dnr = false) { return {Sct::kPath, sc, dnr, 0}; }
   bool ok() const { return sct == Sct::kGeneric && sc == 0; }
   uint16_t encode() const {  // without the phase bit
     return uint16_t((uint16_t(sc) << 1) | (uint16_t(sct) << 9) | (uint16_t(crd & 3) << 12) | (dnr ? 0x8000 : 0));
   }
-  static Status decode(uint16_t s) {
+  static CmdStatus decode(uint16_t s) {
     return {Sct((s >> 9) & 7), uint8_t((s >> 1) & 0xff), bool(s & 0x8000), uint8_t((s >> 12) & 3)};
   }
-  friend bool operator==(const Status& a, const Status& b) { return a.sct == b.sct && a.sc == b.sc; }
+  friend bool operator==(const CmdStatus& a, const CmdStatus& b) { return a.sct == b.sct && a.sc == b.sc; }
 };
 
 namespace sc {

@@ -129,8 +129,14 @@ struct SubmitAwaiter {
 
 }  // namespace detail
 
+// The function must be trivially copyable (capture pointers or references to the caller's frame, or
+// plain values): GCC 12 copies a capturing lambda written inside a co_await expression bitwise, which
+// breaks captured strings, vectors and the like (a freed-but-not-allocated pointer under ASan).
 template <typename F>
 auto ReactorSet::submit_to(unsigned target, F fn) {
+  static_assert(std::is_trivially_copyable_v<F>,
+                "submit_to: capture only pointers, references or plain values (GCC 12 coroutine bug with "
+                "non-trivial lambda captures inside co_await)");
   return detail::SubmitAwaiter<F>{this, target, std::move(fn), 0, {}, {}};
 }
 

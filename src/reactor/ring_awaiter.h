@@ -8,6 +8,7 @@
 #pragma once
 
 #include <coroutine>
+#include <type_traits>
 
 #include "reactor/reactor.h"
 
@@ -41,6 +42,7 @@ struct RingAwaiter : RingOp {
 
 template <typename Prep>
 RingAwaiter<Prep> ring_op(Prep p) {
+  static_assert(std::is_trivially_copyable_v<Prep>, "ring_op: capture by reference (see ReactorSet::submit_to)");
   return RingAwaiter<Prep>(std::move(p));
 }
 

@@ -35,7 +35,7 @@ struct AdminCommand {
   std::vector<uint8_t> data;  // host-to-controller data, if any
 };
 struct AdminResult {
-  nvme::Status status;
+  nvme::CmdStatus status;
   uint32_t dw0 = 0;
   uint32_t dw1 = 0;
   std::vector<uint8_t> data;  // controller-to-host data, if any
@@ -61,7 +61,7 @@ class Controller {
   Task<AdminResult> execute(AdminCommand cmd);
 
   // I/O queue Connect: checks and records the queue pair.
-  nvme::Status attach_io_qpair(QpairRef ref, uint16_t qid, const std::string& hostnqn,
+  nvme::CmdStatus attach_io_qpair(QpairRef ref, uint16_t qid, const std::string& hostnqn,
                                const std::array<uint8_t, 16>& hostid, uint32_t* ipo, uint8_t* iattr);
   // A queue pair of this controller closed. When the admin queue goes, the controller closes the rest
   // and is destroyed once they are gone.

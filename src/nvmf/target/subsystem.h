@@ -6,6 +6,7 @@
 // bumped) after every change, and picked up by each queue pair at its next command.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <map>

@@ -18,6 +18,7 @@
 #include "common/result.h"
 #include "nvmf/buffer_pool.h"
 #include "nvmf/socket.h"
+#include "nvmf/target/controller.h"
 #include "nvmf/target/subsystem.h"
 #include "reactor/reactor_set.h"
 
@@ -25,6 +26,16 @@ namespace tern::nvmf {
 
 class Controller;
 class TcpQpair;
+struct QpairRef;
+struct AdminResult;
+
+struct ConnectResult {
+  nvme::CmdStatus status;
+  uint32_t dw0 = 0;  // CNTLID on success; IATTR/IPO for Invalid Parameters
+  Controller* ctrl = nullptr;
+  Subsystem* subsys = nullptr;
+  uint16_t cntlid = 0;
+};
 
 struct TargetOptions {
   uint32_t max_queue_depth = 128;      // I/O queue entries (CAP.MQES + 1)
@@ -89,7 +100,7 @@ class Target {
 
   // --- listeners: one socket per address:port, shared by the subsystems that list it ---
   Result<uint16_t> listen(const std::string& host, uint16_t port);  // port 0 picks a free one
-  Task<Status> stop_listening(const std::string& host, uint16_t port);
+  Task<Status> stop_listening(std::string host, uint16_t port);
   std::vector<ListenAddr> listeners() const;
 
   // --- subsystems ---
@@ -113,6 +124,11 @@ class Target {
   Task<void> shutdown();
 
   // --- internal: used by controllers and queue pairs ---
+  // A Connect command (primary reactor).
+  ConnectResult connect(const nvme::ConnectCmd& cmd, const nvme::ConnectData& data, const ListenAddr& local,
+                        const QpairRef& ref);
+  // Reservation Register/Acquire/Release/Report for `ctrl` on subsystem `s` (primary reactor).
+  AdminResult reservation_command(Subsystem* s, Controller* ctrl, const nvme::Sqe& sqe, std::vector<uint8_t> data);
   ReactorSlice& slice(unsigned reactor) { return slices_[reactor]; }
   uint64_t discovery_genctr() const { return discovery_genctr_; }
   void bump_discovery_genctr();

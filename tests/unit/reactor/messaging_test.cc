@@ -139,3 +139,23 @@ TEST(Messaging, PostAfterStopIsRefused) {
 
 }  // namespace
 }  // namespace tern
+
+namespace tern {
+namespace {
+
+TEST(Messaging, SubmitToWithDataFromTheCallersFrame) {
+  // The supported way to hand non-trivial data to another reactor: capture a pointer to it; the caller's
+  // frame outlives the await.
+  auto set = start_reactors(2);
+  std::string small = "127.0.0.1", big(100, 'x');
+  size_t n = set->run_sync(0, [&]() -> Task<size_t> {
+    std::string a = small, b = big;
+    std::vector<int> v(10, 1);
+    size_t r = co_await set->submit_to(1, [pa = &a, pb = &b, pv = &v]() { return pa->size() + pb->size() + pv->size(); });
+    co_return r;
+  });
+  EXPECT_EQ(n, 9u + 100u + 10u);
+}
+
+}  // namespace
+}  // namespace tern

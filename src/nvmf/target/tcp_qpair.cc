@@ -1,0 +1,1084 @@
+#include "nvmf/target/tcp_qpair.h"
+
+#include <cstring>
+
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "nvmf/target/target.h"
+#include "reactor/reactor_set.h"
+
+namespace tern::nvmf {
+
+using namespace tern::nvme;
+using namespace tern::nvme::tcp;
+
+namespace {
+
+constexpr size_t kRecvBufferSize = 128 * 1024;
+constexpr size_t kSmallBuffer = 8192;
+const uint8_t kZeros[128] = {};
+
+inline uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
+
+// Device result to NVMe status.
+CmdStatus status_from_errc(Errc e, IoType t) {
+  switch (e) {
+    case Errc::kOk: return CmdStatus::Ok();
+    case Errc::kRange: return CmdStatus::Generic(sc::kLbaOutOfRange);
+    case Errc::kNoSpc: return CmdStatus::Generic(sc::kCapacityExceeded);
+    case Errc::kMediaError:
+      return t == IoType::kRead ? CmdStatus::Media(sc::kUnrecoveredReadError) : CmdStatus::Media(sc::kWriteFault);
+    case Errc::kNoDev:
+    case Errc::kBusy: return CmdStatus::Generic(sc::kNamespaceNotReady, false);
+    case Errc::kPerm: return CmdStatus::Generic(0x20);  // namespace is write protected
+    case Errc::kTimedOut:
+    case Errc::kCanceled: return CmdStatus::Generic(sc::kAbortRequested, false);
+    case Errc::kNotSup: return CmdStatus::Generic(sc::kInvalidOpcode);
+    case Errc::kInval: return CmdStatus::Generic(sc::kInvalidField);
+    default: return CmdStatus::Generic(sc::kInternalError, false);
+  }
+}
+
+bool is_h2c_opcode(const Sqe& s) {
+  if (s.opc == opc::kFabrics) return (reinterpret_cast<const FabricsCmd&>(s).fctype & 3) == 1;
+  return opc_writes_data(s.opc);
+}
+bool is_c2h_opcode(const Sqe& s) {
+  if (s.opc == opc::kFabrics) return (reinterpret_cast<const FabricsCmd&>(s).fctype & 3) == 2;
+  return opc_reads_data(s.opc);
+}
+
+void set_header(uint8_t* p, PduType type, uint8_t flags, uint8_t hlen, uint8_t pdo, uint32_t plen) {
+  auto* ch = reinterpret_cast<CommonHeader*>(p);
+  ch->type = type;
+  ch->flags = flags;
+  ch->hlen = hlen;
+  ch->pdo = pdo;
+  ch->plen = plen;
+}
+
+}  // namespace
+
+TcpQpair::TcpQpair(Target& target, int fd, ListenAddr local, uint64_t id)
+    : target_(target), id_(id), local_(std::move(local)), reactor_(*Reactor::current()) {
+  net::TcpConn::Callbacks cb;
+  cb.on_data = [this](const uint8_t* p, size_t n) { return on_data(p, n); };
+  cb.on_error = [this](Errc e) {
+    if (e != Errc::kConnReset) TLOG_DEBUG("nvmf", "qpair {}: connection error {}", id_, errc_name(e));
+    close("connection closed");
+  };
+  conn_ = std::make_unique<net::TcpConn>(fd, kRecvBufferSize, std::move(cb));
+  const TargetOptions& o = target_.options();
+  size_t n = std::max(o.max_queue_depth, o.max_admin_queue_depth) + 1;  // +1: a Connect on a full queue
+  reqs_.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto r = std::make_unique<TcpReq>();
+    r->qp = this;
+    r->idx = uint16_t(i);
+    for (ReqSendItem* it : {&r->c2h_item, &r->resp_item, &r->r2t_item}) {
+      it->req = r.get();
+      it->done = &TcpQpair::on_sent;
+    }
+    r->io.done = &TcpQpair::on_io_done;
+    r->io.done_arg = r.get();
+    free_reqs_.push_back(r.get());
+    reqs_.push_back(std::move(r));
+  }
+  buf_waiter_.wake = [this] { on_buffers_available(); };
+  term_item_.done = [](net::SendItem*, Errc) {};
+  icresp_item_.done = [](net::SendItem*, Errc) {};
+}
+
+TcpQpair::~TcpQpair() {
+  if (waiting_on_) waiting_on_->cancel(&buf_waiter_);
+}
+
+void TcpQpair::start() { conn_->start(); }
+
+// ---------------------------------------------------------------------------------------------------
+// Receiving PDUs
+
+size_t TcpQpair::on_data(const uint8_t* p, size_t n) {
+  if (closing_ || terminating_) return n;  // draining: nothing more is processed
+  if (n < sizeof(CommonHeader)) return 0;
+  const auto* ch = reinterpret_cast<const CommonHeader*>(p);
+  if (!ic_done_) {
+    if (ch->type != PduType::kICReq) {
+      fatal(Fes::kPduSequenceError, 0, p, std::min<size_t>(n, sizeof(ICReq)));
+      return n;
+    }
+    return handle_icreq(p, n);
+  }
+  switch (ch->type) {
+    case PduType::kCapsuleCmd:
+    case PduType::kH2CData:
+    case PduType::kH2CTermReq:
+      break;
+    case PduType::kICReq:
+      fatal(Fes::kPduSequenceError, 0, p, std::min<size_t>(n, 8));
+      return n;
+    default:
+      fatal(Fes::kInvalidHeaderField, 0, p, std::min<size_t>(n, 8));
+      return n;
+  }
+  if (ch->hlen != expected_hlen(ch->type)) {
+    fatal(Fes::kInvalidHeaderField, 2, p, std::min<size_t>(n, 8));
+    return n;
+  }
+  const bool want_hd = hdgst_ && may_have_hdgst(ch->type);
+  if (may_have_hdgst(ch->type) && bool(ch->flags & kFlagHdgst) != want_hd) {
+    fatal(Fes::kInvalidHeaderField, 1, p, std::min<size_t>(n, 8));
+    return n;
+  }
+  const size_t hdr_total = ch->hlen + (want_hd ? kDigestLen : 0);
+  const uint32_t plen = ch->plen;
+  const TargetOptions& o = target_.options();
+  size_t max_plen;
+  switch (ch->type) {
+    case PduType::kCapsuleCmd:
+      max_plen = hdr_total + 128 + std::max(o.in_capsule_data_size, 8192u) + kDigestLen;
+      break;
+    case PduType::kH2CData:
+      max_plen = hdr_total + 128 + o.max_h2c_data + kDigestLen;
+      break;
+    default:
+      max_plen = sizeof(TermReq) + kMaxTermReqData;
+      break;
+  }
+  if (plen < hdr_total) {
+    fatal(Fes::kInvalidHeaderField, 4, p, std::min<size_t>(n, 8));
+    return n;
+  }
+  if (plen > max_plen) {
+    fatal(Fes::kDataTransferLimitExceeded, 4, p, std::min<size_t>(n, 8));
+    return n;
+  }
+  if (n < hdr_total) return 0;
+  if (want_hd) {
+    uint32_t want = crc32c(p, ch->hlen);
+    uint32_t got;
+    std::memcpy(&got, p + ch->hlen, 4);
+    if (le32toh(got) != want) {
+      fatal(Fes::kHeaderDigestError, 0, p, std::min<size_t>(hdr_total, kMaxTermReqData));
+      return n;
+    }
+  }
+  switch (ch->type) {
+    case PduType::kCapsuleCmd: return handle_capsule(p, n, hdr_total);
+    case PduType::kH2CData: return handle_h2c_data(p, n, hdr_total);
+    default: {
+      if (n < plen) return 0;
+      const auto* t = reinterpret_cast<const TermReq*>(p);
+      TLOG_INFO("nvmf", "qpair {} ({}): host terminated the connection (fes {:#x}, fei {})", id_, peer(),
+                uint16_t(t->fes), uint32_t(t->fei));
+      close("host sent H2CTermReq");
+      return n;
+    }
+  }
+}
+
+size_t TcpQpair::handle_icreq(const uint8_t* p, size_t n) {
+  const auto* req = reinterpret_cast<const ICReq*>(p);
+  if (req->ch.hlen != sizeof(ICReq) || req->ch.plen != sizeof(ICReq)) {
+    fatal(Fes::kInvalidHeaderField, req->ch.hlen != sizeof(ICReq) ? 2 : 4, p, std::min<size_t>(n, 8));
+    return n;
+  }
+  if (n < sizeof(ICReq)) return 0;
+  if (req->pfv != 0) {
+    fatal(Fes::kUnsupportedParameter, offsetof(ICReq, pfv), p, kMaxTermReqData);
+    return n;
+  }
+  if (req->hpda > 31) {
+    fatal(Fes::kInvalidHeaderField, offsetof(ICReq, hpda), p, kMaxTermReqData);
+    return n;
+  }
+  hpda_align_ = (uint32_t(req->hpda) + 1) * 4;
+  hdgst_ = req->dgst & 1;
+  ddgst_ = req->dgst & 2;
+  maxr2t_ = std::min<uint32_t>(uint32_t(req->maxr2t) + 1, 64);
+  auto* resp = reinterpret_cast<ICResp*>(icresp_);
+  std::memset(icresp_, 0, sizeof(icresp_));
+  set_header(icresp_, PduType::kICResp, 0, sizeof(ICResp), 0, sizeof(ICResp));
+  resp->pfv = 0;
+  resp->cpda = 0;
+  resp->dgst = uint8_t((hdgst_ ? 1 : 0) | (ddgst_ ? 2 : 0));
+  resp->maxh2cdata = target_.options().max_h2c_data;
+  icresp_item_.iov[0] = {icresp_, sizeof(ICResp)};
+  icresp_item_.iovcnt = 1;
+  conn_->send(&icresp_item_);
+  ic_done_ = true;
+  return sizeof(ICReq);
+}
+
+size_t TcpQpair::handle_capsule(const uint8_t* p, size_t n, size_t hdr_total) {
+  const auto* ch = reinterpret_cast<const CommonHeader*>(p);
+  const uint32_t plen = ch->plen;
+  size_t icd_off = 0, icd_len = 0;
+  const bool dd = ddgst_;
+  if (ch->pdo) {
+    if (ch->pdo < hdr_total || ch->pdo > plen) {
+      fatal(Fes::kInvalidHeaderField, 3, p, std::min<size_t>(n, hdr_total));
+      return n;
+    }
+    if (dd && !(ch->flags & kFlagDdgst)) {
+      fatal(Fes::kInvalidHeaderField, 1, p, std::min<size_t>(n, hdr_total));
+      return n;
+    }
+    size_t tail = dd ? kDigestLen : 0;
+    if (plen < size_t(ch->pdo) + tail) {
+      fatal(Fes::kInvalidHeaderField, 4, p, std::min<size_t>(n, hdr_total));
+      return n;
+    }
+    icd_off = ch->pdo;
+    icd_len = plen - ch->pdo - tail;
+  } else if (plen != hdr_total) {
+    fatal(Fes::kInvalidHeaderField, 4, p, std::min<size_t>(n, hdr_total));
+    return n;
+  }
+  if (n < plen) return 0;  // capsules are small: wait for all of it
+
+  Sqe sqe;
+  std::memcpy(&sqe, p + sizeof(CommonHeader), sizeof(Sqe));
+  bool bad_digest = false;
+  if (icd_len && dd) {
+    uint32_t got;
+    std::memcpy(&got, p + icd_off + icd_len, 4);
+    bad_digest = le32toh(got) != crc32c(p + icd_off, icd_len);
+  }
+  // In-capsule data must be copied out before the receive buffer moves on; without a buffer, leave the
+  // capsule where it is and come back when one is free.
+  uint8_t* icd_buf = nullptr;
+  BufferPool* icd_pool = nullptr;
+  if (icd_len) {
+    if (icd_len > target_.options().max_io_size) {
+      fatal(Fes::kDataTransferLimitExceeded, 4, p, std::min<size_t>(n, hdr_total));
+      return n;
+    }
+    ReactorSlice& sl = target_.slice(reactor_.id());
+    icd_pool = icd_len <= kSmallBuffer ? sl.small.get() : sl.large.get();
+    icd_buf = icd_pool->get();
+    if (!icd_buf) {
+      parse_waits_for_buffer_ = true;
+      waiting_on_ = icd_pool;
+      icd_pool->wait(&buf_waiter_);
+      return 0;
+    }
+    std::memcpy(icd_buf, p + icd_off, icd_len);
+  }
+  if (!connecting_ && !ctrl_ && sqe.opc != opc::kFabrics) {
+    // Anything but a fabrics command before Connect: answered, not fatal.
+  }
+  TcpReq* r = alloc_req(sqe.cid);
+  if (!r) {
+    if (icd_buf) icd_pool->put(icd_buf);
+    fatal(Fes::kPduSequenceError, 0, p, std::min<size_t>(n, hdr_total));
+    return n;
+  }
+  r->sqe = sqe;
+  r->buf = icd_buf;
+  r->pool = icd_pool;
+  r->icd = icd_len > 0;
+  if (!sqflow_disabled_ && qsize_) sqhd_ = uint16_t((sqhd_ + 1) % qsize_);
+
+  // Work out the data transfer from SGL1.
+  const bool h2c = is_h2c_opcode(sqe), c2h = is_c2h_opcode(sqe);
+  r->h2c = h2c && uint32_t(sqe.sgl1.length) > 0;
+  if (r->status.ok() && (h2c || c2h) && uint32_t(sqe.sgl1.length) > 0) {
+    const SglDesc& sgl = sqe.sgl1;
+    r->data_len = sgl.length;
+    if (sgl.type == kSglDataBlockOffset) {
+      if (!h2c || sgl.addr != 0) r->status = CmdStatus::Generic(sc::kSglOffsetInvalid);
+      else if (icd_len != r->data_len) r->status = CmdStatus::Generic(sc::kDataSglLengthInvalid);
+    } else if (sgl.type == kSglTransportDataBlock) {
+      if (icd_len) r->status = CmdStatus::Generic(sc::kSglDescriptorTypeInvalid);
+    } else {
+      r->status = CmdStatus::Generic(sc::kSglDescriptorTypeInvalid);
+    }
+    if (r->status.ok() && r->data_len > target_.options().max_io_size) r->status = CmdStatus::Generic(sc::kInvalidField);
+  } else if (icd_len && r->status.ok()) {
+    r->status = CmdStatus::Generic(sc::kInvalidField);  // data in the capsule of a command that takes none
+  }
+  if (bad_digest && r->status.ok()) r->status = CmdStatus::Generic(0x22, false);  // transient transport error
+  start_request(r);
+  return plen;
+}
+
+size_t TcpQpair::handle_h2c_data(const uint8_t* p, size_t n, size_t hdr_total) {
+  const auto* h = reinterpret_cast<const DataHeader*>(p);
+  const uint32_t plen = h->ch.plen, datal = h->datal, datao = h->datao;
+  const uint16_t ttag = h->ttag, cccid = h->cccid;
+  const size_t dd = ddgst_ ? kDigestLen : 0;
+  const size_t hdr_copy = std::min<size_t>(n, hdr_total);
+  if (ddgst_ && !(h->ch.flags & kFlagDdgst)) {
+    fatal(Fes::kInvalidHeaderField, 1, p, hdr_copy);
+    return n;
+  }
+  if (h->ch.pdo < hdr_total || size_t(h->ch.pdo) + datal + dd != plen) {
+    fatal(Fes::kInvalidHeaderField, h->ch.pdo < hdr_total ? 3 : 4, p, hdr_copy);
+    return n;
+  }
+  if (ttag >= reqs_.size() || reqs_[ttag]->state != TcpReq::State::kAwaitData) {
+    fatal(Fes::kInvalidHeaderField, offsetof(DataHeader, ttag), p, hdr_copy);
+    return n;
+  }
+  TcpReq* r = reqs_[ttag].get();
+  if (r->cid != cccid) {
+    fatal(Fes::kInvalidHeaderField, offsetof(DataHeader, cccid), p, hdr_copy);
+    return n;
+  }
+  if (datal == 0) {
+    fatal(Fes::kInvalidHeaderField, offsetof(DataHeader, datal), p, hdr_copy);
+    return n;
+  }
+  if (datal > target_.options().max_h2c_data) {
+    fatal(Fes::kDataTransferLimitExceeded, offsetof(DataHeader, datal), p, hdr_copy);
+    return n;
+  }
+  if (datao != r->h2c_received || uint64_t(datao) + datal > r->data_len) {
+    fatal(Fes::kDataTransferOutOfRange, offsetof(DataHeader, datao), p, hdr_copy);
+    return n;
+  }
+  if (n < h->ch.pdo) return 0;
+  const bool last = h->ch.flags & kFlagLastPdu;
+  iovec iov[2] = {{r->buf + datao, datal}, {r->ddgst_rx, dd}};
+  conn_->recv_into(iov, dd ? 2 : 1, datal + dd, [this, r, datal, last](Errc e) { on_h2c_received(r, datal, last, e); });
+  return h->ch.pdo;
+}
+
+void TcpQpair::on_h2c_received(TcpReq* r, uint32_t datal, bool last, Errc e) {
+  if (e != Errc::kOk) return;  // the connection is failing; teardown releases the request
+  const uint32_t datao = r->h2c_received;
+  if (ddgst_) {
+    uint32_t got;
+    std::memcpy(&got, r->ddgst_rx, 4);
+    if (le32toh(got) != crc32c(r->buf + datao, datal) && r->status.ok()) r->status = CmdStatus::Generic(0x22, false);
+  }
+  r->h2c_received += datal;
+  if (r->h2c_received < r->data_len) {
+    if (last) {
+      uint8_t hdr[8] = {};
+      fatal(Fes::kPduSequenceError, 0, hdr, 0);
+    }
+    return;
+  }
+  --r2t_inflight_;
+  if (TcpReq* w = r2t_wait_head_) {
+    r2t_wait_head_ = w->next_wait;
+    if (!r2t_wait_head_) r2t_wait_tail_ = nullptr;
+    send_r2t(w);
+  }
+  data_ready(r);
+}
+
+void TcpQpair::fatal(Fes fes, uint32_t fei, const uint8_t* hdr, size_t hdr_len) {
+  if (terminating_ || closing_) return;
+  terminating_ = true;
+  TLOG_RL_WARN("nvmf", 1000, "qpair {} ({}): protocol error (fes {:#x}, field offset {}); terminating the connection",
+               id_, peer(), uint16_t(fes), fei);
+  hdr_len = std::min(hdr_len, kMaxTermReqData);
+  std::memset(term_pdu_, 0, sizeof(term_pdu_));
+  auto* t = reinterpret_cast<TermReq*>(term_pdu_);
+  set_header(term_pdu_, PduType::kC2HTermReq, 0, sizeof(TermReq), hdr_len ? sizeof(TermReq) : 0,
+             uint32_t(sizeof(TermReq) + hdr_len));
+  t->fes = uint16_t(fes);
+  t->fei = fei;
+  if (hdr_len) std::memcpy(term_pdu_ + sizeof(TermReq), hdr, hdr_len);
+  term_item_.iov[0] = {term_pdu_, sizeof(TermReq) + hdr_len};
+  term_item_.iovcnt = 1;
+  term_item_.next = nullptr;
+  conn_->send(&term_item_);
+  // Close once it is out: a TermReq ends the connection. (The item completes in send order, so closing
+  // from the next loop turn is after it was handed to the kernel.)
+  reactor_.set().post(reactor_.id(), [this] { close("protocol error"); });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Requests
+
+TcpReq* TcpQpair::alloc_req(uint16_t cid) {
+  if (free_reqs_.empty()) return nullptr;
+  TcpReq* r = free_reqs_.back();
+  free_reqs_.pop_back();
+  r->state = TcpReq::State::kSending;  // placeholder until start_request decides
+  r->cid = cid;
+  r->data_len = 0;
+  r->h2c = false;
+  r->icd = false;
+  r->buf = nullptr;
+  r->pool = nullptr;
+  r->h2c_received = 0;
+  r->status = CmdStatus::Ok();
+  r->dw0 = r->dw1 = 0;
+  r->ch = nullptr;
+  r->step = 0;
+  r->aux = nullptr;
+  r->aux_pool = nullptr;
+  r->sends = 0;
+  r->next_wait = nullptr;
+  r->admin_out.clear();
+  if (cids_.test(cid)) {
+    r->status = CmdStatus::Generic(sc::kCidConflict);
+  } else {
+    cids_.set(cid);
+  }
+  return r;
+}
+
+bool TcpQpair::get_buffer(TcpReq* r, uint32_t len) {
+  if (r->buf) return true;
+  ReactorSlice& sl = target_.slice(reactor_.id());
+  BufferPool* pool = len <= kSmallBuffer ? sl.small.get() : sl.large.get();
+  uint8_t* b = pool->get();
+  if (!b) return false;
+  r->buf = b;
+  r->pool = pool;
+  return true;
+}
+
+void TcpQpair::wait_for_buffer(TcpReq* r, uint32_t len) {
+  r->state = TcpReq::State::kNeedBuffer;
+  r->next_wait = nullptr;
+  if (buf_wait_tail_) buf_wait_tail_->next_wait = r; else buf_wait_head_ = r;
+  buf_wait_tail_ = r;
+  ReactorSlice& sl = target_.slice(reactor_.id());
+  waiting_on_ = len <= kSmallBuffer ? sl.small.get() : sl.large.get();
+  waiting_on_->wait(&buf_waiter_);
+}
+
+void TcpQpair::on_buffers_available() {
+  waiting_on_ = nullptr;
+  if (closing_) return;
+  if (parse_waits_for_buffer_) {
+    parse_waits_for_buffer_ = false;
+    conn_->resume();
+  }
+  // Retry waiting requests in order; stop at the first that still cannot get one.
+  while (TcpReq* r = buf_wait_head_) {
+    buf_wait_head_ = r->next_wait;
+    if (!buf_wait_head_) buf_wait_tail_ = nullptr;
+    r->next_wait = nullptr;
+    uint32_t len = std::max<uint32_t>(r->data_len, 1);
+    if (!get_buffer(r, len)) {
+      // Put it back at the front and wait again.
+      r->next_wait = buf_wait_head_;
+      buf_wait_head_ = r;
+      if (!buf_wait_tail_) buf_wait_tail_ = r;
+      ReactorSlice& sl = target_.slice(reactor_.id());
+      waiting_on_ = len <= kSmallBuffer ? sl.small.get() : sl.large.get();
+      waiting_on_->wait(&buf_waiter_);
+      return;
+    }
+    if (r->h2c && !r->icd) {
+      if (r2t_inflight_ >= maxr2t_) {
+        r->state = TcpReq::State::kAwaitR2TSlot;
+        if (r2t_wait_tail_) r2t_wait_tail_->next_wait = r; else r2t_wait_head_ = r;
+        r2t_wait_tail_ = r;
+      } else {
+        send_r2t(r);
+      }
+    } else {
+      execute(r);
+    }
+  }
+}
+
+void TcpQpair::start_request(TcpReq* r) {
+  ++stats_.commands;
+  if (!r->status.ok()) {
+    complete(r);
+    return;
+  }
+  if (r->h2c && !r->icd && r->data_len > 0) {
+    request_data(r);
+    return;
+  }
+  execute(r);
+}
+
+void TcpQpair::request_data(TcpReq* r) {
+  if (!get_buffer(r, r->data_len)) {
+    wait_for_buffer(r, r->data_len);
+    return;
+  }
+  if (r2t_inflight_ >= maxr2t_) {
+    r->state = TcpReq::State::kAwaitR2TSlot;
+    r->next_wait = nullptr;
+    if (r2t_wait_tail_) r2t_wait_tail_->next_wait = r; else r2t_wait_head_ = r;
+    r2t_wait_tail_ = r;
+    return;
+  }
+  send_r2t(r);
+}
+
+void TcpQpair::send_r2t(TcpReq* r) {
+  ++r2t_inflight_;
+  r->state = TcpReq::State::kAwaitData;
+  const size_t hd = hdgst_ ? kDigestLen : 0;
+  std::memset(r->r2t_hdr, 0, sizeof(R2T));
+  set_header(r->r2t_hdr, PduType::kR2T, hdgst_ ? kFlagHdgst : 0, sizeof(R2T), 0, uint32_t(sizeof(R2T) + hd));
+  auto* t = reinterpret_cast<R2T*>(r->r2t_hdr);
+  t->cccid = r->cid;
+  t->ttag = r->idx;
+  t->r2to = 0;
+  t->r2tl = r->data_len;
+  finish_header(r->r2t_hdr, sizeof(R2T));
+  r->r2t_item.iov[0] = {r->r2t_hdr, sizeof(R2T) + hd};
+  r->r2t_item.iovcnt = 1;
+  conn_->send(&r->r2t_item);
+}
+
+void TcpQpair::data_ready(TcpReq* r) {
+  if (!r->status.ok()) {
+    complete(r);
+    return;
+  }
+  execute(r);
+}
+
+void TcpQpair::execute(TcpReq* r) {
+  if (r->sqe.opc == opc::kFabrics) {
+    execute_fabrics(r);
+    return;
+  }
+  if (!ctrl_) {
+    r->status = CmdStatus::Generic(sc::kCommandSequenceError);
+    complete(r);
+    return;
+  }
+  if (qid_ == 0) execute_admin(r);
+  else execute_io(r);
+}
+
+void TcpQpair::execute_fabrics(TcpReq* r) {
+  const auto& f = reinterpret_cast<const FabricsCmd&>(r->sqe);
+  switch (f.fctype) {
+    case fctype::kConnect:
+      execute_connect(r);
+      return;
+    case fctype::kPropertyGet:
+    case fctype::kPropertySet:
+      if (!ctrl_) {
+        r->status = CmdStatus::Generic(sc::kCommandSequenceError);
+        complete(r);
+        return;
+      }
+      if (qid_ != 0) {
+        r->status = CmdStatus::Specific(0x85);  // invalid queue type
+        complete(r);
+        return;
+      }
+      execute_admin(r);
+      return;
+    case fctype::kDisconnect:
+      if (!ctrl_ || qid_ == 0) {
+        r->status = CmdStatus::Generic(sc::kInvalidField);
+        complete(r);
+        return;
+      }
+      // Answer, then close once the answer is out.
+      complete(r);
+      reactor_.set().post(reactor_.id(), [this] { close("host disconnected the queue"); });
+      return;
+    default:
+      r->status = CmdStatus::Generic(sc::kInvalidOpcode);
+      complete(r);
+      return;
+  }
+}
+
+void TcpQpair::execute_connect(TcpReq* r) {
+  if (ctrl_ || connecting_) {
+    r->status = CmdStatus::Generic(sc::kCommandSequenceError);
+    complete(r);
+    return;
+  }
+  if (r->data_len < sizeof(ConnectData) || !r->buf) {
+    r->status = CmdStatus::Generic(sc::kDataSglLengthInvalid);
+    complete(r);
+    return;
+  }
+  connecting_ = true;
+  r->state = TcpReq::State::kAwaitAdmin;
+  ++outstanding_;
+  ConnectCmd cmd;
+  std::memcpy(&cmd, &r->sqe, sizeof(cmd));
+  ConnectData data;
+  std::memcpy(&data, r->buf, sizeof(data));
+  spawn([](TcpQpair* self, TcpReq* r, ConnectCmd cmd, ConnectData data) -> Task<void> {
+    Target* t = &self->target_;
+    ListenAddr local = self->local_;
+    QpairRef ref{self, self->reactor_.id(), uint16_t(cmd.qid)};
+    ConnectResult res = co_await t->reactors().submit_to(0, [t, pc = &cmd, pd = &data, pl = &local, pr = &ref]() {
+      return t->connect(*pc, *pd, *pl, *pr);
+    });
+    --self->outstanding_;
+    self->connecting_ = false;
+    r->status = res.status;
+    r->dw0 = res.dw0;
+    if (res.status.ok()) {
+      self->ctrl_ = res.ctrl;
+      self->subsys_ = res.subsys;
+      self->qid_ = cmd.qid;
+      self->qsize_ = uint16_t(uint32_t(cmd.sqsize) + 1);
+      self->sqflow_disabled_ = cmd.cattr & 0x4;
+      self->cntlid_ = res.cntlid;
+      std::memcpy(self->hostid_.data(), data.hostid, 16);
+      TLOG_INFO("nvmf", "qpair {} ({}): {} queue {} connected to '{}' (controller {}, host {})", self->id_,
+                self->peer(), self->qid_ == 0 ? "admin" : "I/O", self->qid_, self->subsys_->nqn(), res.cntlid,
+                get_field(data.hostnqn, sizeof(data.hostnqn)));
+      if (self->closing_) {
+        // Closed while connecting: the controller must still learn about it.
+        self->complete(r);
+        self->maybe_finish_close();
+        co_return;
+      }
+    }
+    self->complete(r);
+    if (self->closing_) self->maybe_finish_close();
+  }(this, r, cmd, data));
+}
+
+void TcpQpair::execute_admin(TcpReq* r) {
+  r->state = TcpReq::State::kAwaitAdmin;
+  ++outstanding_;
+  spawn([](TcpQpair* self, TcpReq* r) -> Task<void> {
+    AdminCommand cmd;
+    cmd.sqe = r->sqe;
+    if (r->h2c && r->buf && r->data_len) cmd.data.assign(r->buf, r->buf + r->data_len);
+    Controller* c = self->ctrl_;
+    AdminResult res = co_await self->target_.reactors().submit_to(0, [c, pc = &cmd]() { return c->execute(std::move(*pc)); });
+    --self->outstanding_;
+    if (res.deferred) {
+      r->state = TcpReq::State::kParkedAer;
+      if (self->closing_) self->maybe_finish_close();
+      co_return;
+    }
+    r->status = res.status;
+    r->dw0 = res.dw0;
+    r->dw1 = res.dw1;
+    r->admin_out = std::move(res.data);
+    self->complete(r);
+    if (self->closing_) self->maybe_finish_close();
+  }(this, r));
+}
+
+void TcpQpair::complete_admin(uint16_t cid, AdminResult res) {
+  for (auto& up : reqs_) {
+    TcpReq* r = up.get();
+    if (r->state == TcpReq::State::kParkedAer && r->cid == cid) {
+      r->status = res.status;
+      r->dw0 = res.dw0;
+      r->dw1 = res.dw1;
+      if (closing_) {
+        request_done(r);
+        return;
+      }
+      complete(r);
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// I/O commands
+
+bool TcpQpair::refresh_view() {
+  uint64_t v = subsys_->view_version();
+  if (v != view_version_ || !view_) {
+    view_ = subsys_->view();
+    view_version_ = view_->version;
+  }
+  return true;
+}
+
+ChannelRef* TcpQpair::channel_for(const NamespaceView& ns) {
+  for (auto& [nsid, ch] : channels_) {
+    if (nsid == ns.nsid) return ch.get();
+  }
+  auto ch = ChannelRef::Get(*ns.desc);
+  if (!ch.ok()) return nullptr;
+  channels_.emplace_back(ns.nsid, std::make_unique<ChannelRef>(std::move(*ch)));
+  return channels_.back().second.get();
+}
+
+void TcpQpair::drop_namespace(Subsystem* s, uint32_t nsid) {
+  if (s != subsys_) return;
+  for (size_t i = 0; i < channels_.size(); ++i) {
+    if (channels_[i].first == nsid) {
+      channels_.erase(channels_.begin() + long(i));
+      return;
+    }
+  }
+}
+
+CmdStatus TcpQpair::check_access(const NamespaceView& ns, uint8_t o) const {
+  switch (view_->ana_state(local_, ns.anagrpid)) {
+    case AnaState::kOptimized:
+    case AnaState::kNonOptimized: break;
+    case AnaState::kInaccessible: return CmdStatus::Path(sc::kAnaInaccessible);
+    case AnaState::kPersistentLoss: return CmdStatus::Path(sc::kAnaPersistentLoss);
+    case AnaState::kChange: return CmdStatus::Path(sc::kAnaTransition);
+  }
+  const Reservation& rv = ns.resv;
+  if (!rv.held()) return CmdStatus::Ok();
+  if (o == opc::kReservationRegister || o == opc::kReservationAcquire || o == opc::kReservationRelease ||
+      o == opc::kReservationReport) {
+    return CmdStatus::Ok();
+  }
+  const bool is_read = o == opc::kRead || o == opc::kCompare;
+  const bool is_write = !is_read && o != opc::kFlush;  // writes, write zeroes, dataset management
+  const bool holder = (rv.type == ResvType::kWriteExclusiveAllRegs || rv.type == ResvType::kExclusiveAccessAllRegs)
+                          ? false
+                          : rv.holder == hostid_;
+  bool registered = false;
+  for (auto& reg : rv.registrants) registered |= reg.hostid == hostid_;
+  bool allowed = true;
+  switch (rv.type) {
+    case ResvType::kWriteExclusive: allowed = holder || !is_write; break;
+    case ResvType::kExclusiveAccess: allowed = holder || (!is_write && !is_read); break;
+    case ResvType::kWriteExclusiveRegsOnly:
+    case ResvType::kWriteExclusiveAllRegs: allowed = holder || registered || !is_write; break;
+    case ResvType::kExclusiveAccessRegsOnly:
+    case ResvType::kExclusiveAccessAllRegs: allowed = holder || registered || (!is_write && !is_read); break;
+    case ResvType::kNone: break;
+  }
+  return allowed ? CmdStatus::Ok() : CmdStatus::Generic(sc::kReservationConflict);
+}
+
+void TcpQpair::execute_io(TcpReq* r) {
+  refresh_view();
+  const Sqe& s = r->sqe;
+  const uint32_t nsid = s.nsid;
+  const NamespaceView* ns = view_->find(nsid);
+  if (!ns) {
+    r->status = CmdStatus::Generic(sc::kInvalidNamespace);
+    complete(r);
+    return;
+  }
+  r->status = check_access(*ns, s.opc);
+  if (!r->status.ok()) {
+    complete(r);
+    return;
+  }
+  const uint8_t o = s.opc;
+  if (o == opc::kReservationRegister || o == opc::kReservationAcquire || o == opc::kReservationRelease ||
+      o == opc::kReservationReport) {
+    r->state = TcpReq::State::kAwaitAdmin;
+    ++outstanding_;
+    spawn([](TcpQpair* self, TcpReq* r) -> Task<void> {
+      std::vector<uint8_t> data;
+      if (r->h2c && r->buf && r->data_len) data.assign(r->buf, r->buf + r->data_len);
+      Target* t = &self->target_;
+      Subsystem* sub = self->subsys_;
+      Controller* c = self->ctrl_;
+      Sqe sqe = r->sqe;
+      AdminResult res = co_await t->reactors().submit_to(0, [t, sub, c, ps = &sqe, pd = &data]() {
+        return t->reservation_command(sub, c, *ps, std::move(*pd));
+      });
+      --self->outstanding_;
+      r->status = res.status;
+      r->dw0 = res.dw0;
+      r->admin_out = std::move(res.data);
+      self->complete(r);
+      if (self->closing_) self->maybe_finish_close();
+    }(this, r));
+    return;
+  }
+  r->ch = channel_for(*ns);
+  if (!r->ch) {
+    r->status = CmdStatus::Generic(sc::kNamespaceNotReady, false);
+    complete(r);
+    return;
+  }
+  r->block_size = ns->block_size;
+  r->nsid = nsid;
+  const uint64_t slba = uint64_t(uint32_t(s.cdw10)) | (uint64_t(uint32_t(s.cdw11)) << 32);
+  const uint64_t nlb = (uint32_t(s.cdw12) & 0xffff) + 1;
+  auto in_range = [&](uint64_t lba, uint64_t n) { return lba < ns->num_blocks && n <= ns->num_blocks - lba; };
+  switch (o) {
+    case opc::kRead:
+    case opc::kWrite:
+    case opc::kCompare: {
+      if (nlb * ns->block_size != r->data_len) {
+        r->status = CmdStatus::Generic(sc::kDataSglLengthInvalid);
+        break;
+      }
+      if (!in_range(slba, nlb)) {
+        r->status = CmdStatus::Generic(sc::kLbaOutOfRange);
+        break;
+      }
+      if (o == opc::kRead) {
+        if (!get_buffer(r, r->data_len)) {
+          wait_for_buffer(r, r->data_len);
+          return;
+        }
+        submit_io(r, IoType::kRead, slba, nlb);
+        return;
+      }
+      if (o == opc::kCompare) {
+        ReactorSlice& sl = target_.slice(reactor_.id());
+        r->aux_pool = r->data_len <= kSmallBuffer ? sl.small.get() : sl.large.get();
+        r->aux = r->aux_pool->get();
+        if (!r->aux) {
+          r->aux_pool = nullptr;
+          r->status = CmdStatus::Generic(sc::kInternalError, false);  // retryable: the pool is exhausted
+          break;
+        }
+        r->io.set_buffer(r->aux, r->data_len);
+        submit_io(r, IoType::kRead, slba, nlb);
+        return;
+      }
+      submit_io(r, IoType::kWrite, slba, nlb);
+      return;
+    }
+    case opc::kFlush:
+      submit_io(r, IoType::kFlush, 0, 0);
+      return;
+    case opc::kWriteZeroes:
+      if (!in_range(slba, nlb)) {
+        r->status = CmdStatus::Generic(sc::kLbaOutOfRange);
+        break;
+      }
+      submit_io(r, IoType::kWriteZeroes, slba, nlb);
+      return;
+    case opc::kDatasetManagement: {
+      const uint32_t nr = (uint32_t(s.cdw10) & 0xff) + 1;
+      if (r->data_len < nr * sizeof(DsmRange) || !r->buf) {
+        r->status = CmdStatus::Generic(sc::kDataSglLengthInvalid);
+        break;
+      }
+      if (!(uint32_t(s.cdw11) & 0x4)) break;  // only deallocate does anything
+      r->step = 0;
+      io_step(r);
+      return;
+    }
+    default:
+      r->status = CmdStatus::Generic(sc::kInvalidOpcode);
+      break;
+  }
+  complete(r);
+}
+
+void TcpQpair::submit_io(TcpReq* r, IoType t, uint64_t lba, uint64_t nblocks) {
+  r->state = TcpReq::State::kExecuting;
+  ++outstanding_;
+  BdevIo& io = r->io;
+  io.type = t;
+  io.offset_blocks = lba;
+  io.num_blocks = nblocks;
+  if ((t == IoType::kRead || t == IoType::kWrite) && !(r->sqe.opc == opc::kCompare && t == IoType::kRead)) {
+    io.set_buffer(r->buf, size_t(nblocks) * r->block_size);
+  }
+  r->ch->submit(&io);
+}
+
+void TcpQpair::on_io_done(BdevIo* io, void* arg) {
+  auto* r = static_cast<TcpReq*>(arg);
+  TcpQpair* self = r->qp;
+  --self->outstanding_;
+  if (io->status != Errc::kOk) {
+    r->status = status_from_errc(io->status, io->type);
+    self->complete(r);
+    return;
+  }
+  self->io_step(r);
+}
+
+// The next step of a multi-step command, or its completion.
+void TcpQpair::io_step(TcpReq* r) {
+  const Sqe& s = r->sqe;
+  switch (s.opc) {
+    case opc::kRead:
+      stats_.bytes_read += r->data_len;
+      break;
+    case opc::kWrite:
+      if (r->step == 0) {
+        stats_.bytes_written += r->data_len;
+        // FUA: durable before we answer.
+        if ((uint32_t(s.cdw12) & (1u << 30)) && r->ch->props().write_cache) {
+          r->step = 1;
+          submit_io(r, IoType::kFlush, 0, 0);
+          return;
+        }
+      }
+      break;
+    case opc::kCompare:
+      if (std::memcmp(r->aux, r->buf, r->data_len) != 0) r->status = CmdStatus::Media(sc::kCompareFailure);
+      break;
+    case opc::kDatasetManagement: {
+      const uint32_t nr = (uint32_t(s.cdw10) & 0xff) + 1;
+      const auto* ranges = reinterpret_cast<const DsmRange*>(r->buf);
+      while (r->step < nr) {
+        const DsmRange& rg = ranges[r->step++];
+        uint64_t slba = rg.slba, n = uint32_t(rg.nlb);
+        if (n == 0) continue;
+        if (slba >= r->ch->props().num_blocks || n > r->ch->props().num_blocks - slba) {
+          r->status = CmdStatus::Generic(sc::kLbaOutOfRange);
+          break;
+        }
+        submit_io(r, IoType::kUnmap, slba, n);
+        return;
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  complete(r);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sending
+
+void TcpQpair::finish_header(uint8_t* hdr, size_t hlen) {
+  if (!hdgst_) return;
+  uint32_t d = htole32(crc32c(hdr, hlen));
+  std::memcpy(hdr + hlen, &d, 4);
+}
+
+void TcpQpair::complete(TcpReq* r) {
+  if (closing_ && conn_closed_) {
+    request_done(r);
+    return;
+  }
+  r->state = TcpReq::State::kSending;
+  r->sends = 0;
+  const bool ok = r->status.ok();
+  if (ok && is_c2h_opcode(r->sqe) && r->sqe.opc == opc::kRead && r->buf) {
+    // The SUCCESS flag replaces the response capsule; it may only be used when the host disabled SQ
+    // flow control (otherwise every completion must carry the SQ head).
+    const bool success = target_.options().c2h_success && sqflow_disabled_;
+    send_c2h(r, r->buf, r->data_len, success);
+    if (success) return;
+  } else if (ok && !r->admin_out.empty()) {
+    uint32_t len = std::min<uint32_t>(uint32_t(r->admin_out.size()), r->data_len);
+    if (len) send_c2h(r, r->admin_out.data(), len, false);
+  }
+  send_response(r);
+}
+
+void TcpQpair::send_c2h(TcpReq* r, const uint8_t* data, uint32_t len, bool success_flag) {
+  const size_t hd = hdgst_ ? kDigestLen : 0, dd = ddgst_ ? kDigestLen : 0;
+  const uint32_t pdo = align_up(uint32_t(sizeof(DataHeader) + hd), hpda_align_);
+  const uint32_t pad = pdo - uint32_t(sizeof(DataHeader) + hd);
+  uint8_t flags = kFlagLastPdu | (success_flag ? kFlagSuccess : 0) | (hdgst_ ? kFlagHdgst : 0) | (ddgst_ ? kFlagDdgst : 0);
+  std::memset(r->c2h_hdr, 0, sizeof(DataHeader));
+  set_header(r->c2h_hdr, PduType::kC2HData, flags, sizeof(DataHeader), uint8_t(pdo), uint32_t(pdo + len + dd));
+  auto* h = reinterpret_cast<DataHeader*>(r->c2h_hdr);
+  h->cccid = r->cid;
+  h->datao = 0;
+  h->datal = len;
+  finish_header(r->c2h_hdr, sizeof(DataHeader));
+  net::SendItem& it = r->c2h_item;
+  it.iovcnt = 0;
+  it.iov[it.iovcnt++] = {r->c2h_hdr, sizeof(DataHeader) + hd};
+  if (pad) it.iov[it.iovcnt++] = {const_cast<uint8_t*>(kZeros), pad};
+  it.iov[it.iovcnt++] = {const_cast<uint8_t*>(data), len};
+  if (dd) {
+    uint32_t d = htole32(crc32c(data, len));
+    std::memcpy(r->ddgst_tx, &d, 4);
+    it.iov[it.iovcnt++] = {r->ddgst_tx, dd};
+  }
+  ++r->sends;
+  conn_->send(&r->c2h_item);
+}
+
+void TcpQpair::send_response(TcpReq* r) {
+  const size_t hd = hdgst_ ? kDigestLen : 0;
+  std::memset(r->resp_hdr, 0, sizeof(CapsuleResp));
+  set_header(r->resp_hdr, PduType::kCapsuleResp, hdgst_ ? kFlagHdgst : 0, sizeof(CapsuleResp), 0,
+             uint32_t(sizeof(CapsuleResp) + hd));
+  auto* c = reinterpret_cast<CapsuleResp*>(r->resp_hdr);
+  c->cqe.dw0 = r->dw0;
+  c->cqe.dw1 = r->dw1;
+  c->cqe.sqhd = sqflow_disabled_ ? uint16_t(0xFFFF) : sqhd_;
+  c->cqe.sqid = qid_;
+  c->cqe.cid = r->cid;
+  c->cqe.status = r->status.encode();
+  finish_header(r->resp_hdr, sizeof(CapsuleResp));
+  r->resp_item.iov[0] = {r->resp_hdr, sizeof(CapsuleResp) + hd};
+  r->resp_item.iovcnt = 1;
+  ++r->sends;
+  conn_->send(&r->resp_item);
+}
+
+void TcpQpair::on_sent(net::SendItem* item, Errc) {
+  TcpReq* r = static_cast<ReqSendItem*>(item)->req;
+  if (item == &r->r2t_item) return;  // the request now waits for H2CData
+  if (--r->sends == 0) r->qp->request_done(r);
+}
+
+void TcpQpair::request_done(TcpReq* r) {
+  if (r->buf) {
+    r->pool->put(r->buf);
+    r->buf = nullptr;
+  }
+  if (r->aux) {
+    r->aux_pool->put(r->aux);
+    r->aux = nullptr;
+  }
+  if (r->status.sct != Sct::kGeneric || r->status.sc != sc::kCidConflict) cids_.reset(r->cid);
+  r->state = TcpReq::State::kFree;
+  r->admin_out.clear();
+  free_reqs_.push_back(r);
+  if (closing_) maybe_finish_close();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Teardown
+
+void TcpQpair::close(const char* why) {
+  if (closing_) return;
+  closing_ = true;
+  TLOG_DEBUG("nvmf", "qpair {} ({}): closing: {}", id_, peer(), why);
+  if (waiting_on_) {
+    waiting_on_->cancel(&buf_waiter_);
+    waiting_on_ = nullptr;
+  }
+  // Requests that wait for something that will not come now are released.
+  while (TcpReq* r = buf_wait_head_) {
+    buf_wait_head_ = r->next_wait;
+    request_done(r);
+  }
+  buf_wait_tail_ = nullptr;
+  while (TcpReq* r = r2t_wait_head_) {
+    r2t_wait_head_ = r->next_wait;
+    request_done(r);
+  }
+  r2t_wait_tail_ = nullptr;
+  for (auto& up : reqs_) {
+    if (up->state == TcpReq::State::kAwaitData) request_done(up.get());
+  }
+  conn_->close([this] {
+    conn_closed_ = true;
+    maybe_finish_close();
+  });
+}
+
+void TcpQpair::maybe_finish_close() {
+  if (!closing_ || !conn_closed_ || outstanding_ > 0 || detach_sent_) return;
+  // Requests still sending will be failed by the closed connection; parked AERs stay with us.
+  for (auto& up : reqs_) {
+    if (up->state == TcpReq::State::kSending) return;
+  }
+  detach_sent_ = true;
+  channels_.clear();
+  if (ctrl_) {
+    Controller* c = ctrl_;
+    TcpQpair* self = this;
+    target_.reactors().post(0, [c, self] { c->detach(self); });
+    return;  // controller_detached() finishes
+  }
+  controller_detached();
+}
+
+void TcpQpair::controller_detached() {
+  ReactorSlice& sl = target_.slice(reactor_.id());
+  auto& v = sl.qpairs;
+  v.erase(std::remove(v.begin(), v.end(), this), v.end());
+  TcpQpair* self = this;
+  // Deleted from the loop, outside any of our own call frames.
+  target_.reactors().post(reactor_.id(), [self] { delete self; });
+}
+
+}  // namespace tern::nvmf

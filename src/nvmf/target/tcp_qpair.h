@@ -1,0 +1,202 @@
+// TcpQpair: one NVMe/TCP connection on the target side — an admin or an I/O queue pair.
+//
+// Threads: created on, and confined to, the reactor its connection was handed to. It parses PDUs from
+// the connection's receive buffer, runs I/O commands against the namespace devices through that
+// reactor's channels, hands admin and fabrics commands to the controller on the primary reactor, and
+// sends responses, data and R2Ts through the connection's batched send queue.
+//
+// Requests move through explicit states (see TcpReq::State); one function per transition. Request
+// objects, PDU headers and send items are preallocated per queue pair, data buffers come from the
+// reactor's pools: the I/O path allocates nothing.
+#pragma once
+
+#include <array>
+#include <bitset>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "bdev/bdev.h"
+#include "nvmf/buffer_pool.h"
+#include "nvmf/socket.h"
+#include "nvmf/target/controller.h"
+#include "nvmf/target/subsystem.h"
+#include "nvmf/tcp_pdu.h"
+
+namespace tern::nvmf {
+
+class Target;
+class TcpQpair;
+
+struct TcpReq;
+struct ReqSendItem : net::SendItem {
+  TcpReq* req = nullptr;
+};
+
+struct TcpReq {
+  enum class State : uint8_t {
+    kFree,
+    kNeedBuffer,    // waiting for a data buffer from the reactor's pool
+    kAwaitR2TSlot,  // a write whose R2T waits for the connection's R2T limit
+    kAwaitData,     // R2T sent, H2CData arriving
+    kExecuting,     // on the device
+    kAwaitAdmin,    // on the primary reactor
+    kParkedAer,     // an Asynchronous Event Request the controller holds
+    kSending,       // data and/or response queued on the connection
+  };
+  State state = State::kFree;
+  TcpQpair* qp = nullptr;
+  uint16_t idx = 0;  // also the R2T transfer tag
+  nvme::Sqe sqe{};
+  uint16_t cid = 0;
+  uint32_t data_len = 0;      // bytes the command transfers (from SGL1)
+  bool h2c = false;           // data flows host to controller
+  bool icd = false;           // data arrived in the capsule
+  uint8_t* buf = nullptr;
+  BufferPool* pool = nullptr;
+  uint32_t h2c_received = 0;
+  uint8_t ddgst_rx[4];
+  nvme::CmdStatus status;
+  uint32_t dw0 = 0;
+  uint32_t dw1 = 0;
+  // Device I/O.
+  BdevIo io;
+  ChannelRef* ch = nullptr;
+  uint32_t block_size = 0;
+  uint32_t nsid = 0;
+  uint32_t step = 0;           // DSM range index; compare/FUA phase
+  uint8_t* aux = nullptr;      // compare: the data read back
+  BufferPool* aux_pool = nullptr;
+  std::vector<uint8_t> admin_out;  // admin data going to the host (control path only)
+  // Outgoing PDUs.
+  alignas(8) uint8_t resp_hdr[sizeof(nvme::tcp::CapsuleResp) + 4];
+  alignas(8) uint8_t c2h_hdr[sizeof(nvme::tcp::DataHeader) + 4];
+  alignas(8) uint8_t r2t_hdr[sizeof(nvme::tcp::R2T) + 4];
+  uint8_t ddgst_tx[4];
+  ReqSendItem c2h_item, resp_item, r2t_item;
+  uint8_t sends = 0;  // c2h/resp items not yet handed to the kernel
+  TcpReq* next_wait = nullptr;  // buffer / R2T wait lists
+};
+
+struct TcpQpairStats {
+  uint64_t commands = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+};
+
+class TcpQpair {
+ public:
+  TcpQpair(Target& target, int fd, ListenAddr local, uint64_t id);
+  ~TcpQpair();
+  TcpQpair(const TcpQpair&) = delete;
+  TcpQpair& operator=(const TcpQpair&) = delete;
+
+  void start();
+  // Begins an orderly teardown: stops reading, waits for requests on devices, closes, detaches.
+  void close(const char* why);
+
+  // From the controller (delivered on this reactor by message).
+  void complete_admin(uint16_t cid, AdminResult r);
+  void controller_detached();
+
+  // Drops this queue pair's channel to a namespace that is being removed.
+  void drop_namespace(Subsystem* s, uint32_t nsid);
+
+  uint64_t id() const { return id_; }
+  uint16_t qid() const { return qid_; }
+  Controller* controller() const { return ctrl_; }
+  Subsystem* subsystem() const { return subsys_; }
+  const ListenAddr& local() const { return local_; }
+  const std::string& peer() const { return conn_->peer(); }
+  const TcpQpairStats& stats() const { return stats_; }
+
+ private:
+  // Receive side.
+  size_t on_data(const uint8_t* p, size_t n);
+  size_t handle_icreq(const uint8_t* p, size_t n);
+  size_t handle_capsule(const uint8_t* p, size_t n, size_t hdr_total);
+  size_t handle_h2c_data(const uint8_t* p, size_t n, size_t hdr_total);
+  void on_h2c_received(TcpReq* r, uint32_t datal, bool last, Errc e);
+  void fatal(nvme::tcp::Fes fes, uint32_t fei, const uint8_t* hdr, size_t hdr_len);
+
+  // Request lifecycle.
+  TcpReq* alloc_req(uint16_t cid);
+  void free_req(TcpReq* r);
+  bool get_buffer(TcpReq* r, uint32_t len);
+  void wait_for_buffer(TcpReq* r, uint32_t len);
+  void start_request(TcpReq* r);
+  void request_data(TcpReq* r);
+  void send_r2t(TcpReq* r);
+  void data_ready(TcpReq* r);
+  void execute(TcpReq* r);
+  void execute_io(TcpReq* r);
+  void execute_admin(TcpReq* r);
+  void execute_fabrics(TcpReq* r);
+  void execute_connect(TcpReq* r);
+  void submit_io(TcpReq* r, IoType t, uint64_t lba, uint64_t nblocks);
+  static void on_io_done(BdevIo* io, void* arg);
+  void io_step(TcpReq* r);
+  void complete(TcpReq* r);
+  void send_c2h(TcpReq* r, const uint8_t* data, uint32_t len, bool success_flag);
+  void send_response(TcpReq* r);
+  static void on_sent(net::SendItem* item, Errc e);
+  void request_done(TcpReq* r);
+  void maybe_finish_close();
+  bool refresh_view();
+  ChannelRef* channel_for(const NamespaceView& ns);
+  nvme::CmdStatus check_access(const NamespaceView& ns, uint8_t opc) const;
+  void finish_header(uint8_t* hdr, size_t hlen);
+
+  Target& target_;
+  const uint64_t id_;
+  const ListenAddr local_;
+  Reactor& reactor_;
+  std::unique_ptr<net::TcpConn> conn_;
+  // Negotiated at ICReq.
+  bool ic_done_ = false;
+  bool hdgst_ = false;
+  bool ddgst_ = false;
+  uint32_t hpda_align_ = 4;  // host PDU data alignment in bytes
+  uint32_t maxr2t_ = 1;      // R2Ts the host accepts in flight (maxr2t + 1)
+  // Set by Connect.
+  uint16_t qid_ = 0;
+  uint16_t qsize_ = 0;
+  bool sqflow_disabled_ = false;
+  uint16_t sqhd_ = 0;
+  Controller* ctrl_ = nullptr;
+  Subsystem* subsys_ = nullptr;
+  uint16_t cntlid_ = 0;
+  std::array<uint8_t, 16> hostid_{};
+  bool connecting_ = false;
+  // Requests.
+  std::vector<std::unique_ptr<TcpReq>> reqs_;
+  std::vector<TcpReq*> free_reqs_;
+  std::bitset<65536> cids_;
+  uint32_t outstanding_ = 0;  // requests that hold a device, a buffer or the primary reactor
+  uint32_t r2t_inflight_ = 0;
+  TcpReq* r2t_wait_head_ = nullptr;
+  TcpReq* r2t_wait_tail_ = nullptr;
+  // I/O view.
+  std::shared_ptr<const SubsystemView> view_;
+  uint64_t view_version_ = 0;
+  std::vector<std::pair<uint32_t, std::unique_ptr<ChannelRef>>> channels_;
+  // Requests waiting for a data buffer, and whether parsing waits for one (in-capsule data).
+  TcpReq* buf_wait_head_ = nullptr;
+  TcpReq* buf_wait_tail_ = nullptr;
+  bool parse_waits_for_buffer_ = false;
+  BufferPool::Waiter buf_waiter_;
+  BufferPool* waiting_on_ = nullptr;
+  void on_buffers_available();
+  // Teardown.
+  bool closing_ = false;
+  bool conn_closed_ = false;
+  bool detach_sent_ = false;
+  bool terminating_ = false;  // a C2HTermReq is on its way
+  alignas(8) uint8_t term_pdu_[sizeof(nvme::tcp::TermReq) + nvme::tcp::kMaxTermReqData];
+  net::SendItem term_item_;
+  alignas(8) uint8_t icresp_[sizeof(nvme::tcp::ICResp)];
+  net::SendItem icresp_item_;
+  TcpQpairStats stats_;
+};
+
+}  // namespace tern::nvmf
