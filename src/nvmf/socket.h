@@ -37,7 +37,7 @@ std::string format_sockaddr(const sockaddr_storage& sa);
 Result<sockaddr_storage> make_sockaddr(const std::string& host, uint16_t port);
 
 struct SendItem {
-  static constexpr int kMaxIov = 8;
+  static constexpr int kMaxIov = 40;  // header, padding, up to 36 data entries, digest
   iovec iov[kMaxIov];
   int iovcnt = 0;
   // Called once every byte was handed to the kernel (ok) or the connection failed (error).

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "bdev/registry.h"
+#include "nvmf/host/nvmf_bdev.h"
 #include "common/aligned_buffer.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -235,6 +236,7 @@ Result<JobResult> run_job(const JobSpec& spec) {
   const unsigned ncores = set->size();
 
   BdevRegistry registry(*set);
+  nvmf::register_nvmf_backend(registry);
   std::unique_ptr<BdevDesc> desc;
   // Everything below must be undone on every exit path: the reactors must not be stopped with devices open.
   auto teardown = [&](std::vector<CoreJob>* jobs) {

@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
       "  ioperf --uri uring:///var/tmp/disk.img --rw randwrite --verify --ios 100000\n"
       "  ioperf --dev malloc:///m0?size_mb=64 --uri 'delay:///d0?base=m0&read_us=200' --rw randread --qd 1\n\n"
       "Device URIs: uring:///path (aio:///path), malloc:///name?size_mb=N, null:///name?size_mb=N,\n"
-      "error:///name?base=DEV&rule=SPEC, delay:///name?base=DEV&read_us=N&write_us=N.\n"
+      "error:///name?base=DEV&rule=SPEC, delay:///name?base=DEV&read_us=N&write_us=N,\n"
+      "nvmf://host:port/<subsystem NQN>?nsid=1&hdgst=1&ddgst=1 (NVMe/TCP).\n"
       "Exit status: 0 success; 1 I/O error or verify mismatch; 2 bad arguments or device setup failure."};
   app.set_help_flag("-h,--help", "Print this help and exit");
   std::string uri, rw = "randread", bs = "4k", cores = "0", time = "10s", ramp = "0", offset = "0", size = "0",
