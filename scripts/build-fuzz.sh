@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang into build/fuzz. They compile only the parsers they test,
-# so this is quick. Usage: scripts/build-fuzz.sh
+# Builds the libFuzzer targets with clang (ASan + UBSan + coverage) into build/fuzz:
+#   parsers_fuzz      text parsers (URIs, error rules, sizes, durations, UUIDs)
+#   nvmf_target_fuzz  the NVMe/TCP target: PDU parser, state machines, command handling
+# Usage: scripts/build-fuzz.sh [targets...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/fuzz
-mkdir -p "$out"
 cxx=$(command -v clang++-14 || command -v clang++)
-flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc)
-"$cxx" "${flags[@]}" tests/fuzz/parsers_fuzz.cc \
-  src/common/status.cc src/common/uri.cc src/common/units.cc src/common/uuid.cc \
-  src/bdev/error_rule.cc src/bdev/bdev_io.cc \
-  -lfmt -o "$out/parsers_fuzz"
-echo "built $out/parsers_fuzz"
+if [ ! -f "$out/build.ninja" ]; then
+  rm -rf "$out"
+  cmake -S . -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER="$cxx" -DTERN_FUZZ=ON \
+    -DTERN_SANITIZE=address,undefined >/dev/null
+fi
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(parsers_fuzz nvmf_target_fuzz)
+ninja -C "$out" -j "$(nproc)" "${targets[@]}"

@@ -88,6 +88,8 @@ template <>
 struct ResultSlot<void> {
   template <typename F>
   void fill(F& f) { f(); }
+  template <typename... A>
+  void set(A&&...) {}  // never called; clang looks names up in discarded generic-lambda branches
   void take() {}
 };
 

@@ -1,6 +1,7 @@
-"""Coverage-guided fuzzing (libFuzzer + ASan + UBSan) of the text parsers, time-boxed for the suite.
+"""Coverage-guided fuzzing (libFuzzer + ASan + UBSan), time-boxed for the suite: the text parsers and the
+NVMe/TCP target (PDU parser, state machines, command handling, over real loopback connections).
 
-A longer run: build/fuzz/parsers_fuzz -max_total_time=600 build/fuzz/corpus tests/fuzz/corpus/parsers
+A longer run: scripts/fuzz-long.sh [seconds] [target...]
 """
 import os
 import pathlib
@@ -14,7 +15,7 @@ from conftest import ROOT
 FUZZ_SECONDS = int(os.environ.get("TERN_FUZZ_SECONDS", "20"))
 
 
-@pytest.mark.parametrize("target", ["parsers_fuzz"])
+@pytest.mark.parametrize("target", ["parsers_fuzz", "nvmf_target_fuzz"])
 def test_fuzz_target_finds_nothing(target, tmp_path):
     binary = ROOT / "build/fuzz" / target
     if not binary.exists():

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "nvmf/host/admin_client.h"
 #include "nvmf/host/host_qpair.h"
 #include "reactor/reactor_set.h"
 
@@ -406,60 +407,25 @@ struct AdminUp {
 };
 
 Task<Result<AdminUp>> bring_up_admin(const Options& o) {
-  auto admin = co_await HostQpair::Connect(o.host, 0, 32, 0xFFFF);
+  auto admin = co_await AdminClient::Open(o.host);
   if (!admin.ok()) co_return admin.status();
-  HostQpair* a = admin->get();  // the unique_ptr's object
-  const uint64_t tmo = o.host.admin_timeout_ns;
-  auto prop = [&](uint8_t fct, uint32_t ofst, uint64_t value, bool size8) {
-    PropertyCmd p;
-    std::memset(&p, 0, sizeof(p));
-    p.opc = opc::kFabrics;
-    p.fctype = fct;
-    p.attrib = size8 ? 1 : 0;
-    p.ofst = ofst;
-    p.value = value;
-    Sqe s;
-    std::memcpy(&s, &p, sizeof(s));
-    return s;
-  };
-  auto fail = [&](const char* what, const HostQpair::Reply& r) -> Status {
-    if (r.transport != Errc::kOk) return Status(r.transport, fmt::format("{}:{}: {}: {}", o.host.host, o.host.port, what, errc_describe(r.transport)));
-    return Status(errc_from_status(r.status()), fmt::format("{}:{}: {}: {}", o.host.host, o.host.port, what, describe_status(r.status())));
-  };
-  auto cap = co_await a->command(prop(fctype::kPropertyGet, prop::kCap, 0, true), {}, 0, tmo);
-  if (!cap.ok()) co_return fail("Property Get CAP", cap);
-  const uint64_t capv = uint64_t(uint32_t(cap.cqe.dw0)) | (uint64_t(uint32_t(cap.cqe.dw1)) << 32);
-  const uint64_t ready_ns = std::max<uint64_t>(((capv >> 24) & 0xff) * 500'000'000ull, 1'000'000'000ull);
-  auto en = co_await a->command(prop(fctype::kPropertySet, prop::kCc, kCcEn | (6u << 16) | (4u << 20), false), {}, 0, tmo);
-  if (!en.ok()) co_return fail("Property Set CC.EN", en);
-  uint64_t start = now_ns();
-  for (;;) {
-    auto st = co_await a->command(prop(fctype::kPropertyGet, prop::kCsts, 0, false), {}, 0, tmo);
-    if (!st.ok()) co_return fail("Property Get CSTS", st);
-    uint32_t csts = st.cqe.dw0;
-    if (csts & kCstsCfs) co_return Status::Errorf(Errc::kIo, "{}:{}: controller fatal status after enable", o.host.host, o.host.port);
-    if (csts & kCstsRdy) break;
-    if (now_ns() - start > ready_ns) co_return Status::Errorf(Errc::kTimedOut, "{}:{}: controller not ready in time", o.host.host, o.host.port);
-    co_await Reactor::sleep_for(1'000'000);
+  AdminClient& a = **admin;
+  auto idc = co_await a.identify_controller();
+  if (!idc.ok()) {
+    co_await a.close();
+    co_return idc.status();
   }
-  Sqe s;
-  std::memset(&s, 0, sizeof(s));
-  s.opc = opc::kIdentify;
-  s.cdw10 = cns::kController;
-  auto idc = co_await a->command(s, {}, 4096, tmo);
-  if (!idc.ok()) co_return fail("Identify Controller", idc);
-  AdminUp up;
-  std::memcpy(&up.ctrl, idc.data.data(), sizeof(up.ctrl));
-  s.cdw10 = cns::kNamespace;
-  s.nsid = o.nsid;
-  auto idn = co_await a->command(s, {}, 4096, tmo);
-  if (!idn.ok()) co_return fail(fmt::format("Identify Namespace {}", o.nsid).c_str(), idn);
-  std::memcpy(&up.ns, idn.data.data(), sizeof(up.ns));
-  if (uint64_t(up.ns.nsze) == 0) {
+  auto idn = co_await a.identify_namespace(o.nsid);
+  if (!idn.ok() || uint64_t(idn->nsze) == 0) {
+    co_await a.close();
+    if (!idn.ok()) co_return idn.status();
     co_return Status::Errorf(Errc::kNoEnt, "{}:{}: '{}' has no active namespace {}", o.host.host, o.host.port,
                              o.host.subnqn, o.nsid);
   }
-  up.admin = std::move(*admin);
+  AdminUp up;
+  up.ctrl = *idc;
+  up.ns = *idn;
+  up.admin = a.release();
   co_return up;
 }
 
