@@ -11,6 +11,8 @@ packages=(
   libgtest-dev libgmock-dev
   # tests and benchmarks (clang only for the libFuzzer targets)
   python3 python3-pytest fio util-linux procps clang-14 libclang-rt-14-dev
+  # tshark's NVMe/TCP dissector checks captured sessions
+  tshark
 )
 
 missing=()

@@ -35,8 +35,11 @@ Result<Uuid> uuid_param(const Uri& uri, const UriQuery& q) {
   return *parsed;
 }
 
-Result<BdevProps> ram_device_props(const Uri& uri, const BdevRegistry& reg, std::string product) {
-  TERN_ASSIGN_OR_RETURN(UriQuery q, UriQuery::Make(uri, {"size_mb", "num_blocks", "blk_size", "uuid"}));
+Result<BdevProps> ram_device_props(const Uri& uri, const BdevRegistry& reg, std::string product,
+                                   bool allow_populate) {
+  auto made = allow_populate ? UriQuery::Make(uri, {"size_mb", "num_blocks", "blk_size", "uuid", "populate"})
+                             : UriQuery::Make(uri, {"size_mb", "num_blocks", "blk_size", "uuid"});
+  TERN_ASSIGN_OR_RETURN(UriQuery q, std::move(made));
   BdevProps p;
   TERN_ASSIGN_OR_RETURN(p.name, name_from_path(uri));
   TERN_RETURN_IF_ERROR(reg.check_new_name(p.name));

@@ -21,6 +21,8 @@ Result<std::string> name_from_path(const Uri& uri);
 Result<Uuid> uuid_param(const Uri& uri, const UriQuery& q);
 // Properties of a RAM-like device (malloc://, null://) from its URI: name, size_mb | num_blocks,
 // blk_size, uuid; the name must be free.
-Result<BdevProps> ram_device_props(const Uri& uri, const BdevRegistry& reg, std::string product);
+// `populate` says whether the URI may carry populate=0|1 (malloc only); its value is read by the caller.
+Result<BdevProps> ram_device_props(const Uri& uri, const BdevRegistry& reg, std::string product,
+                                   bool allow_populate = false);
 
 }  // namespace tern

@@ -5,7 +5,8 @@
 // through it), its timers, its pollers, its deferred-work list and the inbox through which other threads
 // reach it. Nothing here is shared with other reactors on the I/O path.
 //
-// One loop turn: messages -> timers -> pollers -> ring completions -> deferred work -> one
+// One loop turn: messages -> timers -> pollers -> ring completions -> deferred work (up to a few passes,
+// so completion chains finish in the turn) -> one
 // io_uring_submit for everything prepared during the turn. In adaptive mode, a reactor that found no work
 // for `idle_spin_ns` sleeps inside io_uring_enter until a completion, a message (eventfd) or its next timer,
 // so an idle reactor costs ~0 % CPU; in busy mode it never sleeps.
@@ -70,12 +71,14 @@ struct ReactorCounters {
   uint64_t completions = 0;
   uint64_t submit_calls = 0;
   uint64_t sqes = 0;
+  uint64_t taskrun_enters = 0;  // kernel entries to run completions parked by COOP_TASKRUN
 };
 
 class Reactor {
  public:
   using Message = SmallFunction<void(), 48>;
   static constexpr size_t kInboxCapacity = 4096;
+  static constexpr unsigned kDeferredPassesPerTurn = 4;
 
   // The reactor running on the calling thread, or nullptr on any other thread. Any thread.
   static Reactor* current() noexcept;

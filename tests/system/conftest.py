@@ -70,3 +70,50 @@ class Ioperf:
 @pytest.fixture
 def ioperf(build_dir):
     return Ioperf(build_dir / "tools/ioperf/ioperf")
+
+
+class TargetFactory:
+    """Starts nvmf_tgt processes and stops every one of them at the end, checking each exited cleanly."""
+
+    def __init__(self, build_dir, workdir):
+        self.binary = build_dir / "tools/nvmf_tgt/nvmf_tgt"
+        if not self.binary.exists():
+            pytest.fail(f"nvmf_tgt is not built in {build_dir}; run scripts/build.sh first")
+        self.workdir = workdir
+        self.targets = []
+
+    def __call__(self, config, cores=None):
+        from nvmf_target import Target
+        t = Target(self.binary, self.workdir, config, cores=cores or usable_cores(), name=f"tgt{len(self.targets)}")
+        self.targets.append(t)
+        return t.start()
+
+    def stop_all(self):
+        errors = []
+        for t in self.targets:
+            try:
+                t.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+        if errors:
+            pytest.fail("\n\n".join(errors))
+
+
+@pytest.fixture
+def nvmf_target(build_dir, scratch):
+    """nvmf_target(config_dict) starts a target; all are stopped (and checked) when the test ends."""
+    f = TargetFactory(build_dir, scratch)
+    try:
+        yield f
+    finally:
+        f.stop_all()
+
+
+@pytest.fixture(scope="module")
+def nvmf_module_target(build_dir, tmp_path_factory):
+    """Like nvmf_target, for targets shared by the tests of a module."""
+    f = TargetFactory(build_dir, tmp_path_factory.mktemp("nvmf"))
+    try:
+        yield f
+    finally:
+        f.stop_all()

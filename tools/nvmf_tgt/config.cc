@@ -69,7 +69,7 @@ Result<TargetConfig> load_config(const std::string& path) {
   if (auto o = root["options"]) {
     std::string w = path + ": options";
     TERN_RETURN_IF_ERROR(check_keys(o, {"max_queue_depth", "max_io_queues", "in_capsule_data_size", "max_io_size",
-                                        "c2h_success", "max_keep_alive_ms"}, w));
+                                        "c2h_success", "max_keep_alive_ms", "max_h2c_data"}, w));
     TERN_ASSIGN_OR_RETURN(c.options.max_queue_depth, get<uint32_t>(o, "max_queue_depth", c.options.max_queue_depth, w));
     TERN_ASSIGN_OR_RETURN(c.options.max_io_queues, get<uint32_t>(o, "max_io_queues", c.options.max_io_queues, w));
     TERN_ASSIGN_OR_RETURN(c.options.in_capsule_data_size,
@@ -77,7 +77,12 @@ Result<TargetConfig> load_config(const std::string& path) {
     TERN_ASSIGN_OR_RETURN(c.options.max_io_size, get<uint32_t>(o, "max_io_size", c.options.max_io_size, w));
     TERN_ASSIGN_OR_RETURN(c.options.c2h_success, get<bool>(o, "c2h_success", c.options.c2h_success, w));
     TERN_ASSIGN_OR_RETURN(c.options.max_keep_alive_ms, get<uint32_t>(o, "max_keep_alive_ms", c.options.max_keep_alive_ms, w));
-    c.options.max_h2c_data = c.options.max_io_size;
+    // MAXH2CDATA: by default one H2CData PDU can carry a whole command's data.
+    TERN_ASSIGN_OR_RETURN(c.options.max_h2c_data, get<uint32_t>(o, "max_h2c_data", c.options.max_io_size, w));
+    if (c.options.max_h2c_data < 4096 || c.options.max_h2c_data % 4 != 0) {
+      return Status::Errorf(Errc::kInval, "{}: max_h2c_data {} must be a multiple of 4 and at least 4096", w,
+                            c.options.max_h2c_data);
+    }
   }
   if (auto subs = root["subsystems"]) {
     if (!subs.IsSequence()) return Status::Errorf(Errc::kInval, "{}: 'subsystems' must be a list", path);

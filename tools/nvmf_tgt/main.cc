@@ -97,6 +97,52 @@ Task<json> control(nvmf::Target& t, BdevRegistry& reg, json req) {
                    req.value("other_us", 0ull) * 1000, req.value("jitter_us", 0ull) * 1000});
     co_return json{{"ok", true}};
   }
+  if (op == "subsystem_create") {
+    nvmf::SubsystemConfig cfg;
+    cfg.nqn = str("nqn");
+    cfg.serial = str("serial");
+    if (req.contains("model")) cfg.model = str("model");
+    cfg.allow_any_host = req.value("allow_any_host", false);
+    cfg.hosts = req.value("hosts", std::vector<std::string>{});
+    cfg.cntlid_min = req.value("cntlid_min", uint16_t(1));
+    cfg.cntlid_max = req.value("cntlid_max", uint16_t(0xFFEF));
+    cfg.ana_reporting = req.value("ana_reporting", true);
+    auto sub = t.create_subsystem(cfg);
+    if (!sub.ok()) co_return fail(sub.status());
+    co_return json{{"ok", true}, {"nqn", (*sub)->nqn()}, {"serial", (*sub)->config().serial}};
+  }
+  if (op == "subsystem_delete") {
+    Status s = co_await t.delete_subsystem(str("nqn"));
+    co_return s.ok() ? json{{"ok", true}} : fail(s);
+  }
+  if (op == "allow_any_host") {
+    Status s = t.set_allow_any_host(str("nqn"), req.value("allow", false));
+    co_return s.ok() ? json{{"ok", true}} : fail(s);
+  }
+  if (op == "listen") {
+    auto a = tgt::parse_listen_addr(str("listener"));
+    if (!a.ok()) co_return fail(a.status());
+    auto port = t.listen(a->host, a->port);
+    if (!port.ok()) co_return fail(port.status());
+    co_return json{{"ok", true}, {"listener", nvmf::ListenAddr{a->host, *port}.to_string()}};
+  }
+  if (op == "stop_listening") {
+    auto a = tgt::parse_listen_addr(str("listener"));
+    if (!a.ok()) co_return fail(a.status());
+    Status s = co_await t.stop_listening(a->host, a->port);
+    co_return s.ok() ? json{{"ok", true}} : fail(s);
+  }
+  if (op == "listener_add" || op == "listener_remove") {
+    auto a = tgt::parse_listen_addr(str("listener"));
+    if (!a.ok()) co_return fail(a.status());
+    Status s = op == "listener_add" ? t.add_subsystem_listener(str("nqn"), *a) : t.remove_subsystem_listener(str("nqn"), *a);
+    co_return s.ok() ? json{{"ok", true}} : fail(s);
+  }
+  if (op == "listeners") {
+    json out = json::array();
+    for (auto& l : t.listeners()) out.push_back(l.to_string());
+    co_return json{{"ok", true}, {"listeners", out}};
+  }
   if (op == "stats") {
     json out = json::object();
     for (Bdev* b : reg.list()) {
@@ -146,12 +192,20 @@ int main(int argc, char** argv) {
   CLI::App app{"nvmf_tgt: run tern's NVMe/TCP target from a YAML configuration (devices, listeners, subsystems, "
                "hosts, namespaces, ANA states). Prints one JSON line when ready: {\"ready\": true, \"listeners\": [...]}. "
                "SIGINT/SIGTERM shut it down cleanly."};
-  std::string config_path, control_path, cores, log_level;
+  std::string config_path, control_path, cores, log_level, poll = "adaptive";
+  uint64_t idle_spin_us = 20;
   app.add_option("-c,--config", config_path, "YAML configuration file")->required();
-  app.add_option("--control", control_path, "Unix socket for JSON-lines control commands (list, ana_set, ns_add, "
-                                            "ns_remove, host_add, host_remove, device_create, error_rules, delay_set, stats)");
+  app.add_option("--control", control_path, "Unix socket for JSON-lines control commands: list, listeners, subsystem_create, "
+                                            "subsystem_delete, listen, stop_listening, listener_add, listener_remove, allow_any_host, "
+                                            "host_add, host_remove, ns_add, ns_remove, ana_set, device_create, error_rules, delay_set, "
+                                            "stats (docs/operations.md)");
   app.add_option("--cores", cores, "Reactor cores (overrides the file)");
   app.add_option("--log-level", log_level, "Log levels (overrides the file)");
+  app.add_option("--poll", poll, "Reactor polling: adaptive (sleep when idle) or busy (always spin)")
+      ->check(CLI::IsMember({"adaptive", "busy"}))
+      ->capture_default_str();
+  app.add_option("--idle-spin-us", idle_spin_us, "Adaptive polling: idle time before a reactor sleeps")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   auto cfg = tgt::load_config(config_path);
@@ -179,6 +233,8 @@ int main(int argc, char** argv) {
   }
   ReactorSetOptions ro;
   ro.cores = *core_list;
+  ro.reactor.poll_mode = poll == "busy" ? PollMode::kBusy : PollMode::kAdaptive;
+  ro.reactor.idle_spin_ns = idle_spin_us * 1000;
   auto set = ReactorSet::Start(ro);
   if (!set.ok()) {
     fmt::print(stderr, "nvmf_tgt: {}\n", set.status().message());

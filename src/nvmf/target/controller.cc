@@ -151,6 +151,10 @@ void Controller::detach(TcpQpair* qp) {
       break;
     }
   }
+  if (reset_pending_ && io_qpairs_.empty()) {
+    reset_pending_ = false;
+    csts_ &= ~kCstsRdy;
+  }
   if (found) set.post(reactor, [qp] { qp->controller_detached(); });
   if (admin_detached_ && io_qpairs_.empty()) {
     TLOG_INFO("nvmf", "controller {} of '{}' (host {}) is gone", cntlid_, subsys_.nqn(), hostnqn_);
@@ -220,7 +224,7 @@ Task<AdminResult> Controller::execute(AdminCommand cmd) {
   const bool disc = subsys_.is_discovery();
   switch (s.opc) {
     case opc::kIdentify: co_return co_await identify(s);
-    case opc::kGetLogPage: co_return co_await get_log_page(s);
+    case opc::kGetLogPage: co_return co_await get_log_page(s, cmd.xfer_len);
     case opc::kGetFeatures: co_return get_features(s);
     case opc::kSetFeatures: co_return set_features(s, cmd.data);
     case opc::kAsyncEventRequest: co_return async_event_request(s);
@@ -281,6 +285,7 @@ AdminResult Controller::property_set(const PropertyCmd& c) {
   const uint32_t old = cc_;
   cc_ = v;
   if ((v & kCcEn) && !(old & kCcEn)) {
+    reset_pending_ = false;  // enabled again before the reset finished (the host did not wait for RDY)
     const uint32_t iosqes = (v >> 16) & 0xf, iocqes = (v >> 20) & 0xf;
     if (!subsys_.is_discovery() && (iosqes != 6 || iocqes != 4)) {
       csts_ |= kCstsCfs;
@@ -291,7 +296,11 @@ AdminResult Controller::property_set(const PropertyCmd& c) {
     }
   } else if (!(v & kCcEn) && (old & kCcEn)) {
     // Controller reset: I/O queues go, outstanding events are dropped, features return to defaults.
-    csts_ &= ~(kCstsRdy | kCstsCfs);
+    // CSTS.RDY clears when the reset is complete, that is once the last I/O queue is gone (detach()):
+    // a host that waits for it may then reconnect its queues with the same ids.
+    csts_ &= ~kCstsCfs;
+    if (io_qpairs_.empty()) csts_ &= ~kCstsRdy;
+    else reset_pending_ = true;
     close_io_queues("controller reset");
     for (uint16_t cid : aer_cids_) {
       AdminResult a;
@@ -305,6 +314,7 @@ AdminResult Controller::property_set(const PropertyCmd& c) {
     io_queues_set_ = false;
     io_queues_ = target_.options().max_io_queues;
     aec_ = 0;
+    vwc_enabled_.store(true, std::memory_order_relaxed);
   }
   const uint32_t shn = (v >> kCcShnShift) & 3;
   if (shn && !((old >> kCcShnShift) & 3)) {
@@ -556,13 +566,15 @@ Task<std::vector<uint8_t>> Controller::smart_log() {
   co_return bytes_of(s);
 }
 
-Task<AdminResult> Controller::get_log_page(const Sqe& s) {
+Task<AdminResult> Controller::get_log_page(const Sqe& s, uint32_t xfer_len) {
   const uint32_t cdw10 = s.cdw10, cdw11 = s.cdw11;
   const uint8_t lidv = uint8_t(cdw10 & 0xff);
   const uint8_t lsp = uint8_t((cdw10 >> 8) & 0x7f);
   const bool rae = cdw10 & (1u << 15);
   const uint64_t numd = ((uint64_t(cdw11 & 0xffff) << 16) | (cdw10 >> 16)) + 1;
   const uint64_t len = numd * 4;
+  // NUMD may ask for up to 16 GiB; the command's buffer (its SGL, at most MDTS) bounds what is sent.
+  if (len > xfer_len) co_return error_result(CmdStatus::Generic(sc::kDataSglLengthInvalid));
   const uint64_t lpo = uint64_t(uint32_t(s.cdw12)) | (uint64_t(uint32_t(s.cdw13)) << 32);
   if (lpo & 3) co_return error_result(CmdStatus::Generic(sc::kInvalidField));
   const bool disc = subsys_.is_discovery();
@@ -670,7 +682,7 @@ AdminResult Controller::get_features(const Sqe& s) {
     case fid::kWriteAtomicity:
       return ok_result(0);
     case fid::kTemperatureThreshold: return ok_result(373);
-    case fid::kVolatileWriteCache: return ok_result(vwc_enabled_ ? 1 : 0);
+    case fid::kVolatileWriteCache: return ok_result(write_cache_enabled() ? 1 : 0);
     case fid::kNumberOfQueues: return ok_result((io_queues_ - 1) | ((io_queues_ - 1) << 16));
     case fid::kHostIdentifier: {
       if (!(uint32_t(s.cdw11) & 1)) return error_result(CmdStatus::Generic(sc::kInvalidField));  // 64-bit ids: no
@@ -715,7 +727,7 @@ AdminResult Controller::set_features(const Sqe& s, const std::vector<uint8_t>&) 
       return ok_result((io_queues_ - 1) | ((io_queues_ - 1) << 16));
     }
     case fid::kVolatileWriteCache:
-      vwc_enabled_ = cdw11 & 1;
+      vwc_enabled_.store(cdw11 & 1, std::memory_order_relaxed);
       return ok_result();
     case fid::kArbitration:
     case fid::kPowerManagement:

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <set>
@@ -33,6 +34,7 @@ struct QpairRef {
 struct AdminCommand {
   nvme::Sqe sqe;
   std::vector<uint8_t> data;  // host-to-controller data, if any
+  uint32_t xfer_len = 0;      // the command's data transfer length (its SGL), either direction
 };
 struct AdminResult {
   nvme::CmdStatus status;
@@ -55,6 +57,9 @@ class Controller {
   uint32_t kato_ms() const { return kato_ms_; }
   uint32_t io_queues() const { return io_queues_; }
   bool enabled() const { return cc_ & nvme::kCcEn; }
+  // Volatile Write Cache feature (WCE). Read by I/O queue pairs on any reactor: with the cache
+  // disabled, writes must be durable before they complete.
+  bool write_cache_enabled() const { return vwc_enabled_.load(std::memory_order_relaxed); }
   size_t attached_io_queues() const { return io_qpairs_.size(); }
 
   // Admin and fabrics commands of the admin queue.
@@ -82,7 +87,7 @@ class Controller {
   AdminResult property_get(const nvme::PropertyCmd& c);
   AdminResult property_set(const nvme::PropertyCmd& c);
   Task<AdminResult> identify(const nvme::Sqe& s);
-  Task<AdminResult> get_log_page(const nvme::Sqe& s);
+  Task<AdminResult> get_log_page(const nvme::Sqe& s, uint32_t xfer_len);
   AdminResult get_features(const nvme::Sqe& s);
   AdminResult set_features(const nvme::Sqe& s, const std::vector<uint8_t>& data);
   AdminResult async_event_request(const nvme::Sqe& s);
@@ -107,11 +112,12 @@ class Controller {
   // Registers.
   uint32_t cc_ = 0;
   uint32_t csts_ = 0;
+  bool reset_pending_ = false;  // CC.EN went to 0; CSTS.RDY clears once the I/O queues are gone
   // Features.
   uint32_t io_queues_;
   bool io_queues_set_ = false;
   uint32_t aec_ = 0;
-  bool vwc_enabled_ = true;
+  std::atomic<bool> vwc_enabled_{true};
   // Asynchronous events: outstanding requests (command ids) and events waiting for one.
   std::deque<uint16_t> aer_cids_;
   std::deque<uint32_t> pending_events_;

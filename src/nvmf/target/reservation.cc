@@ -33,7 +33,8 @@ constexpr uint8_t kNoticeReservationPreempted = 3;
 
 }  // namespace
 
-AdminResult Target::reservation_command(Subsystem* s, Controller* ctrl, const Sqe& sqe, std::vector<uint8_t> data) {
+AdminResult Target::reservation_command(Subsystem* s, Controller* ctrl, const Sqe& sqe, std::vector<uint8_t> data,
+                                        uint32_t xfer_len) {
   const uint32_t nsid = sqe.nsid;
   Subsystem::Namespace* ns = s->ns(nsid);
   if (!ns) return status_only(CmdStatus::Generic(sc::kInvalidNamespace));
@@ -65,7 +66,8 @@ AdminResult Target::reservation_command(Subsystem* s, Controller* ctrl, const Sq
       if (data.size() < 16) return status_only(CmdStatus::Generic(sc::kDataSglLengthInvalid));
       const uint64_t crkey = load_key(data, 0), nrkey = load_key(data, 8);
       const uint32_t cptpl = cdw10 >> 30;
-      if (cptpl == 3) return status_only(CmdStatus::Generic(sc::kInvalidField));  // persistence not supported
+      // 01b is reserved; 11b asks for persistence through power loss, which we do not have.
+      if (cptpl == 1 || cptpl == 3) return status_only(CmdStatus::Generic(sc::kInvalidField));
       Registrant* reg = find(me);
       switch (action) {
         case 0:  // register
@@ -171,7 +173,10 @@ AdminResult Target::reservation_command(Subsystem* s, Controller* ctrl, const Sq
           if (old_holder != me) notify(old_holder, kNoticeReservationPreempted);
           rv.type = rtype;
           rv.holder = me;
-        } else if (prkey == 0 || preempt_key(prkey, true) == 0) {
+        } else if (prkey == 0) {
+          // Not the holder's key, and zero: Invalid Field (NVMe Base 2.0, 8.19.7), not a conflict.
+          st = CmdStatus::Generic(sc::kInvalidField);
+        } else if (preempt_key(prkey, true) == 0) {
           st = conflict;
         }
       }
@@ -216,6 +221,8 @@ AdminResult Target::reservation_command(Subsystem* s, Controller* ctrl, const Sq
         return status_only(CmdStatus::Generic(sc::kHostIdInconsistentFormat));
       }
       const uint64_t len = (uint64_t(cdw10) + 1) * 4;
+      // NUMD may ask for up to 16 GiB; the command's buffer bounds what is sent.
+      if (len > xfer_len) return status_only(CmdStatus::Generic(sc::kDataSglLengthInvalid));
       std::vector<uint8_t> out(sizeof(ResvStatusExtHeader) + rv.registrants.size() * sizeof(ResvRegisteredControllerExt));
       ResvStatusExtHeader h;
       std::memset(&h, 0, sizeof(h));

@@ -395,7 +395,9 @@ ConnectResult Target::connect(const ConnectCmd& cmd, const ConnectData& data, co
 Task<void> Target::shutdown() {
   shutting_down_ = true;
   std::vector<ListenAddr> ls = listeners();
-  for (auto& l : ls) co_await stop_listening(l.host, l.port);
+  for (auto& l : ls) {
+    if (Status st = co_await stop_listening(l.host, l.port); !st.ok()) TLOG_WARN("nvmf", "shutdown: {}", st.ToString());
+  }
   std::vector<Controller*> cs = controllers_;
   for (Controller* c : cs) c->close_all("target shutting down");
   // Connections that never got as far as a controller.
@@ -411,11 +413,22 @@ Task<void> Target::shutdown() {
       left += co_await reactors_.submit_to(r, [this, r] { return slices_[r].qpairs.size(); });
     }
     if (left == 0) break;
+    if (i == 1000) {
+      // Still there after a second: requests a device holds (hung, or held by fault injection) keep
+      // their queue pairs open. Resetting those devices' channels aborts them.
+      for (unsigned r = 0; r < reactors_.size(); ++r) {
+        co_await reactors_.submit_to(r, [this, r] {
+          for (TcpQpair* qp : slices_[r].qpairs) qp->abort_device_io();
+        });
+      }
+    }
     co_await Reactor::sleep_for(1'000'000);
   }
   std::vector<std::string> names;
   for (auto& [n, s] : subsystems_) names.push_back(n);
-  for (auto& n : names) co_await delete_subsystem(n);
+  for (auto& n : names) {
+    if (Status st = co_await delete_subsystem(n); !st.ok()) TLOG_WARN("nvmf", "shutdown: {}", st.ToString());
+  }
 }
 
 }  // namespace tern::nvmf

@@ -128,7 +128,9 @@ class Target {
   ConnectResult connect(const nvme::ConnectCmd& cmd, const nvme::ConnectData& data, const ListenAddr& local,
                         const QpairRef& ref);
   // Reservation Register/Acquire/Release/Report for `ctrl` on subsystem `s` (primary reactor).
-  AdminResult reservation_command(Subsystem* s, Controller* ctrl, const nvme::Sqe& sqe, std::vector<uint8_t> data);
+  // `xfer_len` is the command's data transfer length (its SGL).
+  AdminResult reservation_command(Subsystem* s, Controller* ctrl, const nvme::Sqe& sqe, std::vector<uint8_t> data,
+                                  uint32_t xfer_len);
   ReactorSlice& slice(unsigned reactor) { return slices_[reactor]; }
   uint64_t discovery_genctr() const { return discovery_genctr_; }
   void bump_discovery_genctr();

@@ -17,6 +17,7 @@ namespace {
 constexpr size_t kRecvBufferSize = 128 * 1024;
 constexpr size_t kSmallBuffer = 8192;
 const uint8_t kZeros[128] = {};
+constexpr uint8_t kInvalidQueueType = 0x85;  // fabrics command status (SCT 1)
 
 inline uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
 
@@ -195,7 +196,8 @@ size_t TcpQpair::handle_icreq(const uint8_t* p, size_t n) {
   hpda_align_ = (uint32_t(req->hpda) + 1) * 4;
   hdgst_ = req->dgst & 1;
   ddgst_ = req->dgst & 2;
-  maxr2t_ = std::min<uint32_t>(uint32_t(req->maxr2t) + 1, 64);
+  // MAXR2T bounds outstanding R2Ts per command; we send exactly one R2T per command (covering all of
+  // its data, which the host splits into H2CData PDUs of at most MAXH2CDATA), so any value is met.
   auto* resp = reinterpret_cast<ICResp*>(icresp_);
   std::memset(icresp_, 0, sizeof(icresp_));
   set_header(icresp_, PduType::kICResp, 0, sizeof(ICResp), 0, sizeof(ICResp));
@@ -361,12 +363,6 @@ void TcpQpair::on_h2c_received(TcpReq* r, uint32_t datal, bool last, Errc e) {
     }
     return;
   }
-  --r2t_inflight_;
-  if (TcpReq* w = r2t_wait_head_) {
-    r2t_wait_head_ = w->next_wait;
-    if (!r2t_wait_head_) r2t_wait_tail_ = nullptr;
-    send_r2t(w);
-  }
   data_ready(r);
 }
 
@@ -381,7 +377,9 @@ void TcpQpair::fatal(Fes fes, uint32_t fei, const uint8_t* hdr, size_t hdr_len) 
   set_header(term_pdu_, PduType::kC2HTermReq, 0, sizeof(TermReq), hdr_len ? sizeof(TermReq) : 0,
              uint32_t(sizeof(TermReq) + hdr_len));
   t->fes = uint16_t(fes);
-  t->fei = fei;
+  // FEI is the offending field's offset for Invalid PDU Header Field and Unsupported Parameter, and
+  // reserved (zero) for every other status (NVMe/TCP 1.0, C2HTermReq).
+  t->fei = (fes == Fes::kInvalidHeaderField || fes == Fes::kUnsupportedParameter) ? fei : 0;
   if (hdr_len) std::memcpy(term_pdu_ + sizeof(TermReq), hdr, hdr_len);
   term_item_.iov[0] = {term_pdu_, sizeof(TermReq) + hdr_len};
   term_item_.iovcnt = 1;
@@ -469,13 +467,7 @@ void TcpQpair::on_buffers_available() {
       return;
     }
     if (r->h2c && !r->icd) {
-      if (r2t_inflight_ >= maxr2t_) {
-        r->state = TcpReq::State::kAwaitR2TSlot;
-        if (r2t_wait_tail_) r2t_wait_tail_->next_wait = r; else r2t_wait_head_ = r;
-        r2t_wait_tail_ = r;
-      } else {
-        send_r2t(r);
-      }
+      send_r2t(r);
     } else {
       execute(r);
     }
@@ -500,18 +492,10 @@ void TcpQpair::request_data(TcpReq* r) {
     wait_for_buffer(r, r->data_len);
     return;
   }
-  if (r2t_inflight_ >= maxr2t_) {
-    r->state = TcpReq::State::kAwaitR2TSlot;
-    r->next_wait = nullptr;
-    if (r2t_wait_tail_) r2t_wait_tail_->next_wait = r; else r2t_wait_head_ = r;
-    r2t_wait_tail_ = r;
-    return;
-  }
   send_r2t(r);
 }
 
 void TcpQpair::send_r2t(TcpReq* r) {
-  ++r2t_inflight_;
   r->state = TcpReq::State::kAwaitData;
   const size_t hd = hdgst_ ? kDigestLen : 0;
   std::memset(r->r2t_hdr, 0, sizeof(R2T));
@@ -563,15 +547,17 @@ void TcpQpair::execute_fabrics(TcpReq* r) {
         return;
       }
       if (qid_ != 0) {
-        r->status = CmdStatus::Specific(0x85);  // invalid queue type
+        r->status = CmdStatus::Specific(kInvalidQueueType);
         complete(r);
         return;
       }
       execute_admin(r);
       return;
     case fctype::kDisconnect:
+      // Disconnect deletes the I/O queue it arrives on; the admin queue is ended by closing the
+      // connection, so there it is an Invalid Queue Type (NVMe Base 2.0, Disconnect command).
       if (!ctrl_ || qid_ == 0) {
-        r->status = CmdStatus::Generic(sc::kInvalidField);
+        r->status = !ctrl_ ? CmdStatus::Generic(sc::kCommandSequenceError) : CmdStatus::Specific(kInvalidQueueType);
         complete(r);
         return;
       }
@@ -644,6 +630,7 @@ void TcpQpair::execute_admin(TcpReq* r) {
   spawn([](TcpQpair* self, TcpReq* r) -> Task<void> {
     AdminCommand cmd;
     cmd.sqe = r->sqe;
+    cmd.xfer_len = r->data_len;
     if (r->h2c && r->buf && r->data_len) cmd.data.assign(r->buf, r->buf + r->data_len);
     Controller* c = self->ctrl_;
     AdminResult res = co_await self->target_.reactors().submit_to(0, [c, pc = &cmd]() { return c->execute(std::move(*pc)); });
@@ -691,24 +678,81 @@ bool TcpQpair::refresh_view() {
   return true;
 }
 
-ChannelRef* TcpQpair::channel_for(const NamespaceView& ns) {
-  for (auto& [nsid, ch] : channels_) {
-    if (nsid == ns.nsid) return ch.get();
+NsChannel* TcpQpair::channel_for(const NamespaceView& ns) {
+  for (auto& c : channels_) {
+    if (c->nsid == ns.nsid && !c->dropped) return c.get();
   }
   auto ch = ChannelRef::Get(*ns.desc);
   if (!ch.ok()) return nullptr;
-  channels_.emplace_back(ns.nsid, std::make_unique<ChannelRef>(std::move(*ch)));
-  return channels_.back().second.get();
+  auto c = std::make_unique<NsChannel>();
+  c->qp = this;
+  c->nsid = ns.nsid;
+  c->ch = std::move(*ch);
+  channels_.push_back(std::move(c));
+  return channels_.back().get();
+}
+
+void TcpQpair::release_channel(NsChannel* c) {
+  for (size_t i = 0; i < channels_.size(); ++i) {
+    if (channels_[i].get() == c) {
+      channels_.erase(channels_.begin() + long(i));
+      return;
+    }
+  }
+}
+
+void TcpQpair::abort_device_io() {
+  for (auto& up : channels_) {
+    NsChannel* c = up.get();
+    if (c->inflight == 0 || c->resetting) continue;
+    c->resetting = true;
+    ++c->inflight;
+    ++outstanding_;  // the queue pair stays until the reset is back
+    c->reset_io.type = IoType::kReset;
+    c->reset_io.offset_blocks = c->reset_io.num_blocks = 0;
+    c->reset_io.iovs = nullptr;
+    c->reset_io.iovcnt = 0;
+    c->reset_io.status = Errc::kOk;
+    c->reset_io.done = &TcpQpair::on_reset_done;
+    c->reset_io.done_arg = c;
+    c->ch.submit(&c->reset_io);
+  }
+}
+
+void TcpQpair::on_reset_done(BdevIo* io, void* arg) {
+  auto* c = static_cast<NsChannel*>(arg);
+  TcpQpair* self = c->qp;
+  if (io->status != Errc::kOk) {
+    TLOG_WARN("nvmf", "qpair {}: reset of namespace {}'s device failed: {}", self->id_, c->nsid, errc_name(io->status));
+  }
+  c->resetting = false;
+  --c->inflight;
+  --self->outstanding_;
+  if (c->dropped && c->inflight == 0) self->release_channel(c);
+  if (self->closing_) self->maybe_finish_close();
 }
 
 void TcpQpair::drop_namespace(Subsystem* s, uint32_t nsid) {
   if (s != subsys_) return;
   for (size_t i = 0; i < channels_.size(); ++i) {
-    if (channels_[i].first == nsid) {
-      channels_.erase(channels_.begin() + long(i));
-      return;
-    }
+    NsChannel* c = channels_[i].get();
+    if (c->nsid != nsid || c->dropped) continue;
+    // Requests still on the device complete on this channel (and their requests still read it):
+    // then the last of them releases it (finish_io).
+    if (c->inflight) c->dropped = true;
+    else channels_.erase(channels_.begin() + long(i));
+    return;
   }
+}
+
+// Completes a request that used a namespace channel; releases the channel if its namespace went while
+// the request was on the device and it was the last one there (before complete(), which may tear the
+// queue pair down).
+void TcpQpair::finish_io(TcpReq* r) {
+  NsChannel* c = r->ch;
+  r->ch = nullptr;
+  if (c && c->dropped && c->inflight == 0) release_channel(c);
+  complete(r);
 }
 
 CmdStatus TcpQpair::check_access(const NamespaceView& ns, uint8_t o) const {
@@ -772,8 +816,9 @@ void TcpQpair::execute_io(TcpReq* r) {
       Subsystem* sub = self->subsys_;
       Controller* c = self->ctrl_;
       Sqe sqe = r->sqe;
-      AdminResult res = co_await t->reactors().submit_to(0, [t, sub, c, ps = &sqe, pd = &data]() {
-        return t->reservation_command(sub, c, *ps, std::move(*pd));
+      const uint32_t xfer = r->data_len;
+      AdminResult res = co_await t->reactors().submit_to(0, [t, sub, c, ps = &sqe, pd = &data, xfer]() {
+        return t->reservation_command(sub, c, *ps, std::move(*pd), xfer);
       });
       --self->outstanding_;
       r->status = res.status;
@@ -869,16 +914,18 @@ void TcpQpair::submit_io(TcpReq* r, IoType t, uint64_t lba, uint64_t nblocks) {
   if ((t == IoType::kRead || t == IoType::kWrite) && !(r->sqe.opc == opc::kCompare && t == IoType::kRead)) {
     io.set_buffer(r->buf, size_t(nblocks) * r->block_size);
   }
-  r->ch->submit(&io);
+  ++r->ch->inflight;
+  r->ch->ch.submit(&io);
 }
 
 void TcpQpair::on_io_done(BdevIo* io, void* arg) {
   auto* r = static_cast<TcpReq*>(arg);
   TcpQpair* self = r->qp;
   --self->outstanding_;
+  --r->ch->inflight;
   if (io->status != Errc::kOk) {
     r->status = status_from_errc(io->status, io->type);
-    self->complete(r);
+    self->finish_io(r);
     return;
   }
   self->io_step(r);
@@ -887,15 +934,23 @@ void TcpQpair::on_io_done(BdevIo* io, void* arg) {
 // The next step of a multi-step command, or its completion.
 void TcpQpair::io_step(TcpReq* r) {
   const Sqe& s = r->sqe;
+  // A namespace removed while the command was on the device takes no further steps.
+  const bool gone = r->ch->dropped;
   switch (s.opc) {
     case opc::kRead:
       stats_.bytes_read += r->data_len;
       break;
     case opc::kWrite:
+    case opc::kWriteZeroes:
       if (r->step == 0) {
-        stats_.bytes_written += r->data_len;
-        // FUA: durable before we answer.
-        if ((uint32_t(s.cdw12) & (1u << 30)) && r->ch->props().write_cache) {
+        if (s.opc == opc::kWrite) stats_.bytes_written += r->data_len;
+        // FUA, or the host disabled the volatile write cache: durable before we answer.
+        const bool fua = uint32_t(s.cdw12) & (1u << 30);
+        if ((fua || !ctrl_->write_cache_enabled()) && r->ch->ch.props().write_cache) {
+          if (gone) {
+            r->status = CmdStatus::Generic(sc::kInvalidNamespace);
+            break;
+          }
           r->step = 1;
           submit_io(r, IoType::kFlush, 0, 0);
           return;
@@ -912,7 +967,11 @@ void TcpQpair::io_step(TcpReq* r) {
         const DsmRange& rg = ranges[r->step++];
         uint64_t slba = rg.slba, n = uint32_t(rg.nlb);
         if (n == 0) continue;
-        if (slba >= r->ch->props().num_blocks || n > r->ch->props().num_blocks - slba) {
+        if (gone) {
+          r->status = CmdStatus::Generic(sc::kInvalidNamespace);
+          break;
+        }
+        if (slba >= r->ch->ch.props().num_blocks || n > r->ch->ch.props().num_blocks - slba) {
           r->status = CmdStatus::Generic(sc::kLbaOutOfRange);
           break;
         }
@@ -924,7 +983,7 @@ void TcpQpair::io_step(TcpReq* r) {
     default:
       break;
   }
-  complete(r);
+  finish_io(r);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1041,11 +1100,6 @@ void TcpQpair::close(const char* why) {
     request_done(r);
   }
   buf_wait_tail_ = nullptr;
-  while (TcpReq* r = r2t_wait_head_) {
-    r2t_wait_head_ = r->next_wait;
-    request_done(r);
-  }
-  r2t_wait_tail_ = nullptr;
   for (auto& up : reqs_) {
     if (up->state == TcpReq::State::kAwaitData) request_done(up.get());
   }

@@ -33,11 +33,22 @@ struct ReqSendItem : net::SendItem {
   TcpReq* req = nullptr;
 };
 
+// A queue pair's channel to one namespace. Requests on the device keep it alive: when the namespace
+// is removed meanwhile it is only marked dropped, and it goes with the last of them.
+struct NsChannel {
+  TcpQpair* qp = nullptr;
+  uint32_t nsid = 0;
+  ChannelRef ch;
+  uint32_t inflight = 0;  // device requests submitted on it and not yet completed
+  bool dropped = false;
+  bool resetting = false;  // reset_io is on the device (TcpQpair::abort_device_io)
+  BdevIo reset_io;
+};
+
 struct TcpReq {
   enum class State : uint8_t {
     kFree,
     kNeedBuffer,    // waiting for a data buffer from the reactor's pool
-    kAwaitR2TSlot,  // a write whose R2T waits for the connection's R2T limit
     kAwaitData,     // R2T sent, H2CData arriving
     kExecuting,     // on the device
     kAwaitAdmin,    // on the primary reactor
@@ -61,7 +72,7 @@ struct TcpReq {
   uint32_t dw1 = 0;
   // Device I/O.
   BdevIo io;
-  ChannelRef* ch = nullptr;
+  NsChannel* ch = nullptr;
   uint32_t block_size = 0;
   uint32_t nsid = 0;
   uint32_t step = 0;           // DSM range index; compare/FUA phase
@@ -101,6 +112,9 @@ class TcpQpair {
 
   // Drops this queue pair's channel to a namespace that is being removed.
   void drop_namespace(Subsystem* s, uint32_t nsid);
+  // Target shutdown: resets the channels that still have requests on a device, which aborts requests
+  // a hung (or fault-injected) device would otherwise hold forever.
+  void abort_device_io();
 
   uint64_t id() const { return id_; }
   uint16_t qid() const { return qid_; }
@@ -135,6 +149,8 @@ class TcpQpair {
   void execute_connect(TcpReq* r);
   void submit_io(TcpReq* r, IoType t, uint64_t lba, uint64_t nblocks);
   static void on_io_done(BdevIo* io, void* arg);
+  static void on_reset_done(BdevIo* io, void* arg);
+  void release_channel(NsChannel* c);
   void io_step(TcpReq* r);
   void complete(TcpReq* r);
   void send_c2h(TcpReq* r, const uint8_t* data, uint32_t len, bool success_flag);
@@ -143,7 +159,8 @@ class TcpQpair {
   void request_done(TcpReq* r);
   void maybe_finish_close();
   bool refresh_view();
-  ChannelRef* channel_for(const NamespaceView& ns);
+  NsChannel* channel_for(const NamespaceView& ns);
+  void finish_io(TcpReq* r);
   nvme::CmdStatus check_access(const NamespaceView& ns, uint8_t opc) const;
   void finish_header(uint8_t* hdr, size_t hlen);
 
@@ -157,7 +174,6 @@ class TcpQpair {
   bool hdgst_ = false;
   bool ddgst_ = false;
   uint32_t hpda_align_ = 4;  // host PDU data alignment in bytes
-  uint32_t maxr2t_ = 1;      // R2Ts the host accepts in flight (maxr2t + 1)
   // Set by Connect.
   uint16_t qid_ = 0;
   uint16_t qsize_ = 0;
@@ -173,13 +189,10 @@ class TcpQpair {
   std::vector<TcpReq*> free_reqs_;
   std::bitset<65536> cids_;
   uint32_t outstanding_ = 0;  // requests that hold a device, a buffer or the primary reactor
-  uint32_t r2t_inflight_ = 0;
-  TcpReq* r2t_wait_head_ = nullptr;
-  TcpReq* r2t_wait_tail_ = nullptr;
   // I/O view.
   std::shared_ptr<const SubsystemView> view_;
   uint64_t view_version_ = 0;
-  std::vector<std::pair<uint32_t, std::unique_ptr<ChannelRef>>> channels_;
+  std::vector<std::unique_ptr<NsChannel>> channels_;
   // Requests waiting for a data buffer, and whether parsing waits for one (in-capsule data).
   TcpReq* buf_wait_head_ = nullptr;
   TcpReq* buf_wait_tail_ = nullptr;
