@@ -546,7 +546,9 @@ static_assert(offsetof(DiscoveryLogEntry, trsvcid) == 32 && offsetof(DiscoveryLo
 inline constexpr uint8_t kTrtypeTcp = 3;
 inline constexpr uint8_t kAdrfamIpv4 = 1, kAdrfamIpv6 = 2;
 inline constexpr uint8_t kSubtypeDiscoveryReferral = 1, kSubtypeNvme = 2, kSubtypeCurrentDiscovery = 3;
+inline constexpr uint8_t kTreqNotSpecified = 0;
 inline constexpr uint8_t kTreqNotRequired = 2;
+inline constexpr uint8_t kTreqSqFlowDisable = 4;  // the host may disable SQ flow control at Connect
 inline constexpr const char* kDiscoveryNqn = "nqn.2014-08.org.nvmexpress.discovery";
 
 // ------------------------------------------------------------------------------------------------

@@ -230,10 +230,11 @@ const char* subtype_name(uint8_t s) {
   }
 }
 const char* treq_name(uint8_t t) {
+  const bool sqflow = t & kTreqSqFlowDisable;
   switch (t & 3) {
-    case 0: return "not specified";
-    case 1: return "required";
-    case 2: return "not required";
+    case 0: return sqflow ? "not specified, sq flow control disable supported" : "not specified";
+    case 1: return sqflow ? "required, sq flow control disable supported" : "required";
+    case 2: return sqflow ? "not required, sq flow control disable supported" : "not required";
     default: return "reserved";
   }
 }

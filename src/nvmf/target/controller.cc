@@ -476,7 +476,9 @@ std::vector<uint8_t> Controller::discovery_log() {
     e.trtype = kTrtypeTcp;
     e.adrfam = l.host.find(':') != std::string::npos ? kAdrfamIpv6 : kAdrfamIpv4;
     e.subtype = subtype;
-    e.treq = kTreqNotRequired | 0x4;  // secure channel not required; SQ flow control disable supported
+    // Secure channel "not specified" plus "SQ flow control disable supported", as Linux's target says:
+    // nvme-cli names only those combinations ("not required" | sqflow prints as "unrecognized").
+    e.treq = kTreqNotSpecified | kTreqSqFlowDisable;
     e.portid = portid;
     e.cntlid = 0xFFFF;
     e.asqsz = uint16_t(target_.options().max_admin_queue_depth);

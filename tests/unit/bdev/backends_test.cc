@@ -1,6 +1,8 @@
 // malloc:// and null:// devices, and the request checks every device gets from the layer.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/aligned_buffer.h"
@@ -43,6 +45,42 @@ TEST_P(RamDevice, WriteReadUnmapWriteZeroesFlush) {
 }
 
 INSTANTIATE_TEST_SUITE_P(BlockSizes, RamDevice, ::testing::Values(512u, 4096u));
+
+// populate=1: every page is resident before the first I/O (no page fault inside a request), and the
+// device still reads as zeros and stores data. Without it, creating the device costs no memory.
+long anon_rss_kb() {
+  long kb = -1;
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return kb;
+  char line[256];
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::strncmp(line, "RssAnon:", 8) == 0) kb = std::atol(line + 8);
+  }
+  std::fclose(f);
+  return kb;
+}
+
+TEST(MallocDevice, PopulateMakesEveryPageResident) {
+  DeviceEnv env(1);
+  long before = anon_rss_kb();
+  ASSERT_TRUE(env.create("malloc:///lazy?size_mb=64").ok());
+  long lazy = anon_rss_kb();
+  ASSERT_TRUE(env.create("malloc:///m0?size_mb=64&populate=1").ok());
+  long after = anon_rss_kb();
+  ASSERT_GE(before, 0);
+  EXPECT_LT(lazy - before, 16 * 1024) << "a device without populate should not be resident";
+  EXPECT_GE(after - lazy, 64 * 1024) << "populate=1 should make the whole 64 MiB device resident";
+  auto d = env.open("m0");
+  ASSERT_TRUE(d.ok());
+  AlignedBuffer r(4096), w(4096);
+  EXPECT_EQ(io_sync(*env.set, 0, **d, IoType::kRead, r.data(), 0, 8), Errc::kOk);
+  for (size_t i = 0; i < r.size(); ++i) ASSERT_EQ(r.data()[i], 0) << i;
+  fill(w.data(), w.size(), 7);
+  EXPECT_EQ(io_sync(*env.set, 0, **d, IoType::kWrite, w.data(), 16, 8), Errc::kOk);
+  EXPECT_EQ(io_sync(*env.set, 0, **d, IoType::kRead, r.data(), 16, 8), Errc::kOk);
+  EXPECT_EQ(std::memcmp(w.data(), r.data(), w.size()), 0);
+  env.close(*d);
+}
 
 TEST(MallocDevice, LargeUnmapReturnsPagesAndKeepsTheEdges) {
   DeviceEnv env(1);

@@ -65,6 +65,8 @@ TEST(Registry, BadUrisAreClearErrors) {
       {"malloc:///m0?size_mb=x", Errc::kInval, "expected a non-negative integer"},
       {"malloc:///m0?size_mb=1&color=red", Errc::kInval, "unknown query parameter 'color'"},
       {"malloc:///m0?size_mb=1&uuid=xyz", Errc::kInval, "invalid UUID 'xyz'"},
+      {"malloc:///m0?size_mb=1&populate=maybe", Errc::kInval, "true or false"},
+      {"null:///n?size_mb=1&populate=1", Errc::kInval, "unknown query parameter 'populate'"},
       {"malloc:///a/b?size_mb=1", Errc::kInval, "must not contain '/'"},
       {"malloc://host/m0?size_mb=1", Errc::kInval, "takes no host"},
       {"malloc:///?size_mb=1", Errc::kInval, "missing device name"},
