@@ -125,6 +125,9 @@ class NvmfBdev final : public Bdev {
     removing_ = true;
     keep_alive_.cancel();
     reconnect_timer_.cancel();
+    // A reconnect in progress owns the queues until it notices removing_ (within one back-off slice or
+    // one connect attempt); closing them under it would race with its own teardown and bring-up.
+    while (reconnecting_) co_await Reactor::sleep_for(1'000'000);
     for (unsigned r = 0; r < queues_.size(); ++r) {
       co_await set_.submit_to(r, [this, r]() -> Task<void> { co_await close_queue(queues_[r]); });
     }
@@ -134,6 +137,15 @@ class NvmfBdev final : public Bdev {
       while (!closed) co_await Reactor::sleep_for(100'000);
       admin_.reset();
     }
+    // Aborts and keep-alives in flight were failed by the close; wait until their tasks have ended so
+    // none resumes into a destroyed device (or is left suspended when the reactors stop).
+    while (background_ > 0) co_await Reactor::sleep_for(100'000);
+  }
+
+  // Primary reactor: starts a task that references this device; shutdown waits for it to end.
+  void spawn_background(Task<void> t) {
+    ++background_;
+    spawn_then(std::move(t), [this] { --background_; });
   }
 
   // After creation: I/O queues on each reactor, keep-alive.
@@ -308,7 +320,7 @@ class NvmfBdev final : public Bdev {
 
   void send_abort(uint16_t sqid, uint16_t cid) {
     if (!admin_ || resetting_ || removing_) return;
-    spawn([](NvmfBdev* self, uint16_t sqid, uint16_t cid) -> Task<void> {
+    spawn_background([](NvmfBdev* self, uint16_t sqid, uint16_t cid) -> Task<void> {
       Sqe s;
       std::memset(&s, 0, sizeof(s));
       s.opc = opc::kAbort;
@@ -323,7 +335,7 @@ class NvmfBdev final : public Bdev {
 
   void send_keep_alive() {
     if (!admin_ || removing_ || resetting_) return;
-    spawn([](NvmfBdev* self) -> Task<void> {
+    spawn_background([](NvmfBdev* self) -> Task<void> {
       Sqe s;
       std::memset(&s, 0, sizeof(s));
       s.opc = opc::kKeepAlive;
@@ -340,7 +352,8 @@ class NvmfBdev final : public Bdev {
     if (lost_since_ns_ == 0) lost_since_ns_ = now_ns();
     TLOG_WARN("nvmf", "device '{}': {} failed ({}); resetting the controller", name(), what, errc_name(e));
     keep_alive_.cancel();
-    spawn(reconnect_loop());
+    reconnecting_ = true;
+    spawn_then(reconnect_loop(), [this] { reconnecting_ = false; });
   }
 
   Task<void> reconnect_loop() {
@@ -366,7 +379,11 @@ class NvmfBdev final : public Bdev {
         }(reg, n));
         co_return;
       }
-      co_await Reactor::sleep_for(delay);
+      // Back off in slices so that a device being removed stops waiting promptly.
+      constexpr uint64_t kSlice = 10'000'000;
+      for (uint64_t slept = 0; slept < delay && !removing_; slept += kSlice) {
+        co_await Reactor::sleep_for(std::min(kSlice, delay - slept));
+      }
       if (removing_) co_return;
       Status st = co_await reconnect_once();
       if (st.ok()) {
@@ -396,6 +413,8 @@ class NvmfBdev final : public Bdev {
   Timer reconnect_timer_;
   bool removing_ = false;
   bool resetting_ = false;
+  bool reconnecting_ = false;  // reconnect_loop is running
+  unsigned background_ = 0;    // spawn_background tasks not yet ended
   uint64_t lost_since_ns_ = 0;
 };
 
