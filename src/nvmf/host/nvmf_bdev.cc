@@ -216,7 +216,8 @@ class NvmfBdev final : public Bdev {
     }
     c->done = &NvmfBdev::on_cmd_done;
     c->arg = io;
-    c->deadline_ns = now_ns() + opts_.timeout_ns;
+    // The loop turn's time (no clock read per request): a deadline of seconds needs no better.
+    c->deadline_ns = Reactor::current()->now() + opts_.timeout_ns;
     q.qp->submit(c);
     return true;
   }
