@@ -9,6 +9,7 @@ void register_builtin_backends(BdevRegistry& r) {
   r.register_scheme("null", make_null_bdev);
   r.register_scheme("error", make_error_bdev);
   r.register_scheme("delay", make_delay_bdev);
+  r.register_scheme("powercut", make_powercut_bdev);
 }
 
 Result<std::string> name_from_path(const Uri& uri) {

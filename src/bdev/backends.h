@@ -14,6 +14,7 @@ Task<Result<std::unique_ptr<Bdev>>> make_malloc_bdev(const Uri& uri, BdevRegistr
 Task<Result<std::unique_ptr<Bdev>>> make_null_bdev(const Uri& uri, BdevRegistry& registry);
 Task<Result<std::unique_ptr<Bdev>>> make_error_bdev(const Uri& uri, BdevRegistry& registry);
 Task<Result<std::unique_ptr<Bdev>>> make_delay_bdev(const Uri& uri, BdevRegistry& registry);
+Task<Result<std::unique_ptr<Bdev>>> make_powercut_bdev(const Uri& uri, BdevRegistry& registry);
 
 // Shared by the backends: the device name is the URI path without its leading '/', one segment.
 Result<std::string> name_from_path(const Uri& uri);

@@ -4,6 +4,7 @@
 //
 //   error:///name?base=<device>[&rule=<spec>][&uuid=U]
 //   delay:///name?base=<device>[&read_us=N][&write_us=N][&other_us=N][&jitter_us=N][&uuid=U]
+//   powercut:///name?base=<device>[&cut_at=N][&persist=P][&seed=S][&uuid=U]
 //
 // Threads: configuration calls come from any thread; each reactor picks up a new configuration at its
 // next I/O. A wrapper opens its base device; if the base is destroyed with force, the wrapper removes
@@ -14,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "bdev/bdev.h"
@@ -107,6 +109,77 @@ class DelayBdev final : public Bdev {
   friend class DelayChannel;
   std::unique_ptr<BdevDesc> base_;
   std::atomic<uint64_t> read_ns_, write_ns_, other_ns_, jitter_ns_;
+};
+
+// A disk with a volatile write cache that can lose power. Writes (and write-zeroes, unmaps, which read
+// back as zeros) land in a cache in RAM and complete; reads see them. A flush destages every block cached
+// when it was submitted to the base device, flushes the base, and only then completes: the base device
+// always holds exactly what would survive a power cut. A cut keeps each cached block with probability
+// `persist` (seeded), so later writes can survive while earlier ones are lost and a multi-block write can
+// tear, then fails every later request with EIO, like a device that is gone. Recovery code is then run on
+// the base device (a new wrapper, or the base itself).
+//
+// Write points: every write, write-zeroes, unmap and flush submitted is one event, numbered from 0.
+// cut_at=N cuts power when event N is submitted (events 0..N-1 happened, N never does). A test counts
+// the events of a scripted workload once, then reruns it cutting at each of them in turn.
+//
+// Test device: the cache is a hash map under a mutex, and reads overlay it block by block.
+class PowerCutBdev final : public Bdev {
+ public:
+  static constexpr uint64_t kNever = UINT64_MAX;
+
+  PowerCutBdev(BdevProps p, std::unique_ptr<BdevDesc> base, uint64_t cut_at, double persist, uint64_t seed);
+  ~PowerCutBdev() override;
+
+  // Cut power when event `at` is submitted (kNever: disarm). Any thread.
+  void arm(uint64_t at, double persist, uint64_t seed);
+  // Cut power now. On a reactor (the surviving blocks are written to the base from there; the device's
+  // shutdown waits for that).
+  void cut(double persist, uint64_t seed);
+  // Events submitted so far (including the one that was cut), and whether power is off. Any thread.
+  uint64_t events() const { return events_.load(); }
+  bool is_cut() const { return cut_.load(); }
+  // Blocks written since the last completed flush that covered them.
+  size_t dirty_blocks() const;
+  // Blocks a cut chose to keep, and to drop (over all cuts).
+  uint64_t kept_blocks() const { return kept_.load(); }
+  uint64_t dropped_blocks() const { return dropped_.load(); }
+
+  bool supports(IoType t) const override;
+  Result<std::unique_ptr<ChannelCtx>> create_channel(Reactor& r) override;
+  void submit(ChannelCtx* ctx, BdevIo* io) override;
+  Task<void> shutdown() override;
+
+ private:
+  struct Block {
+    uint64_t version;
+    std::shared_ptr<uint8_t[]> data;  // null: zeros
+  };
+  struct Dirty {
+    uint64_t lba;
+    uint64_t version;
+    std::shared_ptr<uint8_t[]> data;
+  };
+  friend class PowerCutChannel;
+  // True if this request is the cut point (power is then off).
+  bool count_event();
+  void cut_and_destage(double persist, uint64_t seed);
+  void cache_write(BdevIo* io);
+  void overlay_read(BdevIo* io);
+  Task<void> destage(std::vector<Dirty> blocks, BdevIo* flush_io);
+
+  std::unique_ptr<BdevDesc> base_;
+  const uint32_t bs_;
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, Block> cache_;
+  uint64_t next_version_ = 1;
+  std::atomic<uint64_t> events_{0};
+  std::atomic<uint64_t> cut_at_;
+  std::atomic<bool> cut_{false};
+  double persist_;
+  uint64_t seed_;
+  std::atomic<uint64_t> kept_{0}, dropped_{0};
+  std::atomic<int> destaging_{0};
 };
 
 }  // namespace tern

@@ -56,7 +56,7 @@ TEST(Registry, BadUrisAreClearErrors) {
     Errc code;
     const char* fragment;
   } cases[] = {
-      {"floppy:///a", Errc::kInval, "unknown scheme 'floppy' (known: aio, delay, error, malloc, null, uring)"},
+      {"floppy:///a", Errc::kInval, "unknown scheme 'floppy' (known: aio, delay, error, malloc, null, powercut, uring)"},
       {"malloc:///m0", Errc::kInval, "a size is required"},
       {"malloc:///m0?size_mb=0", Errc::kInval, "size_mb must be greater than zero"},
       {"malloc:///m0?num_blocks=0", Errc::kInval, "num_blocks must be greater than zero"},
