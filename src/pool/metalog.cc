@@ -112,9 +112,15 @@ Task<Result<std::optional<Checkpoint>>> MetaLog::read_checkpoint_area(bool area_
   Errc e = co_await dev_io(desc_, IoType::kRead, off, h.data(), kBatchAlign);
   if (e != Errc::kOk) co_return Status::Errorf(e, "pool {}: reading {} failed: {}", pool_.ToString(), name, errc_describe(e));
   const uint8_t* p = h.data();
-  if (std::memcmp(p, kCkptMagic, 4) != 0 || get32(p + 4) != 1 || std::memcmp(p + 8, pool_.bytes().data(), 16) != 0 ||
-      get32(p + 64) != crc32c(p, 64)) {
-    co_return std::optional<Checkpoint>();  // never written, torn, or another pool's: not a checkpoint
+  if (std::memcmp(p, kCkptMagic, 4) != 0 || std::memcmp(p + 8, pool_.bytes().data(), 16) != 0) {
+    co_return std::optional<Checkpoint>();  // never written, or another pool's: not a checkpoint
+  }
+  if (get32(p + 64) != crc32c(p, 64) || get32(p + 4) != 1) {
+    // The header sits in the area's first sector, which a device writes atomically, so a crash cannot
+    // tear it: this is damage. Falling back to the other (older) checkpoint could silently roll the
+    // pool back, so refuse.
+    co_return Status::Errorf(Errc::kCorruption, "pool {}: {} header at byte {} is damaged (checksum mismatch)",
+                             pool_.ToString(), name, off);
   }
   Checkpoint c;
   c.generation = get64(p + 24);
@@ -159,6 +165,34 @@ Task<Status> MetaLog::Format() {
   co_return Status::Ok();
 }
 
+// Reads the batch at ring offset `off` into `out` if it is a valid batch of sequence `seq` in the current
+// lap (magic, version, pool, nonce, sequence, lengths, CRC); false otherwise.
+Task<Result<bool>> MetaLog::read_batch(uint64_t off, uint64_t seq, std::vector<uint8_t>& out) {
+  AlignedBuffer hdr(kBatchAlign);
+  Errc e = co_await dev_io(desc_, IoType::kRead, ring_off_ + off, hdr.data(), kBatchAlign);
+  if (e != Errc::kOk) co_return Status::Errorf(e, "pool {}: reading the log failed: {}", pool_.ToString(), errc_describe(e));
+  const uint8_t* p = hdr.data();
+  if (std::memcmp(p, kBatchMagic, 4) != 0 || get32(p + 4) != 1 || std::memcmp(p + 8, pool_.bytes().data(), 16) != 0 ||
+      get64(p + 24) != nonce_ || get64(p + 32) != seq) {
+    co_return false;
+  }
+  const uint64_t payload = get32(p + 44), total = get32(p + 48);
+  if (total % kBatchAlign || total < kBatchAlign || total > kMaxBatch || off + total > ring_size_ ||
+      kBatchHeader + payload > total) {
+    co_return false;
+  }
+  out.assign(p, p + kBatchAlign);
+  if (total > kBatchAlign) {
+    AlignedBuffer rest(total - kBatchAlign);
+    e = co_await dev_io(desc_, IoType::kRead, ring_off_ + off + kBatchAlign, rest.data(), rest.size());
+    if (e != Errc::kOk) co_return Status::Errorf(e, "pool {}: reading the log failed: {}", pool_.ToString(), errc_describe(e));
+    out.insert(out.end(), rest.data(), rest.data() + rest.size());
+  }
+  uint32_t crc = crc32c(out.data(), 60);
+  crc = crc32c(out.data() + kBatchHeader, payload, crc);
+  co_return crc == get32(out.data() + 60);
+}
+
 Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(std::span<const uint8_t>)>& apply) {
   auto a = co_await read_checkpoint_area(true);
   if (!a.ok()) co_return a.status();
@@ -175,7 +209,6 @@ Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(std::span<c
   pos_ = c.next;
   consumed_ = 0;
   // Replay.
-  AlignedBuffer hdr(kBatchAlign);
   std::vector<uint8_t> batch;
   uint64_t replayed = 0;
   for (;;) {
@@ -183,35 +216,14 @@ Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(std::span<c
     for (int attempt = 0; attempt < 2 && !found; ++attempt) {
       const uint64_t off = attempt == 0 ? pos_.offset : 0;
       if (attempt == 1 && pos_.offset == 0) break;
-      Errc e = co_await dev_io(desc_, IoType::kRead, ring_off_ + off, hdr.data(), kBatchAlign);
-      if (e != Errc::kOk) co_return Status::Errorf(e, "pool {}: reading the log failed: {}", pool_.ToString(), errc_describe(e));
-      const uint8_t* p = hdr.data();
-      if (std::memcmp(p, kBatchMagic, 4) != 0 || get32(p + 4) != 1 ||
-          std::memcmp(p + 8, pool_.bytes().data(), 16) != 0 || get64(p + 24) != nonce_ || get64(p + 32) != pos_.seq) {
-        continue;
-      }
-      const uint64_t payload = get32(p + 44), total = get32(p + 48);
-      if (total % kBatchAlign || total < kBatchAlign || total > kMaxBatch || off + total > ring_size_ ||
-          kBatchHeader + payload > total) {
-        continue;
-      }
-      batch.assign(p, p + kBatchAlign);
-      if (total > kBatchAlign) {
-        AlignedBuffer rest(total - kBatchAlign);
-        e = co_await dev_io(desc_, IoType::kRead, ring_off_ + off + kBatchAlign, rest.data(), rest.size());
-        if (e != Errc::kOk) co_return Status::Errorf(e, "pool {}: reading the log failed: {}", pool_.ToString(), errc_describe(e));
-        batch.insert(batch.end(), rest.data(), rest.data() + rest.size());
-      }
-      uint32_t crc = crc32c(batch.data(), 60);
-      crc = crc32c(batch.data() + kBatchHeader, payload, crc);
-      if (crc != get32(batch.data() + 60)) continue;  // torn: the end of the log
-      // Valid: apply its records.
-      const uint32_t count = get32(p + 40);
+      auto ok = co_await read_batch(off, pos_.seq, batch);
+      if (!ok.ok()) co_return ok.status();
+      if (!*ok) continue;
+      const uint32_t count = get32(batch.data() + 40), payload = get32(batch.data() + 44);
       uint64_t at = kBatchHeader;
       for (uint32_t i = 0; i < count; ++i) {
-        if (at + 4 > kBatchHeader + payload) break;
-        const uint32_t len = get32(batch.data() + at);
-        if (at + 4 + len > kBatchHeader + payload) {
+        const uint32_t len = at + 4 <= kBatchHeader + payload ? get32(batch.data() + at) : UINT32_MAX;
+        if (len == UINT32_MAX || at + 4 + len > kBatchHeader + payload) {
           co_return Status::Errorf(Errc::kCorruption, "pool {}: log batch {} has a record running past its end",
                                    pool_.ToString(), pos_.seq);
         }
@@ -220,12 +232,31 @@ Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(std::span<c
         at += 4 + len;
         ++replayed;
       }
+      const uint64_t total = batch.size();
       if (off != pos_.offset) consumed_ += ring_size_ - pos_.offset;  // the writer wrapped here
       consumed_ += total;
       pos_ = {pos_.seq + 1, off + total == ring_size_ ? 0 : off + total};
       found = true;
     }
     if (!found) break;
+  }
+  // The log ends at pos_. A torn last batch is expected after a crash; a damaged batch with valid ones
+  // after it is not: the records after it were acknowledged, so refuse rather than silently drop them.
+  // Batches are written one at a time, so the next one starts within one maximal batch (or at 0).
+  std::vector<uint64_t> probes;
+  for (uint64_t o = pos_.offset; o < std::min(ring_size_, pos_.offset + kMaxBatch); o += kBatchAlign) probes.push_back(o);
+  for (uint64_t o = 0; o < std::min(pos_.offset, kMaxBatch); o += kBatchAlign) probes.push_back(o);  // after a wrap
+  for (uint64_t at : probes) {
+    for (uint64_t seq : {pos_.seq + 1, pos_.seq + 2}) {
+      auto later = co_await read_batch(at, seq, batch);
+      if (!later.ok()) co_return later.status();
+      if (*later) {
+        co_return Status::Errorf(Errc::kCorruption,
+                                 "pool {}: log batch {} at ring offset {} is damaged but batch {} after it is intact; "
+                                 "refusing to import (acknowledged metadata would be lost)",
+                                 pool_.ToString(), pos_.seq, pos_.offset, seq);
+      }
+    }
   }
   TLOG_INFO("pool", "pool {}: checkpoint {} and {} log record(s) replayed", pool_.ToString(), c.generation, replayed);
   co_return c;

@@ -43,7 +43,8 @@ class MetaLog {
 
   // Import: reads both checkpoint areas and takes the valid one of the higher generation (neither valid
   // is kCorruption: Format writes one at create), then replays every valid batch after it, calling `apply` for each record in order. Stops at the first
-  // batch that is missing, torn or from another lap. Errors: an I/O error, or a checkpoint area whose
+  // batch that is missing, torn or from another lap — unless an intact later batch follows it, which means
+  // damage in the middle of the log (kCorruption, naming the batch). Errors: an I/O error, or a checkpoint area whose
   // header is valid but whose body fails its checksum (kCorruption: refuse rather than lose state).
   Task<Result<Checkpoint>> Recover(const std::function<Status(std::span<const uint8_t>)>& apply);
   // Create: an empty checkpoint at generation 1 in area A, so that import has a starting point.
@@ -76,6 +77,7 @@ class MetaLog {
   Task<Status> write_checkpoint_area(bool area_a, uint64_t generation, LogPosition next, uint64_t nonce,
                                      const std::vector<uint8_t>& body);
   Task<Result<std::optional<Checkpoint>>> read_checkpoint_area(bool area_a);
+  Task<Result<bool>> read_batch(uint64_t off, uint64_t seq, std::vector<uint8_t>& out);
 
   BdevDesc& desc_;
   const Uuid pool_;

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "bdev/fault_bdevs.h"
+#include "common/aligned_buffer.h"
 #include "test_util.h"
 
 namespace tern::pool {
@@ -176,6 +177,60 @@ TEST(MetaLog, AFullRingRefusesAppendsUntilACheckpoint) {
   ASSERT_TRUE(t.checkpoint(acked).ok());
   auto after = t.append(1000, 5, 20000, 1);
   EXPECT_TRUE(after.second.ok()) << after.second;
+}
+
+// Flips one bit of the device at byte `offset` (through the log's own descriptor).
+void flip_bit(LogEnv& t, uint64_t offset) {
+  AlignedBuffer b(4096);
+  const uint64_t block = offset / 4096 * 4096;
+  ASSERT_EQ(test::io_sync(*t.env.set, 0, *t.desc, IoType::kRead, b.data(), block / 512, 8), Errc::kOk);
+  b.data()[offset - block] ^= 0x10;
+  ASSERT_EQ(test::io_sync(*t.env.set, 0, *t.desc, IoType::kWrite, b.data(), block / 512, 8), Errc::kOk);
+}
+
+TEST(MetaLog, DamageInTheMiddleOfTheLogIsRefusedNotTruncated) {
+  LogEnv t;
+  ASSERT_TRUE(t.format().ok());
+  for (uint64_t i = 0; i < 5; ++i) ASSERT_TRUE(t.append(i, 1, 100, 1).second.ok());  // five batches of 4 KiB
+  flip_bit(t, t.sb.log_offset + 2 * 4096 + 100);  // inside batch 3's payload
+  t.close();
+  t.open("d0");
+  auto got = t.recover();
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.code(), Errc::kCorruption);
+  EXPECT_NE(got.status().message().find("log batch 3 at ring offset 8192 is damaged but batch 4 after it is intact"),
+            std::string::npos)
+      << got.status();
+}
+
+TEST(MetaLog, DamagedCheckpointBodyIsRefused) {
+  LogEnv t;
+  ASSERT_TRUE(t.format().ok());
+  ASSERT_TRUE(t.checkpoint({1, 2, 3, 4, 5}).ok());  // generation 2, in area B
+  flip_bit(t, t.sb.checkpoint_b + 4096 + 9);
+  t.close();
+  t.open("d0");
+  auto got = t.recover();
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.code(), Errc::kCorruption);
+  EXPECT_NE(got.status().message().find("checkpoint B"), std::string::npos) << got.status();
+  EXPECT_NE(got.status().message().find("body checksum mismatch"), std::string::npos) << got.status();
+}
+
+// A damaged checkpoint header is refused too: falling back to the other, older checkpoint would roll
+// the pool back silently.
+TEST(MetaLog, DamagedCheckpointHeaderIsRefused) {
+  LogEnv t;
+  ASSERT_TRUE(t.format().ok());
+  ASSERT_TRUE(t.checkpoint({7, 8}).ok());  // generation 2, in area B
+  ASSERT_TRUE(t.append(0, 3, 100, 1).second.ok());
+  flip_bit(t, t.sb.checkpoint_b + 30);  // the generation field
+  t.close();
+  t.open("d0");
+  auto got = t.recover();
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.code(), Errc::kCorruption);
+  EXPECT_NE(got.status().message().find("checkpoint B header at byte"), std::string::npos) << got.status();
 }
 
 // A cut at every device event of: format, appends (group-committed), checkpoint, more appends, a
