@@ -150,14 +150,15 @@ Task<Result<std::optional<Checkpoint>>> MetaLog::read_checkpoint_area(bool area_
 }
 
 Task<Status> MetaLog::Format() {
-  // Area B's header is wiped so a checkpoint left by an earlier pool with the same UUID cannot win.
-  AlignedBuffer zero(kBatchAlign, AlignedBuffer::kDefaultAlign, true);
-  Errc e = co_await dev_io(desc_, IoType::kWrite, ckpt_b_, zero.data(), kBatchAlign);
-  if (e != Errc::kOk) co_return Status::Errorf(e, "pool {}: formatting the log failed: {}", pool_.ToString(), errc_describe(e));
+  // Both areas get a valid (empty) checkpoint: generation 0 in B, then 1 in A. From then on both always
+  // hold one (they alternate, nothing wipes them), so an area without a header is damage, never a state
+  // a crash can leave — which is what lets import refuse rather than roll back to an older checkpoint.
   nonce_ = new_nonce();
   pos_ = {1, 0};
   const std::vector<uint8_t> empty;
-  Status s = co_await write_checkpoint_area(true, 1, pos_, nonce_, empty);
+  Status s = co_await write_checkpoint_area(false, 0, pos_, nonce_, empty);
+  if (!s.ok()) co_return s;
+  s = co_await write_checkpoint_area(true, 1, pos_, nonce_, empty);
   if (!s.ok()) co_return s;
   checkpoint_gen_ = 1;
   newest_in_a_ = true;
@@ -198,10 +199,13 @@ Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(std::span<c
   if (!a.ok()) co_return a.status();
   auto b = co_await read_checkpoint_area(false);
   if (!b.ok()) co_return b.status();
-  if (!*a && !*b) {
-    co_return Status::Errorf(Errc::kCorruption, "pool {}: neither checkpoint area holds a checkpoint", pool_.ToString());
+  if (!*a || !*b) {
+    co_return Status::Errorf(Errc::kCorruption,
+                             "pool {}: checkpoint {} at byte {} has no valid header (damaged, or the pool was never "
+                             "completely created); refusing to import",
+                             pool_.ToString(), !*a ? "A" : "B", !*a ? ckpt_a_ : ckpt_b_);
   }
-  const bool use_a = *a && (!*b || (*a)->generation >= (*b)->generation);
+  const bool use_a = (*a)->generation >= (*b)->generation;
   Checkpoint c = std::move(use_a ? **a : **b);
   newest_in_a_ = use_a;
   checkpoint_gen_ = c.generation;

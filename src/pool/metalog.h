@@ -41,13 +41,14 @@ class MetaLog {
   // `desc` stays owned by the pool and outlives the log.
   MetaLog(BdevDesc& desc, const Superblock& sb);
 
-  // Import: reads both checkpoint areas and takes the valid one of the higher generation (neither valid
-  // is kCorruption: Format writes one at create), then replays every valid batch after it, calling `apply` for each record in order. Stops at the first
+  // Import: reads both checkpoint areas and takes the one of the higher generation (an area without a
+  // valid header is kCorruption: Format fills both at create and they only ever alternate), then replays every valid batch after it, calling `apply` for each record in order. Stops at the first
   // batch that is missing, torn or from another lap — unless an intact later batch follows it, which means
   // damage in the middle of the log (kCorruption, naming the batch). Errors: an I/O error, or a checkpoint area whose
   // header is valid but whose body fails its checksum (kCorruption: refuse rather than lose state).
   Task<Result<Checkpoint>> Recover(const std::function<Status(std::span<const uint8_t>)>& apply);
-  // Create: an empty checkpoint at generation 1 in area A, so that import has a starting point.
+  // Create: empty checkpoints in both areas (generation 0 in B, 1 in A); must complete before the pool's
+  // label is written.
   Task<Status> Format();
 
   // Appends one record; completes once it is durable (written and flushed with its batch). Records
