@@ -194,7 +194,8 @@ Task<Result<bool>> MetaLog::read_batch(uint64_t off, uint64_t seq, std::vector<u
   co_return crc == get32(out.data() + 60);
 }
 
-Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(std::span<const uint8_t>)>& apply) {
+Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(const Checkpoint&)>& load,
+                                          const std::function<Status(std::span<const uint8_t>)>& apply) {
   auto a = co_await read_checkpoint_area(true);
   if (!a.ok()) co_return a.status();
   auto b = co_await read_checkpoint_area(false);
@@ -212,6 +213,7 @@ Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(std::span<c
   nonce_ = c.nonce;
   pos_ = c.next;
   consumed_ = 0;
+  if (Status ls = load(c); !ls.ok()) co_return ls;
   // Replay.
   std::vector<uint8_t> batch;
   uint64_t replayed = 0;
@@ -355,7 +357,7 @@ Task<Status> MetaLog::write_batch(const std::vector<Waiter*>& take) {
   co_return Status::Ok();
 }
 
-Task<Status> MetaLog::WriteCheckpoint(std::vector<uint8_t> body) {
+Task<Status> MetaLog::WriteCheckpoint(const std::vector<uint8_t>& body) {
   // Wait for batches in flight: the checkpoint covers them.
   while (writing_) co_await Reactor::sleep_for(100'000);
   const uint64_t nonce = new_nonce();

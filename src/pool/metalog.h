@@ -46,7 +46,9 @@ class MetaLog {
   // batch that is missing, torn or from another lap — unless an intact later batch follows it, which means
   // damage in the middle of the log (kCorruption, naming the batch). Errors: an I/O error, or a checkpoint area whose
   // header is valid but whose body fails its checksum (kCorruption: refuse rather than lose state).
-  Task<Result<Checkpoint>> Recover(const std::function<Status(std::span<const uint8_t>)>& apply);
+  // `load` gets the checkpoint before any record is applied.
+  Task<Result<Checkpoint>> Recover(const std::function<Status(const Checkpoint&)>& load,
+                                   const std::function<Status(std::span<const uint8_t>)>& apply);
   // Create: empty checkpoints in both areas (generation 0 in B, 1 in A); must complete before the pool's
   // label is written.
   Task<Status> Format();
@@ -58,7 +60,7 @@ class MetaLog {
   Task<Status> Append(std::span<const uint8_t> record);
   // Writes `body` as the new checkpoint covering everything appended so far (waits for batches in
   // flight), in the area not holding the newest one; frees the ring space before it.
-  Task<Status> WriteCheckpoint(std::vector<uint8_t> body);
+  Task<Status> WriteCheckpoint(const std::vector<uint8_t>& body);
 
   // Ring bytes used since the last checkpoint, and the ring's size.
   uint64_t used() const;

@@ -1,5 +1,6 @@
 #include "pool/pool.h"
 
+#include <array>
 #include <chrono>
 #include <cstring>
 
@@ -62,6 +63,29 @@ std::string backup_where(uint64_t off) { return fmt::format("backup superblock a
 
 }  // namespace
 
+struct Pool::MetaLock {
+  Pool* p;
+  bool await_ready() {
+    if (p->meta_busy_) return false;
+    p->meta_busy_ = true;
+    return true;
+  }
+  void await_suspend(std::coroutine_handle<> h) { p->meta_waiters_.push_back(h); }
+  void await_resume() {}
+};
+
+Pool::MetaLock Pool::lock_meta() { return MetaLock{this}; }
+
+void Pool::unlock_meta() {
+  if (meta_waiters_.empty()) {
+    meta_busy_ = false;
+    return;
+  }
+  auto h = meta_waiters_.front();  // ownership passes to it; meta_busy_ stays set
+  meta_waiters_.pop_front();
+  h.resume();
+}
+
 Pool::~Pool() = default;
 
 Task<Status> Pool::write_superblock(bool primary, bool backup) {
@@ -115,7 +139,12 @@ Task<Result<std::unique_ptr<Pool>>> Pool::Create(BdevRegistry& reg, std::string 
   p->sb_.created_ns = uint64_t(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   p->sb_.clean = false;
-  Status s = co_await p->write_superblock(true, true);
+  p->log_ = std::make_unique<MetaLog>(*p->desc_, p->sb_);
+  p->state_ = std::make_unique<PoolState>(p->sb_.data_clusters, p->sb_.cluster_size);
+  // The log's checkpoints first, the label last: a device with our label always has a readable log.
+  Status s = co_await p->log_->Format();
+  if (!s.ok()) co_return s;
+  s = co_await p->write_superblock(true, true);
   if (!s.ok()) co_return s;
   TLOG_INFO("pool", "created pool '{}' ({}) on '{}': {} clusters of {} MiB, metadata {} MiB", p->sb_.name,
             p->sb_.pool_uuid.ToString(), device, p->sb_.data_clusters, p->sb_.cluster_size >> 20,
@@ -159,6 +188,18 @@ Task<Result<std::unique_ptr<Pool>>> Pool::Import(BdevRegistry& reg, std::string 
   if (!p->sb_.clean) {
     TLOG_INFO("pool", "pool '{}' was not exported cleanly (a crash or a kill); recovering", p->sb_.name);
   }
+  p->log_ = std::make_unique<MetaLog>(*p->desc_, p->sb_);
+  p->state_ = std::make_unique<PoolState>(p->sb_.data_clusters, p->sb_.cluster_size);
+  PoolState* st = p->state_.get();
+  const std::function<Status(const Checkpoint&)> load = [st](const Checkpoint& c) { return st->Load(c.body); };
+  const std::function<Status(std::span<const uint8_t>)> apply = [st](std::span<const uint8_t> r) {
+    return st->Apply(r);
+  };
+  auto rec = co_await p->log_->Recover(load, apply);
+  if (!rec.ok()) {
+    co_return Status::Errorf(rec.code(), "cannot import pool '{}' from '{}': {}", p->sb_.name, device,
+                             rec.status().message());
+  }
   // In use from now on: a crash before export is visible at the next import.
   p->sb_.clean = false;
   ++p->sb_.generation;
@@ -170,7 +211,18 @@ Task<Result<std::unique_ptr<Pool>>> Pool::Import(BdevRegistry& reg, std::string 
 
 Task<Status> Pool::Export() {
   if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is already closed", sb_.name);
-  sb_.clean = true;
+  co_await lock_meta();
+  // A checkpoint makes the next import read one area and no log.
+  if (failed_.ok()) {
+    const std::vector<uint8_t> body = state_->Serialize();
+    Status c = co_await log_->WriteCheckpoint(body);
+    if (!c.ok()) {
+      unlock_meta();
+      co_return c;
+    }
+  }
+  unlock_meta();
+  sb_.clean = failed_.ok();
   ++sb_.generation;
   Status s = co_await write_superblock(true, true);
   desc_.reset();
@@ -192,6 +244,145 @@ Task<Status> Pool::Destroy() {
   }
   TLOG_INFO("pool", "destroyed pool '{}' on '{}'", sb_.name, device_);
   co_return Status::Ok();
+}
+
+Task<Status> Pool::commit(const std::vector<uint8_t>& record, const std::vector<uint8_t>& undo) {
+  Status a = state_->Apply(record);
+  if (!a.ok()) co_return Status::Errorf(Errc::kInval, "pool '{}': internal error: {}", sb_.name, a.message());
+  Status s = co_await log_->Append(record);
+  if (!s.ok()) {
+    (void)state_->Apply(undo);
+    failed_ = s;
+    TLOG_ERROR("pool", "pool '{}': metadata write failed: {}; refusing further changes until re-imported", sb_.name, s);
+    co_return Status::Errorf(Errc::kIo, "pool '{}': metadata write failed ({}); no further changes until the pool is "
+                             "re-imported", sb_.name, s.message());
+  }
+  if (log_->used() > log_->capacity() / 2) {
+    const std::vector<uint8_t> body = state_->Serialize();  // named: see the co_await temporaries rule
+    Status c = co_await log_->WriteCheckpoint(body);
+    if (!c.ok()) {
+      // The change itself is durable; only further ones are refused.
+      failed_ = c;
+      TLOG_ERROR("pool", "pool '{}': checkpoint failed: {}; refusing further changes until re-imported", sb_.name, c);
+    }
+  }
+  co_return Status::Ok();
+}
+
+namespace {
+Status validate_replica_name(std::string_view name) {
+  if (name.empty() || name.size() > 255) {
+    return Status::Errorf(Errc::kInval, "replica name '{}' must have 1 to 255 characters", name);
+  }
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.' || c == ':';
+    if (!ok) {
+      return Status::Errorf(Errc::kInval, "replica name '{}' contains '{}'; use letters, digits, '-', '_', '.' and ':'",
+                            name, c);
+    }
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+Task<Result<ReplicaMeta>> Pool::CreateReplica(ReplicaCreateOptions opts) {
+  if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+  TERN_CO_RETURN_IF_ERROR(validate_replica_name(opts.name));
+  if (opts.size == 0 || opts.size % 4096) {
+    co_return Status::Errorf(Errc::kInval, "replica '{}': size {} is not a positive multiple of 4096", opts.name,
+                             opts.size);
+  }
+  co_await lock_meta();
+  auto result = [&]() -> Result<std::vector<uint8_t>> {
+    if (!failed_.ok()) {
+      return Status::Errorf(Errc::kIo, "pool '{}' refuses changes after a failed metadata write ({})", sb_.name,
+                            failed_.message());
+    }
+    ReplicaMeta r;
+    r.uuid = opts.uuid.value_or(Uuid::Generate());
+    r.name = opts.name;
+    r.size = opts.size;
+    r.thin = opts.thin;
+    r.created_ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
+    if (state_->find(r.uuid)) {
+      return Status::Errorf(Errc::kExist, "pool '{}' already has a replica with UUID {}", sb_.name, r.uuid.ToString());
+    }
+    if (state_->find_name(r.name)) {
+      return Status::Errorf(Errc::kExist, "pool '{}' already has a replica named '{}'", sb_.name, r.name);
+    }
+    const uint64_t clusters = (r.size + sb_.cluster_size - 1) / sb_.cluster_size;
+    r.map.assign(clusters, 0);
+    if (!r.thin) {
+      auto picked = state_->pick_free(clusters);
+      if (!picked.ok()) {
+        return Status::Errorf(Errc::kNoSpc, "pool '{}' cannot hold thick replica '{}' of {} bytes: {}", sb_.name,
+                              r.name, r.size, picked.status().message());
+      }
+      for (size_t i = 0; i < clusters; ++i) r.map[i] = (*picked)[i] + 1;
+    }
+    return PoolState::CreateReplicaRecord(r);
+  }();
+  if (!result.ok()) {
+    unlock_meta();
+    co_return result.status();
+  }
+  std::vector<uint8_t> record = std::move(*result);
+  std::array<uint8_t, 16> idb;
+  std::memcpy(idb.data(), record.data() + 1, 16);  // the record starts with its type, then the UUID
+  const Uuid id(idb);
+  const std::vector<uint8_t> undo = PoolState::DestroyReplicaRecord(id);
+  Status s = co_await commit(record, undo);
+  if (!s.ok()) {
+    unlock_meta();
+    co_return s;
+  }
+  ReplicaMeta made = *state_->find(id);
+  unlock_meta();
+  TLOG_INFO("pool", "pool '{}': created {} replica '{}' ({}), {} bytes, {} cluster(s) allocated", sb_.name,
+            made.thin ? "thin" : "thick", made.name, made.uuid.ToString(), made.size, made.allocated_clusters());
+  co_return made;
+}
+
+Task<Status> Pool::DestroyReplica(Uuid uuid) {
+  if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+  co_await lock_meta();
+  const ReplicaMeta* r = state_->find(uuid);
+  if (!r) {
+    unlock_meta();
+    co_return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica {}", sb_.name, uuid.ToString());
+  }
+  if (!failed_.ok()) {
+    unlock_meta();
+    co_return Status::Errorf(Errc::kIo, "pool '{}' refuses changes after a failed metadata write ({})", sb_.name,
+                             failed_.message());
+  }
+  const std::string name = r->name;
+  const std::vector<uint8_t> undo = PoolState::CreateReplicaRecord(*r);
+  const std::vector<uint8_t> record = PoolState::DestroyReplicaRecord(uuid);
+  Status s = co_await commit(record, undo);
+  unlock_meta();
+  if (s.ok()) TLOG_INFO("pool", "pool '{}': destroyed replica '{}' ({})", sb_.name, name, uuid.ToString());
+  co_return s;
+}
+
+std::vector<ReplicaMeta> Pool::ListReplicas() const {
+  std::vector<ReplicaMeta> out;
+  if (!state_) return out;
+  for (auto& [id, r] : state_->replicas()) out.push_back(r);
+  return out;
+}
+
+PoolStats Pool::stats() const {
+  PoolStats st;
+  if (!state_) return st;
+  st.capacity = state_->data_clusters() * sb_.cluster_size;
+  st.used = (state_->data_clusters() - state_->free_clusters()) * sb_.cluster_size;
+  st.committed = state_->committed_bytes();
+  st.replicas = state_->replicas().size();
+  return st;
 }
 
 }  // namespace tern::pool

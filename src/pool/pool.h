@@ -1,6 +1,7 @@
-// Pool: one device holding replicas (issue 5). Today: the pool's label life cycle — create, import
+// Pool: one device holding replicas (issue 5). Built so far: the label life cycle — create, import
 // (with repair of a damaged or stale superblock copy), export (marks clean) and destroy (wipes both
-// labels) — on a device it claims exclusively. Replicas, the metadata log and checkpoints come next
+// labels) — on a device it claims exclusively; the metadata log with checkpoints; and the replica table
+// (create thick or thin, destroy, list), durable before each call returns. Replica I/O comes next
 // (docs/design/pools.md).
 //
 // Threads: a Pool lives on the primary reactor; every method runs there (the engine submits to it).
@@ -10,7 +11,12 @@
 #include <optional>
 #include <string>
 
+#include <coroutine>
+#include <deque>
+
 #include "bdev/registry.h"
+#include "pool/metalog.h"
+#include "pool/state.h"
 #include "pool/superblock.h"
 
 namespace tern::pool {
@@ -19,6 +25,20 @@ struct PoolCreateOptions {
   std::string name;
   std::optional<Uuid> uuid;  // default: a new one
   uint64_t cluster_size = Superblock::kDefaultClusterSize;
+};
+
+struct ReplicaCreateOptions {
+  std::string name;
+  std::optional<Uuid> uuid;  // default: a new one
+  uint64_t size = 0;         // bytes, a multiple of 4096
+  bool thin = false;         // thick replicas reserve all their clusters now
+};
+
+struct PoolStats {
+  uint64_t capacity = 0;   // bytes of data clusters
+  uint64_t used = 0;       // bytes of allocated clusters
+  uint64_t committed = 0;  // sum of replica sizes (thin ones included)
+  uint64_t replicas = 0;
 };
 
 class Pool {
@@ -38,6 +58,15 @@ class Pool {
   // Wipes both labels and releases the device: the device no longer holds a pool.
   Task<Status> Destroy();
 
+  // Replicas. Each call returns once its change is durable (logged and flushed). Errors: kExist (name or
+  // UUID taken), kInval (bad name or size), kNoSpc (a thick replica needs more free clusters than there
+  // are), kNoEnt (no such replica), kIo after a failed metadata write (the pool then refuses further
+  // changes until it is re-imported).
+  Task<Result<ReplicaMeta>> CreateReplica(ReplicaCreateOptions opts);
+  Task<Status> DestroyReplica(Uuid uuid);
+  std::vector<ReplicaMeta> ListReplicas() const;
+  PoolStats stats() const;
+
   const Superblock& superblock() const { return sb_; }
   const std::string& device() const { return device_; }
   // What import had to repair, for the caller's log and tests ("" if nothing).
@@ -48,12 +77,24 @@ class Pool {
       : reg_(reg), device_(std::move(device)), desc_(std::move(desc)) {}
   // Writes the superblock: backup, flush, primary, flush — so a cut leaves at least one good copy.
   Task<Status> write_superblock(bool primary, bool backup);
+  // Metadata changes run one at a time: a change is applied in memory and its record appended before the
+  // next starts, so a checkpoint never misses a change that is in memory but not yet in the log.
+  struct MetaLock;
+  MetaLock lock_meta();
+  void unlock_meta();
+  // Applies `record` in memory, appends it, and checkpoints when the log is half full.
+  Task<Status> commit(const std::vector<uint8_t>& record, const std::vector<uint8_t>& undo);
 
   BdevRegistry& reg_;
   std::string device_;
   std::unique_ptr<BdevDesc> desc_;
   Superblock sb_;
   std::string repair_note_;
+  std::unique_ptr<MetaLog> log_;
+  std::unique_ptr<PoolState> state_;
+  bool meta_busy_ = false;
+  std::deque<std::coroutine_handle<>> meta_waiters_;
+  Status failed_;  // set when a metadata write failed: no further changes
 };
 
 }  // namespace tern::pool
