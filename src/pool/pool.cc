@@ -6,6 +6,7 @@
 
 #include "common/aligned_buffer.h"
 #include "common/log.h"
+#include "pool/replica_bdev.h"
 
 namespace tern::pool {
 namespace {
@@ -211,6 +212,11 @@ Task<Result<std::unique_ptr<Pool>>> Pool::Import(BdevRegistry& reg, std::string 
 
 Task<Status> Pool::Export() {
   if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is already closed", sb_.name);
+  {
+    const std::optional<Uuid> all;
+    Status u = co_await unexpose(all);
+    if (!u.ok()) co_return u;
+  }
   co_await lock_meta();
   // A checkpoint makes the next import read one area and no log.
   if (failed_.ok()) {
@@ -232,6 +238,11 @@ Task<Status> Pool::Export() {
 
 Task<Status> Pool::Destroy() {
   if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is already closed", sb_.name);
+  {
+    const std::optional<Uuid> all;
+    Status u = co_await unexpose(all);
+    if (!u.ok()) co_return u;
+  }
   AlignedBuffer zero(kLabel, AlignedBuffer::kDefaultAlign, true);
   // Primary first: once it is gone the pool is gone for `create`, and a cut before the backup is wiped
   // leaves a pool that import can still find and destroy again.
@@ -330,6 +341,18 @@ Task<Result<ReplicaMeta>> Pool::CreateReplica(ReplicaCreateOptions opts) {
     co_return result.status();
   }
   std::vector<uint8_t> record = std::move(*result);
+  if (!opts.thin) {
+    // Clusters freed by another replica still hold its data: make them read as zeros before they are
+    // ours (under the metadata lock, so no one else can pick them meanwhile).
+    PoolState scratch(sb_.data_clusters, sb_.cluster_size);
+    (void)scratch.Apply(record);
+    const std::vector<uint32_t> map = scratch.replicas().begin()->second.map;
+    Status z = co_await zero_clusters(map);
+    if (!z.ok()) {
+      unlock_meta();
+      co_return z;
+    }
+  }
   std::array<uint8_t, 16> idb;
   std::memcpy(idb.data(), record.data() + 1, 16);  // the record starts with its type, then the UUID
   const Uuid id(idb);
@@ -360,6 +383,15 @@ Task<Status> Pool::DestroyReplica(Uuid uuid) {
                              failed_.message());
   }
   const std::string name = r->name;
+  {
+    const std::optional<Uuid> only = uuid;
+    Status u = co_await unexpose(only);
+    if (!u.ok()) {
+      unlock_meta();
+      co_return u;
+    }
+    r = state_->find(uuid);
+  }
   const std::vector<uint8_t> undo = PoolState::CreateReplicaRecord(*r);
   const std::vector<uint8_t> record = PoolState::DestroyReplicaRecord(uuid);
   Status s = co_await commit(record, undo);
@@ -383,6 +415,83 @@ PoolStats Pool::stats() const {
   st.committed = state_->committed_bytes();
   st.replicas = state_->replicas().size();
   return st;
+}
+
+Result<Bdev*> Pool::ExposeReplica(const Uuid& uuid) {
+  if (!desc_) return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+  const ReplicaMeta* r = state_->find(uuid);
+  if (!r) return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica {}", sb_.name, uuid.ToString());
+  const std::string name = uuid.ToString();
+  if (Bdev* b = reg_.find(name)) return b;
+  if (r->thin) {
+    return Status::Errorf(Errc::kNotSup, "replica '{}' is thin; thin replicas cannot be exposed as devices yet",
+                          r->name);
+  }
+  const BdevProps& dp = desc_->bdev().props();
+  BdevProps p;
+  p.name = name;
+  p.uuid = uuid;
+  p.product = "replica";
+  p.block_size = dp.block_size;
+  p.num_blocks = r->size / dp.block_size;
+  p.max_io_blocks = dp.max_io_blocks;
+  p.io_boundary_blocks = uint32_t(sb_.cluster_size / dp.block_size);
+  p.optimal_io_blocks = dp.optimal_io_blocks;
+  p.buf_align = dp.buf_align;
+  p.write_cache = dp.write_cache;
+  p.unmap_reads_zeroes = dp.unmap_reads_zeroes;
+  auto b = reg_.add(make_replica_bdev(std::move(p), desc_, r->map, sb_.cluster_size / dp.block_size,
+                                      sb_.data_offset / dp.block_size),
+                    fmt::format("replica of pool '{}'", sb_.name));
+  if (b.ok()) exposed_.push_back(name);
+  return b;
+}
+
+Task<Status> Pool::unexpose(std::optional<Uuid> only) {
+  std::vector<std::string> keep;
+  Status first;
+  for (const std::string& name : exposed_) {
+    if (only && name != only->ToString()) {
+      keep.push_back(name);
+      continue;
+    }
+    if (!reg_.find(name)) continue;  // already gone
+    Status s = co_await reg_.destroy(name, false);
+    if (!s.ok()) {
+      keep.push_back(name);
+      if (first.ok()) {
+        first = Status::Errorf(s.code(), "pool '{}': replica {} is in use: {}", sb_.name, name, s.message());
+      }
+    }
+  }
+  exposed_ = std::move(keep);
+  co_return first;
+}
+
+Task<Status> Pool::zero_clusters(const std::vector<uint32_t>& map) {
+  auto ch = ChannelRef::Get(*desc_);
+  if (!ch.ok()) co_return ch.status();
+  const uint32_t bs = desc_->bdev().props().block_size;
+  const uint64_t cb = sb_.cluster_size / bs;
+  const bool wz = desc_->bdev().supports(IoType::kWriteZeroes);
+  AlignedBuffer zero;
+  if (!wz) zero = AlignedBuffer(1 << 20, AlignedBuffer::kDefaultAlign, true);
+  for (uint32_t m : map) {
+    if (!m) continue;
+    const uint64_t lba = sb_.data_offset / bs + uint64_t(m - 1) * cb;
+    Errc e = Errc::kOk;
+    if (wz) {
+      e = co_await ch->write_zeroes(lba, cb);
+    } else {
+      for (uint64_t done = 0; done < cb && e == Errc::kOk; done += zero.size() / bs) {
+        e = co_await ch->write(zero.data(), lba + done, std::min<uint64_t>(zero.size() / bs, cb - done));
+      }
+    }
+    if (e != Errc::kOk) {
+      co_return Status::Errorf(e, "pool '{}': zeroing cluster {} failed: {}", sb_.name, m - 1, errc_describe(e));
+    }
+  }
+  co_return Status::Ok();
 }
 
 }  // namespace tern::pool

@@ -66,6 +66,11 @@ class Pool {
   Task<Status> DestroyReplica(Uuid uuid);
   std::vector<ReplicaMeta> ListReplicas() const;
   PoolStats stats() const;
+  // Registers the replica as a bdev named by its UUID (the device any module opens: ioperf, the NVMe/TCP
+  // target, later the nexus). Thick replicas only for now: thin ones need allocation on first write,
+  // which comes next (kNotSup). Idempotent. The bdev is removed by DestroyReplica, Export and Destroy,
+  // which fail with EBUSY while it is open.
+  Result<Bdev*> ExposeReplica(const Uuid& uuid);
 
   const Superblock& superblock() const { return sb_; }
   const std::string& device() const { return device_; }
@@ -82,12 +87,18 @@ class Pool {
   struct MetaLock;
   MetaLock lock_meta();
   void unlock_meta();
+  // Removes the bdevs of `only` (or all exposed replicas); EBUSY if one is open.
+  Task<Status> unexpose(std::optional<Uuid> only);
+  // Makes the clusters read as zeros (write-zeroes on the device, or zero writes where it has none).
+  Task<Status> zero_clusters(const std::vector<uint32_t>& map);
   // Applies `record` in memory, appends it, and checkpoints when the log is half full.
   Task<Status> commit(const std::vector<uint8_t>& record, const std::vector<uint8_t>& undo);
 
   BdevRegistry& reg_;
   std::string device_;
-  std::unique_ptr<BdevDesc> desc_;
+  // Shared with the replica bdevs: the device stays open (and claimed) while any of them exists, even if
+  // the pool object is dropped without an export.
+  std::shared_ptr<BdevDesc> desc_;
   Superblock sb_;
   std::string repair_note_;
   std::unique_ptr<MetaLog> log_;
@@ -95,6 +106,7 @@ class Pool {
   bool meta_busy_ = false;
   std::deque<std::coroutine_handle<>> meta_waiters_;
   Status failed_;  // set when a metadata write failed: no further changes
+  std::vector<std::string> exposed_;  // bdev names of exposed replicas
 };
 
 }  // namespace tern::pool
