@@ -87,7 +87,11 @@ void Pool::unlock_meta() {
   h.resume();
 }
 
-Pool::~Pool() = default;
+Pool::~Pool() {
+  // Replica bdevs may outlive the pool object (dropped without an export, as after a crash of the
+  // caller): they must not call into it.
+  for (auto& [id, sh] : shared_) sh->pool = nullptr;
+}
 
 Task<Status> Pool::write_superblock(bool primary, bool backup) {
   AlignedBuffer buf(kLabel);
@@ -423,10 +427,6 @@ Result<Bdev*> Pool::ExposeReplica(const Uuid& uuid) {
   if (!r) return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica {}", sb_.name, uuid.ToString());
   const std::string name = uuid.ToString();
   if (Bdev* b = reg_.find(name)) return b;
-  if (r->thin) {
-    return Status::Errorf(Errc::kNotSup, "replica '{}' is thin; thin replicas cannot be exposed as devices yet",
-                          r->name);
-  }
   const BdevProps& dp = desc_->bdev().props();
   BdevProps p;
   p.name = name;
@@ -440,10 +440,19 @@ Result<Bdev*> Pool::ExposeReplica(const Uuid& uuid) {
   p.buf_align = dp.buf_align;
   p.write_cache = dp.write_cache;
   p.unmap_reads_zeroes = dp.unmap_reads_zeroes;
-  auto b = reg_.add(make_replica_bdev(std::move(p), desc_, r->map, sb_.cluster_size / dp.block_size,
+  auto sh = std::make_shared<ReplicaShared>();
+  sh->pool = this;
+  sh->uuid = uuid;
+  sh->clusters = r->map.size();
+  sh->map.reset(new std::atomic<uint32_t>[r->map.size()]);
+  for (size_t i = 0; i < r->map.size(); ++i) sh->map[i].store(r->map[i], std::memory_order_relaxed);
+  auto b = reg_.add(make_replica_bdev(std::move(p), desc_, sh, sb_.cluster_size / dp.block_size,
                                       sb_.data_offset / dp.block_size),
                     fmt::format("replica of pool '{}'", sb_.name));
-  if (b.ok()) exposed_.push_back(name);
+  if (b.ok()) {
+    exposed_.push_back(name);
+    shared_[uuid] = std::move(sh);
+  }
   return b;
 }
 
@@ -457,6 +466,10 @@ Task<Status> Pool::unexpose(std::optional<Uuid> only) {
     }
     if (!reg_.find(name)) continue;  // already gone
     Status s = co_await reg_.destroy(name, false);
+    if (s.ok()) {
+      auto u = Uuid::Parse(name);
+      if (u.ok()) shared_.erase(*u);
+    }
     if (!s.ok()) {
       keep.push_back(name);
       if (first.ok()) {
@@ -492,6 +505,47 @@ Task<Status> Pool::zero_clusters(const std::vector<uint32_t>& map) {
     }
   }
   co_return Status::Ok();
+}
+
+Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
+  if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+  co_await lock_meta();
+  const ReplicaMeta* r = state_->find(uuid);
+  if (!r || vc >= r->map.size()) {
+    unlock_meta();
+    co_return Status::Errorf(Errc::kNoDev, "pool '{}': no replica {} with cluster {}", sb_.name, uuid.ToString(), vc);
+  }
+  if (r->map[vc]) {  // another write got there first
+    const uint32_t pc = r->map[vc] - 1;
+    unlock_meta();
+    co_return pc;
+  }
+  if (!failed_.ok()) {
+    unlock_meta();
+    co_return Status::Errorf(Errc::kIo, "pool '{}' refuses changes after a failed metadata write", sb_.name);
+  }
+  auto picked = state_->pick_free(1);
+  if (!picked.ok()) {
+    unlock_meta();
+    co_return Status::Errorf(Errc::kNoSpc, "pool '{}' is full", sb_.name);
+  }
+  const uint32_t pc = (*picked)[0];
+  const std::vector<uint32_t> one{pc + 1};
+  Status z = co_await zero_clusters(one);
+  if (!z.ok()) {
+    unlock_meta();
+    co_return z;
+  }
+  const std::vector<uint8_t> record = PoolState::MapClusterRecord(uuid, vc, pc);
+  const std::vector<uint8_t> undo = PoolState::UnmapClusterRecord(uuid, vc);
+  Status s = co_await commit(record, undo);
+  if (s.ok()) {
+    auto it = shared_.find(uuid);
+    if (it != shared_.end()) it->second->map[vc].store(pc + 1, std::memory_order_release);
+  }
+  unlock_meta();
+  if (!s.ok()) co_return s;
+  co_return pc;
 }
 
 }  // namespace tern::pool

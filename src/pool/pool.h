@@ -13,6 +13,7 @@
 
 #include <coroutine>
 #include <deque>
+#include <map>
 
 #include "bdev/registry.h"
 #include "pool/metalog.h"
@@ -67,10 +68,13 @@ class Pool {
   std::vector<ReplicaMeta> ListReplicas() const;
   PoolStats stats() const;
   // Registers the replica as a bdev named by its UUID (the device any module opens: ioperf, the NVMe/TCP
-  // target, later the nexus). Thick replicas only for now: thin ones need allocation on first write,
-  // which comes next (kNotSup). Idempotent. The bdev is removed by DestroyReplica, Export and Destroy,
+  // target, later the nexus). Idempotent. The bdev is removed by DestroyReplica, Export and Destroy,
   // which fail with EBUSY while it is open.
   Result<Bdev*> ExposeReplica(const Uuid& uuid);
+  // Thin allocation (called by a replica bdev on the first write into a cluster): returns the physical
+  // cluster of virtual cluster `vc`, allocating it — zeroed, its map record durable — if needed.
+  // kNoSpc when the pool is full ("pool 'p' is full"): only that write fails.
+  Task<Result<uint32_t>> AllocateCluster(Uuid uuid, uint32_t vc);
 
   const Superblock& superblock() const { return sb_; }
   const std::string& device() const { return device_; }
@@ -107,6 +111,7 @@ class Pool {
   std::deque<std::coroutine_handle<>> meta_waiters_;
   Status failed_;  // set when a metadata write failed: no further changes
   std::vector<std::string> exposed_;  // bdev names of exposed replicas
+  std::map<Uuid, std::shared_ptr<struct ReplicaShared>> shared_;  // maps shared with exposed replicas' bdevs
 };
 
 }  // namespace tern::pool

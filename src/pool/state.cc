@@ -8,9 +8,10 @@ namespace {
 // Record types (first byte). Record layouts, little-endian:
 //   kCreateReplica: type(1) uuid(16) name_len(1) name size(8) thin(1) created_ns(8) map_len(4) map(4 each)
 //   kDestroyReplica: type(1) uuid(16)
+//   kMapCluster: type(1) uuid(16) vc(4) pc(4);  kUnmapCluster: type(1) uuid(16) vc(4)
 // Checkpoint body: version(4)=1 replica_count(4), then each replica as a kCreateReplica record prefixed
 // by its length(4).
-enum : uint8_t { kCreateReplica = 1, kDestroyReplica = 2 };
+enum : uint8_t { kCreateReplica = 1, kDestroyReplica = 2, kMapCluster = 3, kUnmapCluster = 4 };
 
 class Writer {
  public:
@@ -117,6 +118,23 @@ std::vector<uint8_t> PoolState::DestroyReplicaRecord(const Uuid& uuid) {
   return w.take();
 }
 
+std::vector<uint8_t> PoolState::MapClusterRecord(const Uuid& uuid, uint32_t vc, uint32_t pc) {
+  Writer w;
+  w.u8(kMapCluster);
+  w.bytes(uuid.bytes().data(), 16);
+  w.u32(vc);
+  w.u32(pc);
+  return w.take();
+}
+
+std::vector<uint8_t> PoolState::UnmapClusterRecord(const Uuid& uuid, uint32_t vc) {
+  Writer w;
+  w.u8(kUnmapCluster);
+  w.bytes(uuid.bytes().data(), 16);
+  w.u32(vc);
+  return w.take();
+}
+
 Status PoolState::add(ReplicaMeta r) {
   if (r.uuid.is_nil()) return Status::Errorf(Errc::kCorruption, "replica '{}' has a nil UUID", r.name);
   if (replicas_.count(r.uuid)) {
@@ -172,6 +190,43 @@ Status PoolState::Apply(std::span<const uint8_t> record) {
       }
       free_ += it->second.allocated_clusters();
       replicas_.erase(it);
+      return Status::Ok();
+    }
+    case kMapCluster:
+    case kUnmapCluster: {
+      std::array<uint8_t, 16> u;
+      uint32_t vc = 0, pc = 0;
+      if (!rd.get(u.data(), 16) || !rd.u32(vc) || (type == kMapCluster && !rd.u32(pc)) || !rd.done()) {
+        return Status::Errorf(Errc::kCorruption, "bad cluster map record");
+      }
+      auto it = replicas_.find(Uuid(u));
+      if (it == replicas_.end()) {
+        return Status::Errorf(Errc::kCorruption, "cluster map record for unknown replica {}", Uuid(u).ToString());
+      }
+      ReplicaMeta& r = it->second;
+      if (vc >= r.map.size()) {
+        return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is beyond its {} clusters", r.uuid.ToString(),
+                              vc, r.map.size());
+      }
+      if (type == kUnmapCluster) {
+        if (r.map[vc] == 0) {
+          return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is not mapped", r.uuid.ToString(), vc);
+        }
+        owner_[r.map[vc] - 1] = 0;
+        r.map[vc] = 0;
+        ++free_;
+        return Status::Ok();
+      }
+      if (r.map[vc] != 0) {
+        return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is mapped twice", r.uuid.ToString(), vc);
+      }
+      if (pc >= owner_.size() || owner_[pc]) {
+        return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} maps to {}, which is {}", r.uuid.ToString(),
+                              vc, pc, pc >= owner_.size() ? "outside the pool" : "already owned");
+      }
+      owner_[pc] = 1;
+      r.map[vc] = pc + 1;
+      --free_;
       return Status::Ok();
     }
     default:

@@ -36,6 +36,9 @@ class PoolState {
   // Record builders (the change is made by Apply).
   static std::vector<uint8_t> CreateReplicaRecord(const ReplicaMeta& r);
   static std::vector<uint8_t> DestroyReplicaRecord(const Uuid& uuid);
+  // Thin allocation: virtual cluster `vc` of the replica gets physical cluster `pc`, or loses its cluster.
+  static std::vector<uint8_t> MapClusterRecord(const Uuid& uuid, uint32_t vc, uint32_t pc);
+  static std::vector<uint8_t> UnmapClusterRecord(const Uuid& uuid, uint32_t vc);
 
   // Applies one record. Errors leave the state unchanged: kCorruption for a record that cannot be parsed
   // or contradicts the state (duplicate, unknown replica, a cluster owned twice or out of range).
