@@ -548,4 +548,48 @@ Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
   co_return pc;
 }
 
+Task<Result<PoolReport>> Pool::Inspect(BdevRegistry& reg, std::string device) {
+  auto d = reg.open(device, false);
+  if (!d.ok()) co_return Status::Errorf(d.code(), "pool check: cannot open device '{}': {}", device, d.status().message());
+  BdevDesc& desc = **d;
+  const BdevProps& props = desc.bdev().props();
+  if (kLabel % props.block_size != 0) {
+    co_return Status::Errorf(Errc::kInval, "pool check: device '{}' has {}-byte blocks", device, props.block_size);
+  }
+  const uint64_t size = props.size_bytes() / kLabel * kLabel;
+  const std::string pwhere = primary_where();
+  auto primary = co_await read_label(desc, 0, pwhere);
+  if (!primary.ok() && primary.code() != Errc::kNoEnt && primary.code() != Errc::kCorruption &&
+      primary.code() != Errc::kNotSup) {
+    co_return primary.status();
+  }
+  if (primary.ok() && primary->pool_size > size) {
+    co_return Status::Errorf(Errc::kRange, "pool '{}' spans {} bytes but device '{}' has {}", primary->name,
+                             primary->pool_size, device, size);
+  }
+  const uint64_t boff = primary.ok() ? primary->backup_offset() : (size >= 2 * kLabel ? size - kLabel : 0);
+  const std::string bwhere = backup_where(boff);
+  auto backup = co_await read_label(desc, boff, bwhere);
+  auto choice = choose_superblock(primary, backup);
+  if (!choice.ok()) co_return choice.status();
+  PoolReport rep;
+  rep.sb = choice->sb;
+  rep.label_note = choice->note;
+  MetaLog log(desc, rep.sb);
+  PoolState st(rep.sb.data_clusters, rep.sb.cluster_size);
+  PoolState* stp = &st;
+  uint64_t* n = &rep.records_replayed;
+  const std::function<Status(const Checkpoint&)> load = [stp](const Checkpoint& c) { return stp->Load(c.body); };
+  const std::function<Status(std::span<const uint8_t>)> apply = [stp, n](std::span<const uint8_t> r) {
+    ++*n;
+    return stp->Apply(r);
+  };
+  auto c = co_await log.Recover(load, apply);
+  if (!c.ok()) co_return c.status();
+  rep.checkpoint_generation = c->generation;
+  for (auto& [id, r] : st.replicas()) rep.replicas.push_back(r);
+  rep.used_clusters = st.data_clusters() - st.free_clusters();
+  co_return rep;
+}
+
 }  // namespace tern::pool

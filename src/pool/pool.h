@@ -42,6 +42,16 @@ struct PoolStats {
   uint64_t replicas = 0;
 };
 
+// What `pool check` reports: read-only, nothing is written or claimed.
+struct PoolReport {
+  Superblock sb;
+  std::string label_note;  // damage import would repair ("" when both labels agree)
+  uint64_t checkpoint_generation = 0;
+  uint64_t records_replayed = 0;
+  std::vector<ReplicaMeta> replicas;
+  uint64_t used_clusters = 0;
+};
+
 class Pool {
  public:
   // Writes a new pool on `device` (a registered bdev). Refuses a device that holds a pool label, valid
@@ -52,6 +62,9 @@ class Pool {
   // or they disagree about which pool this is), kNotSup (newer format), kInval (name mismatch).
   static Task<Result<std::unique_ptr<Pool>>> Import(BdevRegistry& reg, std::string device,
                                                     std::optional<std::string> expect_name = {});
+  // Reads everything import reads — both labels, both checkpoints, the log — and checks every checksum
+  // and invariant, without writing or claiming the device. Errors are what import would refuse with.
+  static Task<Result<PoolReport>> Inspect(BdevRegistry& reg, std::string device);
   ~Pool();
 
   // Marks the pool clean and releases the device. The object is unusable afterwards.
