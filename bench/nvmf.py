@@ -37,27 +37,13 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The same rows as the foundation benchmark (ioperf vs fio), and its command runner.
+from foundation import ROWS, run  # noqa: E402
 NQN = "nqn.2026-11.io.tern:bench"
 NQN_NULL = "nqn.2026-11.io.tern:bench-null"
 RAM_MB = 512
 
-ROWS = [
-    # name, rw, bs, qd
-    ("4k randread QD1", "randread", "4k", 1),
-    ("4k randread QD32", "randread", "4k", 32),
-    ("4k randwrite QD1", "randwrite", "4k", 1),
-    ("4k randwrite QD32", "randwrite", "4k", 32),
-    ("128k read QD8", "read", "128k", 8),
-    ("128k write QD8", "write", "128k", 8),
-]
 VARIANTS = ["in-process", "nvmf", "nvmf+digests", "nvmf null-dev"]
-
-
-def run(cmd, timeout=600):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if p.returncode != 0:
-        sys.exit(f"benchmark: command failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
-    return p.stdout
 
 
 class Target:

@@ -7,6 +7,8 @@
 #include <string>
 #include <type_traits>
 
+#include "common/endian.h"
+
 namespace tern::nvme {
 
 template <typename T>
@@ -14,14 +16,8 @@ struct Le {
   static_assert(std::is_unsigned_v<T>);
   uint8_t b[sizeof(T)];
 
-  T get() const {
-    T v = 0;
-    for (size_t i = 0; i < sizeof(T); ++i) v |= T(T(b[i]) << (8 * i));
-    return v;
-  }
-  void set(T v) {
-    for (size_t i = 0; i < sizeof(T); ++i) b[i] = uint8_t(v >> (8 * i));
-  }
+  T get() const { return load_le<T>(b); }
+  void set(T v) { store_le<T>(b, v); }
   operator T() const { return get(); }  // NOLINT: reads like a plain integer
   Le& operator=(T v) {
     set(v);

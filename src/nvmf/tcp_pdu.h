@@ -39,6 +39,16 @@ struct CommonHeader {
 };
 static_assert(sizeof(CommonHeader) == 8);
 
+// Fills the common header at the start of a PDU being built in `p`.
+inline void set_header(uint8_t* p, PduType type, uint8_t flags, uint8_t hlen, uint8_t pdo, uint32_t plen) {
+  auto* ch = reinterpret_cast<CommonHeader*>(p);
+  ch->type = type;
+  ch->flags = flags;
+  ch->hlen = hlen;
+  ch->pdo = pdo;
+  ch->plen = plen;
+}
+
 struct ICReq {
   CommonHeader ch;
   le16 pfv;       // 0 = version 1.0

@@ -6,7 +6,9 @@
 
 #include "common/aligned_buffer.h"
 #include "common/crc32c.h"
+#include "common/endian.h"
 #include "common/log.h"
+#include "pool/device_io.h"
 
 namespace tern::pool {
 namespace {
@@ -16,42 +18,10 @@ constexpr char kCkptMagic[4] = {'T', 'C', 'K', 'P'};
 constexpr uint64_t kBatchHeader = 64;
 constexpr uint64_t kMaxBatch = uint64_t(1) << 20;
 
-void put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-void put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-uint32_t get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= uint32_t(p[i]) << (8 * i);
-  return v;
-}
-uint64_t get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t(p[i]) << (8 * i);
-  return v;
-}
-uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 uint64_t new_nonce() {
   std::random_device rd;
   return (uint64_t(rd()) << 32) ^ rd() ^ 1;  // never 0
-}
-
-Task<Errc> dev_io(BdevDesc& desc, IoType t, uint64_t offset, uint8_t* buf, uint64_t len) {
-  auto ch = ChannelRef::Get(desc);
-  if (!ch.ok()) co_return ch.code();
-  const uint32_t bs = desc.bdev().props().block_size;
-  if (t == IoType::kRead) co_return co_await ch->read(buf, offset / bs, len / bs);
-  co_return co_await ch->write(buf, offset / bs, len / bs);
-}
-
-Task<Errc> dev_flush(BdevDesc& desc) {
-  if (!desc.bdev().supports(IoType::kFlush)) co_return Errc::kOk;
-  auto ch = ChannelRef::Get(desc);
-  if (!ch.ok()) co_return ch.code();
-  co_return co_await ch->flush();
 }
 
 }  // namespace
@@ -73,7 +43,7 @@ uint64_t MetaLog::used() const { return consumed_; }
 Task<Status> MetaLog::write_checkpoint_area(bool area_a, uint64_t generation, LogPosition next, uint64_t nonce,
                                             const std::vector<uint8_t>& body) {
   const uint64_t off = area_a ? ckpt_a_ : ckpt_b_;
-  const uint64_t body_len = align_up(std::max<uint64_t>(body.size(), 1), kBatchAlign);
+  const uint64_t body_len = align_up<uint64_t>(std::max<uint64_t>(body.size(), 1), kBatchAlign);
   if (kBatchAlign + body_len > ckpt_size_) {
     co_return Status::Errorf(Errc::kNoSpc, "pool {}: checkpoint of {} bytes does not fit its {}-byte area",
                              pool_.ToString(), body.size(), ckpt_size_);
@@ -82,22 +52,22 @@ Task<Status> MetaLog::write_checkpoint_area(bool area_a, uint64_t generation, Lo
   // (an older generation, or none) and so the previous checkpoint wins.
   AlignedBuffer b(body_len, AlignedBuffer::kDefaultAlign, true);
   if (!body.empty()) std::memcpy(b.data(), body.data(), body.size());
-  Errc e = co_await dev_io(desc_, IoType::kWrite, off + kBatchAlign, b.data(), body_len);
-  if (e == Errc::kOk) e = co_await dev_flush(desc_);
+  Errc e = co_await device_io(desc_, IoType::kWrite, off + kBatchAlign, b.data(), body_len);
+  if (e == Errc::kOk) e = co_await device_flush(desc_);
   AlignedBuffer h(kBatchAlign, AlignedBuffer::kDefaultAlign, true);
   uint8_t* p = h.data();
   std::memcpy(p, kCkptMagic, 4);
-  put32(p + 4, 1);
+  store_le<uint32_t>(p + 4, 1);
   std::memcpy(p + 8, pool_.bytes().data(), 16);
-  put64(p + 24, generation);
-  put64(p + 32, next.seq);
-  put64(p + 40, next.offset);
-  put64(p + 48, nonce);
-  put32(p + 56, uint32_t(body.size()));
-  put32(p + 60, crc32c(body.data(), body.size()));
-  put32(p + 64, crc32c(p, 64));
-  if (e == Errc::kOk) e = co_await dev_io(desc_, IoType::kWrite, off, h.data(), kBatchAlign);
-  if (e == Errc::kOk) e = co_await dev_flush(desc_);
+  store_le<uint64_t>(p + 24, generation);
+  store_le<uint64_t>(p + 32, next.seq);
+  store_le<uint64_t>(p + 40, next.offset);
+  store_le<uint64_t>(p + 48, nonce);
+  store_le<uint32_t>(p + 56, uint32_t(body.size()));
+  store_le<uint32_t>(p + 60, crc32c(body.data(), body.size()));
+  store_le<uint32_t>(p + 64, crc32c(p, 64));
+  if (e == Errc::kOk) e = co_await device_io(desc_, IoType::kWrite, off, h.data(), kBatchAlign);
+  if (e == Errc::kOk) e = co_await device_flush(desc_);
   if (e != Errc::kOk) {
     co_return Status::Errorf(e, "pool {}: writing checkpoint {} failed: {}", pool_.ToString(), generation,
                              errc_describe(e));
@@ -109,13 +79,13 @@ Task<Result<std::optional<Checkpoint>>> MetaLog::read_checkpoint_area(bool area_
   const uint64_t off = area_a ? ckpt_a_ : ckpt_b_;
   const char* name = area_a ? "checkpoint A" : "checkpoint B";
   AlignedBuffer h(kBatchAlign);
-  Errc e = co_await dev_io(desc_, IoType::kRead, off, h.data(), kBatchAlign);
+  Errc e = co_await device_io(desc_, IoType::kRead, off, h.data(), kBatchAlign);
   if (e != Errc::kOk) co_return Status::Errorf(e, "pool {}: reading {} failed: {}", pool_.ToString(), name, errc_describe(e));
   const uint8_t* p = h.data();
   if (std::memcmp(p, kCkptMagic, 4) != 0 || std::memcmp(p + 8, pool_.bytes().data(), 16) != 0) {
     co_return std::optional<Checkpoint>();  // never written, or another pool's: not a checkpoint
   }
-  if (get32(p + 64) != crc32c(p, 64) || get32(p + 4) != 1) {
+  if (load_le<uint32_t>(p + 64) != crc32c(p, 64) || load_le<uint32_t>(p + 4) != 1) {
     // The header sits in the area's first sector, which a device writes atomically, so a crash cannot
     // tear it: this is damage. Falling back to the other (older) checkpoint could silently roll the
     // pool back, so refuse.
@@ -123,20 +93,20 @@ Task<Result<std::optional<Checkpoint>>> MetaLog::read_checkpoint_area(bool area_
                              pool_.ToString(), name, off);
   }
   Checkpoint c;
-  c.generation = get64(p + 24);
-  c.next.seq = get64(p + 32);
-  c.next.offset = get64(p + 40);
-  c.nonce = get64(p + 48);
-  const uint64_t len = get32(p + 56);
-  const uint32_t want = get32(p + 60);
-  if (kBatchAlign + align_up(std::max<uint64_t>(len, 1), kBatchAlign) > ckpt_size_ || c.next.offset >= ring_size_ ||
+  c.generation = load_le<uint64_t>(p + 24);
+  c.next.seq = load_le<uint64_t>(p + 32);
+  c.next.offset = load_le<uint64_t>(p + 40);
+  c.nonce = load_le<uint64_t>(p + 48);
+  const uint64_t len = load_le<uint32_t>(p + 56);
+  const uint32_t want = load_le<uint32_t>(p + 60);
+  if (kBatchAlign + align_up<uint64_t>(std::max<uint64_t>(len, 1), kBatchAlign) > ckpt_size_ || c.next.offset >= ring_size_ ||
       c.next.offset % kBatchAlign) {
     co_return Status::Errorf(Errc::kCorruption, "pool {}: {} at byte {} has a valid header with impossible fields",
                              pool_.ToString(), name, off);
   }
   if (len) {
-    AlignedBuffer b(align_up(len, kBatchAlign));
-    e = co_await dev_io(desc_, IoType::kRead, off + kBatchAlign, b.data(), b.size());
+    AlignedBuffer b(align_up<uint64_t>(len, kBatchAlign));
+    e = co_await device_io(desc_, IoType::kRead, off + kBatchAlign, b.data(), b.size());
     if (e != Errc::kOk) co_return Status::Errorf(e, "pool {}: reading {} failed: {}", pool_.ToString(), name, errc_describe(e));
     c.body.assign(b.data(), b.data() + len);
   }
@@ -170,14 +140,14 @@ Task<Status> MetaLog::Format() {
 // lap (magic, version, pool, nonce, sequence, lengths, CRC); false otherwise.
 Task<Result<bool>> MetaLog::read_batch(uint64_t off, uint64_t seq, std::vector<uint8_t>& out) {
   AlignedBuffer hdr(kBatchAlign);
-  Errc e = co_await dev_io(desc_, IoType::kRead, ring_off_ + off, hdr.data(), kBatchAlign);
+  Errc e = co_await device_io(desc_, IoType::kRead, ring_off_ + off, hdr.data(), kBatchAlign);
   if (e != Errc::kOk) co_return Status::Errorf(e, "pool {}: reading the log failed: {}", pool_.ToString(), errc_describe(e));
   const uint8_t* p = hdr.data();
-  if (std::memcmp(p, kBatchMagic, 4) != 0 || get32(p + 4) != 1 || std::memcmp(p + 8, pool_.bytes().data(), 16) != 0 ||
-      get64(p + 24) != nonce_ || get64(p + 32) != seq) {
+  if (std::memcmp(p, kBatchMagic, 4) != 0 || load_le<uint32_t>(p + 4) != 1 || std::memcmp(p + 8, pool_.bytes().data(), 16) != 0 ||
+      load_le<uint64_t>(p + 24) != nonce_ || load_le<uint64_t>(p + 32) != seq) {
     co_return false;
   }
-  const uint64_t payload = get32(p + 44), total = get32(p + 48);
+  const uint64_t payload = load_le<uint32_t>(p + 44), total = load_le<uint32_t>(p + 48);
   if (total % kBatchAlign || total < kBatchAlign || total > kMaxBatch || off + total > ring_size_ ||
       kBatchHeader + payload > total) {
     co_return false;
@@ -185,13 +155,13 @@ Task<Result<bool>> MetaLog::read_batch(uint64_t off, uint64_t seq, std::vector<u
   out.assign(p, p + kBatchAlign);
   if (total > kBatchAlign) {
     AlignedBuffer rest(total - kBatchAlign);
-    e = co_await dev_io(desc_, IoType::kRead, ring_off_ + off + kBatchAlign, rest.data(), rest.size());
+    e = co_await device_io(desc_, IoType::kRead, ring_off_ + off + kBatchAlign, rest.data(), rest.size());
     if (e != Errc::kOk) co_return Status::Errorf(e, "pool {}: reading the log failed: {}", pool_.ToString(), errc_describe(e));
     out.insert(out.end(), rest.data(), rest.data() + rest.size());
   }
   uint32_t crc = crc32c(out.data(), 60);
   crc = crc32c(out.data() + kBatchHeader, payload, crc);
-  co_return crc == get32(out.data() + 60);
+  co_return crc == load_le<uint32_t>(out.data() + 60);
 }
 
 Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(const Checkpoint&)>& load,
@@ -225,10 +195,10 @@ Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(const Check
       auto ok = co_await read_batch(off, pos_.seq, batch);
       if (!ok.ok()) co_return ok.status();
       if (!*ok) continue;
-      const uint32_t count = get32(batch.data() + 40), payload = get32(batch.data() + 44);
+      const uint32_t count = load_le<uint32_t>(batch.data() + 40), payload = load_le<uint32_t>(batch.data() + 44);
       uint64_t at = kBatchHeader;
       for (uint32_t i = 0; i < count; ++i) {
-        const uint32_t len = at + 4 <= kBatchHeader + payload ? get32(batch.data() + at) : UINT32_MAX;
+        const uint32_t len = at + 4 <= kBatchHeader + payload ? load_le<uint32_t>(batch.data() + at) : UINT32_MAX;
         if (len == UINT32_MAX || at + 4 + len > kBatchHeader + payload) {
           co_return Status::Errorf(Errc::kCorruption, "pool {}: log batch {} has a record running past its end",
                                    pool_.ToString(), pos_.seq);
@@ -316,7 +286,7 @@ Task<void> MetaLog::writer() {
 Task<Status> MetaLog::write_batch(const std::vector<Waiter*>& take) {
   uint64_t payload = 0;
   for (Waiter* w : take) payload += 4 + w->record.size();
-  const uint64_t total = align_up(kBatchHeader + payload, kBatchAlign);
+  const uint64_t total = align_up<uint64_t>(kBatchHeader + payload, kBatchAlign);
   uint64_t off = pos_.offset;
   uint64_t skip = 0;
   if (off + total > ring_size_) {
@@ -331,24 +301,24 @@ Task<Status> MetaLog::write_batch(const std::vector<Waiter*>& take) {
   AlignedBuffer b(total, AlignedBuffer::kDefaultAlign, true);
   uint8_t* p = b.data();
   std::memcpy(p, kBatchMagic, 4);
-  put32(p + 4, 1);
+  store_le<uint32_t>(p + 4, 1);
   std::memcpy(p + 8, pool_.bytes().data(), 16);
-  put64(p + 24, nonce_);
-  put64(p + 32, pos_.seq);
-  put32(p + 40, uint32_t(take.size()));
-  put32(p + 44, uint32_t(payload));
-  put32(p + 48, uint32_t(total));
+  store_le<uint64_t>(p + 24, nonce_);
+  store_le<uint64_t>(p + 32, pos_.seq);
+  store_le<uint32_t>(p + 40, uint32_t(take.size()));
+  store_le<uint32_t>(p + 44, uint32_t(payload));
+  store_le<uint32_t>(p + 48, uint32_t(total));
   uint64_t at = kBatchHeader;
   for (Waiter* w : take) {
-    put32(p + at, uint32_t(w->record.size()));
+    store_le<uint32_t>(p + at, uint32_t(w->record.size()));
     std::memcpy(p + at + 4, w->record.data(), w->record.size());
     at += 4 + w->record.size();
   }
   uint32_t crc = crc32c(p, 60);
   crc = crc32c(p + kBatchHeader, payload, crc);
-  put32(p + 60, crc);
-  Errc e = co_await dev_io(desc_, IoType::kWrite, ring_off_ + off, p, total);
-  if (e == Errc::kOk) e = co_await dev_flush(desc_);
+  store_le<uint32_t>(p + 60, crc);
+  Errc e = co_await device_io(desc_, IoType::kWrite, ring_off_ + off, p, total);
+  if (e == Errc::kOk) e = co_await device_flush(desc_);
   if (e != Errc::kOk) {
     co_return Status::Errorf(e, "pool {}: writing log batch {} failed: {}", pool_.ToString(), pos_.seq, errc_describe(e));
   }

@@ -6,6 +6,7 @@
 
 #include "common/aligned_buffer.h"
 #include "common/log.h"
+#include "pool/device_io.h"
 #include "pool/replica_bdev.h"
 
 namespace tern::pool {
@@ -36,25 +37,10 @@ Result<Device> open_claimed(BdevRegistry& reg, const std::string& device) {
   return dev;
 }
 
-Task<Errc> io_block(BdevDesc& desc, IoType type, uint64_t offset, uint8_t* buf) {
-  auto ch = ChannelRef::Get(desc);
-  if (!ch.ok()) co_return ch.code();
-  const uint32_t bs = desc.bdev().props().block_size;
-  if (type == IoType::kRead) co_return co_await ch->read(buf, offset / bs, kLabel / bs);
-  co_return co_await ch->write(buf, offset / bs, kLabel / bs);
-}
-
-Task<Errc> flush(BdevDesc& desc) {
-  if (!desc.bdev().supports(IoType::kFlush)) co_return Errc::kOk;
-  auto ch = ChannelRef::Get(desc);
-  if (!ch.ok()) co_return ch.code();
-  co_return co_await ch->flush();
-}
-
 // Reads and decodes the label at `offset`; an I/O error is reported as such (not as "no label").
 Task<Result<Superblock>> read_label(BdevDesc& desc, uint64_t offset, std::string where) {
   AlignedBuffer buf(kLabel);
-  Errc e = co_await io_block(desc, IoType::kRead, offset, buf.data());
+  Errc e = co_await device_io(desc, IoType::kRead, offset, buf.data(), kLabel);
   if (e != Errc::kOk) co_return Status::Errorf(e, "{}: read failed: {}", where, errc_describe(e));
   co_return Superblock::Decode(buf.data(), where);
 }
@@ -98,15 +84,15 @@ Task<Status> Pool::write_superblock(bool primary, bool backup) {
   sb_.Encode(buf.data());
   // Backup first: a cut between the two leaves the old primary or the new backup, both valid.
   if (backup) {
-    Errc e = co_await io_block(*desc_, IoType::kWrite, sb_.backup_offset(), buf.data());
-    if (e == Errc::kOk) e = co_await flush(*desc_);
+    Errc e = co_await device_io(*desc_, IoType::kWrite, sb_.backup_offset(), buf.data(), kLabel);
+    if (e == Errc::kOk) e = co_await device_flush(*desc_);
     if (e != Errc::kOk) {
       co_return Status::Errorf(e, "pool '{}': writing the backup superblock failed: {}", sb_.name, errc_describe(e));
     }
   }
   if (primary) {
-    Errc e = co_await io_block(*desc_, IoType::kWrite, 0, buf.data());
-    if (e == Errc::kOk) e = co_await flush(*desc_);
+    Errc e = co_await device_io(*desc_, IoType::kWrite, 0, buf.data(), kLabel);
+    if (e == Errc::kOk) e = co_await device_flush(*desc_);
     if (e != Errc::kOk) {
       co_return Status::Errorf(e, "pool '{}': writing the primary superblock failed: {}", sb_.name, errc_describe(e));
     }
@@ -250,9 +236,9 @@ Task<Status> Pool::Destroy() {
   AlignedBuffer zero(kLabel, AlignedBuffer::kDefaultAlign, true);
   // Primary first: once it is gone the pool is gone for `create`, and a cut before the backup is wiped
   // leaves a pool that import can still find and destroy again.
-  Errc e = co_await io_block(*desc_, IoType::kWrite, 0, zero.data());
-  if (e == Errc::kOk) e = co_await io_block(*desc_, IoType::kWrite, sb_.backup_offset(), zero.data());
-  if (e == Errc::kOk) e = co_await flush(*desc_);
+  Errc e = co_await device_io(*desc_, IoType::kWrite, 0, zero.data(), kLabel);
+  if (e == Errc::kOk) e = co_await device_io(*desc_, IoType::kWrite, sb_.backup_offset(), zero.data(), kLabel);
+  if (e == Errc::kOk) e = co_await device_flush(*desc_);
   desc_.reset();
   if (e != Errc::kOk) {
     co_return Status::Errorf(e, "pool '{}': wiping its labels failed: {}", sb_.name, errc_describe(e));

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "common/endian.h"
+
 namespace tern::pool {
 namespace {
 
@@ -16,12 +18,8 @@ enum : uint8_t { kCreateReplica = 1, kDestroyReplica = 2, kMapCluster = 3, kUnma
 class Writer {
  public:
   void u8(uint8_t v) { b_.push_back(v); }
-  void u32(uint32_t v) {
-    for (int i = 0; i < 4; ++i) b_.push_back(uint8_t(v >> (8 * i)));
-  }
-  void u64(uint64_t v) {
-    for (int i = 0; i < 8; ++i) b_.push_back(uint8_t(v >> (8 * i)));
-  }
+  void u32(uint32_t v) { put(v); }
+  void u64(uint64_t v) { put(v); }
   void bytes(const void* p, size_t n) {
     auto* c = static_cast<const uint8_t*>(p);
     b_.insert(b_.end(), c, c + n);
@@ -29,6 +27,11 @@ class Writer {
   std::vector<uint8_t> take() { return std::move(b_); }
 
  private:
+  template <typename T>
+  void put(T v) {
+    b_.resize(b_.size() + sizeof(T));
+    store_le<T>(b_.data() + b_.size() - sizeof(T), v);
+  }
   std::vector<uint8_t> b_;
 };
 
@@ -36,20 +39,8 @@ class Reader {
  public:
   explicit Reader(std::span<const uint8_t> s) : s_(s) {}
   bool u8(uint8_t& v) { return get(&v, 1); }
-  bool u32(uint32_t& v) {
-    uint8_t b[4];
-    if (!get(b, 4)) return false;
-    v = 0;
-    for (int i = 0; i < 4; ++i) v |= uint32_t(b[i]) << (8 * i);
-    return true;
-  }
-  bool u64(uint64_t& v) {
-    uint8_t b[8];
-    if (!get(b, 8)) return false;
-    v = 0;
-    for (int i = 0; i < 8; ++i) v |= uint64_t(b[i]) << (8 * i);
-    return true;
-  }
+  bool u32(uint32_t& v) { return take(v); }
+  bool u64(uint64_t& v) { return take(v); }
   bool get(void* p, size_t n) {
     if (n > s_.size() - at_) return false;
     std::memcpy(p, s_.data() + at_, n);
@@ -60,6 +51,13 @@ class Reader {
   size_t left() const { return s_.size() - at_; }
 
  private:
+  template <typename T>
+  bool take(T& v) {
+    uint8_t b[sizeof(T)];
+    if (!get(b, sizeof(T))) return false;
+    v = load_le<T>(b);
+    return true;
+  }
   std::span<const uint8_t> s_;
   size_t at_ = 0;
 };

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/crc32c.h"
+#include "common/endian.h"
 
 namespace tern::pool {
 namespace {
@@ -18,23 +19,6 @@ constexpr uint64_t kReplicaEntrySize = 256;
 constexpr uint64_t kPerClusterState = 8 + 128;  // map entry + written-granule bitmap (4 KiB granules)
 constexpr uint64_t kGrowthFactor = 4;           // checkpoints have room for a pool grown to 4x
 
-void put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-void put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-uint32_t get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= uint32_t(p[i]) << (8 * i);
-  return v;
-}
-uint64_t get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t(p[i]) << (8 * i);
-  return v;
-}
-uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 bool is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
 Status validate_name(std::string_view name) {
@@ -65,61 +49,61 @@ Status validate_cluster_size(uint64_t c) {
 void Superblock::Encode(uint8_t* out) const {
   std::memset(out, 0, kSize);
   std::memcpy(out, kMagic, 8);
-  put32(out + 8, kVersion);
-  put32(out + 12, uint32_t(devices.size()));
+  store_le<uint32_t>(out + 8, kVersion);
+  store_le<uint32_t>(out + 12, uint32_t(devices.size()));
   std::memcpy(out + 16, pool_uuid.bytes().data(), 16);
   std::memcpy(out + 32, name.data(), std::min(name.size(), kMaxName));
-  put64(out + 96, generation);
-  put32(out + 104, clean ? 1u : 0u);
-  put64(out + 112, cluster_size);
-  put64(out + 120, pool_size);
-  put64(out + 128, checkpoint_a);
-  put64(out + 136, checkpoint_b);
-  put64(out + 144, checkpoint_size);
-  put64(out + 152, log_offset);
-  put64(out + 160, log_size);
-  put64(out + 168, data_offset);
-  put64(out + 176, data_clusters);
-  put64(out + 184, created_ns);
+  store_le<uint64_t>(out + 96, generation);
+  store_le<uint32_t>(out + 104, clean ? 1u : 0u);
+  store_le<uint64_t>(out + 112, cluster_size);
+  store_le<uint64_t>(out + 120, pool_size);
+  store_le<uint64_t>(out + 128, checkpoint_a);
+  store_le<uint64_t>(out + 136, checkpoint_b);
+  store_le<uint64_t>(out + 144, checkpoint_size);
+  store_le<uint64_t>(out + 152, log_offset);
+  store_le<uint64_t>(out + 160, log_size);
+  store_le<uint64_t>(out + 168, data_offset);
+  store_le<uint64_t>(out + 176, data_clusters);
+  store_le<uint64_t>(out + 184, created_ns);
   for (size_t i = 0; i < devices.size() && i < kMaxDevices; ++i) {
     uint8_t* e = out + kDeviceTable + i * kDeviceEntrySize;
     std::memcpy(e, devices[i].uuid.bytes().data(), 16);
-    put64(e + 16, devices[i].size_bytes);
+    store_le<uint64_t>(e + 16, devices[i].size_bytes);
   }
-  put32(out + kCrcOffset, crc32c(out, kCrcOffset));
+  store_le<uint32_t>(out + kCrcOffset, crc32c(out, kCrcOffset));
 }
 
 Result<Superblock> Superblock::Decode(const uint8_t* in, std::string_view where) {
   if (std::memcmp(in, kMagic, 8) != 0) return Status::Errorf(Errc::kNoEnt, "{}: no pool label", where);
-  const uint32_t want = get32(in + kCrcOffset), got = crc32c(in, kCrcOffset);
+  const uint32_t want = load_le<uint32_t>(in + kCrcOffset), got = crc32c(in, kCrcOffset);
   if (want != got) {
     return Status::Errorf(Errc::kCorruption, "{}: checksum mismatch (stored {:08x}, computed {:08x})", where, want, got);
   }
-  const uint32_t version = get32(in + 8);
+  const uint32_t version = load_le<uint32_t>(in + 8);
   if (version > kVersion) {
     return Status::Errorf(Errc::kNotSup, "{}: format version {} is newer than this build supports ({})", where,
                           version, kVersion);
   }
   if (version == 0) return Status::Errorf(Errc::kCorruption, "{}: format version 0 is invalid", where);
   Superblock sb;
-  const uint32_t ndev = get32(in + 12);
+  const uint32_t ndev = load_le<uint32_t>(in + 12);
   std::array<uint8_t, 16> u;
   std::memcpy(u.data(), in + 16, 16);
   sb.pool_uuid = Uuid(u);
   const char* n = reinterpret_cast<const char*>(in + 32);
   sb.name.assign(n, strnlen(n, kMaxName + 1));
-  sb.generation = get64(in + 96);
-  sb.clean = get32(in + 104) & 1;
-  sb.cluster_size = get64(in + 112);
-  sb.pool_size = get64(in + 120);
-  sb.checkpoint_a = get64(in + 128);
-  sb.checkpoint_b = get64(in + 136);
-  sb.checkpoint_size = get64(in + 144);
-  sb.log_offset = get64(in + 152);
-  sb.log_size = get64(in + 160);
-  sb.data_offset = get64(in + 168);
-  sb.data_clusters = get64(in + 176);
-  sb.created_ns = get64(in + 184);
+  sb.generation = load_le<uint64_t>(in + 96);
+  sb.clean = load_le<uint32_t>(in + 104) & 1;
+  sb.cluster_size = load_le<uint64_t>(in + 112);
+  sb.pool_size = load_le<uint64_t>(in + 120);
+  sb.checkpoint_a = load_le<uint64_t>(in + 128);
+  sb.checkpoint_b = load_le<uint64_t>(in + 136);
+  sb.checkpoint_size = load_le<uint64_t>(in + 144);
+  sb.log_offset = load_le<uint64_t>(in + 152);
+  sb.log_size = load_le<uint64_t>(in + 160);
+  sb.data_offset = load_le<uint64_t>(in + 168);
+  sb.data_clusters = load_le<uint64_t>(in + 176);
+  sb.created_ns = load_le<uint64_t>(in + 184);
   if (ndev == 0 || ndev > kMaxDevices) {
     return Status::Errorf(Errc::kCorruption, "{}: device count {} is outside 1..{}", where, ndev, kMaxDevices);
   }
@@ -128,7 +112,7 @@ Result<Superblock> Superblock::Decode(const uint8_t* in, std::string_view where)
     DeviceEntry d;
     std::memcpy(u.data(), e, 16);
     d.uuid = Uuid(u);
-    d.size_bytes = get64(e + 16);
+    d.size_bytes = load_le<uint64_t>(e + 16);
     sb.devices.push_back(d);
   }
   Status v = sb.Validate();
@@ -194,12 +178,12 @@ Result<Superblock> make_layout(std::string name, Uuid uuid, uint64_t device_size
   const uint64_t growth = std::max<uint64_t>(clusters, 1) * kGrowthFactor;
   const uint64_t replicas = std::clamp<uint64_t>(clusters, 1024, kMaxReplicaEntries);
   constexpr uint64_t kAreaAlign = 64 * 1024;
-  sb.checkpoint_size = align_up(64 * 1024 + growth * kPerClusterState + replicas * kReplicaEntrySize, kAreaAlign);
-  sb.log_size = align_up(std::clamp<uint64_t>(sb.pool_size / 4000, Superblock::kAlign, uint64_t(1) << 30), kAreaAlign);
+  sb.checkpoint_size = align_up<uint64_t>(64 * 1024 + growth * kPerClusterState + replicas * kReplicaEntrySize, kAreaAlign);
+  sb.log_size = align_up<uint64_t>(std::clamp<uint64_t>(sb.pool_size / 4000, Superblock::kAlign, uint64_t(1) << 30), kAreaAlign);
   sb.checkpoint_a = Superblock::kAlign;
   sb.checkpoint_b = sb.checkpoint_a + sb.checkpoint_size;
   sb.log_offset = sb.checkpoint_b + sb.checkpoint_size;
-  sb.data_offset = align_up(sb.log_offset + sb.log_size, Superblock::kAlign);
+  sb.data_offset = align_up<uint64_t>(sb.log_offset + sb.log_size, Superblock::kAlign);
   const uint64_t need = sb.data_offset + cluster_size + Superblock::kSize;
   if (sb.pool_size < need) {
     return Status::Errorf(Errc::kNoSpc,

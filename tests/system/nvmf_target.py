@@ -10,6 +10,8 @@ import socket
 import subprocess
 import time
 
+from nvme_tcp import wait_until
+
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "ThreadSanitizer",
                      "AddressSanitizer:DEADLYSIGNAL")
 
@@ -172,14 +174,7 @@ class Target:
 
     def wait_for(self, what, cond, timeout=20, interval=0.05):
         """Polls `cond()` until it is true; fails after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            v = cond()
-            if v:
-                return v
-            if time.monotonic() > deadline:
-                raise TargetError(f"timed out after {timeout} s waiting for {what}")
-            time.sleep(interval)
+        return wait_until(what, cond, timeout, interval)
 
 
 def subsystem(nqn, namespaces=(), listeners=("@0",), allow_any_host=True, **kw):

@@ -16,16 +16,6 @@ using namespace tern::nvme::tcp;
 namespace {
 constexpr size_t kRecvBuffer = 64 * 1024;
 const uint8_t kZeros[128] = {};
-inline uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
-
-void set_header(uint8_t* p, PduType type, uint8_t flags, uint8_t hlen, uint8_t pdo, uint32_t plen) {
-  auto* ch = reinterpret_cast<CommonHeader*>(p);
-  ch->type = type;
-  ch->flags = flags;
-  ch->hlen = hlen;
-  ch->pdo = pdo;
-  ch->plen = plen;
-}
 }  // namespace
 
 std::string describe_status(CmdStatus s) {

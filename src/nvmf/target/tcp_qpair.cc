@@ -19,7 +19,6 @@ constexpr size_t kSmallBuffer = 8192;
 const uint8_t kZeros[128] = {};
 constexpr uint8_t kInvalidQueueType = 0x85;  // fabrics command status (SCT 1)
 
-inline uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
 
 // Device result to NVMe status.
 CmdStatus status_from_errc(Errc e, IoType t) {
@@ -47,15 +46,6 @@ bool is_h2c_opcode(const Sqe& s) {
 bool is_c2h_opcode(const Sqe& s) {
   if (s.opc == opc::kFabrics) return (reinterpret_cast<const FabricsCmd&>(s).fctype & 3) == 2;
   return opc_reads_data(s.opc);
-}
-
-void set_header(uint8_t* p, PduType type, uint8_t flags, uint8_t hlen, uint8_t pdo, uint32_t plen) {
-  auto* ch = reinterpret_cast<CommonHeader*>(p);
-  ch->type = type;
-  ch->flags = flags;
-  ch->hlen = hlen;
-  ch->pdo = pdo;
-  ch->plen = plen;
 }
 
 }  // namespace
