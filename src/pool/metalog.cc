@@ -239,24 +239,33 @@ Task<Result<Checkpoint>> MetaLog::Recover(const std::function<Status(const Check
 }
 
 struct MetaLog::AppendAwaiter {
-  MetaLog* log;
   Waiter* w;
-  bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> h) {
-    w->h = h;
-    log->queue_.push_back(w);
-    log->kick();
-  }
+  bool await_ready() const noexcept { return w->done; }
+  void await_suspend(std::coroutine_handle<> h) { w->h = h; }
   Status await_resume() { return std::move(w->result); }
 };
 
-Task<Status> MetaLog::Append(std::span<const uint8_t> record) {
+Result<MetaLog::Ticket> MetaLog::Enqueue(std::span<const uint8_t> record) {
   if (kBatchHeader + 4 + record.size() > kMaxBatch) {
-    co_return Status::Errorf(Errc::kInval, "log record of {} bytes is larger than a batch may hold", record.size());
+    return Status::Errorf(Errc::kInval, "log record of {} bytes is larger than a batch may hold", record.size());
   }
-  Waiter w;
-  w.record.assign(record.begin(), record.end());
-  co_return co_await AppendAwaiter{this, &w};
+  auto w = std::make_unique<Waiter>();
+  w->record.assign(record.begin(), record.end());
+  queue_.push_back(w.get());
+  kick();
+  return w;
+}
+
+Task<Status> MetaLog::Wait(Ticket ticket) {
+  Waiter* w = ticket.get();
+  co_return co_await AppendAwaiter{w};
+}
+
+Task<Status> MetaLog::Append(std::span<const uint8_t> record) {
+  auto t = Enqueue(record);
+  if (!t.ok()) co_return t.status();
+  Ticket ticket = std::move(*t);
+  co_return co_await Wait(std::move(ticket));
 }
 
 void MetaLog::kick() {
@@ -277,8 +286,13 @@ Task<void> MetaLog::writer() {
       queue_.pop_front();
     }
     Status s = co_await write_batch(take);
-    for (Waiter* w : take) w->result = s;
-    for (Waiter* w : take) w->h.resume();
+    for (Waiter* w : take) {
+      w->result = s;
+      w->done = true;
+    }
+    for (Waiter* w : take) {
+      if (w->h) w->h.resume();
+    }
   }
   writing_ = false;
 }

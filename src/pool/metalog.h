@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -36,6 +37,14 @@ struct Checkpoint {
 
 class MetaLog {
  public:
+  // A queued record (see Enqueue).
+  struct Waiter {
+    std::vector<uint8_t> record;
+    Status result;
+    bool done = false;
+    std::coroutine_handle<> h;  // resumed when done, if someone waits
+  };
+
   static constexpr uint64_t kBatchAlign = 4096;
 
   // `desc` stays owned by the pool and outlives the log.
@@ -58,6 +67,12 @@ class MetaLog {
   // no room until a checkpoint is written (the pool checkpoints at half full, so this means a bug or a
   // checkpoint that keeps failing), kInval for a record larger than a batch may hold, device errors.
   Task<Status> Append(std::span<const uint8_t> record);
+  // Append in two halves, for a caller that must queue records in its own order (under its lock) but
+  // wait for durability outside it: Enqueue queues the record now; Wait completes once it is durable.
+  struct Waiter;
+  using Ticket = std::unique_ptr<Waiter>;
+  Result<Ticket> Enqueue(std::span<const uint8_t> record);
+  Task<Status> Wait(Ticket ticket);
   // Writes `body` as the new checkpoint covering everything appended so far (waits for batches in
   // flight), in the area not holding the newest one; frees the ring space before it.
   Task<Status> WriteCheckpoint(const std::vector<uint8_t>& body);
@@ -68,11 +83,6 @@ class MetaLog {
   LogPosition position() const { return pos_; }
 
  private:
-  struct Waiter {
-    std::vector<uint8_t> record;
-    Status result;
-    std::coroutine_handle<> h;
-  };
   struct AppendAwaiter;
   void kick();
   Task<void> writer();

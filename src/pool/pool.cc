@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "pool/device_io.h"
 #include "pool/replica_bdev.h"
+#include "reactor/reactor_set.h"
 
 namespace tern::pool {
 namespace {
@@ -247,30 +248,63 @@ Task<Status> Pool::Destroy() {
   co_return Status::Ok();
 }
 
-Task<Status> Pool::commit(const std::vector<uint8_t>& record, const std::vector<uint8_t>& undo) {
+Status Pool::refuse_if_failed() const {
+  if (failed_.ok()) return Status::Ok();
+  return Status::Errorf(Errc::kIo, "pool '{}' refuses changes after a failed metadata write ({}); re-import it",
+                        sb_.name, failed_.message());
+}
+
+Result<MetaLog::Ticket> Pool::stage(const std::vector<uint8_t>& record) {
+  // Applied before it is durable: the next change under the lock must see it. What an error leaves in
+  // memory does not matter: the pool refuses changes (and a clean export) until it is re-imported.
   Status a = state_->Apply(record);
-  if (!a.ok()) co_return Status::Errorf(Errc::kInval, "pool '{}': internal error: {}", sb_.name, a.message());
-  Status s = co_await log_->Append(record);
-  if (!s.ok()) {
-    (void)state_->Apply(undo);
+  if (!a.ok()) return Status::Errorf(Errc::kInval, "pool '{}': internal error: {}", sb_.name, a.message());
+  auto t = log_->Enqueue(record);
+  if (!t.ok()) {
+    failed_ = t.status();
+    return Status::Errorf(Errc::kIo, "pool '{}': cannot log a change: {}", sb_.name, t.status().message());
+  }
+  return t;
+}
+
+Task<Status> Pool::wait_durable(MetaLog::Ticket ticket) {
+  Status s = co_await log_->Wait(std::move(ticket));
+  if (s.ok()) co_return s;
+  if (failed_.ok()) {
     failed_ = s;
     TLOG_ERROR("pool", "pool '{}': metadata write failed: {}; refusing further changes until re-imported", sb_.name, s);
-    co_return Status::Errorf(Errc::kIo, "pool '{}': metadata write failed ({}); no further changes until the pool is "
-                             "re-imported", sb_.name, s.message());
   }
-  if (log_->used() > log_->capacity() / 2) {
-    const std::vector<uint8_t> body = state_->Serialize();  // named: see the co_await temporaries rule
-    Status c = co_await log_->WriteCheckpoint(body);
-    if (!c.ok()) {
-      // The change itself is durable; only further ones are refused.
-      failed_ = c;
-      TLOG_ERROR("pool", "pool '{}': checkpoint failed: {}; refusing further changes until re-imported", sb_.name, c);
-    }
+  co_return Status::Errorf(Errc::kIo, "pool '{}': metadata write failed ({}); no further changes until the pool is "
+                           "re-imported", sb_.name, s.message());
+}
+
+Task<void> Pool::checkpoint_if_due() {
+  if (!failed_.ok() || log_->used() <= log_->capacity() / 2) co_return;
+  const std::vector<uint8_t> body = state_->Serialize();  // named: see the co_await temporaries rule
+  Status c = co_await log_->WriteCheckpoint(body);
+  if (!c.ok()) {
+    // The changes themselves are durable; only further ones are refused.
+    failed_ = c;
+    TLOG_ERROR("pool", "pool '{}': checkpoint failed: {}; refusing further changes until re-imported", sb_.name, c);
   }
+}
+
+Task<Status> Pool::commit(const std::vector<uint8_t>& record) {
+  auto t = stage(record);
+  if (!t.ok()) co_return t.status();
+  MetaLog::Ticket ticket = std::move(*t);
+  Status s = co_await wait_durable(std::move(ticket));
+  if (!s.ok()) co_return s;
+  co_await checkpoint_if_due();
   co_return Status::Ok();
 }
 
 namespace {
+uint64_t now_ns() {
+  return uint64_t(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
 Status validate_replica_name(std::string_view name) {
   if (name.empty() || name.size() > 255) {
     return Status::Errorf(Errc::kInval, "replica name '{}' must have 1 to 255 characters", name);
@@ -296,18 +330,13 @@ Task<Result<ReplicaMeta>> Pool::CreateReplica(ReplicaCreateOptions opts) {
   }
   co_await lock_meta();
   auto result = [&]() -> Result<std::vector<uint8_t>> {
-    if (!failed_.ok()) {
-      return Status::Errorf(Errc::kIo, "pool '{}' refuses changes after a failed metadata write ({})", sb_.name,
-                            failed_.message());
-    }
+    TERN_RETURN_IF_ERROR(refuse_if_failed());
     ReplicaMeta r;
     r.uuid = opts.uuid.value_or(Uuid::Generate());
     r.name = opts.name;
     r.size = opts.size;
     r.thin = opts.thin;
-    r.created_ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                std::chrono::system_clock::now().time_since_epoch())
-                                .count());
+    r.created_ns = now_ns();
     if (state_->find(r.uuid)) {
       return Status::Errorf(Errc::kExist, "pool '{}' already has a replica with UUID {}", sb_.name, r.uuid.ToString());
     }
@@ -346,8 +375,7 @@ Task<Result<ReplicaMeta>> Pool::CreateReplica(ReplicaCreateOptions opts) {
   std::array<uint8_t, 16> idb;
   std::memcpy(idb.data(), record.data() + 1, 16);  // the record starts with its type, then the UUID
   const Uuid id(idb);
-  const std::vector<uint8_t> undo = PoolState::DestroyReplicaRecord(id);
-  Status s = co_await commit(record, undo);
+  Status s = co_await commit(record);
   if (!s.ok()) {
     unlock_meta();
     co_return s;
@@ -363,14 +391,13 @@ Task<Status> Pool::DestroyReplica(Uuid uuid) {
   if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
   co_await lock_meta();
   const ReplicaMeta* r = state_->find(uuid);
-  if (!r) {
+  if (!r || r->discarded) {
     unlock_meta();
-    co_return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica {}", sb_.name, uuid.ToString());
+    co_return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica or snapshot {}", sb_.name, uuid.ToString());
   }
-  if (!failed_.ok()) {
+  if (Status f = refuse_if_failed(); !f.ok()) {
     unlock_meta();
-    co_return Status::Errorf(Errc::kIo, "pool '{}' refuses changes after a failed metadata write ({})", sb_.name,
-                             failed_.message());
+    co_return f;
   }
   const std::string name = r->name;
   {
@@ -380,13 +407,16 @@ Task<Status> Pool::DestroyReplica(Uuid uuid) {
       unlock_meta();
       co_return u;
     }
-    r = state_->find(uuid);
   }
-  const std::vector<uint8_t> undo = PoolState::CreateReplicaRecord(*r);
   const std::vector<uint8_t> record = PoolState::DestroyReplicaRecord(uuid);
-  Status s = co_await commit(record, undo);
+  Status s = co_await commit(record);
+  republish();  // a snapshot merged into its child: the child owns what it inherited
+  const bool kept = state_->find(uuid) != nullptr;
   unlock_meta();
-  if (s.ok()) TLOG_INFO("pool", "pool '{}': destroyed replica '{}' ({})", sb_.name, name, uuid.ToString());
+  if (s.ok()) {
+    TLOG_INFO("pool", "pool '{}': destroyed '{}' ({}){}", sb_.name, name, uuid.ToString(),
+              kept ? "; kept as a discarded snapshot until fewer than two clones read from it" : "");
+  }
   co_return s;
 }
 
@@ -410,14 +440,16 @@ PoolStats Pool::stats() const {
 Result<Bdev*> Pool::ExposeReplica(const Uuid& uuid) {
   if (!desc_) return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
   const ReplicaMeta* r = state_->find(uuid);
-  if (!r) return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica {}", sb_.name, uuid.ToString());
+  if (!r || r->discarded) {
+    return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica or snapshot {}", sb_.name, uuid.ToString());
+  }
   const std::string name = uuid.ToString();
   if (Bdev* b = reg_.find(name)) return b;
   const BdevProps& dp = desc_->bdev().props();
   BdevProps p;
   p.name = name;
   p.uuid = uuid;
-  p.product = "replica";
+  p.product = r->snapshot ? "snapshot" : "replica";
   p.block_size = dp.block_size;
   p.num_blocks = r->size / dp.block_size;
   p.max_io_blocks = dp.max_io_blocks;
@@ -425,21 +457,37 @@ Result<Bdev*> Pool::ExposeReplica(const Uuid& uuid) {
   p.optimal_io_blocks = dp.optimal_io_blocks;
   p.buf_align = dp.buf_align;
   p.write_cache = dp.write_cache;
-  p.unmap_reads_zeroes = dp.unmap_reads_zeroes;
+  p.unmap_reads_zeroes = true;  // unmap releases or zeroes: it always reads zeros
   auto sh = std::make_shared<ReplicaShared>();
   sh->pool = this;
   sh->uuid = uuid;
+  sh->read_only = r->snapshot;
+  sh->thin = r->thin;
   sh->clusters = r->map.size();
-  sh->map.reset(new std::atomic<uint32_t>[r->map.size()]);
-  for (size_t i = 0; i < r->map.size(); ++i) sh->map[i].store(r->map[i], std::memory_order_relaxed);
+  sh->per_reactor.resize(Reactor::current()->set().size());
+  const std::vector<uint32_t> resolved = state_->resolve_all(uuid);
+  sh->map.reset(new std::atomic<uint32_t>[resolved.size()]);
+  for (size_t i = 0; i < resolved.size(); ++i) sh->map[i].store(resolved[i], std::memory_order_relaxed);
   auto b = reg_.add(make_replica_bdev(std::move(p), desc_, sh, sb_.cluster_size / dp.block_size,
                                       sb_.data_offset / dp.block_size),
-                    fmt::format("replica of pool '{}'", sb_.name));
+                    fmt::format("{} of pool '{}'", r->snapshot ? "snapshot" : "replica", sb_.name));
   if (b.ok()) {
     exposed_.push_back(name);
     shared_[uuid] = std::move(sh);
   }
   return b;
+}
+
+void Pool::republish() {
+  for (auto& [uuid, sh] : shared_) {
+    if (!state_->find(uuid)) continue;
+    const std::vector<uint32_t> resolved = state_->resolve_all(uuid);
+    for (size_t i = 0; i < resolved.size() && i < sh->clusters; ++i) {
+      if (sh->map[i].load(std::memory_order_relaxed) != resolved[i]) {
+        sh->map[i].store(resolved[i], std::memory_order_release);
+      }
+    }
+  }
 }
 
 Task<Status> Pool::unexpose(std::optional<Uuid> only) {
@@ -493,45 +541,362 @@ Task<Status> Pool::zero_clusters(const std::vector<uint32_t>& map) {
   co_return Status::Ok();
 }
 
-Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
-  if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
-  co_await lock_meta();
-  const ReplicaMeta* r = state_->find(uuid);
-  if (!r || vc >= r->map.size()) {
-    unlock_meta();
-    co_return Status::Errorf(Errc::kNoDev, "pool '{}': no replica {} with cluster {}", sb_.name, uuid.ToString(), vc);
+Task<Status> Pool::zero_range(uint32_t pc, uint64_t byte, uint64_t bytes) {
+  auto ch = ChannelRef::Get(*desc_);
+  if (!ch.ok()) co_return ch.status();
+  const uint32_t bs = desc_->bdev().props().block_size;
+  const uint64_t lba = (sb_.data_offset + uint64_t(pc) * sb_.cluster_size + byte) / bs;
+  Errc e = Errc::kOk;
+  if (desc_->bdev().supports(IoType::kWriteZeroes)) {
+    e = co_await ch->write_zeroes(lba, bytes / bs);
+  } else {
+    AlignedBuffer zero(std::min<uint64_t>(bytes, 1 << 20), AlignedBuffer::kDefaultAlign, true);
+    for (uint64_t done = 0; done < bytes && e == Errc::kOk; done += zero.size()) {
+      e = co_await ch->write(zero.data(), lba + done / bs, std::min<uint64_t>(zero.size(), bytes - done) / bs);
+    }
   }
-  if (r->map[vc]) {  // another write got there first
-    const uint32_t pc = r->map[vc] - 1;
+  if (e != Errc::kOk) {
+    co_return Status::Errorf(e, "pool '{}': zeroing cluster {} failed: {}", sb_.name, pc, errc_describe(e));
+  }
+  co_return Status::Ok();
+}
+
+Task<Status> Pool::copy_cluster(uint32_t from, uint32_t to) {
+  auto ch = ChannelRef::Get(*desc_);
+  if (!ch.ok()) co_return ch.status();
+  const uint32_t bs = desc_->bdev().props().block_size;
+  const uint64_t chunk = std::min<uint64_t>(sb_.cluster_size, 1 << 20);
+  AlignedBuffer buf(chunk);
+  const uint64_t src = (sb_.data_offset + uint64_t(from) * sb_.cluster_size) / bs;
+  const uint64_t dst = (sb_.data_offset + uint64_t(to) * sb_.cluster_size) / bs;
+  for (uint64_t done = 0; done < sb_.cluster_size; done += chunk) {
+    Errc e = co_await ch->read(buf.data(), src + done / bs, chunk / bs);
+    if (e == Errc::kOk) e = co_await ch->write(buf.data(), dst + done / bs, chunk / bs);
+    if (e != Errc::kOk) {
+      co_return Status::Errorf(e, "pool '{}': copying cluster {} to {} failed: {}", sb_.name, from, to,
+                               errc_describe(e));
+    }
+  }
+  co_return Status::Ok();
+}
+
+namespace {
+struct WaitInList {
+  std::vector<std::coroutine_handle<>>* list;
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) { list->push_back(h); }
+  void await_resume() const noexcept {}
+};
+}  // namespace
+
+Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
+  const auto key = std::make_pair(uuid, vc);
+  for (;;) {
+    if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+    if (auto it = allocating_.find(key); it != allocating_.end()) {
+      co_await WaitInList{&it->second};  // another write is allocating this cluster: take its result
+      continue;
+    }
+    co_await lock_meta();
+    if (allocating_.count(key)) {  // started while we waited for the lock
+      unlock_meta();
+      continue;
+    }
+    const ReplicaMeta* r = state_->find(uuid);
+    if (!r || r->snapshot || vc >= r->map.size()) {
+      unlock_meta();
+      co_return Status::Errorf(Errc::kNoDev, "pool '{}': no writable replica {} with cluster {}", sb_.name,
+                               uuid.ToString(), vc);
+    }
+    // A failed pool cannot tell durable map entries from applied ones: refuse them all.
+    if (Status f = refuse_if_failed(); !f.ok()) {
+      unlock_meta();
+      co_return f;
+    }
+    if (ReplicaMeta::owned(r->map[vc])) {  // another write got there first (durable: see allocating_)
+      const uint32_t pc = r->map[vc] - 1;
+      unlock_meta();
+      co_return pc;
+    }
+    const uint32_t source = state_->resolve(uuid, vc);  // 0, or an ancestor's cluster to copy
+    auto picked = state_->pick_free(1);
+    if (!picked.ok()) {
+      unlock_meta();
+      co_return Status::Errorf(Errc::kNoSpc, "pool '{}' is full", sb_.name);
+    }
+    const uint32_t pc = (*picked)[0];
+    state_->reserve(pc);
+    allocating_[key];
     unlock_meta();
+
+    // Outside the lock: other clusters allocate meanwhile, and their records share log batches.
+    Status z;
+    if (source) {
+      z = co_await copy_cluster((source & ~PoolState::kInheritedBit) - 1, pc);
+    } else {
+      const std::vector<uint32_t> one{pc + 1};
+      z = co_await zero_clusters(one);
+    }
+    co_await lock_meta();
+    std::optional<MetaLog::Ticket> ticket;
+    bool retry = false;
+    if (z.ok()) {
+      r = state_->find(uuid);
+      if (Status f = refuse_if_failed(); !f.ok()) {
+        z = f;
+      } else if (!r || r->snapshot || vc >= r->map.size()) {
+        z = Status::Errorf(Errc::kNoDev, "pool '{}': replica {} went away", sb_.name, uuid.ToString());
+      } else if (ReplicaMeta::owned(r->map[vc]) || state_->resolve(uuid, vc) != source) {
+        retry = true;  // a merge gave it the cluster, or an unmap changed what it reads: start again
+      } else {
+        const std::vector<uint8_t> record = PoolState::MapClusterRecord(uuid, vc, pc);
+        auto t = stage(record);
+        if (t.ok()) {
+          ticket = std::move(*t);
+        } else {
+          z = t.status();
+        }
+      }
+    }
+    if (!ticket) state_->unreserve(pc);
+    unlock_meta();
+    if (ticket) z = co_await wait_durable(std::move(*ticket));
+    // Waiters resume and find the cluster mapped (durable) or retry themselves.
+    std::vector<std::coroutine_handle<>> waiters = std::move(allocating_[key]);
+    allocating_.erase(key);
+    if (z.ok() && !retry) {
+      if (auto it = shared_.find(uuid); it != shared_.end() && vc < it->second->clusters) {
+        it->second->map[vc].store(pc + 1, std::memory_order_release);
+      }
+    }
+    for (auto h : waiters) h.resume();
+    if (!z.ok()) co_return z;
+    if (retry) continue;
+    if (log_->used() > log_->capacity() / 2) {
+      co_await lock_meta();
+      co_await checkpoint_if_due();
+      unlock_meta();
+    }
     co_return pc;
   }
-  if (!failed_.ok()) {
+}
+
+Task<Status> Pool::ReleaseCluster(Uuid uuid, uint32_t vc) {
+  const auto key = std::make_pair(uuid, vc);
+  if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+  while (allocating_.count(key)) co_await WaitInList{&allocating_[key]};
+  co_await lock_meta();
+  while (allocating_.count(key)) {
     unlock_meta();
-    co_return Status::Errorf(Errc::kIo, "pool '{}' refuses changes after a failed metadata write", sb_.name);
+    co_await WaitInList{&allocating_[key]};
+    co_await lock_meta();
   }
-  auto picked = state_->pick_free(1);
-  if (!picked.ok()) {
+  const ReplicaMeta* r = state_->find(uuid);
+  if (!r || r->snapshot || vc >= r->map.size()) {
     unlock_meta();
-    co_return Status::Errorf(Errc::kNoSpc, "pool '{}' is full", sb_.name);
+    co_return Status::Errorf(Errc::kNoDev, "pool '{}': no writable replica {} with cluster {}", sb_.name,
+                             uuid.ToString(), vc);
   }
-  const uint32_t pc = (*picked)[0];
-  const std::vector<uint32_t> one{pc + 1};
-  Status z = co_await zero_clusters(one);
-  if (!z.ok()) {
+  if (Status f = refuse_if_failed(); !f.ok()) {
     unlock_meta();
-    co_return z;
+    co_return f;
   }
-  const std::vector<uint8_t> record = PoolState::MapClusterRecord(uuid, vc, pc);
-  const std::vector<uint8_t> undo = PoolState::UnmapClusterRecord(uuid, vc);
-  Status s = co_await commit(record, undo);
+  const uint32_t m = r->map[vc];
+  if (m == ReplicaMeta::kZero || (m == ReplicaMeta::kInherit && state_->resolve(uuid, vc) == 0)) {
+    unlock_meta();
+    co_return Status::Ok();  // reads zeros already
+  }
+  const std::vector<uint8_t> record = PoolState::UnmapClusterRecord(uuid, vc);
+  auto t = stage(record);
+  if (!t.ok()) {
+    unlock_meta();
+    co_return t.status();
+  }
+  MetaLog::Ticket ticket = std::move(*t);
+  std::shared_ptr<ReplicaShared> sh;
+  if (auto it = shared_.find(uuid); it != shared_.end()) sh = it->second;
+  if (sh && vc < sh->clusters) sh->map[vc].store(0, std::memory_order_release);
+  const bool freed = ReplicaMeta::owned(m);
+  if (freed && sh) state_->reserve(m - 1);  // requests in flight may still reach it: see below
+  unlock_meta();
+  Status s = co_await wait_durable(std::move(ticket));
+  if (freed && sh) {
+    // The cluster goes back to the pool once every request submitted before the map changed is done.
+    // In the background: this very unmap is one of them.
+    spawn([](std::shared_ptr<ReplicaShared> sh, uint32_t pc) -> Task<void> {
+      co_await replica_drain(sh);
+      if (sh->pool) sh->pool->unreserve_cluster(pc);
+    }(sh, m - 1));
+  }
+  if (!s.ok()) co_return s;
+  if (log_->used() > log_->capacity() / 2) {
+    co_await lock_meta();
+    co_await checkpoint_if_due();
+    unlock_meta();
+  }
+  co_return Status::Ok();
+}
+
+Task<Result<ReplicaMeta>> Pool::CreateSnapshot(Uuid replica, SnapshotOptions opts) {
+  if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+  TERN_CO_RETURN_IF_ERROR(validate_replica_name(opts.name));
+  const Uuid id = opts.uuid.value_or(Uuid::Generate());
+  auto check = [&]() -> Status {
+    const ReplicaMeta* r = state_->find(replica);
+    if (!r) return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica {}", sb_.name, replica.ToString());
+    if (r->snapshot) {
+      return Status::Errorf(Errc::kInval, "'{}' is a snapshot; snapshot a replica or a clone", r->name);
+    }
+    if (state_->find(id)) return Status::Errorf(Errc::kExist, "pool '{}' already has UUID {}", sb_.name, id.ToString());
+    if (state_->find_name(opts.name)) {
+      return Status::Errorf(Errc::kExist, "pool '{}' already has a replica or snapshot named '{}'", sb_.name, opts.name);
+    }
+    return refuse_if_failed();
+  };
+  TERN_CO_RETURN_IF_ERROR(check());
+  std::shared_ptr<ReplicaShared> sh;
+  if (auto it = shared_.find(replica); it != shared_.end()) sh = it->second;
+  // Quiesce: writes completed before this point are in the snapshot, later ones are not.
+  if (sh) co_await replica_pause(sh);
+  co_await lock_meta();
+  Status s = check();
   if (s.ok()) {
-    auto it = shared_.find(uuid);
-    if (it != shared_.end()) it->second->map[vc].store(pc + 1, std::memory_order_release);
+    const std::vector<uint8_t> record = PoolState::SnapshotRecord(replica, id, opts.name, now_ns());
+    s = co_await commit(record);
+    republish();  // the replica's clusters are the snapshot's now: its writes copy them first
   }
+  std::optional<ReplicaMeta> made;
+  if (s.ok()) made = *state_->find(id);
+  unlock_meta();
+  if (sh) co_await replica_resume(sh);
+  if (!s.ok()) co_return s;
+  TLOG_INFO("pool", "pool '{}': snapshot '{}' ({}) of replica {}", sb_.name, made->name, id.ToString(),
+            replica.ToString());
+  co_return *made;
+}
+
+Task<Result<ReplicaMeta>> Pool::CreateClone(Uuid snapshot, ReplicaCreateOptions opts) {
+  if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+  TERN_CO_RETURN_IF_ERROR(validate_replica_name(opts.name));
+  const Uuid id = opts.uuid.value_or(Uuid::Generate());
+  co_await lock_meta();
+  auto check = [&]() -> Status {
+    const ReplicaMeta* s = state_->find(snapshot);
+    if (!s || s->discarded) {
+      return Status::Errorf(Errc::kNoEnt, "pool '{}' has no snapshot {}", sb_.name, snapshot.ToString());
+    }
+    if (!s->snapshot) return Status::Errorf(Errc::kInval, "'{}' is not a snapshot; clone a snapshot", s->name);
+    if (state_->find(id)) return Status::Errorf(Errc::kExist, "pool '{}' already has UUID {}", sb_.name, id.ToString());
+    if (state_->find_name(opts.name)) {
+      return Status::Errorf(Errc::kExist, "pool '{}' already has a replica or snapshot named '{}'", sb_.name, opts.name);
+    }
+    return refuse_if_failed();
+  };
+  Status s = check();
+  if (s.ok()) {
+    const std::vector<uint8_t> record = PoolState::CloneRecord(snapshot, id, opts.name, now_ns());
+    s = co_await commit(record);
+  }
+  std::optional<ReplicaMeta> made;
+  if (s.ok()) made = *state_->find(id);
   unlock_meta();
   if (!s.ok()) co_return s;
-  co_return pc;
+  TLOG_INFO("pool", "pool '{}': clone '{}' ({}) of snapshot {}", sb_.name, made->name, id.ToString(),
+            snapshot.ToString());
+  co_return *made;
+}
+
+Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool allow_shrink) {
+  if (size == 0 || size % 4096) {
+    co_return Status::Errorf(Errc::kInval, "size {} is not a positive multiple of 4096", size);
+  }
+  const uint64_t cs = sb_.cluster_size;
+  for (;;) {
+    if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+    co_await lock_meta();
+    const ReplicaMeta* r = state_->find(uuid);
+    Status bad;
+    if (!r || r->discarded) {
+      bad = Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica {}", sb_.name, uuid.ToString());
+    } else if (r->snapshot) {
+      bad = Status::Errorf(Errc::kInval, "'{}' is a snapshot: snapshots keep their size", r->name);
+    } else if (size < r->size && !allow_shrink) {
+      bad = Status::Errorf(Errc::kInval,
+                           "shrinking '{}' from {} to {} bytes loses the data past the new end; say so explicitly "
+                           "(allow shrink) if that is meant", r->name, r->size, size);
+    } else if (Bdev* b = reg_.find(uuid.ToString()); b && b->open_count() > 0) {
+      bad = Status::Errorf(Errc::kBusy, "replica '{}' is open (shared or in use); unshare it before resizing", r->name);
+    } else {
+      bad = refuse_if_failed();
+    }
+    if (!bad.ok()) {
+      unlock_meta();
+      co_return bad;
+    }
+    if (size == r->size) {
+      ReplicaMeta same = *r;
+      unlock_meta();
+      co_return same;
+    }
+    const uint64_t old_size = r->size;
+    const size_t old_clusters = r->map.size();
+    const bool thin = r->thin;
+    // Growing: the old last cluster's bytes past the old end become visible and must read zeros. An
+    // inherited cluster is copied first (by the allocation path, outside the lock), then zeroed there.
+    uint32_t tail_pc = 0;  // + 1
+    if (size > old_size && old_size % cs) {
+      const uint32_t e = state_->resolve(uuid, old_size / cs);
+      if (e & PoolState::kInheritedBit) {
+        unlock_meta();
+        auto pc = co_await AllocateCluster(uuid, uint32_t(old_size / cs));
+        if (!pc.ok()) co_return pc.status();
+        continue;  // check everything again
+      }
+      tail_pc = e;
+    }
+    const bool was_exposed = shared_.count(uuid) != 0;
+    if (was_exposed) {
+      const std::optional<Uuid> only = uuid;
+      Status u = co_await unexpose(only);
+      if (!u.ok()) {
+        unlock_meta();
+        co_return u;
+      }
+    }
+    Status s;
+    if (tail_pc) s = co_await zero_range(tail_pc - 1, old_size % cs, cs - old_size % cs);
+    std::vector<uint32_t> fresh;
+    const size_t new_clusters = (size + cs - 1) / cs;
+    if (s.ok() && !thin && new_clusters > old_clusters) {
+      auto picked = state_->pick_free(new_clusters - old_clusters);
+      if (!picked.ok()) {
+        s = Status::Errorf(Errc::kNoSpc, "pool '{}' cannot grow thick replica {} to {} bytes: {}", sb_.name,
+                           uuid.ToString(), size, picked.status().message());
+      } else {
+        fresh = std::move(*picked);
+        for (uint32_t pc : fresh) state_->reserve(pc);
+        std::vector<uint32_t> plus1;
+        for (uint32_t pc : fresh) plus1.push_back(pc + 1);
+        s = co_await zero_clusters(plus1);
+      }
+    }
+    if (s.ok()) {
+      const std::vector<uint8_t> record = PoolState::ResizeRecord(uuid, size, fresh);
+      s = co_await commit(record);
+    } else {
+      for (uint32_t pc : fresh) state_->unreserve(pc);
+    }
+    std::optional<ReplicaMeta> now;
+    if (s.ok()) now = *state_->find(uuid);
+    if (was_exposed) {
+      auto b = ExposeReplica(uuid);
+      if (!b.ok() && s.ok()) s = b.status();
+    }
+    unlock_meta();
+    if (!s.ok()) co_return s;
+    TLOG_INFO("pool", "pool '{}': resized replica '{}' from {} to {} bytes", sb_.name, now->name, old_size, size);
+    co_return *now;
+  }
 }
 
 Task<Result<PoolReport>> Pool::Inspect(BdevRegistry& reg, std::string device) {

@@ -1,8 +1,8 @@
-// Pool: one device holding replicas (issue 5). Built so far: the label life cycle — create, import
-// (with repair of a damaged or stale superblock copy), export (marks clean) and destroy (wipes both
-// labels) — on a device it claims exclusively; the metadata log with checkpoints; and the replica table
-// (create thick or thin, destroy, list), durable before each call returns. Replica I/O comes next
-// (docs/design/pools.md).
+// Pool: one device holding replicas, snapshots and clones (docs/design/pools.md): the label life cycle —
+// create, import (with repair of a damaged or stale superblock copy), export (marks clean) and destroy
+// (wipes both labels) — on a device it claims exclusively; the metadata log with checkpoints; the table of
+// replicas, snapshots and clones, every change durable before its call returns; and the objects exposed
+// as bdevs (replica_bdev.h), whose thin allocation, copy-on-write and cluster release come back here.
 //
 // Threads: a Pool lives on the primary reactor; every method runs there (the engine submits to it).
 #pragma once
@@ -33,6 +33,11 @@ struct ReplicaCreateOptions {
   std::optional<Uuid> uuid;  // default: a new one
   uint64_t size = 0;         // bytes, a multiple of 4096
   bool thin = false;         // thick replicas reserve all their clusters now
+};
+
+struct SnapshotOptions {
+  std::string name;
+  std::optional<Uuid> uuid;  // default: a new one
 };
 
 struct PoolStats {
@@ -80,6 +85,18 @@ class Pool {
   Task<Status> DestroyReplica(Uuid uuid);
   std::vector<ReplicaMeta> ListReplicas() const;
   PoolStats stats() const;
+  // Snapshot of a replica or clone: a read-only image of it as of the call. If the replica is exposed, new
+  // requests are held and those in flight drain first, so every write completed before the call is in
+  // the snapshot and none completed after it is. Errors: kNoEnt, kExist (name/UUID taken), kInval (the
+  // source is a snapshot), kIo.
+  Task<Result<ReplicaMeta>> CreateSnapshot(Uuid replica, SnapshotOptions opts);
+  // A thin writable clone of a snapshot. kInval when `snapshot` is no snapshot or is discarded.
+  Task<Result<ReplicaMeta>> CreateClone(Uuid snapshot, ReplicaCreateOptions opts);
+  // New size (a multiple of 4096). Shrinking frees the clusters past the end and needs `allow_shrink`
+  // (kInval without it: data past the end is lost). A thick replica reserves its grown clusters (kNoSpc).
+  // Growing makes the new range read zeros. kBusy while the replica's bdev is open (the size of an open
+  // device does not change under its users); kInval for a snapshot.
+  Task<Result<ReplicaMeta>> ResizeReplica(Uuid uuid, uint64_t size, bool allow_shrink);
   // Registers the replica as a bdev named by its UUID (the device any module opens: ioperf, the NVMe/TCP
   // target, later the nexus). Idempotent. The bdev is removed by DestroyReplica, Export and Destroy,
   // which fail with EBUSY while it is open.
@@ -87,7 +104,17 @@ class Pool {
   // Thin allocation (called by a replica bdev on the first write into a cluster): returns the physical
   // cluster of virtual cluster `vc`, allocating it — zeroed, its map record durable — if needed.
   // kNoSpc when the pool is full ("pool 'p' is full"): only that write fails.
+  // A write into an inherited cluster copies it from the ancestor first (copy-on-write). Concurrent
+  // calls for the same cluster wait for the first; different clusters allocate concurrently and their
+  // records share log batches.
   Task<Result<uint32_t>> AllocateCluster(Uuid uuid, uint32_t vc);
+  // Unmap of a whole cluster (called by a replica bdev): `vc` reads zeros from now on; a thin replica's
+  // cluster returns to the pool once no request in flight can reach it.
+  Task<Status> ReleaseCluster(Uuid uuid, uint32_t vc);
+  // Internal (ReleaseCluster's grace period): the cluster may be allocated again.
+  void unreserve_cluster(uint32_t pc) {
+    if (state_) state_->unreserve(pc);
+  }
 
   const Superblock& superblock() const { return sb_; }
   const std::string& device() const { return device_; }
@@ -108,8 +135,20 @@ class Pool {
   Task<Status> unexpose(std::optional<Uuid> only);
   // Makes the clusters read as zeros (write-zeroes on the device, or zero writes where it has none).
   Task<Status> zero_clusters(const std::vector<uint32_t>& map);
-  // Applies `record` in memory, appends it, and checkpoints when the log is half full.
-  Task<Status> commit(const std::vector<uint8_t>& record, const std::vector<uint8_t>& undo);
+  // Zeroes `blocks` device blocks from byte `byte` of physical cluster `pc`.
+  Task<Status> zero_range(uint32_t pc, uint64_t byte, uint64_t bytes);
+  Task<Status> copy_cluster(uint32_t from, uint32_t to);
+  // Applies `record` in memory and queues it in the log (metadata lock held). A record that does not
+  // apply is a bug in the caller's checks (kInval); the pool refuses further changes once a queued
+  // record fails to become durable.
+  Result<MetaLog::Ticket> stage(const std::vector<uint8_t>& record);
+  // stage + wait for durability + checkpoint when the log is half full (metadata lock held throughout).
+  Task<Status> commit(const std::vector<uint8_t>& record);
+  Task<Status> wait_durable(MetaLog::Ticket ticket);
+  Task<void> checkpoint_if_due();
+  Status refuse_if_failed() const;
+  // Recomputes the resolved maps of exposed objects after a change to the chains.
+  void republish();
 
   BdevRegistry& reg_;
   std::string device_;
@@ -125,6 +164,8 @@ class Pool {
   Status failed_;  // set when a metadata write failed: no further changes
   std::vector<std::string> exposed_;  // bdev names of exposed replicas
   std::map<Uuid, std::shared_ptr<struct ReplicaShared>> shared_;  // maps shared with exposed replicas' bdevs
+  // Allocations in progress, by (object, virtual cluster): later writes to the same cluster wait.
+  std::map<std::pair<Uuid, uint32_t>, std::vector<std::coroutine_handle<>>> allocating_;
 };
 
 }  // namespace tern::pool

@@ -4,19 +4,35 @@
 
 #include <cstring>
 
-#include "bdev/wrapper_io.h"
+#include "common/object_pool.h"
 #include "pool/pool.h"
+#include "pool/state.h"
 #include "reactor/reactor_set.h"
 
 namespace tern::pool {
 namespace {
 
-class ReplicaChannel final : public ChannelCtx {
- public:
-  explicit ReplicaChannel(ChannelRef base) : base(std::move(base)) {}
-  ChannelRef base;
-  ForwardPool pool;
+class ReplicaBdev;
+struct ReplicaChannel;
+
+// A request on its way to the pool's device; counted in its reactor's epoch until it completes.
+struct ReplicaIo {
+  BdevIo io;
+  BdevIo* parent = nullptr;
+  ReplicaChannel* ch = nullptr;
+  uint8_t epoch = 0;
 };
+
+struct ReplicaChannel final : public ChannelCtx {
+  ReplicaChannel(ReplicaBdev* owner, ChannelRef base, ReplicaShared::PerReactor* pr)
+      : owner(owner), base(std::move(base)), pr(pr) {}
+  ReplicaBdev* owner;
+  ChannelRef base;
+  ReplicaShared::PerReactor* pr;
+  ObjectPool<ReplicaIo, 32> ios;
+};
+
+constexpr uint32_t kInherited = PoolState::kInheritedBit;
 
 class ReplicaBdev final : public Bdev {
  public:
@@ -24,18 +40,21 @@ class ReplicaBdev final : public Bdev {
               uint64_t cluster_blocks, uint64_t data_off)
       : Bdev(std::move(p)), dev_(std::move(dev)), shared_(std::move(shared)), cluster_blocks_(cluster_blocks),
         data_off_(data_off) {
-    supported_ = 1u << unsigned(IoType::kReset);
-    for (IoType t : {IoType::kRead, IoType::kWrite, IoType::kFlush, IoType::kUnmap, IoType::kWriteZeroes}) {
-      if (dev_->bdev().supports(t)) supported_ |= 1u << unsigned(t);
+    supported_ = bit(IoType::kReset) | bit(IoType::kRead);
+    if (!shared_->read_only) {
+      if (dev_->bdev().supports(IoType::kWrite)) supported_ |= bit(IoType::kWrite);
+      if (dev_->bdev().supports(IoType::kFlush)) supported_ |= bit(IoType::kFlush);
+      // Unmap is carried out as write-zeroes on the device (or a released cluster): it always reads zeros.
+      if (dev_->bdev().supports(IoType::kWriteZeroes)) supported_ |= bit(IoType::kWriteZeroes) | bit(IoType::kUnmap);
     }
   }
 
-  bool supports(IoType t) const override { return supported_ & (1u << unsigned(t)); }
+  bool supports(IoType t) const override { return supported_ & bit(t); }
 
-  Result<std::unique_ptr<ChannelCtx>> create_channel(Reactor&) override {
+  Result<std::unique_ptr<ChannelCtx>> create_channel(Reactor& r) override {
     auto base = ChannelRef::Get(*dev_);
     if (!base.ok()) return base.status();
-    return std::unique_ptr<ChannelCtx>(new ReplicaChannel(std::move(*base)));
+    return std::unique_ptr<ChannelCtx>(new ReplicaChannel(this, std::move(*base), &shared_->per_reactor.at(r.id())));
   }
 
   void submit(ChannelCtx* ctx, BdevIo* io) override {
@@ -46,67 +65,59 @@ class ReplicaBdev final : public Bdev {
       bdev_io_complete_deferred(io, Errc::kOk);
       return;
     }
+    if (shared_->paused.load(std::memory_order_acquire)) {
+      ch->pr->held.emplace_back(ch, io);  // resubmitted by replica_resume
+      return;
+    }
     if (io->type == IoType::kFlush) {
-      forward(ch, io, 0);
+      forward(track(ch, io), 0, IoType::kFlush);
       return;
     }
     // The layer split the request at cluster boundaries: it lies inside one cluster.
     const uint64_t vc = io->offset_blocks / cluster_blocks_;
-    const uint32_t m = vc < shared_->clusters ? shared_->map[vc].load(std::memory_order_acquire) : 0;
-    if (m) {
-      forward(ch, io, data_off_ + uint64_t(m - 1) * cluster_blocks_ + io->offset_blocks % cluster_blocks_);
-      return;
-    }
+    const uint64_t in = io->offset_blocks % cluster_blocks_;
+    const uint32_t e = vc < shared_->clusters ? shared_->map[vc].load(std::memory_order_acquire) : 0;
     switch (io->type) {
       case IoType::kRead:
-        // Never written: zeros, without touching the device.
-        for (int i = 0; i < io->iovcnt; ++i) std::memset(io->iovs[i].iov_base, 0, io->iovs[i].iov_len);
-        bdev_io_complete_deferred(io, Errc::kOk);
+        if (e == 0) {
+          // Nothing was ever written here: zeros, without touching the device.
+          for (int i = 0; i < io->iovcnt; ++i) std::memset(io->iovs[i].iov_base, 0, io->iovs[i].iov_len);
+          bdev_io_complete_deferred(io, Errc::kOk);
+          return;
+        }
+        forward(track(ch, io), where(e, in), IoType::kRead);
+        return;
+      case IoType::kWrite:
+        if (e != 0 && !(e & kInherited)) {
+          forward(track(ch, io), where(e, in), IoType::kWrite);
+          return;
+        }
+        spawn(allocate_then_forward(track(ch, io), uint32_t(vc), in, IoType::kWrite));
         return;
       case IoType::kUnmap:
-      case IoType::kWriteZeroes:
-        bdev_io_complete_deferred(io, Errc::kOk);  // already reads as zeros
+      case IoType::kWriteZeroes: {
+        if (e == 0) {
+          bdev_io_complete_deferred(io, Errc::kOk);  // already reads as zeros
+          return;
+        }
+        const bool whole = in == 0 && (io->num_blocks == cluster_blocks_ || io->offset_blocks + io->num_blocks ==
+                                                                                props().num_blocks);
+        if (whole && (shared_->thin || (e & kInherited))) {
+          spawn(release(track(ch, io), uint32_t(vc)));
+          return;
+        }
+        if (!(e & kInherited)) {
+          forward(track(ch, io), where(e, in), IoType::kWriteZeroes);
+          return;
+        }
+        // Part of an inherited cluster: copy it, then zero the part.
+        spawn(allocate_then_forward(track(ch, io), uint32_t(vc), in, IoType::kWriteZeroes));
         return;
+      }
       default:
-        spawn(allocate_then_forward(ch, io, uint32_t(vc)));
+        bdev_io_complete_deferred(io, Errc::kNotSup);
         return;
     }
-  }
-
-  // First write into an unallocated cluster: the primary allocates it (zeroed, map record durable), then
-  // the write goes to it.
-  Task<void> allocate_then_forward(ReplicaChannel* ch, BdevIo* io, uint32_t vc) {
-    ReplicaShared* sh = shared_.get();
-    Result<uint32_t> pc = co_await Reactor::current()->set().submit_to(0, [sh, vc]() -> Task<Result<uint32_t>> {
-      if (!sh->pool) co_return Status::Errorf(Errc::kNoDev, "the replica's pool is closed");
-      co_return co_await sh->pool->AllocateCluster(sh->uuid, vc);
-    });
-    if (!pc.ok()) {
-      bdev_io_complete(io, pc.code());
-      co_return;
-    }
-    forward(ch, io, data_off_ + uint64_t(*pc) * cluster_blocks_ + io->offset_blocks % cluster_blocks_);
-  }
-
-  void forward(ReplicaChannel* ch, BdevIo* io, uint64_t offset) {
-    ForwardedIo* f = ch->pool.get();
-    f->owner = ch;
-    f->parent = io;
-    BdevIo& c = f->io;
-    c.type = io->type;
-    c.offset_blocks = offset;
-    c.num_blocks = io->num_blocks;
-    c.iovs = io->iovs;
-    c.iovcnt = io->iovcnt;
-    c.done = [](BdevIo* done, void* arg) {
-      auto* fw = static_cast<ForwardedIo*>(arg);
-      BdevIo* parent = fw->parent;
-      Errc st = done->status;
-      static_cast<ReplicaChannel*>(fw->owner)->pool.put(fw);
-      bdev_io_complete(parent, st);
-    };
-    c.done_arg = f;
-    ch->base.submit(&c);
   }
 
   Task<void> shutdown() override {
@@ -115,10 +126,92 @@ class ReplicaBdev final : public Bdev {
   }
 
  private:
+  static uint32_t bit(IoType t) { return 1u << unsigned(t); }
+
+  uint64_t where(uint32_t e, uint64_t in) const {
+    return data_off_ + uint64_t((e & ~kInherited) - 1) * cluster_blocks_ + in;
+  }
+
+  // Counts the request in this reactor's current epoch until it completes.
+  ReplicaIo* track(ReplicaChannel* ch, BdevIo* io) {
+    ReplicaIo* r = ch->ios.get();
+    r->parent = io;
+    r->ch = ch;
+    r->epoch = ch->pr->epoch;
+    ++ch->pr->inflight[r->epoch];
+    return r;
+  }
+
+  static void finish(ReplicaIo* r, Errc st) {
+    BdevIo* parent = r->parent;
+    ReplicaChannel* ch = r->ch;
+    --ch->pr->inflight[r->epoch];
+    r->parent = nullptr;
+    ch->ios.put(r);
+    bdev_io_complete(parent, st);
+  }
+
+  void forward(ReplicaIo* r, uint64_t offset, IoType type) {
+    BdevIo* io = r->parent;
+    BdevIo& c = r->io;
+    c.type = type;
+    c.offset_blocks = offset;
+    c.num_blocks = io->num_blocks;
+    c.iovs = io->iovs;
+    c.iovcnt = io->iovcnt;
+    c.done = [](BdevIo* done, void* arg) { finish(static_cast<ReplicaIo*>(arg), done->status); };
+    c.done_arg = r;
+    r->ch->base.submit(&c);
+  }
+
+  // A write into a cluster the object does not own: the primary allocates one (zeroed, or a copy of the
+  // inherited cluster) and makes its map record durable; then the write goes to it.
+  Task<void> allocate_then_forward(ReplicaIo* r, uint32_t vc, uint64_t in, IoType type) {
+    ReplicaShared* sh = shared_.get();
+    Result<uint32_t> pc = co_await Reactor::current()->set().submit_to(0, [sh, vc]() -> Task<Result<uint32_t>> {
+      if (!sh->pool) co_return Status::Errorf(Errc::kNoDev, "the replica's pool is closed");
+      co_return co_await sh->pool->AllocateCluster(sh->uuid, vc);
+    });
+    if (!pc.ok()) {
+      finish(r, pc.code());
+      co_return;
+    }
+    forward(r, where(*pc + 1, in), type);
+  }
+
+  // Unmap or write-zeroes of a whole cluster: the pool records that it reads zeros (freeing a thin
+  // object's cluster once no request can reach it).
+  Task<void> release(ReplicaIo* r, uint32_t vc) {
+    ReplicaShared* sh = shared_.get();
+    Status s = co_await Reactor::current()->set().submit_to(0, [sh, vc]() -> Task<Status> {
+      if (!sh->pool) co_return Status::Errorf(Errc::kNoDev, "the replica's pool is closed");
+      co_return co_await sh->pool->ReleaseCluster(sh->uuid, vc);
+    });
+    finish(r, s.code());
+  }
+
   std::shared_ptr<BdevDesc> dev_;
   std::shared_ptr<ReplicaShared> shared_;
   const uint64_t cluster_blocks_, data_off_;
   uint32_t supported_ = 0;
+};
+
+// Runs `fn(PerReactor&, reactor id)` (a Task) on every reactor in turn.
+template <typename F>
+Task<void> on_every_reactor(ReplicaShared* sh, F fn) {
+  ReactorSet& set = Reactor::current()->set();
+  for (unsigned r = 0; r < set.size(); ++r) {
+    co_await set.submit_to(r, [sh, fn, r]() -> Task<void> { co_await fn(sh->per_reactor[r]); });
+  }
+}
+
+struct PrimaryTurn {  // one drain or pause at a time per replica (primary reactor)
+  ReplicaShared* sh;
+  Task<void> acquire() {
+    while (sh->draining) co_await Reactor::sleep_for(20'000);
+    sh->draining = true;
+  }
+  void release() { sh->draining = false; }
 };
 
 }  // namespace
@@ -128,6 +221,42 @@ std::unique_ptr<Bdev> make_replica_bdev(BdevProps props, std::shared_ptr<BdevDes
                                         uint64_t data_offset_blocks) {
   return std::make_unique<ReplicaBdev>(std::move(props), std::move(pool_device), std::move(shared), cluster_blocks,
                                        data_offset_blocks);
+}
+
+Task<void> replica_drain(std::shared_ptr<ReplicaShared> shared) {
+  PrimaryTurn turn{shared.get()};
+  co_await turn.acquire();
+  // Requests submitted after the epoch flips count in the new one; wait for the old one to empty.
+  co_await on_every_reactor(shared.get(), [](ReplicaShared::PerReactor& pr) -> Task<void> {
+    const uint8_t old = pr.epoch;
+    pr.epoch ^= 1;
+    while (pr.inflight[old] != 0) co_await Reactor::sleep_for(20'000);
+  });
+  turn.release();
+}
+
+Task<void> replica_pause(std::shared_ptr<ReplicaShared> shared) {
+  PrimaryTurn turn{shared.get()};
+  co_await turn.acquire();
+  shared->paused.store(true, std::memory_order_release);
+  co_await on_every_reactor(shared.get(), [](ReplicaShared::PerReactor& pr) -> Task<void> {
+    while (pr.inflight[0] + pr.inflight[1] != 0) co_await Reactor::sleep_for(20'000);
+  });
+  // The turn stays taken until replica_resume.
+}
+
+Task<void> replica_resume(std::shared_ptr<ReplicaShared> shared) {
+  shared->paused.store(false, std::memory_order_release);
+  co_await on_every_reactor(shared.get(), [](ReplicaShared::PerReactor& pr) -> Task<void> {
+    std::vector<std::pair<void*, BdevIo*>> held;
+    held.swap(pr.held);
+    for (auto [ctx, io] : held) {
+      auto* ch = static_cast<ReplicaChannel*>(ctx);
+      ch->owner->submit(ch, io);
+    }
+    co_return;
+  });
+  shared->draining = false;
 }
 
 }  // namespace tern::pool

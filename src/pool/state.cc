@@ -1,5 +1,6 @@
 #include "pool/state.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/endian.h"
@@ -7,13 +8,25 @@
 namespace tern::pool {
 namespace {
 
-// Record types (first byte). Record layouts, little-endian:
-//   kCreateReplica: type(1) uuid(16) name_len(1) name size(8) thin(1) created_ns(8) map_len(4) map(4 each)
+// Record types (first byte). Record layouts, little-endian (docs/design/pool-format.md):
+//   kCreateReplica: type(1) uuid(16) name_len(1) name size(8) thin(1) created_ns(8) flags(1: 1 snapshot,
+//                   2 discarded) parent(16) source(16) map_len(4) map(4 each)
 //   kDestroyReplica: type(1) uuid(16)
 //   kMapCluster: type(1) uuid(16) vc(4) pc(4);  kUnmapCluster: type(1) uuid(16) vc(4)
-// Checkpoint body: version(4)=1 replica_count(4), then each replica as a kCreateReplica record prefixed
-// by its length(4).
-enum : uint8_t { kCreateReplica = 1, kDestroyReplica = 2, kMapCluster = 3, kUnmapCluster = 4 };
+//   kSnapshot: type(1) replica(16) snapshot(16) created_ns(8) name_len(1) name
+//   kClone: type(1) snapshot(16) clone(16) created_ns(8) name_len(1) name
+//   kResize: type(1) uuid(16) size(8) count(4) new clusters(4 each)
+// Checkpoint body: version(4)=1 replica_count(4), then each object as a kCreateReplica record prefixed
+// by its length(4), parents before their children.
+enum : uint8_t {
+  kCreateReplica = 1,
+  kDestroyReplica = 2,
+  kMapCluster = 3,
+  kUnmapCluster = 4,
+  kSnapshot = 5,
+  kClone = 6,
+  kResize = 7
+};
 
 class Writer {
  public:
@@ -62,41 +75,69 @@ class Reader {
   size_t at_ = 0;
 };
 
+void write_uuid(Writer& w, const Uuid& u) { w.bytes(u.bytes().data(), 16); }
+
+bool read_uuid(Reader& rd, Uuid& u) {
+  std::array<uint8_t, 16> b;
+  if (!rd.get(b.data(), 16)) return false;
+  u = Uuid(b);
+  return true;
+}
+
 void write_replica(Writer& w, const ReplicaMeta& r) {
   w.u8(kCreateReplica);
-  w.bytes(r.uuid.bytes().data(), 16);
+  write_uuid(w, r.uuid);
   w.u8(uint8_t(r.name.size()));
   w.bytes(r.name.data(), r.name.size());
   w.u64(r.size);
   w.u8(r.thin ? 1 : 0);
   w.u64(r.created_ns);
+  w.u8(uint8_t((r.snapshot ? 1 : 0) | (r.discarded ? 2 : 0)));
+  write_uuid(w, r.parent);
+  write_uuid(w, r.source);
   w.u32(uint32_t(r.map.size()));
   for (uint32_t m : r.map) w.u32(m);
 }
 
 Result<ReplicaMeta> read_replica_body(Reader& rd) {
   ReplicaMeta r;
-  std::array<uint8_t, 16> u;
-  uint8_t name_len = 0, thin = 0;
+  uint8_t name_len = 0, thin = 0, flags = 0;
   uint32_t n = 0;
-  if (!rd.get(u.data(), 16) || !rd.u8(name_len)) return Status::Errorf(Errc::kCorruption, "truncated replica record");
-  r.uuid = Uuid(u);
+  if (!read_uuid(rd, r.uuid) || !rd.u8(name_len)) return Status::Errorf(Errc::kCorruption, "truncated replica record");
   r.name.resize(name_len);
-  if (!rd.get(r.name.data(), name_len) || !rd.u64(r.size) || !rd.u8(thin) || !rd.u64(r.created_ns) || !rd.u32(n) ||
-      uint64_t(n) * 4 > rd.left()) {
+  if (!rd.get(r.name.data(), name_len) || !rd.u64(r.size) || !rd.u8(thin) || !rd.u64(r.created_ns) || !rd.u8(flags) ||
+      !read_uuid(rd, r.parent) || !read_uuid(rd, r.source) || !rd.u32(n) || uint64_t(n) * 4 > rd.left()) {
     return Status::Errorf(Errc::kCorruption, "truncated replica record");
   }
+  if (flags & ~3u) return Status::Errorf(Errc::kCorruption, "replica record has unknown flags {:#x}", flags);
   r.thin = thin != 0;
+  r.snapshot = flags & 1;
+  r.discarded = flags & 2;
   r.map.resize(n);
   for (uint32_t i = 0; i < n; ++i) rd.u32(r.map[i]);
   return r;
 }
 
+// Snapshot and clone records share a layout: source(16) new(16) created_ns(8) name_len(1) name.
+std::vector<uint8_t> derive_record(uint8_t type, const Uuid& from, const Uuid& made, const std::string& name,
+                                   uint64_t created_ns) {
+  Writer w;
+  w.u8(type);
+  write_uuid(w, from);
+  write_uuid(w, made);
+  w.u64(created_ns);
+  w.u8(uint8_t(name.size()));
+  w.bytes(name.data(), name.size());
+  return w.take();
+}
+
+uint64_t clusters_for(uint64_t size, uint64_t cluster_size) { return (size + cluster_size - 1) / cluster_size; }
+
 }  // namespace
 
 uint64_t ReplicaMeta::allocated_clusters() const {
   uint64_t n = 0;
-  for (uint32_t m : map) n += m != 0;
+  for (uint32_t m : map) n += owned(m);
   return n;
 }
 
@@ -112,14 +153,14 @@ std::vector<uint8_t> PoolState::CreateReplicaRecord(const ReplicaMeta& r) {
 std::vector<uint8_t> PoolState::DestroyReplicaRecord(const Uuid& uuid) {
   Writer w;
   w.u8(kDestroyReplica);
-  w.bytes(uuid.bytes().data(), 16);
+  write_uuid(w, uuid);
   return w.take();
 }
 
 std::vector<uint8_t> PoolState::MapClusterRecord(const Uuid& uuid, uint32_t vc, uint32_t pc) {
   Writer w;
   w.u8(kMapCluster);
-  w.bytes(uuid.bytes().data(), 16);
+  write_uuid(w, uuid);
   w.u32(vc);
   w.u32(pc);
   return w.take();
@@ -128,41 +169,141 @@ std::vector<uint8_t> PoolState::MapClusterRecord(const Uuid& uuid, uint32_t vc, 
 std::vector<uint8_t> PoolState::UnmapClusterRecord(const Uuid& uuid, uint32_t vc) {
   Writer w;
   w.u8(kUnmapCluster);
-  w.bytes(uuid.bytes().data(), 16);
+  write_uuid(w, uuid);
   w.u32(vc);
   return w.take();
 }
 
+std::vector<uint8_t> PoolState::SnapshotRecord(const Uuid& uuid, const Uuid& snap, const std::string& name,
+                                               uint64_t created_ns) {
+  return derive_record(kSnapshot, uuid, snap, name, created_ns);
+}
+
+std::vector<uint8_t> PoolState::CloneRecord(const Uuid& snap, const Uuid& clone, const std::string& name,
+                                            uint64_t created_ns) {
+  return derive_record(kClone, snap, clone, name, created_ns);
+}
+
+std::vector<uint8_t> PoolState::ResizeRecord(const Uuid& uuid, uint64_t size, const std::vector<uint32_t>& new_clusters) {
+  Writer w;
+  w.u8(kResize);
+  write_uuid(w, uuid);
+  w.u64(size);
+  w.u32(uint32_t(new_clusters.size()));
+  for (uint32_t pc : new_clusters) w.u32(pc);
+  return w.take();
+}
+
 Status PoolState::add(ReplicaMeta r) {
+  const std::string id = r.uuid.ToString();
   if (r.uuid.is_nil()) return Status::Errorf(Errc::kCorruption, "replica '{}' has a nil UUID", r.name);
-  if (replicas_.count(r.uuid)) {
-    return Status::Errorf(Errc::kCorruption, "replica {} is created twice", r.uuid.ToString());
-  }
+  if (replicas_.count(r.uuid)) return Status::Errorf(Errc::kCorruption, "replica {} is created twice", id);
   if (find_name(r.name)) return Status::Errorf(Errc::kCorruption, "replica name '{}' is used twice", r.name);
-  const uint64_t clusters = (r.size + cluster_size_ - 1) / cluster_size_;
-  if (r.size == 0 || r.map.size() != clusters) {
-    return Status::Errorf(Errc::kCorruption, "replica {}: {} map entries for {} bytes", r.uuid.ToString(),
-                          r.map.size(), r.size);
+  if (r.size == 0 || r.map.size() != clusters_for(r.size, cluster_size_)) {
+    return Status::Errorf(Errc::kCorruption, "replica {}: {} map entries for {} bytes", id, r.map.size(), r.size);
   }
+  if (r.discarded && !r.snapshot) return Status::Errorf(Errc::kCorruption, "replica {} is discarded but no snapshot", id);
+  if (!r.parent.is_nil()) {
+    const ReplicaMeta* p = find(r.parent);
+    if (!p || !p->snapshot) {
+      return Status::Errorf(Errc::kCorruption, "replica {}: parent {} {}", id, r.parent.ToString(),
+                            p ? "is not a snapshot" : "does not exist");
+    }
+  }
+  // Check first, then mark: an error leaves the allocation map untouched.
+  std::vector<uint32_t> seen;
   for (size_t i = 0; i < r.map.size(); ++i) {
     const uint32_t m = r.map[i];
-    if (m == 0) continue;
+    if (m == ReplicaMeta::kZero && r.parent.is_nil()) {
+      return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is marked zero but there is no parent", id, i);
+    }
+    if (!ReplicaMeta::owned(m)) continue;
     if (m > owner_.size()) {
-      return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} maps to {}, outside the pool's {} clusters",
-                            r.uuid.ToString(), i, m - 1, owner_.size());
+      return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} maps to {}, outside the pool's {} clusters", id,
+                            i, m - 1, owner_.size());
     }
-    // Also catches a cluster listed twice in this map: the first listing marks it.
-    if (owner_[m - 1]) {
-      for (size_t j = 0; j < i; ++j) {
-        if (r.map[j]) owner_[r.map[j] - 1] = 0;  // undo this replica's marks
-      }
-      return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is already owned", r.uuid.ToString(), m - 1);
+    if (owner_[m - 1] == 1) {
+      return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} maps to {}, which is already owned", id, i,
+                            m - 1);
     }
+    seen.push_back(m);
+  }
+  std::sort(seen.begin(), seen.end());
+  if (auto d = std::adjacent_find(seen.begin(), seen.end()); d != seen.end()) {
+    return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is listed twice in its map", id, *d - 1);
+  }
+  for (uint32_t m : seen) {
+    if (owner_[m - 1] == 0) --free_;  // a reserved cluster was counted when it was reserved
     owner_[m - 1] = 1;
   }
-  free_ -= r.allocated_clusters();
   replicas_.emplace(r.uuid, std::move(r));
   return Status::Ok();
+}
+
+void PoolState::release(uint32_t m) {
+  if (!ReplicaMeta::owned(m)) return;
+  owner_[m - 1] = 0;
+  ++free_;
+}
+
+void PoolState::merge_into_child(ReplicaMeta& snap, ReplicaMeta& child) {
+  for (size_t vc = 0; vc < child.map.size(); ++vc) {
+    if (child.map[vc] != ReplicaMeta::kInherit) continue;
+    // The child read this cluster from `snap`: it now holds what `snap` held, or zeros past its end.
+    child.map[vc] = vc < snap.map.size() ? snap.map[vc] : ReplicaMeta::kZero;
+    if (vc < snap.map.size()) snap.map[vc] = ReplicaMeta::kInherit;  // moved, not freed
+  }
+  for (uint32_t m : snap.map) release(m);  // what the child had overwritten
+  snap.map.clear();
+  child.parent = snap.parent;
+  if (child.parent.is_nil()) {
+    for (uint32_t& m : child.map) {
+      if (m == ReplicaMeta::kZero) m = ReplicaMeta::kInherit;  // nothing left to hide
+    }
+  }
+}
+
+Status PoolState::destroy(const Uuid& uuid) {
+  auto it = replicas_.find(uuid);
+  if (it == replicas_.end()) return Status::Errorf(Errc::kCorruption, "destroy of unknown replica {}", uuid.ToString());
+  ReplicaMeta& r = it->second;
+  const std::vector<Uuid> kids = children(uuid);
+  if (!r.snapshot && !kids.empty()) {
+    return Status::Errorf(Errc::kCorruption, "replica {} has children but is no snapshot", uuid.ToString());
+  }
+  if (kids.size() >= 2) {
+    r.discarded = true;
+    return Status::Ok();
+  }
+  const Uuid parent = r.parent;
+  if (kids.size() == 1) {
+    merge_into_child(r, replicas_.at(kids[0]));
+    replicas_.erase(it);
+    return Status::Ok();  // the parent's child count is unchanged: the child took this one's place
+  }
+  for (uint32_t m : r.map) release(m);
+  replicas_.erase(it);
+  collect(parent);
+  return Status::Ok();
+}
+
+void PoolState::collect(Uuid parent) {
+  while (!parent.is_nil()) {
+    auto it = replicas_.find(parent);
+    if (it == replicas_.end() || !it->second.discarded) return;
+    const std::vector<Uuid> kids = children(parent);
+    if (kids.size() >= 2) return;
+    ReplicaMeta& p = it->second;
+    const Uuid up = p.parent;
+    if (kids.size() == 1) {
+      merge_into_child(p, replicas_.at(kids[0]));
+      replicas_.erase(it);
+      return;
+    }
+    for (uint32_t m : p.map) release(m);
+    replicas_.erase(it);
+    parent = up;
+  }
 }
 
 Status PoolState::Apply(std::span<const uint8_t> record) {
@@ -177,54 +318,132 @@ Status PoolState::Apply(std::span<const uint8_t> record) {
       return add(std::move(*r));
     }
     case kDestroyReplica: {
-      std::array<uint8_t, 16> u;
-      if (!rd.get(u.data(), 16) || !rd.done()) return Status::Errorf(Errc::kCorruption, "bad destroy record");
-      auto it = replicas_.find(Uuid(u));
-      if (it == replicas_.end()) {
-        return Status::Errorf(Errc::kCorruption, "destroy of unknown replica {}", Uuid(u).ToString());
-      }
-      for (uint32_t m : it->second.map) {
-        if (m) owner_[m - 1] = 0;
-      }
-      free_ += it->second.allocated_clusters();
-      replicas_.erase(it);
-      return Status::Ok();
+      Uuid u;
+      if (!read_uuid(rd, u) || !rd.done()) return Status::Errorf(Errc::kCorruption, "bad destroy record");
+      return destroy(u);
     }
     case kMapCluster:
     case kUnmapCluster: {
-      std::array<uint8_t, 16> u;
+      Uuid u;
       uint32_t vc = 0, pc = 0;
-      if (!rd.get(u.data(), 16) || !rd.u32(vc) || (type == kMapCluster && !rd.u32(pc)) || !rd.done()) {
+      if (!read_uuid(rd, u) || !rd.u32(vc) || (type == kMapCluster && !rd.u32(pc)) || !rd.done()) {
         return Status::Errorf(Errc::kCorruption, "bad cluster map record");
       }
-      auto it = replicas_.find(Uuid(u));
+      auto it = replicas_.find(u);
       if (it == replicas_.end()) {
-        return Status::Errorf(Errc::kCorruption, "cluster map record for unknown replica {}", Uuid(u).ToString());
+        return Status::Errorf(Errc::kCorruption, "cluster map record for unknown replica {}", u.ToString());
       }
       ReplicaMeta& r = it->second;
+      if (r.snapshot) return Status::Errorf(Errc::kCorruption, "cluster map record for snapshot {}", u.ToString());
       if (vc >= r.map.size()) {
-        return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is beyond its {} clusters", r.uuid.ToString(),
-                              vc, r.map.size());
+        return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is beyond its {} clusters", u.ToString(), vc,
+                              r.map.size());
       }
       if (type == kUnmapCluster) {
-        if (r.map[vc] == 0) {
-          return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is not mapped", r.uuid.ToString(), vc);
-        }
-        owner_[r.map[vc] - 1] = 0;
-        r.map[vc] = 0;
-        ++free_;
+        release(r.map[vc]);
+        r.map[vc] = r.parent.is_nil() ? ReplicaMeta::kInherit : ReplicaMeta::kZero;
         return Status::Ok();
       }
-      if (r.map[vc] != 0) {
-        return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is mapped twice", r.uuid.ToString(), vc);
+      if (ReplicaMeta::owned(r.map[vc])) {
+        return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} is mapped twice", u.ToString(), vc);
       }
-      if (pc >= owner_.size() || owner_[pc]) {
-        return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} maps to {}, which is {}", r.uuid.ToString(),
-                              vc, pc, pc >= owner_.size() ? "outside the pool" : "already owned");
+      if (pc >= owner_.size() || owner_[pc] == 1) {
+        return Status::Errorf(Errc::kCorruption, "replica {}: cluster {} maps to {}, which is {}", u.ToString(), vc, pc,
+                              pc >= owner_.size() ? "outside the pool" : "already owned");
       }
+      if (owner_[pc] == 0) --free_;  // a reserved cluster was counted when it was reserved
       owner_[pc] = 1;
       r.map[vc] = pc + 1;
-      --free_;
+      return Status::Ok();
+    }
+    case kSnapshot:
+    case kClone: {
+      Uuid from, made;
+      uint64_t created = 0;
+      uint8_t name_len = 0;
+      std::string name;
+      if (!read_uuid(rd, from) || !read_uuid(rd, made) || !rd.u64(created) || !rd.u8(name_len)) {
+        return Status::Errorf(Errc::kCorruption, "bad snapshot/clone record");
+      }
+      name.resize(name_len);
+      if (!rd.get(name.data(), name_len) || !rd.done()) {
+        return Status::Errorf(Errc::kCorruption, "bad snapshot/clone record");
+      }
+      auto it = replicas_.find(from);
+      if (it == replicas_.end()) {
+        return Status::Errorf(Errc::kCorruption, "{} of unknown replica {}", type == kSnapshot ? "snapshot" : "clone",
+                              from.ToString());
+      }
+      ReplicaMeta& src = it->second;
+      ReplicaMeta m;
+      m.uuid = made;
+      m.name = std::move(name);
+      m.size = src.size;
+      m.thin = true;
+      m.created_ns = created;
+      m.source = from;
+      if (type == kClone) {
+        if (!src.snapshot || src.discarded) {
+          return Status::Errorf(Errc::kCorruption, "clone of {} {}", from.ToString(),
+                                src.snapshot ? "a discarded snapshot" : "a replica that is no snapshot");
+        }
+        m.parent = from;
+        m.map.assign(src.map.size(), ReplicaMeta::kInherit);
+        return add(std::move(m));
+      }
+      if (src.snapshot) return Status::Errorf(Errc::kCorruption, "snapshot of snapshot {}", from.ToString());
+      m.snapshot = true;
+      m.parent = src.parent;
+      // The snapshot is added holding no clusters, then takes the replica's: nothing is owned twice.
+      m.map.assign(src.map.size(), ReplicaMeta::kInherit);
+      TERN_RETURN_IF_ERROR(add(std::move(m)));
+      ReplicaMeta& s = replicas_.at(made);
+      ReplicaMeta& r = replicas_.at(from);
+      s.map.swap(r.map);
+      r.parent = made;
+      return Status::Ok();
+    }
+    case kResize: {
+      Uuid u;
+      uint64_t size = 0;
+      uint32_t n = 0;
+      if (!read_uuid(rd, u) || !rd.u64(size) || !rd.u32(n) || uint64_t(n) * 4 != rd.left()) {
+        return Status::Errorf(Errc::kCorruption, "bad resize record");
+      }
+      std::vector<uint32_t> pcs(n);
+      for (uint32_t& pc : pcs) rd.u32(pc);
+      auto it = replicas_.find(u);
+      if (it == replicas_.end() || it->second.snapshot || size == 0 || size % 4096) {
+        return Status::Errorf(Errc::kCorruption, "resize of {} to {} bytes: {}", u.ToString(), size,
+                              it == replicas_.end() ? "no such replica"
+                              : it->second.snapshot ? "a snapshot"
+                                                    : "bad size");
+      }
+      ReplicaMeta& r = it->second;
+      const size_t old = r.map.size(), now = clusters_for(size, cluster_size_);
+      if (n != 0 && n != (now > old ? now - old : 0)) {
+        return Status::Errorf(Errc::kCorruption, "resize of {}: {} new clusters for {} more", u.ToString(), n,
+                              now > old ? now - old : 0);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t j = 0; j < i; ++j) {
+          if (pcs[i] == pcs[j]) return Status::Errorf(Errc::kCorruption, "resize of {}: cluster {} given twice",
+                                                      u.ToString(), pcs[i]);
+        }
+        if (pcs[i] >= owner_.size() || owner_[pcs[i]] == 1) {
+          return Status::Errorf(Errc::kCorruption, "resize of {}: cluster {} is {}", u.ToString(), pcs[i],
+                                pcs[i] >= owner_.size() ? "outside the pool" : "already owned");
+        }
+      }
+      for (size_t vc = now; vc < old; ++vc) release(r.map[vc]);
+      // Grown clusters hide whatever the parent holds there (it may be larger than a shrunk replica).
+      r.map.resize(now, r.parent.is_nil() ? ReplicaMeta::kInherit : ReplicaMeta::kZero);
+      for (size_t i = 0; i < n; ++i) {
+        if (owner_[pcs[i]] == 0) --free_;
+        owner_[pcs[i]] = 1;
+        r.map[old + i] = pcs[i] + 1;
+      }
+      r.size = size;
       return Status::Ok();
     }
     default:
@@ -236,10 +455,19 @@ std::vector<uint8_t> PoolState::Serialize() const {
   Writer w;
   w.u32(1);
   w.u32(uint32_t(replicas_.size()));
+  // Parents first, so that Load can check every parent link as it goes.
+  std::map<Uuid, bool> done;
   for (auto& [id, r] : replicas_) {
-    std::vector<uint8_t> rec = CreateReplicaRecord(r);
-    w.u32(uint32_t(rec.size()));
-    w.bytes(rec.data(), rec.size());
+    std::vector<const ReplicaMeta*> chain;
+    for (const ReplicaMeta* x = &r; x && !done[x->uuid]; x = x->parent.is_nil() ? nullptr : find(x->parent)) {
+      chain.push_back(x);
+    }
+    for (auto c = chain.rbegin(); c != chain.rend(); ++c) {
+      done[(*c)->uuid] = true;
+      std::vector<uint8_t> rec = CreateReplicaRecord(**c);
+      w.u32(uint32_t(rec.size()));
+      w.bytes(rec.data(), rec.size());
+    }
   }
   return w.take();
 }
@@ -265,7 +493,9 @@ Status PoolState::Load(std::span<const uint8_t> body) {
     }
     std::vector<uint8_t> rec(len);
     rd.get(rec.data(), len);
-    Status s = Apply(rec);
+    Status s = rec.empty() || rec[0] != kCreateReplica
+                   ? Status::Errorf(Errc::kCorruption, "entry {} is not a replica", i + 1)
+                   : Apply(rec);
     if (!s.ok()) {
       clear();
       return Status::Errorf(Errc::kCorruption, "checkpoint body: {}", s.message());
@@ -290,6 +520,26 @@ Result<std::vector<uint32_t>> PoolState::pick_free(uint64_t n) const {
   return out;
 }
 
+void PoolState::reserve(uint32_t pc) {
+  if (pc < owner_.size() && owner_[pc] == 0) {
+    owner_[pc] = 2;
+    --free_;
+  }
+}
+
+void PoolState::unreserve(uint32_t pc) {
+  if (pc < owner_.size() && owner_[pc] == 2) {
+    owner_[pc] = 0;
+    ++free_;
+  }
+}
+
+void PoolState::grow(uint64_t data_clusters) {
+  if (data_clusters <= owner_.size()) return;
+  free_ += data_clusters - owner_.size();
+  owner_.resize(data_clusters, 0);
+}
+
 const ReplicaMeta* PoolState::find(const Uuid& uuid) const {
   auto it = replicas_.find(uuid);
   return it == replicas_.end() ? nullptr : &it->second;
@@ -302,9 +552,36 @@ const ReplicaMeta* PoolState::find_name(std::string_view name) const {
   return nullptr;
 }
 
+std::vector<Uuid> PoolState::children(const Uuid& uuid) const {
+  std::vector<Uuid> out;
+  for (auto& [id, r] : replicas_) {
+    if (r.parent == uuid) out.push_back(id);
+  }
+  return out;
+}
+
+uint32_t PoolState::resolve(const Uuid& uuid, uint64_t vc) const {
+  bool inherited = false;
+  for (const ReplicaMeta* r = find(uuid); r; r = r->parent.is_nil() ? nullptr : find(r->parent)) {
+    if (vc >= r->map.size()) return 0;
+    const uint32_t m = r->map[vc];
+    if (m == ReplicaMeta::kZero) return 0;
+    if (m != ReplicaMeta::kInherit) return inherited ? (m | kInheritedBit) : m;
+    inherited = true;
+  }
+  return 0;
+}
+
+std::vector<uint32_t> PoolState::resolve_all(const Uuid& uuid) const {
+  const ReplicaMeta* r = find(uuid);
+  std::vector<uint32_t> out(r ? r->map.size() : 0);
+  for (size_t vc = 0; vc < out.size(); ++vc) out[vc] = resolve(uuid, vc);
+  return out;
+}
+
 uint64_t PoolState::committed_bytes() const {
   uint64_t n = 0;
-  for (auto& [id, r] : replicas_) n += r.size;
+  for (auto& [id, r] : replicas_) n += r.snapshot ? 0 : r.size;
   return n;
 }
 

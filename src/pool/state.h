@@ -1,10 +1,18 @@
-// PoolState: the pool's metadata in memory — the replica table and each replica's cluster map, with the
-// allocation map derived from them — and its two persistent forms: log records (one per change) and the
-// checkpoint body (the whole state). Pure data: no I/O, no threads; the pool applies a change here and
-// appends its record to the MetaLog.
+// PoolState: the pool's metadata in memory — the table of replicas, snapshots and clones, each with its
+// cluster map, and the allocation map derived from them — and its two persistent forms: log records (one
+// per change) and the checkpoint body (the whole state). Pure data: no I/O, no threads; the pool applies
+// a change here and appends its record to the MetaLog.
+//
+// Snapshots and clones form chains (docs/design/pools.md): a snapshot takes over the clusters of the
+// replica it was taken of, and the replica becomes its child, reading the clusters it has not written
+// since from it. A clone is a replica whose parent is a snapshot it was made from. Every cluster is owned
+// by exactly one object, so "no cluster owned twice" stays a simple invariant and deleting a snapshot is a
+// metadata change: with one child its clusters move to the child, with more it is marked discarded and
+// goes when its children drop to one.
 //
 // Invariants (checked on every Apply and Load; a violation is kCorruption naming it): names and UUIDs
-// are unique, every mapped cluster is inside the data area and owned by exactly one replica.
+// are unique, every mapped cluster is inside the data area and owned by exactly one object, a parent
+// exists and is a snapshot, only objects with a parent hold "zero" entries, only snapshots have children.
 #pragma once
 
 #include <cstdint>
@@ -19,26 +27,55 @@
 namespace tern::pool {
 
 struct ReplicaMeta {
+  // Map entries: kInherit (read from the parent, or zeros without one), physical cluster + 1 (owned),
+  // or kZero (reads zeros, hides the parent's data: unmapped, or grown past the parent).
+  static constexpr uint32_t kInherit = 0;
+  static constexpr uint32_t kZero = 0xFFFFFFFF;
+  static bool owned(uint32_t m) { return m != kInherit && m != kZero; }
+
   Uuid uuid;
   std::string name;
   uint64_t size = 0;  // bytes
   bool thin = false;
   uint64_t created_ns = 0;
-  std::vector<uint32_t> map;  // per virtual cluster: physical cluster + 1, or 0 when not allocated
+  bool snapshot = false;   // a read-only point-in-time image
+  bool discarded = false;  // a deleted snapshot kept while two or more children read from it
+  Uuid parent;             // nil: none; else the snapshot unwritten clusters read from
+  Uuid source;             // snapshot: the replica it was taken of; clone: its snapshot; else nil
+  std::vector<uint32_t> map;
 
-  uint64_t allocated_clusters() const;
+  uint64_t allocated_clusters() const;  // clusters this object owns
+  bool clone() const { return !snapshot && !source.is_nil(); }
 };
 
 class PoolState {
  public:
+  // A resolved map entry, as replica I/O sees it: 0 = zeros; else physical cluster + 1, with
+  // kInheritedBit set when the cluster belongs to an ancestor (a write must copy it first).
+  static constexpr uint32_t kInheritedBit = 0x80000000u;
+  static constexpr uint64_t kMaxClusters = 0x7FFFFFFEu;
+
   PoolState(uint64_t data_clusters, uint64_t cluster_size);
 
   // Record builders (the change is made by Apply).
   static std::vector<uint8_t> CreateReplicaRecord(const ReplicaMeta& r);
+  // Destroys a replica or clone; or a snapshot, which with two or more children is only marked
+  // discarded. Removing an object lets a discarded parent go (merged into its one remaining child, or
+  // freed with none left).
   static std::vector<uint8_t> DestroyReplicaRecord(const Uuid& uuid);
-  // Thin allocation: virtual cluster `vc` of the replica gets physical cluster `pc`, or loses its cluster.
+  // Virtual cluster `vc` of the replica gets physical cluster `pc` (it held none).
   static std::vector<uint8_t> MapClusterRecord(const Uuid& uuid, uint32_t vc, uint32_t pc);
+  // Virtual cluster `vc` reads zeros from now on; a cluster it owned is freed.
   static std::vector<uint8_t> UnmapClusterRecord(const Uuid& uuid, uint32_t vc);
+  // Snapshot `snap` of replica `uuid`: the snapshot takes the replica's clusters; the replica reads
+  // through it until it writes.
+  static std::vector<uint8_t> SnapshotRecord(const Uuid& uuid, const Uuid& snap, const std::string& name,
+                                             uint64_t created_ns);
+  // A thin clone of snapshot `snap`.
+  static std::vector<uint8_t> CloneRecord(const Uuid& snap, const Uuid& clone, const std::string& name,
+                                          uint64_t created_ns);
+  // New size; clusters beyond a smaller size are freed; `new_clusters` are the (thick) grown part's.
+  static std::vector<uint8_t> ResizeRecord(const Uuid& uuid, uint64_t size, const std::vector<uint32_t>& new_clusters);
 
   // Applies one record. Errors leave the state unchanged: kCorruption for a record that cannot be parsed
   // or contradicts the state (duplicate, unknown replica, a cluster owned twice or out of range).
@@ -49,22 +86,36 @@ class PoolState {
 
   // Free clusters to allocate from (lowest first); kNoSpc when fewer than `n` are free.
   Result<std::vector<uint32_t>> pick_free(uint64_t n) const;
+  // In-memory holds on free clusters (an allocation in progress, a freed cluster that I/O may still
+  // reach): pick_free skips them; a map record may take a reserved cluster. Never persisted.
+  void reserve(uint32_t pc);
+  void unreserve(uint32_t pc);
+  // The pool grew (its superblock says so; no record): more clusters to allocate from.
+  void grow(uint64_t data_clusters);
 
   const std::map<Uuid, ReplicaMeta>& replicas() const { return replicas_; }
   const ReplicaMeta* find(const Uuid& uuid) const;
   const ReplicaMeta* find_name(std::string_view name) const;
+  std::vector<Uuid> children(const Uuid& uuid) const;
+  // What I/O to `uuid` reads at virtual cluster `vc` (see kInheritedBit), and the whole map so.
+  uint32_t resolve(const Uuid& uuid, uint64_t vc) const;
+  std::vector<uint32_t> resolve_all(const Uuid& uuid) const;
   uint64_t data_clusters() const { return owner_.size(); }
   uint64_t cluster_size() const { return cluster_size_; }
   uint64_t free_clusters() const { return free_; }
-  uint64_t committed_bytes() const;
+  uint64_t committed_bytes() const;  // sum of the sizes of replicas and clones
 
  private:
   Status add(ReplicaMeta r);
+  Status destroy(const Uuid& uuid);
+  void release(uint32_t m);  // frees an owned entry's cluster
+  void merge_into_child(ReplicaMeta& snap, ReplicaMeta& child);
+  void collect(Uuid parent);  // lets discarded ancestors go once they have fewer than two children
   void clear();
 
   uint64_t cluster_size_;
-  std::vector<uint8_t> owner_;  // 1 when the cluster is allocated
-  uint64_t free_ = 0;
+  std::vector<uint8_t> owner_;  // 0 free, 1 owned, 2 reserved (in memory only)
+  uint64_t free_ = 0;           // clusters pick_free may take
   std::map<Uuid, ReplicaMeta> replicas_;
 };
 

@@ -7,6 +7,7 @@
 #include "bdev/fault_bdevs.h"
 #include "common/aligned_buffer.h"
 #include "pool/pool.h"
+#include "pool_env.h"
 #include "test_util.h"
 
 namespace tern::pool {
@@ -15,45 +16,8 @@ namespace {
 using test::DeviceEnv;
 using test::fill;
 using test::io_sync;
-
-constexpr uint64_t kMiB = uint64_t(1) << 20;
-
-struct Env {
-  DeviceEnv env{2};
-  std::unique_ptr<Pool> pool;
-
-  Env() {
-    EXPECT_TRUE(env.create("malloc:///d0?size_mb=64").ok());
-    PoolCreateOptions o{"p1", std::nullopt, 4 * kMiB};
-    auto r = env.on_primary([&]() -> Task<Result<std::unique_ptr<Pool>>> {
-      co_return co_await Pool::Create(*env.registry, "d0", o);
-    });
-    EXPECT_TRUE(r.ok()) << r.status();
-    pool = std::move(*r);
-  }
-  ~Env() {
-    if (pool) {
-      (void)env.on_primary([&]() -> Task<Status> { co_return co_await pool->Export(); });
-      env.on_primary([&] { pool.reset(); });
-    }
-  }
-  ReplicaMeta replica(const std::string& name, uint64_t size, bool thin = false) {
-    ReplicaCreateOptions o{name, std::nullopt, size, thin};
-    auto r = env.on_primary([&]() -> Task<Result<ReplicaMeta>> { co_return co_await pool->CreateReplica(o); });
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : ReplicaMeta{};
-  }
-  std::unique_ptr<BdevDesc> expose_and_open(const Uuid& id) {
-    auto b = env.on_primary([&] { return pool->ExposeReplica(id); });
-    EXPECT_TRUE(b.ok()) << b.status();
-    auto d = env.open(id.ToString());
-    EXPECT_TRUE(d.ok()) << d.status();
-    return d.ok() ? std::move(*d) : nullptr;
-  }
-  Status destroy(const Uuid& id) {
-    return env.on_primary([&]() -> Task<Status> { co_return co_await pool->DestroyReplica(id); });
-  }
-};
+using test_env::kMiB;
+using Env = test_env::PoolFixture;
 
 TEST(ReplicaIo, RequestsLandInTheReplicasClustersAcrossBoundaries) {
   Env t;
