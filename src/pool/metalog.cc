@@ -331,7 +331,14 @@ Task<Status> MetaLog::write_batch(const std::vector<Waiter*>& take) {
   uint32_t crc = crc32c(p, 60);
   crc = crc32c(p + kBatchHeader, payload, crc);
   store_le<uint32_t>(p + 60, crc);
-  Errc e = co_await device_io(desc_, IoType::kWrite, ring_off_ + off, p, total);
+  // Data the records point at (a zeroed or copied cluster) must be durable before the records are: a
+  // device with a volatile cache may otherwise keep the record and lose the data.
+  Errc e = Errc::kOk;
+  if (data_barrier_) {
+    data_barrier_ = false;
+    e = co_await device_flush(desc_);
+  }
+  if (e == Errc::kOk) e = co_await device_io(desc_, IoType::kWrite, ring_off_ + off, p, total);
   if (e == Errc::kOk) e = co_await device_flush(desc_);
   if (e != Errc::kOk) {
     co_return Status::Errorf(e, "pool {}: writing log batch {} failed: {}", pool_.ToString(), pos_.seq, errc_describe(e));

@@ -72,6 +72,9 @@ class MetaLog {
   struct Waiter;
   using Ticket = std::unique_ptr<Waiter>;
   Result<Ticket> Enqueue(std::span<const uint8_t> record);
+  // Says that data written (and completed) since the last call must be durable before the next batch:
+  // that batch is preceded by a flush.
+  void data_written() { data_barrier_ = true; }
   Task<Status> Wait(Ticket ticket);
   // Writes `body` as the new checkpoint covering everything appended so far (waits for batches in
   // flight), in the area not holding the newest one; frees the ring space before it.
@@ -102,6 +105,7 @@ class MetaLog {
   bool newest_in_a_ = true;
   std::deque<Waiter*> queue_;
   bool writing_ = false;
+  bool data_barrier_ = false;
 };
 
 }  // namespace tern::pool

@@ -538,6 +538,7 @@ Task<Status> Pool::zero_clusters(const std::vector<uint32_t>& map) {
       co_return Status::Errorf(e, "pool '{}': zeroing cluster {} failed: {}", sb_.name, m - 1, errc_describe(e));
     }
   }
+  log_->data_written();  // the record that points here waits for this data to be durable
   co_return Status::Ok();
 }
 
@@ -558,6 +559,7 @@ Task<Status> Pool::zero_range(uint32_t pc, uint64_t byte, uint64_t bytes) {
   if (e != Errc::kOk) {
     co_return Status::Errorf(e, "pool '{}': zeroing cluster {} failed: {}", sb_.name, pc, errc_describe(e));
   }
+  log_->data_written();  // the record that points here waits for this data to be durable
   co_return Status::Ok();
 }
 
@@ -577,6 +579,7 @@ Task<Status> Pool::copy_cluster(uint32_t from, uint32_t to) {
                                errc_describe(e));
     }
   }
+  log_->data_written();  // the record that points here waits for this data to be durable
   co_return Status::Ok();
 }
 

@@ -64,6 +64,18 @@ struct PoolFixture {
   void drop() {
     env.on_primary([&] { pool.reset(); });
   }
+  // A crash: the pool object and its exposed replicas' bdevs go, nothing is exported.
+  void crash() {
+    if (!pool) return;
+    std::vector<std::string> names;
+    for (auto& r : pool->ListReplicas()) names.push_back(r.uuid.ToString());
+    drop();
+    for (auto& n : names) {
+      if (env.registry->find(n)) {
+        EXPECT_TRUE(env.destroy(n).ok());
+      }
+    }
+  }
 
   Result<ReplicaMeta> try_replica(const std::string& name, uint64_t size, bool thin) {
     ReplicaCreateOptions o{name, std::nullopt, size, thin};
