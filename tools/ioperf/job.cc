@@ -4,6 +4,8 @@
 #include <thread>
 
 #include "bdev/registry.h"
+#include "common/log.h"
+#include "pool/pool.h"
 #include "nvmf/host/nvmf_bdev.h"
 #include "common/aligned_buffer.h"
 #include "common/clock.h"
@@ -238,6 +240,7 @@ Result<JobResult> run_job(const JobSpec& spec) {
   BdevRegistry registry(*set);
   nvmf::register_nvmf_backend(registry);
   std::unique_ptr<BdevDesc> desc;
+  std::unique_ptr<pool::Pool> pool;
   // Everything below must be undone on every exit path: the reactors must not be stopped with devices open.
   auto teardown = [&](std::vector<CoreJob>* jobs) {
     if (jobs) {
@@ -245,6 +248,11 @@ Result<JobResult> run_job(const JobSpec& spec) {
     }
     set->run_sync(0, [&]() -> Task<void> {
       desc.reset();
+      if (pool) {
+        Status e = co_await pool->Export();
+        if (!e.ok()) TLOG_ERROR("ioperf", "exporting the pool failed: {}", e);
+        pool.reset();
+      }
       co_await registry.destroy_all();
     });
     set->stop();
@@ -255,7 +263,23 @@ Result<JobResult> run_job(const JobSpec& spec) {
       auto b = co_await registry.create(u);
       if (!b.ok()) co_return b.status();
     }
-    auto b = co_await registry.create(spec.uri);
+    Result<Bdev*> b = Status(Errc::kInval, "no device");
+    if (!spec.pool_device.empty()) {
+      auto p = co_await pool::Pool::Import(registry, spec.pool_device);
+      if (!p.ok()) co_return p.status();
+      pool = std::move(*p);
+      std::optional<Uuid> id;
+      for (const auto& r : pool->ListReplicas()) {
+        if (!r.discarded && (r.name == spec.replica || r.uuid.ToString() == spec.replica)) id = r.uuid;
+      }
+      if (!id) {
+        co_return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica or snapshot '{}'", pool->superblock().name,
+                                 spec.replica);
+      }
+      b = pool->ExposeReplica(*id);
+    } else {
+      b = co_await registry.create(spec.uri);
+    }
     if (!b.ok()) co_return b.status();
     auto d = registry.open((*b)->name(), mode_writes(spec.mode));
     if (!d.ok()) co_return d.status();

@@ -27,6 +27,9 @@ bool mode_reads(Mode m);
 struct JobSpec {
   std::string uri;
   std::vector<std::string> extra_devices;  // created first, in order (bases for wrappers)
+  // Instead of `uri`: a replica (name or UUID) of the pool on device `pool_device` (one of the extra
+  // devices). The pool is imported first and exported at the end.
+  std::string pool_device, replica;
   Mode mode = Mode::kRandRead;
   unsigned mix_read_pct = 50;  // randrw / rw: share of reads
   uint64_t bs = 4096;

@@ -64,7 +64,15 @@ int main(int argc, char** argv) {
   unsigned qd = 1, mix = 50;
   uint64_t ios = 0, seed = 1, idle_spin_us = 20;
   bool verify = false, json = false, keep_going = false;
-  app.add_option("--uri", uri, "Device to drive (required)")->required();
+  std::string pool_dev, replica;
+  auto* uri_opt = app.add_option("--uri", uri, "Device to drive (or --pool and --replica)");
+  auto* pool_opt = app.add_option("--pool", pool_dev,
+                                  "Drive a replica: the device (created by --dev) holding its pool, imported first and "
+                                  "exported at the end");
+  auto* replica_opt = app.add_option("--replica", replica, "Drive a replica: its name or UUID in the --pool");
+  pool_opt->needs(replica_opt);
+  replica_opt->needs(pool_opt);
+  uri_opt->excludes(pool_opt);
   app.add_option("--dev", devs, "Extra device to create first, e.g. the base of an error:// or delay:// device (repeatable)");
   app.add_option("--rw", rw, "Workload: read, write, randread, randwrite, randrw, rw")->capture_default_str();
   app.add_option("--mix", mix, "randrw/rw: percentage of reads")->capture_default_str();
@@ -97,8 +105,11 @@ int main(int argc, char** argv) {
   };
   if (Status s = log::set_levels(log_level); !s.ok()) return usage_error(s);
 
+  if (uri.empty() && pool_dev.empty()) return usage_error(Status(Errc::kInval, "--uri (or --pool and --replica) is required"));
   JobSpec spec;
   spec.uri = uri;
+  spec.pool_device = pool_dev;
+  spec.replica = replica;
   spec.extra_devices = devs;
   auto mode = parse_mode(rw);
   if (!mode.ok()) return usage_error(mode.status());

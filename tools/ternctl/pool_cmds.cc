@@ -6,6 +6,7 @@
 
 #include "bdev/registry.h"
 #include "common/log.h"
+#include "common/units.h"
 #include "pool/pool.h"
 #include "reactor/reactor_set.h"
 
@@ -87,11 +88,18 @@ int run_check(const PoolArgs& a) {
     const pool::PoolReport& rep = *r;
     const int rc = rep.label_note.empty() ? kClean : kRepairable;
     uint64_t committed = 0;
-    for (auto& rp : rep.replicas) committed += rp.size;
+    for (auto& rp : rep.replicas) committed += rp.snapshot ? 0 : rp.size;
     if (a.output == "json") {
       json reps = json::array();
       for (auto& rp : rep.replicas) {
-        reps.push_back({{"name", rp.name}, {"uuid", rp.uuid.ToString()}, {"size", rp.size}, {"thin", rp.thin},
+        reps.push_back({{"name", rp.name},
+                        {"uuid", rp.uuid.ToString()},
+                        {"kind", rp.snapshot ? "snapshot" : rp.clone() ? "clone" : "replica"},
+                        {"size", rp.size},
+                        {"thin", rp.thin},
+                        {"discarded", rp.discarded},
+                        {"parent", rp.parent.is_nil() ? "" : rp.parent.ToString()},
+                        {"map", rp.map},
                         {"allocated_clusters", rp.allocated_clusters()}});
       }
       fmt::print("{}\n", json{{"device", a.device},
@@ -119,11 +127,100 @@ int run_check(const PoolArgs& a) {
                  rep.checkpoint_generation, rep.records_replayed);
       fmt::print("  replicas: {}\n", rep.replicas.size());
       for (auto& rp : rep.replicas) {
-        fmt::print("    {} {} {} bytes {} ({} cluster(s) allocated)\n", rp.uuid.ToString(), rp.name, rp.size,
-                   rp.thin ? "thin" : "thick", rp.allocated_clusters());
+        fmt::print("    {} {} {} bytes {}{}{} ({} cluster(s) allocated)\n", rp.uuid.ToString(), rp.name, rp.size,
+                   rp.snapshot ? "snapshot" : rp.clone() ? "clone" : rp.thin ? "thin" : "thick",
+                   rp.discarded ? " discarded" : "", rp.parent.is_nil() ? "" : " reads through " + rp.parent.ToString(),
+                   rp.allocated_clusters());
       }
     }
     co_return rc;
+  });
+}
+
+// Imports the pool, runs `change` on it, exports it cleanly. Exit status 0, or 1 with the error printed.
+template <typename Change>
+int with_pool(const PoolArgs& a, Change change) {
+  return with_device(a, [&a, &change](BdevRegistry& reg, std::string name) -> Task<int> {
+    auto p = co_await pool::Pool::Import(reg, name);
+    if (!p.ok()) {
+      fmt::print(stderr, "ternctl: {}\n", p.status().message());
+      co_return 1;
+    }
+    pool::Pool& pl = **p;
+    Status s = co_await change(pl);
+    Status ex = co_await pl.Export();
+    if (s.ok()) s = ex;
+    if (!s.ok()) {
+      fmt::print(stderr, "ternctl: {}\n", s.message());
+      co_return 1;
+    }
+    co_return 0;
+  });
+}
+
+// A replica, snapshot or clone by name or UUID.
+Result<pool::ReplicaMeta> find_object(pool::Pool& p, const std::string& what) {
+  for (const auto& r : p.ListReplicas()) {
+    if (!r.discarded && (r.name == what || r.uuid.ToString() == what)) return r;
+  }
+  return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica, snapshot or clone '{}'", p.superblock().name, what);
+}
+
+std::string describe(const pool::ReplicaMeta& r) {
+  return fmt::format("{} '{}' ({}), {} bytes", r.snapshot ? "snapshot" : r.clone() ? "clone" : r.thin ? "thin replica" : "thick replica",
+                     r.name, r.uuid.ToString(), r.size);
+}
+
+int run_add_replica(const PoolArgs& a) {
+  auto size = parse_size(a.size);
+  if (!size.ok()) {
+    fmt::print(stderr, "ternctl: --size: {}\n", size.status().message());
+    return 2;
+  }
+  return with_pool(a, [&a, &size](pool::Pool& p) -> Task<Status> {
+    pool::ReplicaCreateOptions o{a.name, std::nullopt, *size, a.thin};
+    auto r = co_await p.CreateReplica(o);
+    if (!r.ok()) co_return r.status();
+    fmt::print("created {}\n", describe(*r));
+    co_return Status::Ok();
+  });
+}
+
+int run_snapshot(const PoolArgs& a) {
+  return with_pool(a, [&a](pool::Pool& p) -> Task<Status> {
+    auto of = find_object(p, a.of);
+    if (!of.ok()) co_return of.status();
+    pool::SnapshotOptions o{a.name, std::nullopt};
+    auto r = co_await p.CreateSnapshot(of->uuid, o);
+    if (!r.ok()) co_return r.status();
+    fmt::print("created {} of '{}'\n", describe(*r), of->name);
+    co_return Status::Ok();
+  });
+}
+
+int run_clone(const PoolArgs& a) {
+  return with_pool(a, [&a](pool::Pool& p) -> Task<Status> {
+    auto of = find_object(p, a.of);
+    if (!of.ok()) co_return of.status();
+    pool::ReplicaCreateOptions o{a.name, std::nullopt, 0, true};
+    auto r = co_await p.CreateClone(of->uuid, o);
+    if (!r.ok()) co_return r.status();
+    fmt::print("created {} of '{}'\n", describe(*r), of->name);
+    co_return Status::Ok();
+  });
+}
+
+int run_remove(const PoolArgs& a) {
+  return with_pool(a, [&a](pool::Pool& p) -> Task<Status> {
+    auto r = find_object(p, a.name);
+    if (!r.ok()) co_return r.status();
+    Status s = co_await p.DestroyReplica(r->uuid);
+    if (!s.ok()) co_return s;
+    bool discarded = false;
+    for (const auto& x : p.ListReplicas()) discarded |= x.uuid == r->uuid;
+    fmt::print("removed {}{}\n", describe(*r),
+               discarded ? " (its space stays in use until fewer than two clones read from it)" : "");
+    co_return Status::Ok();
   });
 }
 
@@ -147,6 +244,29 @@ void add_pool_commands(CLI::App& app, PoolArgs& args, int (**run)(const PoolArgs
   check->add_option("device", args.device, "Device URI, e.g. uring:///dev/nvme0n1")->required();
   check->add_option("-o,--output", args.output, "normal or json")->check(CLI::IsMember({"normal", "json"}));
   check->callback([run] { *run = run_check; });
+
+  auto* add = pool->add_subcommand("add-replica", "Create a replica (thick unless --thin) in the pool on a device");
+  add->add_option("device", args.device, "Device URI")->required();
+  add->add_option("--name", args.name, "Replica name")->required();
+  add->add_option("--size", args.size, "Size: bytes or 512m, 10g, ... (a multiple of 4 KiB)")->required();
+  add->add_flag("--thin", args.thin, "Allocate clusters on first write instead of now");
+  add->callback([run] { *run = run_add_replica; });
+  auto* snap = pool->add_subcommand("snapshot", "Take a read-only snapshot of a replica or clone");
+  snap->add_option("device", args.device, "Device URI")->required();
+  snap->add_option("--of", args.of, "The replica or clone (name or UUID)")->required();
+  snap->add_option("--name", args.name, "Snapshot name")->required();
+  snap->callback([run] { *run = run_snapshot; });
+  auto* clone = pool->add_subcommand("clone", "Create a thin writable clone of a snapshot");
+  clone->add_option("device", args.device, "Device URI")->required();
+  clone->add_option("--of", args.of, "The snapshot (name or UUID)")->required();
+  clone->add_option("--name", args.name, "Clone name")->required();
+  clone->callback([run] { *run = run_clone; });
+  auto* rm = pool->add_subcommand("remove",
+                                  "Destroy a replica, clone or snapshot (a snapshot two or more others still read from "
+                                  "is kept, discarded, until fewer do)");
+  rm->add_option("device", args.device, "Device URI")->required();
+  rm->add_option("--name", args.name, "Name or UUID")->required();
+  rm->callback([run] { *run = run_remove; });
 }
 
 }  // namespace tern::ctl

@@ -1,5 +1,6 @@
 // `ternctl pool ...`: offline pool tools that work on a device directly (the engine is not running):
-// `create` writes a new pool, `check` verifies one (fsck-like) without writing anything.
+// `create` writes a new pool, `check` verifies one (fsck-like) without writing anything, and
+// `add-replica`, `snapshot`, `clone` and `remove` change its objects (import, change, clean export).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,9 @@ struct PoolArgs {
   std::string name;
   uint64_t cluster_mb = 4;
   std::string output = "normal";  // normal | json
+  std::string size;               // add-replica: bytes or 1g etc.
+  bool thin = false;
+  std::string of;                 // snapshot: the replica; clone: the snapshot (names or UUIDs)
 };
 
 // Adds the `pool` command group; `run` is set to the chosen command.
