@@ -109,6 +109,7 @@ int run_check(const PoolArgs& a) {
                               {"uuid", rep.sb.pool_uuid.ToString()},
                               {"exported_cleanly", rep.sb.clean},
                               {"cluster_size", rep.sb.cluster_size},
+                              {"data_offset", rep.sb.data_offset},
                               {"clusters", rep.sb.data_clusters},
                               {"used_clusters", rep.used_clusters},
                               {"committed", committed},
