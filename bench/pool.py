@@ -4,8 +4,9 @@ that holds the replica's clusters (same device type, same request sizes and queu
 in one run; then bench/pool_ops (pool create, thick create, thin first write, snapshot and copy-on-write,
 import with 1000 replicas).
 
-The pool is made with `ternctl pool create` on a 2 GiB file that is first written in full (reads hit
-allocated blocks, not holes), and a 1 GiB thick replica with `ternctl pool add-replica`; a fresh pool
+The pool is made with `ternctl pool create` on a 2 GiB file, and a 1 GiB thick replica with `ternctl
+pool add-replica`, written once in full through the replica (its create zeroed the clusters with
+FALLOC_FL_ZERO_RANGE, which leaves unwritten extents that reads would not fetch from the disk); a fresh pool
 hands out clusters lowest first, so the replica's clusters are one contiguous region, found from
 `ternctl pool check -o json` (data offset + first cluster). The raw runs use `ioperf --uri uring://FILE
 --offset REGION --size 1g`; the replica runs `ioperf --pool FILE --replica r` (import, run, export).
@@ -72,6 +73,10 @@ def main():
     region = rep["data_offset"] + first * rep["cluster_size"]
     raw_args = ["--uri", uri, "--offset", str(region), "--size", str(GiB)]
     replica_args = ["--dev", uri, "--pool", path, "--replica", "r"]
+    # The thick create zeroed the clusters with FALLOC_FL_ZERO_RANGE: the file system marks them unwritten
+    # and reads of them never reach the disk. Write the replica once so both sides read real blocks.
+    run([ioperf_bin, *replica_args, "--rw", "write", "--bs", "1m", "--qd", "8", "--time", "0",
+         "--ios", str(GiB >> 20)])
 
     results = {"core": core, "reps": args.reps, "secs": args.secs, "region_offset": region, "rows": []}
     merges = NoMerges(path)

@@ -68,7 +68,8 @@ void IoChannel::submit(BdevIo* io, bool writable) {
   } else if (io->type != IoType::kRead && io->type != IoType::kReset && !writable) {
     err = Errc::kPerm;
   } else if (has_range(io->type)) {
-    if (io->num_blocks == 0 || io->offset_blocks >= p.num_blocks || io->num_blocks > p.num_blocks - io->offset_blocks) {
+    const uint64_t nb = bdev_->num_blocks();
+    if (io->num_blocks == 0 || io->offset_blocks >= nb || io->num_blocks > nb - io->offset_blocks) {
       err = Errc::kRange;
     } else if (has_data(io->type)) {
       uint64_t total = 0;

@@ -10,7 +10,8 @@
 //  - Bdev objects are created, opened, claimed and destroyed on the primary reactor (via BdevRegistry).
 //  - I/O happens on any reactor through that reactor's IoChannel (one per device per reactor,
 //    reference-counted, created on first use). A channel and its context belong to one reactor.
-//  - Properties are immutable while the device is open (resize events arrive on the primary reactor).
+//  - Properties are immutable while the device is open, except that rescan() may grow num_blocks (read
+//    it with num_blocks() where requests may race with a rescan).
 #pragma once
 
 #include <sys/uio.h>
@@ -79,6 +80,16 @@ class Bdev {
   // A forced destroy began (primary reactor): abort whatever the backend holds indefinitely so its
   // channels can drain.
   virtual Task<void> on_remove() { co_return; }
+  // Re-reads the size of the medium (a disk or file that was grown) and takes a larger one (never a
+  // smaller one). Primary reactor; the I/O path reads the size atomically. Returns the size in bytes.
+  // kNotSup for devices whose size cannot change.
+  virtual Result<uint64_t> rescan() {
+    return Status::Errorf(Errc::kNotSup, "device '{}' cannot change its size", props_.name);
+  }
+  // The number of blocks, read atomically (it may grow by rescan() while requests run).
+  uint64_t num_blocks() const {
+    return std::atomic_ref<uint64_t>(const_cast<uint64_t&>(props_.num_blocks)).load(std::memory_order_relaxed);
+  }
 
   // Open descriptors; the name of the claiming module, or empty.
   size_t open_count() const { return descs_.size(); }
@@ -90,6 +101,12 @@ class Bdev {
 
  protected:
   explicit Bdev(BdevProps props) : props_(std::move(props)) {}
+  // For rescan(): a larger size takes effect for requests submitted from now on.
+  void grow_to(uint64_t num_blocks) {
+    if (num_blocks > props_.num_blocks) {
+      std::atomic_ref<uint64_t>(props_.num_blocks).store(num_blocks, std::memory_order_relaxed);
+    }
+  }
   BdevProps props_;
 
  private:

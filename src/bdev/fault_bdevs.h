@@ -149,6 +149,13 @@ class PowerCutBdev final : public Bdev {
   Result<std::unique_ptr<ChannelCtx>> create_channel(Reactor& r) override;
   void submit(ChannelCtx* ctx, BdevIo* io) override;
   Task<void> shutdown() override;
+  // Follows its base (a grown file under a pool, in the crash tests of pool grow).
+  Result<uint64_t> rescan() override {
+    auto r = base_->bdev().rescan();
+    if (!r.ok()) return r;
+    grow_to(base_->bdev().num_blocks());
+    return num_blocks() * bs_;
+  }
 
  private:
   struct Block {

@@ -10,6 +10,7 @@
 #include "bdev/backends.h"
 #include "bdev/fault_bdevs.h"
 #include "bdev/wrapper_io.h"
+#include "common/aligned_buffer.h"
 #include "common/log.h"
 
 namespace tern {
@@ -155,7 +156,9 @@ void PowerCutBdev::cache_write(BdevIo* io) {
       b.data.reset();
     } else {
       // A fresh buffer per write: a destage in progress may still hold the previous one.
-      b.data = std::shared_ptr<uint8_t[]>(new uint8_t[bs_]);
+      // Aligned to the block size: the base may be an O_DIRECT file or disk.
+      b.data = std::shared_ptr<uint8_t[]>(static_cast<uint8_t*>(std::aligned_alloc(bs_, bs_)),
+                                          [](uint8_t* p) { std::free(p); });
       copy_from_iov(io->iovs, io->iovcnt, i * bs_, b.data.get(), bs_);
     }
   }
@@ -241,7 +244,7 @@ Task<void> PowerCutBdev::destage(std::vector<Dirty> blocks, BdevIo* flush_io) {
   auto got = ChannelRef::Get(*base_);
   Errc st = got.ok() ? Errc::kOk : got.status().code();
   ChannelRef base = got.ok() ? std::move(*got) : ChannelRef();
-  std::vector<uint8_t> zero(bs_, 0);
+  AlignedBuffer zero(bs_, bs_, true);
   std::vector<iovec> iov;
   for (size_t i = 0; i < blocks.size() && st == Errc::kOk;) {
     size_t j = i;

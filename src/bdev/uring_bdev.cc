@@ -65,6 +65,17 @@ class UringBdev final : public Bdev {
 
   bool supports(IoType) const override { return true; }
 
+  Result<uint64_t> rescan() override {
+    struct stat st;
+    if (fstat(fd_, &st) != 0) return Status::FromErrno(errno, fmt::format("cannot stat '{}'", props_.name));
+    uint64_t size = uint64_t(st.st_size);
+    if (S_ISBLK(st.st_mode) && ioctl(fd_, BLKGETSIZE64, &size) != 0) {
+      return Status::FromErrno(errno, fmt::format("cannot read the size of block device '{}'", props_.name));
+    }
+    grow_to(size / props_.block_size);
+    return num_blocks() * props_.block_size;
+  }
+
   Result<std::unique_ptr<ChannelCtx>> create_channel(Reactor& r) override {
     return std::unique_ptr<ChannelCtx>(new UringChannel(r, fd_));
   }

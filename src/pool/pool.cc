@@ -248,6 +248,54 @@ Task<Status> Pool::Destroy() {
   co_return Status::Ok();
 }
 
+Task<Result<PoolStats>> Pool::Grow() {
+  if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+  co_await lock_meta();
+  Result<PoolStats> result = co_await grow_locked();
+  unlock_meta();
+  co_return result;
+}
+
+Task<Result<PoolStats>> Pool::grow_locked() {
+  TERN_CO_RETURN_IF_ERROR(refuse_if_failed());
+  Bdev& dev = desc_->bdev();
+  auto size = dev.rescan();
+  if (!size.ok() && size.code() != Errc::kNotSup) co_return size.status();
+  const uint64_t bytes = dev.num_blocks() * dev.props().block_size / kLabel * kLabel;
+  if (bytes < sb_.pool_size) {
+    co_return Status::Errorf(Errc::kRange, "pool '{}': device '{}' has {} bytes, less than the pool's {}", sb_.name,
+                             device_, bytes, sb_.pool_size);
+  }
+  const uint64_t clusters = (bytes - kLabel - sb_.data_offset) / sb_.cluster_size;
+  if (clusters <= sb_.data_clusters) co_return stats();  // nothing to add
+  const uint64_t limit = std::min<uint64_t>(max_data_clusters(sb_), PoolState::kMaxClusters);
+  if (clusters > limit) {
+    co_return Status::Errorf(Errc::kNoSpc,
+                             "pool '{}' cannot grow to {} clusters: its metadata areas hold at most {} ({} bytes); "
+                             "create a new pool on the larger device",
+                             sb_.name, clusters, limit, limit * sb_.cluster_size);
+  }
+  const Superblock before = sb_;
+  sb_.pool_size = bytes;
+  sb_.data_clusters = clusters;
+  if (!sb_.devices.empty()) sb_.devices[0].size_bytes = bytes;
+  ++sb_.generation;
+  if (Status v = sb_.Validate(); !v.ok()) {
+    sb_ = before;
+    co_return Status::Errorf(Errc::kInval, "pool '{}': internal error growing: {}", sb_.name, v.message());
+  }
+  // Backup (at the new end) first, then the primary: see write_superblock.
+  Status w = co_await write_superblock(true, true);
+  if (!w.ok()) {
+    failed_ = w;  // which copy is on the device is unknown until re-import
+    co_return w;
+  }
+  state_->grow(clusters);
+  TLOG_INFO("pool", "pool '{}' grew from {} to {} clusters ({} bytes)", sb_.name, before.data_clusters, clusters,
+            bytes);
+  co_return stats();
+}
+
 Status Pool::refuse_if_failed() const {
   if (failed_.ok()) return Status::Ok();
   return Status::Errorf(Errc::kIo, "pool '{}' refuses changes after a failed metadata write ({}); re-import it",

@@ -76,6 +76,12 @@ class Pool {
   Task<Status> Export();
   // Wipes both labels and releases the device: the device no longer holds a pool.
   Task<Status> Destroy();
+  // The device got bigger (a grown disk, partition or file): re-reads its size and adds the new space
+  // as clusters. The backup superblock is written at the new end and flushed before the primary records
+  // the new size, so a crash leaves the old pool or the grown one. Idempotent (nothing to add: the
+  // current stats). Errors: kRange (the device is smaller than the pool), kNoSpc (beyond what the
+  // metadata areas were sized for: about 4x the size at create), kIo.
+  Task<Result<PoolStats>> Grow();
 
   // Replicas. Each call returns once its change is durable (logged and flushed). Errors: kExist (name or
   // UUID taken), kInval (bad name or size), kNoSpc (a thick replica needs more free clusters than there
@@ -126,6 +132,7 @@ class Pool {
       : reg_(reg), device_(std::move(device)), desc_(std::move(desc)) {}
   // Writes the superblock: backup, flush, primary, flush — so a cut leaves at least one good copy.
   Task<Status> write_superblock(bool primary, bool backup);
+  Task<Result<PoolStats>> grow_locked();
   // Metadata changes run one at a time: a change is applied in memory and its record appended before the
   // next starts, so a checkpoint never misses a change that is in memory but not yet in the log.
   struct MetaLock;

@@ -166,6 +166,29 @@ Status Superblock::Validate() const {
   return Status::Ok();
 }
 
+namespace {
+uint64_t checkpoint_size_for(uint64_t clusters) {
+  const uint64_t growth = std::max<uint64_t>(clusters, 1) * kGrowthFactor;
+  const uint64_t replicas = std::clamp<uint64_t>(clusters, 1024, kMaxReplicaEntries);
+  return align_up<uint64_t>(64 * 1024 + growth * kPerClusterState + replicas * kReplicaEntrySize, 64 * 1024);
+}
+}  // namespace
+
+uint64_t max_data_clusters(const Superblock& sb) {
+  // The largest pool the checkpoint areas were sized for: kGrowthFactor x the clusters of the device
+  // they were laid out for (found back from the area size).
+  uint64_t lo = 1, hi = uint64_t(1) << 40;
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo + 1) / 2;
+    if (checkpoint_size_for(mid) <= sb.checkpoint_size) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo * kGrowthFactor;
+}
+
 Result<Superblock> make_layout(std::string name, Uuid uuid, uint64_t device_size, uint64_t cluster_size) {
   TERN_RETURN_IF_ERROR(validate_name(name));
   TERN_RETURN_IF_ERROR(validate_cluster_size(cluster_size));
@@ -175,10 +198,8 @@ Result<Superblock> make_layout(std::string name, Uuid uuid, uint64_t device_size
   sb.cluster_size = cluster_size;
   sb.pool_size = device_size / kBlock * kBlock;
   const uint64_t clusters = sb.pool_size / cluster_size;
-  const uint64_t growth = std::max<uint64_t>(clusters, 1) * kGrowthFactor;
-  const uint64_t replicas = std::clamp<uint64_t>(clusters, 1024, kMaxReplicaEntries);
   constexpr uint64_t kAreaAlign = 64 * 1024;
-  sb.checkpoint_size = align_up<uint64_t>(64 * 1024 + growth * kPerClusterState + replicas * kReplicaEntrySize, kAreaAlign);
+  sb.checkpoint_size = checkpoint_size_for(clusters);
   sb.log_size = align_up<uint64_t>(std::clamp<uint64_t>(sb.pool_size / 4000, Superblock::kAlign, uint64_t(1) << 30), kAreaAlign);
   sb.checkpoint_a = Superblock::kAlign;
   sb.checkpoint_b = sb.checkpoint_a + sb.checkpoint_size;

@@ -59,6 +59,10 @@ struct Superblock {
 // much is needed).
 Result<Superblock> make_layout(std::string name, Uuid uuid, uint64_t device_size, uint64_t cluster_size);
 
+// The most data clusters the pool's metadata areas have room for (grow refuses beyond it): about four
+// times the device it was created on.
+uint64_t max_data_clusters(const Superblock& sb);
+
 // Which copy to trust, and what to repair. Both decoded results are given (an error for a copy that is
 // missing or damaged).
 struct SuperblockChoice {

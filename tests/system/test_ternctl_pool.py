@@ -2,6 +2,7 @@
 for damage that import repairs by itself, for damage it refuses, and when the check cannot run. Exit
 codes follow fsck: 0 clean, 1 repairable, 4 damaged or no pool, 8 operational error."""
 import json
+import os
 import subprocess
 
 import pytest
@@ -145,3 +146,22 @@ def test_replicas_snapshots_and_clones_driven_by_ioperf(ternctl, ioperf, scratch
     assert all(r["parent"] == "" for r in rep["replicas"])
     rc, out, err = ioperf(*dev, "--replica", "nosuch", "--rw", "randread", "--time", "1s")
     assert rc == 2 and "has no replica or snapshot 'nosuch'" in err, (rc, out, err)
+
+
+def test_grow_takes_the_new_space_of_a_grown_file(ternctl, scratch):
+    img = make_file(scratch / "pool.img", 128 * MiB)
+    uri = f"uring://{img}"
+    assert ternctl("create", uri, "--name", "p1")[0] == 0
+    assert ternctl("add-replica", uri, "--name", "r1", "--size", "64m")[0] == 0
+    rc, rep, err = check_json(ternctl, uri)
+    before = rep["clusters"]
+    rc, out, err = ternctl("grow", uri)
+    assert rc == 0 and "already uses the whole device" in out, (rc, out, err)
+    os.truncate(img, 256 * MiB)
+    rc, out, err = ternctl("grow", uri)
+    assert rc == 0 and "grew from" in out, (rc, out, err)
+    rc, rep, err = check_json(ternctl, uri)
+    assert rc == 0 and rep["clusters"] == before + 32, rep
+    assert [r["name"] for r in rep["replicas"]] == ["r1"]
+    rc, out, err = ternctl("add-replica", uri, "--name", "r2", "--size", "150m")
+    assert rc == 0, (rc, out, err)

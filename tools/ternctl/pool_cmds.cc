@@ -225,6 +225,20 @@ int run_remove(const PoolArgs& a) {
   });
 }
 
+int run_grow(const PoolArgs& a) {
+  return with_pool(a, [](pool::Pool& p) -> Task<Status> {
+    const uint64_t before = p.stats().capacity;
+    auto r = co_await p.Grow();
+    if (!r.ok()) co_return r.status();
+    if (r->capacity == before) {
+      fmt::print("pool '{}' already uses the whole device ({} bytes of clusters)\n", p.superblock().name, before);
+    } else {
+      fmt::print("pool '{}' grew from {} to {} bytes of clusters\n", p.superblock().name, before, r->capacity);
+    }
+    co_return Status::Ok();
+  });
+}
+
 }  // namespace
 
 void add_pool_commands(CLI::App& app, PoolArgs& args, int (**run)(const PoolArgs&)) {
@@ -268,6 +282,11 @@ void add_pool_commands(CLI::App& app, PoolArgs& args, int (**run)(const PoolArgs
   rm->add_option("device", args.device, "Device URI")->required();
   rm->add_option("--name", args.name, "Name or UUID")->required();
   rm->callback([run] { *run = run_remove; });
+  auto* grow = pool->add_subcommand("grow",
+                                    "Take the new space of a device that got bigger (disk, partition or file); the "
+                                    "backup label moves to the new end first");
+  grow->add_option("device", args.device, "Device URI")->required();
+  grow->callback([run] { *run = run_grow; });
 }
 
 }  // namespace tern::ctl
