@@ -144,6 +144,14 @@ Task<Result<std::unique_ptr<Pool>>> Pool::Create(BdevRegistry& reg, std::string 
   co_return p;
 }
 
+Task<Result<std::unique_ptr<Pool>>> Pool::CreateOrImport(BdevRegistry& reg, std::string device,
+                                                         PoolCreateOptions opts) {
+  const std::optional<std::string> name = opts.name;
+  auto p = co_await Import(reg, device, name);
+  if (p.ok() || p.code() != Errc::kNoEnt) co_return p;
+  co_return co_await Create(reg, device, std::move(opts));
+}
+
 Task<Result<std::unique_ptr<Pool>>> Pool::Import(BdevRegistry& reg, std::string device,
                                                  std::optional<std::string> expect_name) {
   auto dev = open_claimed(reg, device);
@@ -475,8 +483,22 @@ std::vector<ReplicaMeta> Pool::ListReplicas() const {
   return out;
 }
 
+ObjectSpace Pool::Space(const Uuid& uuid) const {
+  ObjectSpace o;
+  if (!state_) return o;
+  const PoolState::Space sp = state_->space(uuid);
+  o.allocated = sp.owned * sb_.cluster_size;
+  o.referenced = sp.readable * sb_.cluster_size;
+  o.exclusive = sp.exclusive * sb_.cluster_size;
+  return o;
+}
+
 PoolStats Pool::stats() const {
   PoolStats st;
+  if (!failed_.ok()) {
+    st.online = false;
+    st.state_reason = fmt::format("a metadata write failed ({}); re-import the pool", failed_.message());
+  }
   if (!state_) return st;
   st.capacity = state_->data_clusters() * sb_.cluster_size;
   st.used = (state_->data_clusters() - state_->free_clusters()) * sb_.cluster_size;
@@ -989,7 +1011,12 @@ Task<Result<PoolReport>> Pool::Inspect(BdevRegistry& reg, std::string device) {
   auto c = co_await log.Recover(load, apply);
   if (!c.ok()) co_return c.status();
   rep.checkpoint_generation = c->generation;
-  for (auto& [id, r] : st.replicas()) rep.replicas.push_back(r);
+  for (auto& [id, r] : st.replicas()) {
+    rep.replicas.push_back(r);
+    const PoolState::Space sp = st.space(id);
+    rep.space.push_back({sp.owned * rep.sb.cluster_size, sp.readable * rep.sb.cluster_size,
+                         sp.exclusive * rep.sb.cluster_size});
+  }
   rep.used_clusters = st.data_clusters() - st.free_clusters();
   co_return rep;
 }

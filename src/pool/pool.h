@@ -43,10 +43,21 @@ struct SnapshotOptions {
 struct PoolStats {
   uint64_t capacity = 0;   // bytes of data clusters
   uint64_t used = 0;       // bytes of allocated clusters
-  uint64_t committed = 0;  // sum of replica sizes (thin ones included)
-  uint64_t replicas = 0;
+  uint64_t committed = 0;  // sum of replica and clone sizes (thin ones included)
+  uint64_t replicas = 0;   // objects: replicas, clones and snapshots
+  bool online = true;      // false after a failed metadata write: reads and writes into allocated
+                           // clusters go on, changes are refused until the pool is re-imported
+  std::string state_reason;  // why not online
 };
 
+
+// Space of one object. For a snapshot, `exclusive` is what deleting it would free now (its clusters no
+// child still reads); `referenced` is everything readable through the object (its own and inherited).
+struct ObjectSpace {
+  uint64_t allocated = 0;
+  uint64_t referenced = 0;
+  uint64_t exclusive = 0;
+};
 // What `pool check` reports: read-only, nothing is written or claimed.
 struct PoolReport {
   Superblock sb;
@@ -54,6 +65,7 @@ struct PoolReport {
   uint64_t checkpoint_generation = 0;
   uint64_t records_replayed = 0;
   std::vector<ReplicaMeta> replicas;
+  std::vector<ObjectSpace> space;  // per entry of `replicas`
   uint64_t used_clusters = 0;
 };
 
@@ -67,6 +79,11 @@ class Pool {
   // or they disagree about which pool this is), kNotSup (newer format), kInval (name mismatch).
   static Task<Result<std::unique_ptr<Pool>>> Import(BdevRegistry& reg, std::string device,
                                                     std::optional<std::string> expect_name = {});
+  // Imports the pool on `device` if it holds one (its name must be `opts.name`), else creates it: what a
+  // node does at start for its configured pools. A damaged label is refused as by Import, never
+  // overwritten.
+  static Task<Result<std::unique_ptr<Pool>>> CreateOrImport(BdevRegistry& reg, std::string device,
+                                                            PoolCreateOptions opts);
   // Reads everything import reads — both labels, both checkpoints, the log — and checks every checksum
   // and invariant, without writing or claiming the device. Errors are what import would refuse with.
   static Task<Result<PoolReport>> Inspect(BdevRegistry& reg, std::string device);
@@ -90,6 +107,7 @@ class Pool {
   Task<Result<ReplicaMeta>> CreateReplica(ReplicaCreateOptions opts);
   Task<Status> DestroyReplica(Uuid uuid);
   std::vector<ReplicaMeta> ListReplicas() const;
+  ObjectSpace Space(const Uuid& uuid) const;
   PoolStats stats() const;
   // Snapshot of a replica or clone: a read-only image of it as of the call. If the replica is exposed, new
   // requests are held and those in flight drain first, so every write completed before the call is in

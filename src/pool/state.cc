@@ -579,6 +579,25 @@ std::vector<uint32_t> PoolState::resolve_all(const Uuid& uuid) const {
   return out;
 }
 
+PoolState::Space PoolState::space(const Uuid& uuid) const {
+  Space sp;
+  const ReplicaMeta* r = find(uuid);
+  if (!r) return sp;
+  const std::vector<Uuid> kids = children(uuid);
+  for (size_t vc = 0; vc < r->map.size(); ++vc) {
+    sp.readable += resolve(uuid, vc) != 0;
+    if (!ReplicaMeta::owned(r->map[vc])) continue;
+    ++sp.owned;
+    bool read_by_child = false;
+    for (const Uuid& k : kids) {
+      const ReplicaMeta* c = find(k);
+      read_by_child |= vc < c->map.size() && c->map[vc] == ReplicaMeta::kInherit;
+    }
+    sp.exclusive += !read_by_child;
+  }
+  return sp;
+}
+
 uint64_t PoolState::committed_bytes() const {
   uint64_t n = 0;
   for (auto& [id, r] : replicas_) n += r.snapshot ? 0 : r.size;

@@ -100,6 +100,11 @@ class PoolState {
   // What I/O to `uuid` reads at virtual cluster `vc` (see kInheritedBit), and the whole map so.
   uint32_t resolve(const Uuid& uuid, uint64_t vc) const;
   std::vector<uint32_t> resolve_all(const Uuid& uuid) const;
+  // Clusters: owned, readable (own + inherited), and owned that no child reads (see ObjectSpace).
+  struct Space {
+    uint64_t owned = 0, readable = 0, exclusive = 0;
+  };
+  Space space(const Uuid& uuid) const;
   uint64_t data_clusters() const { return owner_.size(); }
   uint64_t cluster_size() const { return cluster_size_; }
   uint64_t free_clusters() const { return free_; }

@@ -138,6 +138,10 @@ def test_replicas_snapshots_and_clones_driven_by_ioperf(ternctl, ioperf, scratch
     assert rc == 0, err
     kinds = {r["name"]: r for r in rep["replicas"]}
     assert kinds["snap1"]["discarded"] is True and kinds["clone1"]["kind"] == "clone"
+    # The snapshot holds what thin1 had written; thin1 and clone1 read through it.
+    assert kinds["snap1"]["allocated_bytes"] > 0 and kinds["snap1"]["source"] == kinds["thin1"]["uuid"]
+    assert kinds["thin1"]["referenced_bytes"] >= kinds["snap1"]["allocated_bytes"] - kinds["snap1"]["exclusive_bytes"]
+    assert kinds["snap1"]["created_ns"] > 0
     # The clone goes: the snapshot merges into the replica and disappears.
     assert ternctl("remove", uri, "--name", "clone1")[0] == 0
     rc, rep, err = check_json(ternctl, uri)

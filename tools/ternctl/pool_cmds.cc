@@ -91,7 +91,8 @@ int run_check(const PoolArgs& a) {
     for (auto& rp : rep.replicas) committed += rp.snapshot ? 0 : rp.size;
     if (a.output == "json") {
       json reps = json::array();
-      for (auto& rp : rep.replicas) {
+      for (size_t i = 0; i < rep.replicas.size(); ++i) {
+        const pool::ReplicaMeta& rp = rep.replicas[i];
         reps.push_back({{"name", rp.name},
                         {"uuid", rp.uuid.ToString()},
                         {"kind", rp.snapshot ? "snapshot" : rp.clone() ? "clone" : "replica"},
@@ -99,8 +100,13 @@ int run_check(const PoolArgs& a) {
                         {"thin", rp.thin},
                         {"discarded", rp.discarded},
                         {"parent", rp.parent.is_nil() ? "" : rp.parent.ToString()},
+                        {"source", rp.source.is_nil() ? "" : rp.source.ToString()},
+                        {"created_ns", rp.created_ns},
                         {"map", rp.map},
-                        {"allocated_clusters", rp.allocated_clusters()}});
+                        {"allocated_clusters", rp.allocated_clusters()},
+                        {"allocated_bytes", rep.space[i].allocated},
+                        {"referenced_bytes", rep.space[i].referenced},
+                        {"exclusive_bytes", rep.space[i].exclusive}});
       }
       fmt::print("{}\n", json{{"device", a.device},
                               {"state", rc == kClean ? "clean" : "repairable"},

@@ -425,3 +425,60 @@ TEST(ThinAllocation, ConcurrentFirstWrites) {
 
 }  // namespace
 }  // namespace tern::pool
+
+namespace tern::pool {
+namespace {
+
+using namespace test_env;
+
+TEST(Snapshots, SpaceAccounting) {
+  PoolFixture t;
+  auto r = t.replica("r", 12 * kMiB, true);
+  auto d = t.expose_and_open(r.uuid);
+  ASSERT_EQ(t.write_seed(*d, 0, 8 * kMiB, 1), Errc::kOk);
+  auto s = t.snapshot(r.uuid, "s");
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ(t.write_seed(*d, 0, 4096, 2), Errc::kOk);  // cluster 0 copied: the snapshot's is its own now
+  t.env.close(d);
+  const ObjectSpace ss = t.pool->Space(s->uuid), rs = t.pool->Space(r.uuid);
+  EXPECT_EQ(ss.allocated, 8 * kMiB);
+  EXPECT_EQ(ss.referenced, 8 * kMiB);
+  EXPECT_EQ(ss.exclusive, 4 * kMiB) << "deleting the snapshot would free cluster 0 only";
+  EXPECT_EQ(rs.allocated, 4 * kMiB);
+  EXPECT_EQ(rs.referenced, 8 * kMiB) << "its own cluster 0 and the inherited cluster 1";
+  EXPECT_EQ(rs.exclusive, 4 * kMiB);
+  const PoolStats st = t.pool->stats();
+  EXPECT_TRUE(st.online);
+  EXPECT_EQ(st.used, 12 * kMiB);
+  EXPECT_EQ(st.committed, 12 * kMiB) << "snapshots commit nothing";
+  EXPECT_EQ(st.replicas, 2u);
+  EXPECT_GT(s->created_ns, 0u);
+  EXPECT_EQ(s->source, r.uuid);
+}
+
+TEST(PoolLifeCycle, CreateOrImport) {
+  PoolFixture t(1, "malloc:///d0?size_mb=64", "d0", 4 * kMiB, false);
+  auto run = [&](const std::string& name) {
+    PoolCreateOptions o{name, std::nullopt, 4 * kMiB};
+    return t.env.on_primary([&]() -> Task<Result<std::unique_ptr<Pool>>> {
+      co_return co_await Pool::CreateOrImport(*t.env.registry, "d0", o);
+    });
+  };
+  auto first = run("p1");
+  ASSERT_TRUE(first.ok()) << first.status();
+  const Uuid id = (*first)->superblock().pool_uuid;
+  t.pool = std::move(*first);
+  t.replica("r", 4 * kMiB);
+  ASSERT_TRUE(t.export_pool().ok());
+  auto again = run("p1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->superblock().pool_uuid, id) << "imported, not created anew";
+  EXPECT_EQ((*again)->ListReplicas().size(), 1u);
+  t.pool = std::move(*again);
+  ASSERT_TRUE(t.export_pool().ok());
+  auto other = run("p2");
+  EXPECT_EQ(other.code(), Errc::kInval) << "a device holding another pool is not overwritten";
+}
+
+}  // namespace
+}  // namespace tern::pool
