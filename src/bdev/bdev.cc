@@ -47,6 +47,21 @@ bool has_data(IoType t) { return t == IoType::kRead || t == IoType::kWrite; }
 bool has_range(IoType t) { return t != IoType::kFlush && t != IoType::kReset; }
 constexpr int kMaxIovcnt = 1024;  // IOV_MAX
 
+// Clock reads for stacked devices. A wrapper (a replica, an error or delay device) forwards a request
+// to its base inside its own submit, and completes its request inside its base's completion: the inner
+// layer's times equal the outer's to within nanoseconds, so they reuse them instead of reading the clock
+// again (a vDSO call that costs ~0.1 us in some VMs, measured: 10 % of a CPU-bound replica I/O). Only
+// these two nestings reuse: a request submitted from a completion callback (the next request of a
+// workload) reads the clock, since the callback may have done any amount of work first.
+thread_local uint64_t t_submitting_ns = 0;  // set while a backend's submit runs
+thread_local uint64_t t_completing_ns = 0;  // set while a request's completion callback runs
+struct ScopedTime {
+  uint64_t& slot;
+  uint64_t saved;
+  ScopedTime(uint64_t& s, uint64_t t) : slot(s), saved(s) { slot = t; }
+  ~ScopedTime() { slot = saved; }
+};
+
 }  // namespace
 
 void IoChannel::submit(BdevIo* io, bool writable) {
@@ -54,7 +69,7 @@ void IoChannel::submit(BdevIo* io, bool writable) {
   io->status = Errc::kOk;
   io->parent = nullptr;
   io->is_child = false;
-  io->submit_ns = now_ns();
+  io->submit_ns = t_submitting_ns ? t_submitting_ns : now_ns();
   io->epoch = epoch_;
   ++epoch_inflight_[epoch_];
   ++stats_.inflight;
@@ -95,6 +110,7 @@ void IoChannel::submit(BdevIo* io, bool writable) {
     split(io);
     return;
   }
+  ScopedTime t(t_submitting_ns, io->submit_ns);
   bdev_->submit(ctx_.get(), io);
 }
 
@@ -270,7 +286,7 @@ void IoChannel::maybe_finish_resets() {
 // Completion
 
 void IoChannel::finish(BdevIo* io) {
-  io->complete_ns = now_ns();
+  io->complete_ns = t_completing_ns ? t_completing_ns : now_ns();
   --stats_.inflight;
   stats_.record(*io, has_data(io->type) && io->status == Errc::kOk ? io->num_blocks * bdev_->props().block_size : 0);
   uint64_t& in_epoch = epoch_inflight_[io->epoch];
@@ -279,6 +295,7 @@ void IoChannel::finish(BdevIo* io) {
   // The callback may release the last reference to this channel (and so free it): decide before it
   // runs, touch nothing after.
   const bool retire_after = orphaned_ && stats_.inflight == 0 && resets_.empty();
+  ScopedTime t(t_completing_ns, io->complete_ns);
   io->done(io, io->done_arg);
   if (retire_after) retire(this);
 }

@@ -78,6 +78,7 @@ Pool::~Pool() {
   // Replica bdevs may outlive the pool object (dropped without an export, as after a crash of the
   // caller): they must not call into it.
   for (auto& [id, sh] : shared_) sh->pool = nullptr;
+  *self_ = nullptr;
 }
 
 Task<Status> Pool::write_superblock(bool primary, bool backup) {
@@ -796,10 +797,11 @@ Task<Status> Pool::ReleaseCluster(Uuid uuid, uint32_t vc) {
   if (freed && sh) {
     // The cluster goes back to the pool once every request submitted before the map changed is done.
     // In the background: this very unmap is one of them.
-    spawn([](std::shared_ptr<ReplicaShared> sh, uint32_t pc) -> Task<void> {
+    // The pool may be exported (and gone) before the drain ends: `self` says whether it still exists.
+    spawn([](std::shared_ptr<ReplicaShared> sh, std::shared_ptr<Pool*> self, uint32_t pc) -> Task<void> {
       co_await replica_drain(sh);
-      if (sh->pool) sh->pool->unreserve_cluster(pc);
-    }(sh, m - 1));
+      if (*self) (*self)->unreserve_cluster(pc);
+    }(sh, self_, m - 1));
   }
   if (!s.ok()) co_return s;
   if (log_->used() > log_->capacity() / 2) {

@@ -191,6 +191,8 @@ class Pool {
   std::map<Uuid, std::shared_ptr<struct ReplicaShared>> shared_;  // maps shared with exposed replicas' bdevs
   // Allocations in progress, by (object, virtual cluster): later writes to the same cluster wait.
   std::map<std::pair<Uuid, uint32_t>, std::vector<std::coroutine_handle<>>> allocating_;
+  // Points at this pool until it is destroyed: background work checks it before calling back.
+  std::shared_ptr<Pool*> self_ = std::make_shared<Pool*>(this);
 };
 
 }  // namespace tern::pool
