@@ -124,7 +124,9 @@ def test_bad_arguments_exit_2_and_say_why(ioperf, scratch):
         (["--uri", f"uring://{disk}", "--offset", "2m"], "beyond the device"),
         (["--uri", f"uring://{disk}", "--time", "0"], "give --time or --ios"),
         (["--uri", f"uring://{disk}", "--poll", "sometimes"], "--poll must be adaptive or busy"),
-        (["--rw", "read"], "--uri is required"),
+        (["--rw", "read"], "--uri (or --pool and --replica) is required"),
+        (["--pool", "d0"], "requires --replica"),
+        (["--uri", f"uring://{disk}", "--pool", "d0", "--replica", "r"], "excludes --pool"),
     ]
     for args, fragment in cases:
         p = ioperf.run(*args)
