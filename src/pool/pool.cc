@@ -305,6 +305,42 @@ Task<Result<PoolStats>> Pool::grow_locked() {
   co_return stats();
 }
 
+Status Pool::metadata_room(uint64_t extra) const {
+  const uint64_t cap = sb_.checkpoint_size - 4096;  // the area's first block is its header
+  const uint64_t need = state_->checkpoint_bytes() + extra;
+  if (need <= cap) return Status::Ok();
+  return Status::Errorf(Errc::kNoSpc,
+                        "pool '{}': its metadata would need {} bytes, more than its checkpoint area's {} (too many "
+                        "or too large thin replicas, snapshots or properties)",
+                        sb_.name, need, cap);
+}
+
+Task<Status> Pool::SetProperty(Uuid uuid, std::string key, std::string value) {
+  if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
+  TERN_CO_RETURN_IF_ERROR(PoolState::ValidateProperty(key, value));
+  co_await lock_meta();
+  Status s = [&]() -> Status {
+    const ReplicaMeta* r = state_->find(uuid);
+    if (!r || r->discarded) {
+      return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica or snapshot {}", sb_.name, uuid.ToString());
+    }
+    TERN_RETURN_IF_ERROR(refuse_if_failed());
+    uint64_t bytes = key.size() + value.size();
+    for (auto& [k, v] : r->props) bytes += k == key ? 0 : k.size() + v.size();
+    if (bytes > PoolState::kMaxPropBytes) {
+      return Status::Errorf(Errc::kNoSpc, "'{}': properties would take {} bytes; at most {}", r->name, bytes,
+                            PoolState::kMaxPropBytes);
+    }
+    return metadata_room(key.size() + value.size() + 3);
+  }();
+  if (s.ok()) {
+    const std::vector<uint8_t> record = PoolState::SetPropertyRecord(uuid, key, value);
+    s = co_await commit(record);
+  }
+  unlock_meta();
+  co_return s;
+}
+
 Status Pool::refuse_if_failed() const {
   if (failed_.ok()) return Status::Ok();
   return Status::Errorf(Errc::kIo, "pool '{}' refuses changes after a failed metadata write ({}); re-import it",
@@ -401,6 +437,7 @@ Task<Result<ReplicaMeta>> Pool::CreateReplica(ReplicaCreateOptions opts) {
       return Status::Errorf(Errc::kExist, "pool '{}' already has a replica named '{}'", sb_.name, r.name);
     }
     const uint64_t clusters = (r.size + sb_.cluster_size - 1) / sb_.cluster_size;
+    TERN_RETURN_IF_ERROR(metadata_room(4 * clusters + 128 + r.name.size()));
     r.map.assign(clusters, 0);
     if (!r.thin) {
       auto picked = state_->pick_free(clusters);
@@ -826,6 +863,7 @@ Task<Result<ReplicaMeta>> Pool::CreateSnapshot(Uuid replica, SnapshotOptions opt
     if (state_->find_name(opts.name)) {
       return Status::Errorf(Errc::kExist, "pool '{}' already has a replica or snapshot named '{}'", sb_.name, opts.name);
     }
+    TERN_RETURN_IF_ERROR(metadata_room(4 * r->map.size() + 128 + opts.name.size()));
     return refuse_if_failed();
   };
   TERN_CO_RETURN_IF_ERROR(check());
@@ -861,6 +899,7 @@ Task<Result<ReplicaMeta>> Pool::CreateClone(Uuid snapshot, ReplicaCreateOptions 
       return Status::Errorf(Errc::kNoEnt, "pool '{}' has no snapshot {}", sb_.name, snapshot.ToString());
     }
     if (!s->snapshot) return Status::Errorf(Errc::kInval, "'{}' is not a snapshot; clone a snapshot", s->name);
+    TERN_RETURN_IF_ERROR(metadata_room(4 * s->map.size() + 128 + opts.name.size()));
     if (state_->find(id)) return Status::Errorf(Errc::kExist, "pool '{}' already has UUID {}", sb_.name, id.ToString());
     if (state_->find_name(opts.name)) {
       return Status::Errorf(Errc::kExist, "pool '{}' already has a replica or snapshot named '{}'", sb_.name, opts.name);
@@ -899,6 +938,8 @@ Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool all
       bad = Status::Errorf(Errc::kInval,
                            "shrinking '{}' from {} to {} bytes loses the data past the new end; say so explicitly "
                            "(allow shrink) if that is meant", r->name, r->size, size);
+    } else if (size > r->size && !metadata_room(4 * ((size - r->size) / cs + 1)).ok()) {
+      bad = metadata_room(4 * ((size - r->size) / cs + 1));
     } else if (Bdev* b = reg_.find(uuid.ToString()); b && b->open_count() > 0) {
       bad = Status::Errorf(Errc::kBusy, "replica '{}' is open (shared or in use); unshare it before resizing", r->name);
     } else {

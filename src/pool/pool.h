@@ -121,6 +121,9 @@ class Pool {
   // Growing makes the new range read zeros. kBusy while the replica's bdev is open (the size of an open
   // device does not change under its users); kInval for a snapshot.
   Task<Result<ReplicaMeta>> ResizeReplica(Uuid uuid, uint64_t size, bool allow_shrink);
+  // Sets a property of a replica, snapshot or clone (an empty value removes it); durable on return.
+  // kInval for a bad name or value (PoolState::ValidateProperty), kNoSpc past 4 KiB per object.
+  Task<Status> SetProperty(Uuid uuid, std::string key, std::string value);
   // Registers the replica as a bdev named by its UUID (the device any module opens: ioperf, the NVMe/TCP
   // target, later the nexus). Idempotent. The bdev is removed by DestroyReplica, Export and Destroy,
   // which fail with EBUSY while it is open.
@@ -172,6 +175,9 @@ class Pool {
   Task<Status> wait_durable(MetaLog::Ticket ticket);
   Task<void> checkpoint_if_due();
   Status refuse_if_failed() const;
+  // kNoSpc unless the checkpoint still fits after growing by `extra` bytes (a replica's map, a
+  // snapshot's, properties): the metadata areas are finite, a change they cannot hold is refused.
+  Status metadata_room(uint64_t extra) const;
   // Recomputes the resolved maps of exposed objects after a change to the chains.
   void republish();
 

@@ -16,6 +16,8 @@ namespace {
 //   kSnapshot: type(1) replica(16) snapshot(16) created_ns(8) name_len(1) name
 //   kClone: type(1) snapshot(16) clone(16) created_ns(8) name_len(1) name
 //   kResize: type(1) uuid(16) size(8) count(4) new clusters(4 each)
+//   kSetProperty: type(1) uuid(16) key_len(1) key value_len(2) value (empty value: remove)
+// kCreateReplica ends with: prop_count(2), then per property key_len(1) key value_len(2) value.
 // Checkpoint body: version(4)=1 replica_count(4), then each object as a kCreateReplica record prefixed
 // by its length(4), parents before their children.
 enum : uint8_t {
@@ -25,12 +27,14 @@ enum : uint8_t {
   kUnmapCluster = 4,
   kSnapshot = 5,
   kClone = 6,
-  kResize = 7
+  kResize = 7,
+  kSetProperty = 8
 };
 
 class Writer {
  public:
   void u8(uint8_t v) { b_.push_back(v); }
+  void u16(uint16_t v) { put(v); }
   void u32(uint32_t v) { put(v); }
   void u64(uint64_t v) { put(v); }
   void bytes(const void* p, size_t n) {
@@ -52,6 +56,7 @@ class Reader {
  public:
   explicit Reader(std::span<const uint8_t> s) : s_(s) {}
   bool u8(uint8_t& v) { return get(&v, 1); }
+  bool u16(uint16_t& v) { return take(v); }
   bool u32(uint32_t& v) { return take(v); }
   bool u64(uint64_t& v) { return take(v); }
   bool get(void* p, size_t n) {
@@ -97,6 +102,23 @@ void write_replica(Writer& w, const ReplicaMeta& r) {
   write_uuid(w, r.source);
   w.u32(uint32_t(r.map.size()));
   for (uint32_t m : r.map) w.u32(m);
+  w.u16(uint16_t(r.props.size()));
+  for (auto& [k, v] : r.props) {
+    w.u8(uint8_t(k.size()));
+    w.bytes(k.data(), k.size());
+    w.u16(uint16_t(v.size()));
+    w.bytes(v.data(), v.size());
+  }
+}
+
+bool read_prop(Reader& rd, std::string& k, std::string& v) {
+  uint8_t kl = 0;
+  uint16_t vl = 0;
+  if (!rd.u8(kl)) return false;
+  k.resize(kl);
+  if (!rd.get(k.data(), kl) || !rd.u16(vl)) return false;
+  v.resize(vl);
+  return rd.get(v.data(), vl);
 }
 
 Result<ReplicaMeta> read_replica_body(Reader& rd) {
@@ -115,6 +137,14 @@ Result<ReplicaMeta> read_replica_body(Reader& rd) {
   r.discarded = flags & 2;
   r.map.resize(n);
   for (uint32_t i = 0; i < n; ++i) rd.u32(r.map[i]);
+  uint16_t np = 0;
+  if (!rd.u16(np)) return Status::Errorf(Errc::kCorruption, "truncated replica record");
+  for (uint16_t i = 0; i < np; ++i) {
+    std::string k, v;
+    if (!read_prop(rd, k, v)) return Status::Errorf(Errc::kCorruption, "truncated replica record");
+    TERN_RETURN_IF_ERROR(PoolState::ValidateProperty(k, v));
+    r.props[k] = std::move(v);
+  }
   return r;
 }
 
@@ -192,6 +222,32 @@ std::vector<uint8_t> PoolState::ResizeRecord(const Uuid& uuid, uint64_t size, co
   w.u32(uint32_t(new_clusters.size()));
   for (uint32_t pc : new_clusters) w.u32(pc);
   return w.take();
+}
+
+std::vector<uint8_t> PoolState::SetPropertyRecord(const Uuid& uuid, const std::string& key, const std::string& value) {
+  Writer w;
+  w.u8(kSetProperty);
+  write_uuid(w, uuid);
+  w.u8(uint8_t(key.size()));
+  w.bytes(key.data(), key.size());
+  w.u16(uint16_t(value.size()));
+  w.bytes(value.data(), value.size());
+  return w.take();
+}
+
+Status PoolState::ValidateProperty(std::string_view key, std::string_view value) {
+  if (key.empty() || key.size() > kMaxPropKey) {
+    return Status::Errorf(Errc::kInval, "property name '{}' must have 1 to {} characters", key, kMaxPropKey);
+  }
+  for (char c : key) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) {
+      return Status::Errorf(Errc::kInval, "property name '{}' contains '{}'; use a-z, 0-9, '.', '_' and '-'", key, c);
+    }
+  }
+  if (value.size() > kMaxPropValue) {
+    return Status::Errorf(Errc::kInval, "property '{}': {} bytes; at most {}", key, value.size(), kMaxPropValue);
+  }
+  return Status::Ok();
 }
 
 Status PoolState::add(ReplicaMeta r) {
@@ -446,6 +502,33 @@ Status PoolState::Apply(std::span<const uint8_t> record) {
       r.size = size;
       return Status::Ok();
     }
+    case kSetProperty: {
+      Uuid u;
+      std::string k, v;
+      if (!read_uuid(rd, u) || !read_prop(rd, k, v) || !rd.done()) {
+        return Status::Errorf(Errc::kCorruption, "bad property record");
+      }
+      auto it = replicas_.find(u);
+      if (it == replicas_.end()) {
+        return Status::Errorf(Errc::kCorruption, "property record for unknown replica {}", u.ToString());
+      }
+      if (Status s = ValidateProperty(k, v); !s.ok()) {
+        return Status::Errorf(Errc::kCorruption, "property record: {}", s.message());
+      }
+      std::map<std::string, std::string> next = it->second.props;
+      if (v.empty()) {
+        next.erase(k);
+      } else {
+        next[k] = std::move(v);
+      }
+      uint64_t bytes = 0;
+      for (auto& [pk, pv] : next) bytes += pk.size() + pv.size();
+      if (bytes > kMaxPropBytes) {
+        return Status::Errorf(Errc::kCorruption, "replica {}: properties exceed {} bytes", u.ToString(), kMaxPropBytes);
+      }
+      it->second.props = std::move(next);
+      return Status::Ok();
+    }
     default:
       return Status::Errorf(Errc::kCorruption, "unknown metadata record type {}", type);
   }
@@ -596,6 +679,16 @@ PoolState::Space PoolState::space(const Uuid& uuid) const {
     sp.exclusive += !read_by_child;
   }
   return sp;
+}
+
+uint64_t PoolState::checkpoint_bytes() const {
+  uint64_t n = 8;  // version, count
+  for (auto& [id, r] : replicas_) {
+    // length prefix + the type-1 record (see write_replica)
+    n += 4 + 1 + 16 + 1 + r.name.size() + 8 + 1 + 8 + 1 + 16 + 16 + 4 + 4 * uint64_t(r.map.size()) + 2;
+    for (auto& [k, v] : r.props) n += 1 + k.size() + 2 + v.size();
+  }
+  return n;
 }
 
 uint64_t PoolState::committed_bytes() const {

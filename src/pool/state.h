@@ -43,6 +43,9 @@ struct ReplicaMeta {
   Uuid parent;             // nil: none; else the snapshot unwritten clusters read from
   Uuid source;             // snapshot: the replica it was taken of; clone: its snapshot; else nil
   std::vector<uint32_t> map;
+  // Small named settings kept with the object (what the engine needs after a restart: how it is shared,
+  // to whom). Keys: 1-64 of [a-z0-9._-]; values up to 1024 bytes; at most 4 KiB per object.
+  std::map<std::string, std::string> props;
 
   uint64_t allocated_clusters() const;  // clusters this object owns
   bool clone() const { return !snapshot && !source.is_nil(); }
@@ -76,6 +79,10 @@ class PoolState {
                                           uint64_t created_ns);
   // New size; clusters beyond a smaller size are freed; `new_clusters` are the (thick) grown part's.
   static std::vector<uint8_t> ResizeRecord(const Uuid& uuid, uint64_t size, const std::vector<uint32_t>& new_clusters);
+  // Sets property `key` of the object to `value`; an empty value removes it.
+  static std::vector<uint8_t> SetPropertyRecord(const Uuid& uuid, const std::string& key, const std::string& value);
+  static constexpr size_t kMaxPropKey = 64, kMaxPropValue = 1024, kMaxPropBytes = 4096;
+  static Status ValidateProperty(std::string_view key, std::string_view value);
 
   // Applies one record. Errors leave the state unchanged: kCorruption for a record that cannot be parsed
   // or contradicts the state (duplicate, unknown replica, a cluster owned twice or out of range).
@@ -109,6 +116,8 @@ class PoolState {
   uint64_t cluster_size() const { return cluster_size_; }
   uint64_t free_clusters() const { return free_; }
   uint64_t committed_bytes() const;  // sum of the sizes of replicas and clones
+  // Size of Serialize()'s result, computed without serializing (O(objects)): what a checkpoint needs.
+  uint64_t checkpoint_bytes() const;
 
  private:
   Status add(ReplicaMeta r);

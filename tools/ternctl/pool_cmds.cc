@@ -103,6 +103,7 @@ int run_check(const PoolArgs& a) {
                         {"source", rp.source.is_nil() ? "" : rp.source.ToString()},
                         {"created_ns", rp.created_ns},
                         {"map", rp.map},
+                        {"properties", rp.props},
                         {"allocated_clusters", rp.allocated_clusters()},
                         {"allocated_bytes", rep.space[i].allocated},
                         {"referenced_bytes", rep.space[i].referenced},

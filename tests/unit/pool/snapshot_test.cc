@@ -482,3 +482,80 @@ TEST(PoolLifeCycle, CreateOrImport) {
 
 }  // namespace
 }  // namespace tern::pool
+
+namespace tern::pool {
+namespace {
+
+using namespace test_env;
+
+Status set_prop(PoolFixture& t, const Uuid& id, const std::string& k, const std::string& v) {
+  return t.env.on_primary([&]() -> Task<Status> { co_return co_await t.pool->SetProperty(id, k, v); });
+}
+
+TEST(Properties, KeptWithTheObjectThroughRestarts) {
+  PoolFixture t;
+  auto r = t.replica("r", 8 * kMiB, true);
+  ASSERT_TRUE(set_prop(t, r.uuid, "share.protocol", "nvmf").ok());
+  ASSERT_TRUE(set_prop(t, r.uuid, "share.allowed-hosts", "nqn.2014-08.org.example:host1").ok());
+  ASSERT_TRUE(set_prop(t, r.uuid, "entity-id", "vol-1").ok());
+  ASSERT_TRUE(set_prop(t, r.uuid, "entity-id", "").ok()) << "an empty value removes";
+  EXPECT_EQ(set_prop(t, r.uuid, "Bad Name", "x").code(), Errc::kInval);
+  EXPECT_EQ(set_prop(t, r.uuid, "big", std::string(2000, 'x')).code(), Errc::kInval);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(set_prop(t, r.uuid, fmt::format("k{}", i), std::string(1000, 'a')).ok());
+  EXPECT_EQ(set_prop(t, r.uuid, "k4", std::string(1000, 'a')).code(), Errc::kNoSpc) << "4 KiB per object";
+  EXPECT_EQ(set_prop(t, Uuid::Generate(), "a", "b").code(), Errc::kNoEnt);
+  auto s = t.snapshot(r.uuid, "s");
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(s->props.empty()) << "a snapshot starts without the replica's settings";
+  auto check = [&] {
+    const ReplicaMeta* m = t.find("r");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->props.size(), 6u);
+    EXPECT_EQ(m->props.at("share.protocol"), "nvmf");
+    EXPECT_EQ(m->props.count("entity-id"), 0u);
+  };
+  check();
+  t.crash();  // replayed from the log
+  ASSERT_TRUE(t.import().ok());
+  check();
+  ASSERT_TRUE(t.export_pool().ok());  // from the checkpoint
+  ASSERT_TRUE(t.import().ok());
+  check();
+}
+
+// The metadata areas are finite: a thin replica (or snapshot, clone, resize) whose map would not fit in
+// a checkpoint is refused up front, with what is wrong, and the pool keeps working.
+TEST(Properties, MetadataThatWouldNotFitIsRefused) {
+  PoolFixture t;
+  const uint64_t cap = t.pool->superblock().checkpoint_size;
+  auto huge = t.try_replica("huge", cap / 4 * 4 * kMiB * 2, true);  // 2x the entries the area holds
+  EXPECT_EQ(huge.code(), Errc::kNoSpc) << huge.status();
+  EXPECT_NE(huge.status().message().find("checkpoint area"), std::string::npos) << huge.status();
+  auto r = t.replica("r", 4 * kMiB, true);
+  EXPECT_EQ(t.resize(r.uuid, cap / 4 * 4 * kMiB * 2).code(), Errc::kNoSpc);
+  ASSERT_TRUE(t.export_pool().ok());
+  ASSERT_TRUE(t.import().ok());
+  EXPECT_EQ(t.pool->ListReplicas().size(), 1u);
+}
+
+TEST(PoolStateChains, CheckpointBytesMatchesTheSerializedSize) {
+  PoolState st(16, 4 * kMiB);
+  ReplicaMeta r;
+  r.uuid = Uuid::Generate();
+  r.name = "r";
+  r.size = 12 * kMiB;
+  r.thin = true;
+  r.map = {1, 0, 0};
+  r.props["a"] = "bcd";
+  ASSERT_TRUE(st.Apply(PoolState::CreateReplicaRecord(r)).ok());
+  ASSERT_TRUE(st.Apply(PoolState::SnapshotRecord(r.uuid, Uuid::Generate(), "snap", 1)).ok());
+  ASSERT_TRUE(st.Apply(PoolState::SetPropertyRecord(r.uuid, "share", "nbd")).ok());
+  EXPECT_EQ(st.checkpoint_bytes(), st.Serialize().size());
+  PoolState copy(16, 4 * kMiB);
+  ASSERT_TRUE(copy.Load(st.Serialize()).ok());
+  EXPECT_EQ(copy.find(r.uuid)->props.at("share"), "nbd");
+  EXPECT_EQ(copy.find(r.uuid)->props.at("a"), "bcd");
+}
+
+}  // namespace
+}  // namespace tern::pool
