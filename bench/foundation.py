@@ -58,7 +58,9 @@ def fio(path, rw, bs, qd, secs, core):
 
 
 def ioperf(binary, uri, rw, bs, qd, secs, core, extra=()):
-    out = run([binary, "--uri", uri, "--rw", rw, "--bs", bs, "--qd", str(qd), "--cores", str(core),
+    """`uri`: a device URI, or the list of arguments that choose the device (--pool/--replica ...)."""
+    target = ["--uri", uri] if isinstance(uri, str) else list(uri)
+    out = run([binary, *target, "--rw", rw, "--bs", bs, "--qd", str(qd), "--cores", str(core),
                "--time", f"{secs}s", "--ramp", "1s", "--json", *extra])
     r = json.loads(out.strip().splitlines()[-1])
     side = r["read"] if r["read"]["ops"] else r["write"]

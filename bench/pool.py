@@ -27,20 +27,12 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from foundation import ROWS, NoMerges, run  # noqa: E402
+from foundation import ROWS, NoMerges, ioperf, run  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 IOPS_BAR = 0.97
 LAT_BAR = 1.03
 GiB = 1 << 30
-
-
-def ioperf(binary, args, rw, bs, qd, secs, core):
-    out = run([binary, *args, "--rw", rw, "--bs", bs, "--qd", str(qd), "--cores", str(core), "--time", f"{secs}s",
-               "--ramp", "1s", "--json"])
-    r = json.loads(out.strip().splitlines()[-1])
-    side = r["read"] if r["read"]["ops"] else r["write"]
-    return side["iops"], side["lat_us"]["mean"]
 
 
 def main():
@@ -95,7 +87,7 @@ def main():
                 order = [raw_args, replica_args] if i % 2 == 0 else [replica_args, raw_args]
                 got = {}
                 for which in order:
-                    got[id(which)] = ioperf(ioperf_bin, which, rw, bs, qd, args.secs, core)
+                    got[id(which)] = ioperf(ioperf_bin, which, rw, bs, qd, args.secs, core)[:2]
                 ra, rb = got[id(raw_args)], got[id(replica_args)]
                 a_iops.append(ra[0])
                 a_lat.append(ra[1])

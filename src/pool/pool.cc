@@ -398,20 +398,7 @@ uint64_t now_ns() {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
-Status validate_replica_name(std::string_view name) {
-  if (name.empty() || name.size() > 255) {
-    return Status::Errorf(Errc::kInval, "replica name '{}' must have 1 to 255 characters", name);
-  }
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-              c == '.' || c == ':';
-    if (!ok) {
-      return Status::Errorf(Errc::kInval, "replica name '{}' contains '{}'; use letters, digits, '-', '_', '.' and ':'",
-                            name, c);
-    }
-  }
-  return Status::Ok();
-}
+Status validate_replica_name(std::string_view name) { return validate_object_name("replica", name, 255); }
 }  // namespace
 
 Task<Result<ReplicaMeta>> Pool::CreateReplica(ReplicaCreateOptions opts) {
@@ -691,6 +678,24 @@ Task<Status> Pool::copy_cluster(uint32_t from, uint32_t to) {
   co_return Status::Ok();
 }
 
+Result<const ReplicaMeta*> Pool::writable_cluster(const Uuid& uuid, uint32_t vc) const {
+  const ReplicaMeta* r = state_->find(uuid);
+  if (!r || r->snapshot || vc >= r->map.size()) {
+    return Status::Errorf(Errc::kNoDev, "pool '{}': no writable replica {} with cluster {}", sb_.name, uuid.ToString(),
+                          vc);
+  }
+  // A failed pool cannot tell durable map entries from applied ones: refuse them all.
+  TERN_RETURN_IF_ERROR(refuse_if_failed());
+  return r;
+}
+
+Task<void> Pool::checkpoint_soon() {
+  if (log_->used() <= log_->capacity() / 2) co_return;
+  co_await lock_meta();
+  co_await checkpoint_if_due();
+  unlock_meta();
+}
+
 namespace {
 struct WaitInList {
   std::vector<std::coroutine_handle<>>* list;
@@ -713,19 +718,13 @@ Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
       unlock_meta();
       continue;
     }
-    const ReplicaMeta* r = state_->find(uuid);
-    if (!r || r->snapshot || vc >= r->map.size()) {
+    auto found = writable_cluster(uuid, vc);
+    if (!found.ok()) {
       unlock_meta();
-      co_return Status::Errorf(Errc::kNoDev, "pool '{}': no writable replica {} with cluster {}", sb_.name,
-                               uuid.ToString(), vc);
+      co_return found.status();
     }
-    // A failed pool cannot tell durable map entries from applied ones: refuse them all.
-    if (Status f = refuse_if_failed(); !f.ok()) {
-      unlock_meta();
-      co_return f;
-    }
-    if (ReplicaMeta::owned(r->map[vc])) {  // another write got there first (durable: see allocating_)
-      const uint32_t pc = r->map[vc] - 1;
+    if (ReplicaMeta::owned((*found)->map[vc])) {  // another write got there first (durable: see allocating_)
+      const uint32_t pc = (*found)->map[vc] - 1;
       unlock_meta();
       co_return pc;
     }
@@ -752,12 +751,10 @@ Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
     std::optional<MetaLog::Ticket> ticket;
     bool retry = false;
     if (z.ok()) {
-      r = state_->find(uuid);
-      if (Status f = refuse_if_failed(); !f.ok()) {
-        z = f;
-      } else if (!r || r->snapshot || vc >= r->map.size()) {
-        z = Status::Errorf(Errc::kNoDev, "pool '{}': replica {} went away", sb_.name, uuid.ToString());
-      } else if (ReplicaMeta::owned(r->map[vc]) || state_->resolve(uuid, vc) != source) {
+      found = writable_cluster(uuid, vc);
+      if (!found.ok()) {
+        z = found.status();
+      } else if (ReplicaMeta::owned((*found)->map[vc]) || state_->resolve(uuid, vc) != source) {
         retry = true;  // a merge gave it the cluster, or an unmap changed what it reads: start again
       } else {
         const std::vector<uint8_t> record = PoolState::MapClusterRecord(uuid, vc, pc);
@@ -783,11 +780,7 @@ Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
     for (auto h : waiters) h.resume();
     if (!z.ok()) co_return z;
     if (retry) continue;
-    if (log_->used() > log_->capacity() / 2) {
-      co_await lock_meta();
-      co_await checkpoint_if_due();
-      unlock_meta();
-    }
+    co_await checkpoint_soon();
     co_return pc;
   }
 }
@@ -795,24 +788,18 @@ Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
 Task<Status> Pool::ReleaseCluster(Uuid uuid, uint32_t vc) {
   const auto key = std::make_pair(uuid, vc);
   if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
-  while (allocating_.count(key)) co_await WaitInList{&allocating_[key]};
   co_await lock_meta();
-  while (allocating_.count(key)) {
+  while (allocating_.count(key)) {  // let an allocation of this cluster finish first
     unlock_meta();
     co_await WaitInList{&allocating_[key]};
     co_await lock_meta();
   }
-  const ReplicaMeta* r = state_->find(uuid);
-  if (!r || r->snapshot || vc >= r->map.size()) {
+  auto found = writable_cluster(uuid, vc);
+  if (!found.ok()) {
     unlock_meta();
-    co_return Status::Errorf(Errc::kNoDev, "pool '{}': no writable replica {} with cluster {}", sb_.name,
-                             uuid.ToString(), vc);
+    co_return found.status();
   }
-  if (Status f = refuse_if_failed(); !f.ok()) {
-    unlock_meta();
-    co_return f;
-  }
-  const uint32_t m = r->map[vc];
+  const uint32_t m = (*found)->map[vc];
   if (m == ReplicaMeta::kZero || (m == ReplicaMeta::kInherit && state_->resolve(uuid, vc) == 0)) {
     unlock_meta();
     co_return Status::Ok();  // reads zeros already
@@ -841,11 +828,7 @@ Task<Status> Pool::ReleaseCluster(Uuid uuid, uint32_t vc) {
     }(sh, self_, m - 1));
   }
   if (!s.ok()) co_return s;
-  if (log_->used() > log_->capacity() / 2) {
-    co_await lock_meta();
-    co_await checkpoint_if_due();
-    unlock_meta();
-  }
+  co_await checkpoint_soon();
   co_return Status::Ok();
 }
 

@@ -173,7 +173,10 @@ class Pool {
   // stage + wait for durability + checkpoint when the log is half full (metadata lock held throughout).
   Task<Status> commit(const std::vector<uint8_t>& record);
   Task<Status> wait_durable(MetaLog::Ticket ticket);
-  Task<void> checkpoint_if_due();
+  Task<void> checkpoint_if_due();  // metadata lock held
+  Task<void> checkpoint_soon();    // takes the lock if a checkpoint is due
+  // The replica `uuid` if it is writable (no snapshot), has cluster `vc`, and the pool takes changes.
+  Result<const ReplicaMeta*> writable_cluster(const Uuid& uuid, uint32_t vc) const;
   Status refuse_if_failed() const;
   // kNoSpc unless the checkpoint still fits after growing by `extra` bytes (a replica's map, a
   // snapshot's, properties): the metadata areas are finite, a change they cannot hold is refused.

@@ -21,21 +21,7 @@ constexpr uint64_t kGrowthFactor = 4;           // checkpoints have room for a p
 
 bool is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
-Status validate_name(std::string_view name) {
-  if (name.empty()) return Status::Errorf(Errc::kInval, "pool name is empty");
-  if (name.size() > Superblock::kMaxName) {
-    return Status::Errorf(Errc::kInval, "pool name '{}' is longer than {} characters", name, Superblock::kMaxName);
-  }
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-              c == '.' || c == ':';
-    if (!ok) {
-      return Status::Errorf(Errc::kInval, "pool name '{}' contains '{}'; use letters, digits, '-', '_', '.' and ':'",
-                            name, c);
-    }
-  }
-  return Status::Ok();
-}
+Status validate_name(std::string_view name) { return validate_object_name("pool", name, Superblock::kMaxName); }
 
 Status validate_cluster_size(uint64_t c) {
   if (!is_pow2(c) || c < Superblock::kMinClusterSize || c > Superblock::kMaxClusterSize) {
@@ -162,6 +148,22 @@ Status Superblock::Validate() const {
   if (devices[0].size_bytes != pool_size) {
     return Status::Errorf(Errc::kInval, "device size {} differs from the pool size {}", devices[0].size_bytes,
                           pool_size);
+  }
+  return Status::Ok();
+}
+
+Status validate_object_name(std::string_view kind, std::string_view name, size_t max_len) {
+  if (name.empty()) return Status::Errorf(Errc::kInval, "{} name is empty", kind);
+  if (name.size() > max_len) {
+    return Status::Errorf(Errc::kInval, "{} name '{}' is longer than {} characters", kind, name, max_len);
+  }
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.' || c == ':';
+    if (!ok) {
+      return Status::Errorf(Errc::kInval, "{} name '{}' contains '{}'; use letters, digits, '-', '_', '.' and ':'", kind,
+                            name, c);
+    }
   }
   return Status::Ok();
 }

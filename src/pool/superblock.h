@@ -54,6 +54,10 @@ struct Superblock {
   Status Validate() const;
 };
 
+// Names of pools and of the objects in them: 1 to `max_len` of letters, digits, '-', '_', '.' and ':'.
+// `kind` ("pool", "replica") names it in the message.
+Status validate_object_name(std::string_view kind, std::string_view name, size_t max_len);
+
 // The layout of a new pool on `device_size` bytes: metadata areas, data start and cluster count.
 // Errors: a bad name or cluster size, or a device too small for one data cluster (the message says how
 // much is needed).

@@ -84,21 +84,13 @@ def test_check_that_cannot_run(ternctl, scratch):
     assert rc == 8 and "unknown scheme" in err, (rc, out, err)
 
 
-@pytest.fixture
-def ioperf(build_dir):
-    binary = build_dir / "tools/ioperf/ioperf"
-    if not binary.exists():
-        pytest.fail(f"ioperf is not built in {build_dir}")
-
-    def run(*args):
-        p = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=120)
-        return p.returncode, p.stdout, p.stderr
-    return run
-
-
 def test_replicas_snapshots_and_clones_driven_by_ioperf(ternctl, ioperf, scratch):
     """Objects made offline, then verified I/O through ioperf on a thin replica (allocating as it goes), a
     thick one, a snapshot (read-only) and a clone; the pool checks clean after each step."""
+    def io(*args):
+        p = ioperf.run(*args)
+        return p.returncode, p.stdout, p.stderr
+
     img = make_file(scratch / "pool.img", 512 * MiB)
     uri = f"uring://{img}"
     assert ternctl("create", uri, "--name", "p1")[0] == 0
@@ -112,7 +104,7 @@ def test_replicas_snapshots_and_clones_driven_by_ioperf(ternctl, ioperf, scratch
     assert rc == 1 and "cannot hold thick replica 'huge'" in err, (rc, out, err)
     dev = ["--dev", uri, "--pool", str(img)]
     for name in ("thin1", "thick1"):
-        rc, out, err = ioperf(*dev, "--replica", name, "--rw", "randrw", "--verify", "--time", "2s", "--qd", "8",
+        rc, out, err = io(*dev, "--replica", name, "--rw", "randrw", "--verify", "--time", "2s", "--qd", "8",
                               "--cores", "0")
         assert rc == 0 and "no mismatches" in out, (name, rc, out, err)
     rc, rep, err = check_json(ternctl, uri)
@@ -125,11 +117,11 @@ def test_replicas_snapshots_and_clones_driven_by_ioperf(ternctl, ioperf, scratch
     rc, out, err = ternctl("clone", uri, "--of", "thin1", "--name", "clone2")
     assert rc == 1 and "is not a snapshot" in err, (rc, out, err)
     # The snapshot reads, refuses writes; the clone takes verified writes (copy-on-write).
-    rc, out, err = ioperf(*dev, "--replica", "snap1", "--rw", "randread", "--time", "1s")
+    rc, out, err = io(*dev, "--replica", "snap1", "--rw", "randread", "--time", "1s")
     assert rc == 0, (rc, out, err)
-    rc, out, err = ioperf(*dev, "--replica", "snap1", "--rw", "randwrite", "--time", "1s")
+    rc, out, err = io(*dev, "--replica", "snap1", "--rw", "randwrite", "--time", "1s")
     assert rc != 0, (rc, out, err)
-    rc, out, err = ioperf(*dev, "--replica", "clone1", "--rw", "randrw", "--verify", "--time", "2s", "--qd", "4")
+    rc, out, err = io(*dev, "--replica", "clone1", "--rw", "randrw", "--verify", "--time", "2s", "--qd", "4")
     assert rc == 0 and "no mismatches" in out, (rc, out, err)
     # Removing the snapshot while the replica and the clone read from it keeps it, discarded.
     rc, out, err = ternctl("remove", uri, "--name", "snap1")
@@ -148,7 +140,7 @@ def test_replicas_snapshots_and_clones_driven_by_ioperf(ternctl, ioperf, scratch
     assert rc == 0, err
     assert sorted(r["name"] for r in rep["replicas"]) == ["thick1", "thin1"]
     assert all(r["parent"] == "" for r in rep["replicas"])
-    rc, out, err = ioperf(*dev, "--replica", "nosuch", "--rw", "randread", "--time", "1s")
+    rc, out, err = io(*dev, "--replica", "nosuch", "--rw", "randread", "--time", "1s")
     assert rc == 2 and "has no replica or snapshot 'nosuch'" in err, (rc, out, err)
 
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -101,13 +102,11 @@ struct PoolFixture {
   Status destroy(const Uuid& id) {
     return env.on_primary([&]() -> Task<Status> { co_return co_await pool->DestroyReplica(id); });
   }
-  const ReplicaMeta* find(const std::string& name) {
-    static thread_local std::vector<ReplicaMeta> list;
-    list = pool->ListReplicas();
-    for (auto& r : list) {
-      if (r.name == name) return &r;
+  std::optional<ReplicaMeta> find(const std::string& name) {
+    for (auto& r : pool->ListReplicas()) {
+      if (r.name == name) return r;
     }
-    return nullptr;
+    return std::nullopt;
   }
   std::unique_ptr<BdevDesc> expose_and_open(const Uuid& id) {
     auto b = env.on_primary([&] { return pool->ExposeReplica(id); });

@@ -9,6 +9,7 @@
 #include "bdev/fault_bdevs.h"
 #include "pool/pool.h"
 #include "pool/state.h"
+#include "pool_env.h"
 #include "test_util.h"
 
 namespace tern::pool {
@@ -58,47 +59,25 @@ TEST(PoolState, RecordsKeepTheInvariants) {
   EXPECT_EQ(picked.code(), Errc::kNoSpc);
 }
 
-struct PoolEnv {
-  DeviceEnv env{1};
-  std::unique_ptr<Pool> pool;
-
-  explicit PoolEnv(const std::string& extra_device = "") {
-    EXPECT_TRUE(env.create("malloc:///d0?size_mb=64").ok());
+// The pool fixture with this file's older call shapes: the pool device is named per call, replica()
+// returns the Result.
+struct PoolEnv : test_env::PoolFixture {
+  explicit PoolEnv(const std::string& extra_device = "")
+      : PoolFixture(1, "malloc:///d0?size_mb=64", "d0", 4 * kMiB, false) {
     if (!extra_device.empty()) {
       EXPECT_TRUE(env.create(extra_device).ok());
     }
   }
-  ~PoolEnv() { drop(); }
   Status create(const std::string& dev) {
-    PoolCreateOptions o{"p1", std::nullopt, 4 * kMiB};
-    auto r = env.on_primary([&]() -> Task<Result<std::unique_ptr<Pool>>> {
-      co_return co_await Pool::Create(*env.registry, dev, o);
-    });
-    if (r.ok()) pool = std::move(*r);
-    return r.status();
+    device = dev;
+    return PoolFixture::create(4 * kMiB);
   }
   Status import(const std::string& dev) {
-    auto r = env.on_primary([&]() -> Task<Result<std::unique_ptr<Pool>>> {
-      co_return co_await Pool::Import(*env.registry, dev);
-    });
-    if (r.ok()) pool = std::move(*r);
-    return r.status();
-  }
-  Status export_pool() {
-    Status s = env.on_primary([&]() -> Task<Status> { co_return co_await pool->Export(); });
-    drop();
-    return s;
-  }
-  // Closes the pool without exporting it: what a crash or kill leaves.
-  void drop() {
-    env.on_primary([&] { pool.reset(); });
+    device = dev;
+    return PoolFixture::import();
   }
   Result<ReplicaMeta> replica(const std::string& name, uint64_t size, bool thin) {
-    ReplicaCreateOptions o{name, std::nullopt, size, thin};
-    return env.on_primary([&]() -> Task<Result<ReplicaMeta>> { co_return co_await pool->CreateReplica(o); });
-  }
-  Status destroy(const Uuid& id) {
-    return env.on_primary([&]() -> Task<Status> { co_return co_await pool->DestroyReplica(id); });
+    return try_replica(name, size, thin);
   }
 };
 

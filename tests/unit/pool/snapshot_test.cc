@@ -508,7 +508,7 @@ TEST(Properties, KeptWithTheObjectThroughRestarts) {
   ASSERT_TRUE(s.ok());
   EXPECT_TRUE(s->props.empty()) << "a snapshot starts without the replica's settings";
   auto check = [&] {
-    const ReplicaMeta* m = t.find("r");
+    auto m = t.find("r");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->props.size(), 6u);
     EXPECT_EQ(m->props.at("share.protocol"), "nvmf");
