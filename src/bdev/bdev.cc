@@ -362,6 +362,22 @@ Task<BdevStats> Bdev::stats(ReactorSet& set) {
   co_return total;
 }
 
+Task<void> Bdev::reset_stats(ReactorSet& set) {
+  {
+    std::lock_guard lk(retired_mu_);
+    retired_ = BdevStats();
+  }
+  for (unsigned r = 0; r < set.size() && r < slots_.size(); ++r) {
+    co_await set.submit_to(r, [this, r] {
+      if (IoChannel* ch = slots_[r].ch) {
+        uint64_t inflight = ch->stats_.inflight;
+        ch->stats_ = BdevStats();
+        ch->stats_.inflight = inflight;
+      }
+    });
+  }
+}
+
 BdevDesc::~BdevDesc() {
   if (bdev_->claim_desc_ == this) release_claim();
   auto& v = bdev_->descs_;

@@ -98,6 +98,8 @@ class Bdev {
   // Merged statistics of every reactor's channel, plus those of channels already closed.
   // Must be awaited on a reactor of `set`.
   Task<BdevStats> stats(ReactorSet& set);
+  // Zeroes the counters and histograms (requests in flight still count as in flight).
+  Task<void> reset_stats(ReactorSet& set);
 
  protected:
   explicit Bdev(BdevProps props) : props_(std::move(props)) {}

@@ -137,6 +137,7 @@ void Reactor::thread_main(ReadyState* ready, bool pin) {
 void Reactor::loop() {
   now_ = now_ns();
   last_work_ = now_;
+  counters_.started_ns = now_;
   for (;;) {
     now_ = now_ns();
     ++counters_.loops;
@@ -355,8 +356,12 @@ void Reactor::sleep() {
   io_uring_cqe* cqe = nullptr;
   ++counters_.sleeps;
   ++counters_.submit_calls;
+  // Sleeps are rare next to I/O (an idle reactor, not a busy one), so timing them costs nothing that
+  // matters and gives busy vs idle time for metrics.
+  uint64_t slept_at = now_ns();
   int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
   sleeping_.store(false, std::memory_order_relaxed);
+  counters_.idle_ns += now_ns() - slept_at;
   if (rc == -ETIME && tsp) {
     // Woken by the timeout: learn how late the kernel woke us (moving average, capped).
     uint64_t now = now_ns();

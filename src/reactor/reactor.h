@@ -72,6 +72,8 @@ struct ReactorCounters {
   uint64_t submit_calls = 0;
   uint64_t sqes = 0;
   uint64_t taskrun_enters = 0;  // kernel entries to run completions parked by COOP_TASKRUN
+  uint64_t idle_ns = 0;         // time asleep in the kernel waiting for work (the rest is busy, spin included)
+  uint64_t started_ns = 0;      // when the loop started (now_ns clock)
 };
 
 class Reactor {

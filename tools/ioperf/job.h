@@ -13,7 +13,7 @@
 #include "bdev/bdev.h"
 #include "common/histogram.h"
 #include "common/result.h"
-#include "pattern.h"
+#include "common/verify_pattern.h"
 #include "reactor/reactor.h"
 
 namespace tern::ioperf {

@@ -63,7 +63,9 @@ Target::~Target() {
   }
 }
 
-Status Target::check_nqn(std::string_view nqn) const {
+Status Target::check_nqn(std::string_view nqn) const { return validate_nqn(nqn); }
+
+Status validate_nqn(std::string_view nqn) {
   if (nqn.size() < 11 || nqn.size() > 223) {
     return Status::Errorf(Errc::kInval, "NQN '{}' must be 11 to 223 characters long", nqn);
   }

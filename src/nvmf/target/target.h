@@ -160,6 +160,9 @@ class Target {
   bool shutting_down_ = false;
 };
 
+// NQN syntax as the target accepts it (length, 'nqn.' prefix, no whitespace); the error names the NQN.
+Status validate_nqn(std::string_view nqn);
+
 const char* ana_state_name(nvme::AnaState s);
 Result<nvme::AnaState> parse_ana_state(std::string_view s);
 

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <vector>
 
-#include "pattern.h"
+#include "common/verify_pattern.h"
 
 namespace tern::ioperf {
 namespace {

@@ -1,4 +1,4 @@
-#include "pattern.h"
+#include "common/verify_pattern.h"
 
 #include <cstring>
 

@@ -1,4 +1,5 @@
-// The verify pattern: every 512-byte sector written by ioperf carries a header (magic, the byte offset
+// The verify pattern (ioperf writes it, the engine's test hooks write and check it; namespace ioperf for its
+// origin): every 512-byte sector carries a header (magic, the byte offset
 // it was written to, a generation number) followed by pseudo-random bytes derived from both. A sector
 // read back proves where it was meant to go and which write put it there, so misdirected, lost, stale and
 // torn writes all show up as a mismatch that names what was expected and what was found.

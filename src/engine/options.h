@@ -1,0 +1,36 @@
+// EngineOptions: how an io-engine is set up. Filled from flags, environment and a YAML file by the
+// daemon (tools/io-engine/flags.cc), or directly by tests.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tern::engine {
+
+// A pool the engine imports (or creates) at start.
+struct PoolSpec {
+  std::string name;
+  std::string disk;  // a device URI, e.g. uring:///dev/nvme0n1
+};
+
+struct EngineOptions {
+  std::string node_name;                   // default: the host name
+  std::string grpc_endpoint = "0.0.0.0:10124";
+  std::string nvmf_address = "0.0.0.0";    // where the NVMe/TCP target listens
+  uint16_t nvmf_port = 8420;
+  std::string advertise_address;           // the address in share URIs (default: nvmf_address, or the
+                                           // first non-loopback IPv4 address when that is 0.0.0.0)
+  std::string nbd_address = "127.0.0.1";   // NBD is for local tools: loopback by default
+  uint16_t nbd_port = 10809;               // 0: no NBD over TCP
+  std::string nbd_socket;                  // a unix socket path for NBD ("" = none)
+  std::string metrics_address = "0.0.0.0";
+  uint16_t metrics_port = 9502;            // 0: no metrics endpoint
+  std::string cores;                       // reactor cores, e.g. "0,1" (default: the first allowed core)
+  std::vector<PoolSpec> pools;             // imported (or created) at start
+  std::string state_dir = "/var/lib/tern/io-engine";  // remembers pools created through the API
+  std::string log_level = "info";
+  std::string log_format = "text";         // text | json
+};
+
+}  // namespace tern::engine

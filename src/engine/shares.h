@@ -1,0 +1,69 @@
+// Shares: which devices are exported, over which protocol, to whom — and the URI a client uses.
+//
+//   NVMe/TCP: one subsystem per device, nqn.2026-11.io.tern:<id> (id = replica UUID or device name),
+//             namespace 1 = the device, on the engine's listener; allowed hosts = the subsystem's ACL
+//             (empty: any host).   URI: nvmf://<advertised address>:<port>/<nqn>
+//   NBD:      one export named <id> on the engine's NBD server.   URI: nbd://<address>:<port>/<id>
+//
+// Threads: primary reactor only (it drives the target's and the NBD server's control state).
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "nvmf/target/target.h"
+#include "reactor/task.h"
+#include "tern/engine/v1/common.pb.h"
+
+namespace tern::nbd {
+class Server;
+}
+
+namespace tern::engine {
+
+inline constexpr const char* kNqnPrefix = "nqn.2026-11.io.tern:";
+
+struct ShareInfo {
+  engine::v1::ShareProtocol protocol = engine::v1::SHARE_PROTOCOL_NONE;
+  std::string id;   // NQN suffix / export name
+  std::string uri;
+  std::vector<std::string> hosts;
+};
+
+struct ShareEndpoints {
+  nvmf::ListenAddr nvmf;           // the engine's NVMe/TCP listener
+  std::string advertise;           // the address in URIs
+  std::string nbd_host;            // "" when NBD over TCP is off
+  uint16_t nbd_port = 0;
+};
+
+class Shares {
+ public:
+  Shares(nvmf::Target& target, nbd::Server* nbd, ShareEndpoints ep) : target_(target), nbd_(nbd), ep_(std::move(ep)) {}
+
+  // Shares `device` as `id`. The same protocol again: OK, the allowed hosts replaced. Another protocol:
+  // kBusy ("unshare it first"). kNotSup: NBD asked for but the NBD server is off.
+  Task<Result<ShareInfo>> share(std::string device, std::string id, engine::v1::ShareProtocol protocol,
+                                std::vector<std::string> hosts, bool read_only);
+  // Removes the share; hosts are disconnected once their I/O has drained. Not shared: OK.
+  Task<Status> unshare(std::string device);
+  // Replaces the allowed hosts (NVMe/TCP). kInval for an NBD share (NBD has no host identity).
+  Status set_hosts(const std::string& device, std::vector<std::string> hosts);
+  const ShareInfo* find(const std::string& device) const;
+  const std::map<std::string, ShareInfo>& all() const { return shares_; }
+  Task<void> unshare_all();
+
+  // Checks a host NQN list (NQN syntax, no duplicates); names the bad entry.
+  static Status ValidateHosts(const std::vector<std::string>& hosts);
+  static const char* ProtocolName(engine::v1::ShareProtocol p);
+
+ private:
+  nvmf::Target& target_;
+  nbd::Server* nbd_;
+  ShareEndpoints ep_;
+  std::map<std::string, ShareInfo> shares_;  // by device name
+};
+
+}  // namespace tern::engine
