@@ -2,6 +2,7 @@
 # Builds the libFuzzer targets with clang (ASan + UBSan + coverage) into build/fuzz:
 #   parsers_fuzz      text parsers (URIs, error rules, sizes, durations, UUIDs)
 #   nvmf_target_fuzz  the NVMe/TCP target: PDU parser, state machines, command handling
+#   metrics_http_fuzz the metrics HTTP parser and session, exposition escaping and number formatting
 # Usage: scripts/build-fuzz.sh [targets...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +14,5 @@ if [ ! -f "$out/build.ninja" ]; then
     -DTERN_SANITIZE=address,undefined >/dev/null
 fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(parsers_fuzz nvmf_target_fuzz)
+[ ${#targets[@]} -gt 0 ] || targets=(parsers_fuzz nvmf_target_fuzz metrics_http_fuzz)
 ninja -C "$out" -j "$(nproc)" "${targets[@]}"
