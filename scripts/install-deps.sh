@@ -10,7 +10,7 @@ packages=(
   liburing-dev libisal-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev
   # tests and benchmarks (clang only for the libFuzzer targets)
-  python3 python3-pytest fio util-linux procps clang-14 libclang-rt-14-dev
+  python3 python3-pytest python3-prometheus-client fio util-linux procps clang-14 libclang-rt-14-dev
   # tshark's NVMe/TCP dissector checks captured sessions
   tshark
 )
