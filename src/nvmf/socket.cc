@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +27,11 @@ std::string format_sockaddr(const sockaddr_storage& sa) {
     auto* a = reinterpret_cast<const sockaddr_in6*>(&sa);
     inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf));
     return fmt::format("[{}]:{}", buf, ntohs(a->sin6_port));
+  }
+  if (sa.ss_family == AF_UNIX) {
+    auto* a = reinterpret_cast<const sockaddr_un*>(&sa);
+    size_t n = strnlen(a->sun_path, sizeof(a->sun_path));
+    return n ? fmt::format("unix:{}", std::string_view(a->sun_path, n)) : std::string("unix");
   }
   return "?";
 }
@@ -52,8 +59,14 @@ static socklen_t sockaddr_len(const sockaddr_storage& ss) {
 }
 
 void tune_socket(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  const bool inet = getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 &&
+                    (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+  if (inet) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
   int buf = 2 << 20;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
   setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
@@ -121,6 +134,17 @@ void TcpConn::compact() {
 
 void TcpConn::post_recv() {
   if (recv_inflight_ || closing_ || failed_) return;
+  if (!direct_) {
+    if (rtail_ == rcap_ || (rhead_ > rcap_ / 2)) compact();
+    if (rtail_ == rcap_ && backpressure_) return;  // paused until resume() after the owner consumed some
+    if (rtail_ == rcap_) {
+      // The owner keeps a full buffer unconsumed: it must use recv_into for anything this large.
+      TLOG_ERROR("nvmf", "connection {}: receive buffer of {} bytes full and unconsumed", peer_, rcap_);
+      fail(Errc::kProto);
+      return;
+    }
+  }
+  // Taken only once it will be used: an SQE taken and not prepared would still go to the kernel.
   io_uring_sqe* sqe = reactor_.get_sqe();
   if (direct_) {
     // Straight into the owner's buffers.
@@ -129,13 +153,6 @@ void TcpConn::post_recv() {
     recv_msg_.msg_iovlen = size_t(direct_iovcnt_);
     io_uring_prep_recvmsg(sqe, slot_ >= 0 ? slot_ : fd_, &recv_msg_, 0);
   } else {
-    if (rtail_ == rcap_ || (rhead_ > rcap_ / 2)) compact();
-    if (rtail_ == rcap_) {
-      // The owner keeps a full buffer unconsumed: it must use recv_into for anything this large.
-      TLOG_ERROR("nvmf", "connection {}: receive buffer of {} bytes full and unconsumed", peer_, rcap_);
-      fail(Errc::kProto);
-      return;
-    }
     io_uring_prep_recv(sqe, slot_ >= 0 ? slot_ : fd_, rbuf_.get() + rtail_, rcap_ - rtail_, 0);
   }
   if (slot_ >= 0) sqe->flags |= IOSQE_FIXED_FILE;
@@ -214,7 +231,9 @@ void TcpConn::deliver() {
     rhead_ += n;
     if (n == 0 && !direct_) break;
   }
-  if (rhead_ == rtail_) rhead_ = rtail_ = 0;
+  // Start over at the front once everything was consumed — unless a receive is in flight: it writes at
+  // the old tail (deliver also runs from resume(), between receives).
+  if (rhead_ == rtail_ && !recv_inflight_) rhead_ = rtail_ = 0;
   delivering_ = false;
 }
 
@@ -456,8 +475,42 @@ TcpListener::TcpListener(int fd, std::string host, uint16_t port, AcceptFn cb)
   };
 }
 
+Result<std::unique_ptr<TcpListener>> TcpListener::ListenUnix(const std::string& path, AcceptFn on_accept) {
+  sockaddr_un sa{};
+  if (path.empty() || path.size() >= sizeof(sa.sun_path)) {
+    return Status::Errorf(Errc::kInval, "unix socket path '{}' must be 1 to {} bytes long", path,
+                          sizeof(sa.sun_path) - 1);
+  }
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.data(), path.size());
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Status::Errorf(Errc::kExist, "cannot listen on {}: the path exists and is not a socket", path);
+    }
+    // A socket file left by a process that is gone refuses connections; one that accepts is in use.
+    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool live = probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0;
+    if (probe >= 0) ::close(probe);
+    if (live) return Status::Errorf(Errc::kBusy, "cannot listen on {}: another program accepts on it", path);
+    ::unlink(path.c_str());
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno(errno, fmt::format("socket: {}", std::strerror(errno)));
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || ::listen(fd, 512) != 0) {
+    int e = errno;
+    ::close(fd);
+    return Status::FromErrno(e, fmt::format("cannot listen on {}: {}", path, std::strerror(e)));
+  }
+  std::unique_ptr<TcpListener> l(new TcpListener(fd, path, 0, std::move(on_accept)));
+  l->is_unix_ = true;
+  l->post_accept();
+  return l;
+}
+
 TcpListener::~TcpListener() {
   if (fd_ >= 0) ::close(fd_);
+  if (is_unix_) ::unlink(host_.c_str());
 }
 
 void TcpListener::post_accept() {

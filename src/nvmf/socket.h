@@ -31,7 +31,7 @@
 
 namespace tern::net {
 
-// "1.2.3.4:8420" / "[::1]:8420" for logs.
+// "1.2.3.4:8420" / "[::1]:8420" for logs; "unix:/path" (or "unix" for an unnamed peer) for unix sockets.
 std::string format_sockaddr(const sockaddr_storage& sa);
 // Resolves a numeric IPv4/IPv6 address (or "localhost") and port.
 Result<sockaddr_storage> make_sockaddr(const std::string& host, uint16_t port);
@@ -76,6 +76,12 @@ class TcpConn {
   // that is now available). Runs from the loop.
   void resume();
 
+  // Off by default: a receive buffer full of bytes on_data does not consume fails the connection (the
+  // owner should have used recv_into). On: receiving pauses instead — the kernel's socket buffer and TCP
+  // flow control hold the peer back — until resume() is called after on_data can consume again. For
+  // owners that stop consuming on purpose while a request limit is reached.
+  void set_backpressure(bool on) { backpressure_ = on; }
+
   // Queues an item; everything queued in this loop turn leaves in one sendmsg.
   void send(SendItem* item);
 
@@ -118,6 +124,7 @@ class TcpConn {
   bool recv_inflight_ = false;
   bool delivering_ = false;
   bool deliver_scheduled_ = false;
+  bool backpressure_ = false;
   OwnedDeferred<TcpConn> deliver_deferred_;
   // Direct receive.
   bool direct_ = false;
@@ -146,17 +153,23 @@ class TcpConn {
   uint64_t bytes_sent_ = 0, bytes_received_ = 0;
 };
 
-// Accepts connections on one reactor.
+// Accepts connections on one reactor: on a TCP address, or on a unix socket path (same accept loop;
+// the name stays for the TCP use that came first).
 class TcpListener {
  public:
   using AcceptFn = SmallFunction<void(int fd, const sockaddr_storage& peer)>;
   // Binds and listens (SO_REUSEADDR); an in-use port or bad address is a clear error.
   static Result<std::unique_ptr<TcpListener>> Listen(const std::string& host, uint16_t port, AcceptFn on_accept);
+  // Binds and listens on a unix stream socket at `path`. A stale socket file (nobody accepts on it) is
+  // replaced; a live one, or a path that exists and is not a socket, is a clear error. The listener
+  // removes the file when it is destroyed.
+  static Result<std::unique_ptr<TcpListener>> ListenUnix(const std::string& path, AcceptFn on_accept);
   ~TcpListener();
   // Stops accepting; `done` runs once the pending accept is gone. The object may be destroyed then.
   void close(SmallFunction<void()> done);
-  uint16_t port() const { return port_; }
-  const std::string& host() const { return host_; }
+  uint16_t port() const { return port_; }          // 0 for a unix socket
+  const std::string& host() const { return host_; }  // the path for a unix socket
+  bool is_unix() const { return is_unix_; }
 
  private:
   struct Op : RingOp {
@@ -168,6 +181,7 @@ class TcpListener {
   int fd_;
   std::string host_;
   uint16_t port_;
+  bool is_unix_ = false;
   AcceptFn on_accept_;
   Op accept_op_, cancel_op_;
   sockaddr_storage peer_{};
@@ -182,7 +196,8 @@ class TcpListener {
 // error (ECONNREFUSED, ETIMEDOUT after `timeout_ns`, ...).
 Task<Result<int>> tcp_connect(const std::string& host, uint16_t port, uint64_t timeout_ns);
 
-// Applies the socket options every NVMe/TCP connection wants (TCP_NODELAY, buffer sizes).
+// Applies the socket options every connection wants: buffer sizes, and TCP_NODELAY on TCP sockets (a
+// unix socket gets the buffer sizes only; nothing here fails).
 void tune_socket(int fd);
 
 }  // namespace tern::net
