@@ -13,6 +13,9 @@ packages=(
   python3 python3-pytest python3-prometheus-client fio util-linux procps clang-14 libclang-rt-14-dev
   # tshark's NVMe/TCP dissector checks captured sessions
   tshark
+  # NBD clients for tests/system/test_nbd.py (nbdinfo, nbdcopy and nbdfuse are in libnbd-bin; e2fsprogs for
+  # the file system over NBD; nbdkit for comparing behaviour by hand)
+  qemu-utils libnbd-bin nbdkit e2fsprogs
 )
 
 missing=()

@@ -37,6 +37,7 @@ class Target:
         self._ctl_buf = b""
         self.runs = 0
         self.log_path = None
+        self.ready = {}
 
     # --- life cycle ---
     def start(self, timeout=30):
@@ -56,6 +57,7 @@ class Target:
             raise TargetError(f"nvmf_tgt was not ready within {timeout} s (rc={rc}):\n{self.log()[-4000:]}")
         ready = json.loads(line)
         assert ready.get("ready") is True, ready
+        self.ready = ready  # the whole line: listeners, pid, and the NBD server's addresses when it has one
         self.listeners = ready["listeners"]
         self.ports = [int(l.rsplit(":", 1)[1]) for l in self.listeners]
         self.pid = ready["pid"]

@@ -61,7 +61,8 @@ Result<TargetConfig> load_config(const std::string& path) {
     return Status::Errorf(Errc::kInval, "config file '{}': {}", path, e.what());
   }
   TargetConfig c;
-  TERN_RETURN_IF_ERROR(check_keys(root, {"cores", "log_level", "devices", "listeners", "subsystems", "options"}, path));
+  TERN_RETURN_IF_ERROR(
+      check_keys(root, {"cores", "log_level", "devices", "listeners", "subsystems", "options", "nbd"}, path));
   TERN_ASSIGN_OR_RETURN(c.cores, get<std::string>(root, "cores", c.cores, path));
   TERN_ASSIGN_OR_RETURN(c.log_level, get<std::string>(root, "log_level", c.log_level, path));
   TERN_ASSIGN_OR_RETURN(c.devices, get<std::vector<std::string>>(root, "devices", {}, path));
@@ -82,6 +83,34 @@ Result<TargetConfig> load_config(const std::string& path) {
     if (c.options.max_h2c_data < 4096 || c.options.max_h2c_data % 4 != 0) {
       return Status::Errorf(Errc::kInval, "{}: max_h2c_data {} must be a multiple of 4 and at least 4096", w,
                             c.options.max_h2c_data);
+    }
+  }
+  if (auto n = root["nbd"]) {
+    std::string w = path + ": nbd";
+    TERN_RETURN_IF_ERROR(check_keys(n, {"listen", "unix", "exports", "max_inflight", "drain_timeout_ms"}, w));
+    c.nbd.enabled = true;
+    TERN_ASSIGN_OR_RETURN(c.nbd.listen, get<std::string>(n, "listen", "", w));
+    if (!c.nbd.listen.empty()) {
+      auto a = parse_listen_addr(c.nbd.listen);
+      if (!a.ok()) return a.status().WithContext(w);
+    }
+    TERN_ASSIGN_OR_RETURN(c.nbd.unix_path, get<std::string>(n, "unix", "", w));
+    TERN_ASSIGN_OR_RETURN(c.nbd.max_inflight, get<uint32_t>(n, "max_inflight", c.nbd.max_inflight, w));
+    TERN_ASSIGN_OR_RETURN(c.nbd.drain_timeout_ms, get<uint64_t>(n, "drain_timeout_ms", c.nbd.drain_timeout_ms, w));
+    if (auto ex = n["exports"]) {
+      if (!ex.IsSequence()) return Status::Errorf(Errc::kInval, "{}: 'exports' must be a list", w);
+      size_t j = 0;
+      for (const auto& m : ex) {
+        std::string we = fmt::format("{}.exports[{}]", w, j++);
+        TERN_RETURN_IF_ERROR(check_keys(m, {"name", "device", "read_only"}, we));
+        NbdExportSpec e;
+        TERN_ASSIGN_OR_RETURN(e.name, get<std::string>(m, "name", "", we));
+        TERN_ASSIGN_OR_RETURN(e.device, get<std::string>(m, "device", "", we));
+        TERN_ASSIGN_OR_RETURN(e.read_only, get<bool>(m, "read_only", false, we));
+        if (e.device.empty()) return Status::Errorf(Errc::kInval, "{}: 'device' is required", we);
+        if (e.name.empty()) e.name = e.device;
+        c.nbd.exports.push_back(std::move(e));
+      }
     }
   }
   if (auto subs = root["subsystems"]) {

@@ -28,6 +28,21 @@ struct SubsystemSpec {
   std::vector<NamespaceSpec> namespaces;
   std::vector<AnaSpec> ana;
 };
+// The optional NBD server (src/nbd): where it listens and what it exports.
+struct NbdExportSpec {
+  std::string name;
+  std::string device;
+  bool read_only = false;
+};
+struct NbdSpec {
+  bool enabled = false;      // an `nbd:` section is present
+  std::string listen;        // "host:port" (port 0 picks a free one); empty = no TCP listener
+  std::string unix_path;     // empty = no unix socket
+  uint32_t max_inflight = 128;
+  uint64_t drain_timeout_ms = 10'000;
+  std::vector<NbdExportSpec> exports;
+};
+
 struct TargetConfig {
   std::string cores = "0";
   std::string log_level = "info";
@@ -35,6 +50,7 @@ struct TargetConfig {
   std::vector<std::string> listeners;  // "host:port"; port 0 picks a free one
   std::vector<SubsystemSpec> subsystems;
   nvmf::TargetOptions options;
+  NbdSpec nbd;
 };
 
 Result<TargetConfig> load_config(const std::string& path);

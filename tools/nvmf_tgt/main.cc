@@ -1,6 +1,7 @@
 // nvmf_tgt: a standalone NVMe/TCP target from a YAML file, with a JSON-lines control socket for changes
-// at run time (ANA states, namespaces, hosts, fault injection). It serves tests and benchmarks until
-// the io-engine daemon exposes the same operations over gRPC.
+// at run time (ANA states, namespaces, hosts, fault injection), and optionally an NBD server (src/nbd)
+// sharing devices over NBD. It serves tests and benchmarks until the io-engine daemon exposes the same
+// operations over gRPC.
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -16,6 +17,7 @@
 #include "bdev/registry.h"
 #include "common/log.h"
 #include "config.h"
+#include "nbd/server.h"
 #include "nvmf/target/target.h"
 #include "reactor/reactor_set.h"
 
@@ -46,12 +48,49 @@ json subsystems_json(nvmf::Target& t) {
   return out;
 }
 
+json nbd_json(nbd::Server& s) {
+  json out = json::array();
+  for (auto& e : s.list_exports()) {
+    json clients = json::array();
+    for (auto& c : e.clients) clients.push_back({{"id", c.id}, {"peer", c.peer}, {"reactor", c.reactor}});
+    const nbd::ExportCounters& k = e.counters;
+    out.push_back({{"name", e.name}, {"device", e.bdev}, {"read_only", e.read_only}, {"size", e.size_bytes},
+                   {"block_size", e.block_size}, {"clients", clients},
+                   {"counters", {{"reads", k.reads}, {"writes", k.writes}, {"flushes", k.flushes}, {"trims", k.trims},
+                                 {"write_zeroes", k.write_zeroes}, {"read_bytes", k.read_bytes},
+                                 {"write_bytes", k.write_bytes}, {"errors", k.errors}}}});
+  }
+  return out;
+}
+
+std::string nbd_listen(const tgt::NbdSpec& spec, const nbd::Server& s) {
+  if (spec.listen.empty()) return "";
+  auto a = tgt::parse_listen_addr(spec.listen);
+  return nvmf::ListenAddr{a->host, s.tcp_port()}.to_string();
+}
+
 // Runs one control command on the primary reactor.
-Task<json> control(nvmf::Target& t, BdevRegistry& reg, json req) {
+Task<json> control(nvmf::Target& t, BdevRegistry& reg, nbd::Server* nbds, const tgt::NbdSpec* nbd_spec, json req) {
   auto fail = [](const Status& s) { return json{{"ok", false}, {"error", s.ToString()}}; };
   auto str = [&](const char* k) { return req.value(k, std::string()); };
   const std::string op = str("op");
   if (op == "list") co_return json{{"ok", true}, {"subsystems", subsystems_json(t)}};
+  if (op.rfind("nbd_", 0) == 0) {
+    if (!nbds) co_return fail(Status(Errc::kNotSup, "no NBD server: the configuration has no 'nbd' section"));
+    if (op == "nbd_list") {
+      co_return json{{"ok", true}, {"exports", nbd_json(*nbds)}, {"listen", nbd_listen(*nbd_spec, *nbds)},
+                     {"unix", nbds->unix_path()}};
+    }
+    if (op == "nbd_export_add") {
+      std::string name = str("name").empty() ? str("device") : str("name");
+      Status s = nbds->add_export(name, str("device"), req.value("read_only", false));
+      co_return s.ok() ? json{{"ok", true}, {"name", name}} : fail(s);
+    }
+    if (op == "nbd_export_remove") {
+      Status s = co_await nbds->remove_export(str("name"));
+      co_return s.ok() ? json{{"ok", true}} : fail(s);
+    }
+  }
   if (op == "ana_set") {
     auto l = tgt::parse_listen_addr(str("listener"));
     if (!l.ok()) co_return fail(l.status());
@@ -157,7 +196,14 @@ Task<json> control(nvmf::Target& t, BdevRegistry& reg, json req) {
   co_return fail(Status::Errorf(Errc::kInval, "unknown op '{}'", op));
 }
 
-void control_loop(int lfd, ReactorSet* set, nvmf::Target* t, BdevRegistry* reg, std::atomic<bool>* stop) {
+struct Services {
+  nvmf::Target* target;
+  BdevRegistry* reg;
+  nbd::Server* nbd;  // null without an `nbd:` section
+  const tgt::NbdSpec* nbd_spec;
+};
+
+void control_loop(int lfd, ReactorSet* set, Services sv, std::atomic<bool>* stop) {
   while (!stop->load()) {
     int c = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
     if (c < 0) continue;
@@ -174,7 +220,9 @@ void control_loop(int lfd, ReactorSet* set, nvmf::Target* t, BdevRegistry* reg, 
         json resp;
         try {
           json req = json::parse(line);
-          resp = set->run_sync(0, [&]() -> Task<json> { co_return co_await control(*t, *reg, req); });
+          resp = set->run_sync(0, [&]() -> Task<json> {
+            co_return co_await control(*sv.target, *sv.reg, sv.nbd, sv.nbd_spec, req);
+          });
         } catch (const std::exception& e) {
           resp = {{"ok", false}, {"error", std::string("bad request: ") + e.what()}};
         }
@@ -198,7 +246,7 @@ int main(int argc, char** argv) {
   app.add_option("--control", control_path, "Unix socket for JSON-lines control commands: list, listeners, subsystem_create, "
                                             "subsystem_delete, listen, stop_listening, listener_add, listener_remove, allow_any_host, "
                                             "host_add, host_remove, ns_add, ns_remove, ana_set, device_create, error_rules, delay_set, "
-                                            "stats (docs/operations.md)");
+                                            "stats, nbd_export_add, nbd_export_remove, nbd_list (docs/operations.md)");
   app.add_option("--cores", cores, "Reactor cores (overrides the file)");
   app.add_option("--log-level", log_level, "Log levels (overrides the file)");
   app.add_option("--poll", poll, "Reactor polling: adaptive (sleep when idle) or busy (always spin)")
@@ -243,6 +291,7 @@ int main(int argc, char** argv) {
   ReactorSet& rs = **set;
   BdevRegistry reg(rs);
   nvmf::Target target(rs, reg, cfg->options);
+  std::unique_ptr<nbd::Server> nbds;
 
   std::vector<std::string> actual;
   Status setup = rs.run_sync(0, [&]() -> Task<Status> {
@@ -287,6 +336,24 @@ int main(int argc, char** argv) {
         if (Status x = target.set_ana_state(sp.cfg.nqn, *l, a.group, *st); !x.ok()) co_return x;
       }
     }
+    if (cfg->nbd.enabled) {
+      nbd::ServerOptions o;
+      if (!cfg->nbd.listen.empty()) {
+        auto a = tgt::parse_listen_addr(cfg->nbd.listen);
+        o.tcp = true;
+        o.tcp_host = a->host;
+        o.tcp_port = a->port;
+      }
+      o.unix_path = cfg->nbd.unix_path;
+      o.max_inflight = cfg->nbd.max_inflight;
+      o.drain_timeout_ms = cfg->nbd.drain_timeout_ms;
+      auto s = nbd::Server::Create(rs, reg, o);
+      if (!s.ok()) co_return s.status();
+      nbds = std::move(*s);
+      for (auto& e : cfg->nbd.exports) {
+        if (Status x = nbds->add_export(e.name, e.device, e.read_only); !x.ok()) co_return x;
+      }
+    }
     co_return Status::Ok();
   });
 
@@ -302,7 +369,7 @@ int main(int argc, char** argv) {
     if (bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || listen(lfd, 8) != 0) {
       setup = Status::FromErrno(errno, fmt::format("control socket {}: {}", control_path, std::strerror(errno)));
     } else {
-      ctl = std::thread(control_loop, lfd, &rs, &target, &reg, &stop);
+      ctl = std::thread(control_loop, lfd, &rs, Services{&target, &reg, nbds.get(), &cfg->nbd}, &stop);
     }
   }
   int rc = 0;
@@ -310,7 +377,9 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "nvmf_tgt: {}\n", setup.message().empty() ? setup.ToString() : std::string(setup.message()));
     rc = 2;
   } else {
-    std::cout << json{{"ready", true}, {"listeners", actual}, {"pid", getpid()}}.dump() << std::endl;
+    json ready{{"ready", true}, {"listeners", actual}, {"pid", getpid()}};
+    if (nbds) ready["nbd"] = {{"listen", nbd_listen(cfg->nbd, *nbds)}, {"unix", nbds->unix_path()}};
+    std::cout << ready.dump() << std::endl;
     int sig = 0;
     sigwait(&sigs, &sig);
     TLOG_INFO("nvmf", "signal {}: shutting down", sig);
@@ -323,9 +392,11 @@ int main(int argc, char** argv) {
     unlink(control_path.c_str());
   }
   rs.run_sync(0, [&]() -> Task<void> {
+    if (nbds) co_await nbds->stop();
     co_await target.shutdown();
     co_await reg.destroy_all();
   });
+  nbds.reset();
   rs.stop();
   return rc;
 }
