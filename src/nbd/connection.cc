@@ -69,6 +69,11 @@ Connection::Connection(Server& server, int fd, uint64_t id, std::string peer)
   hs_item_.conn = this;
   hs_item_.done = &Connection::on_handshake_sent;
   drain_timer_.set_callback([this] { close_now("in-flight requests did not finish within the drain timeout"); });
+  handshake_timer_.set_callback([this] {
+    TLOG_INFO("nbd", "connection {} ({}): no export chosen within {} ms; closing", id_, peer_,
+              server_.options().handshake_timeout_ms);
+    close_now("handshake timeout");
+  });
   reset_io_.done = &Connection::on_reset_done;
   reset_io_.done_arg = this;
 }
@@ -81,6 +86,7 @@ void Connection::start() {
   greeting_item_.iovcnt = 1;
   conn_->send(&greeting_item_);
   conn_->start();
+  if (server_.options().handshake_timeout_ms) handshake_timer_.arm(server_.options().handshake_timeout_ms * 1'000'000ull);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -194,6 +200,7 @@ void Connection::finish_option(const OptionOutcome& o) {
       return;
     case OptionOutcome::Next::kTransmission:
       phase_ = Phase::kTransmission;
+      handshake_timer_.cancel();
       send_handshake();
       // Requests may follow the reply at once; their replies queue behind it on the socket.
       hs_busy_ = false;
@@ -543,6 +550,7 @@ void Connection::close_now(const char* why) {
   if (closing_) return;
   closing_ = true;
   drain_timer_.cancel();
+  handshake_timer_.cancel();
   TLOG_DEBUG("nbd", "connection {} ({}): closing: {}", id_, peer_, why);
   buffers_.cancel(&buf_waiter_);
   // READs still waiting for a buffer never reached the device.

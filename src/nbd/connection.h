@@ -175,6 +175,7 @@ class Connection {
   // Closing.
   const char* drain_why_ = "";
   Timer drain_timer_;
+  Timer handshake_timer_;
   uint32_t hops_ = 0;            // option look-ups on the primary
   bool closing_ = false;
   bool conn_closed_ = false;

@@ -48,6 +48,9 @@ struct ServerOptions {
   size_t small_buffers_per_reactor = 1024;
   size_t medium_buffers_per_reactor = 256;
   size_t chunk_buffers_per_reactor = 64;
+  // A connection still negotiating after this long is closed (0: never). Clients negotiate in one or two
+  // round trips; this only reaps connections that never do.
+  uint64_t handshake_timeout_ms = 30'000;
   // remove_export() and stop(): clients get this long to finish what is in flight (replies sent) before
   // their connections are cut; requests still on a device after one more second are aborted by a reset.
   uint64_t drain_timeout_ms = 10'000;

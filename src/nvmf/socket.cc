@@ -158,6 +158,7 @@ void TcpConn::post_recv() {
   if (slot_ >= 0) sqe->flags |= IOSQE_FIXED_FILE;
   reactor_.commit(sqe, &recv_op_);
   recv_inflight_ = true;
+  recv_direct_ = direct_;
 }
 
 void TcpConn::on_recv(int res) {
@@ -175,7 +176,10 @@ void TcpConn::on_recv(int res) {
     return;
   }
   bytes_received_ += uint64_t(res);
-  if (direct_) {
+  // Where the bytes went is decided by the receive that was posted: recv_into may have switched to
+  // direct mode (from a deliver() run by resume()) while a receive into the buffer was in flight; those
+  // bytes are in the buffer, and direct_step takes them from there.
+  if (recv_direct_) {
     // Advance the direct iovec by what arrived.
     size_t got = size_t(res);
     direct_left_ -= got;

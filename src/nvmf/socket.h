@@ -122,6 +122,7 @@ class TcpConn {
   size_t rtail_ = 0;  // end of valid bytes
   Op recv_op_;
   bool recv_inflight_ = false;
+  bool recv_direct_ = false;  // the receive in flight goes to the direct iovec (not the buffer)
   bool delivering_ = false;
   bool deliver_scheduled_ = false;
   bool backpressure_ = false;

@@ -672,6 +672,24 @@ TEST_F(NbdServer, StopWithAHungDeviceAbortsItsRequests) {
   EXPECT_EQ(device_inflight("hang"), 0u);
 }
 
+TEST_F(NbdServer, HandshakeTimeoutReapsSilentClients) {
+  stop();
+  ServerOptions o = options();
+  o.handshake_timeout_ms = 300;
+  start(o);
+  ASSERT_TRUE(add("vol", "m0").ok());
+  RawClient silent, negotiating, serving;
+  ASSERT_TRUE(silent.connect_tcp(port_) && silent.read_greeting());
+  ASSERT_TRUE(negotiating.connect_tcp(port_) && negotiating.handshake());
+  ASSERT_TRUE(serving.open(port_, "vol"));
+  EXPECT_TRUE(silent.closed_by_peer(5000, 0));
+  EXPECT_TRUE(negotiating.closed_by_peer(5000, 0));
+  // The transmission phase has no such limit.
+  EXPECT_TRUE(serving.quiet_for(600));
+  std::vector<uint8_t> buf(512);
+  EXPECT_EQ(serving.read(0, 512, buf.data()), 0);
+}
+
 TEST_F(NbdServer, AddExportIsIdempotentAndNamesWhatDiffers) {
   ASSERT_TRUE(add("vol", "m0").ok());
   EXPECT_TRUE(add("vol", "m0").ok());
