@@ -4,11 +4,11 @@ that holds the replica's clusters (same device type, same request sizes and queu
 in one run; then bench/pool_ops (pool create, thick create, thin first write, snapshot and copy-on-write,
 import with 1000 replicas).
 
-The pool is made with `ternctl pool create` on a 2 GiB file, and a 1 GiB thick replica with `ternctl
+The pool is made with `ternctl offline pool create` on a 2 GiB file, and a 1 GiB thick replica with `ternctl
 pool add-replica`, written once in full through the replica (its create zeroed the clusters with
 FALLOC_FL_ZERO_RANGE, which leaves unwritten extents that reads would not fetch from the disk); a fresh pool
 hands out clusters lowest first, so the replica's clusters are one contiguous region, found from
-`ternctl pool check -o json` (data offset + first cluster). The raw runs use `ioperf --uri uring://FILE
+`ternctl offline pool check -o json` (data offset + first cluster). The raw runs use `ioperf --uri uring://FILE
 --offset REGION --size 1g`; the replica runs `ioperf --pool FILE --replica r` (import, run, export).
 Both are pinned to the same core, in pairs whose order alternates; medians and median per-pair ratios
 are reported, with kernel request merging off as in bench/foundation.py.
@@ -55,9 +55,9 @@ def main():
     run(["fio", "--name=fill", f"--filename={path}", "--size=2g", "--rw=write", "--bs=1m", "--direct=1",
          "--ioengine=io_uring", "--iodepth=8"])
     uri = f"uring://{path}"
-    run([ternctl, "pool", "create", uri, "--name", "bench"])
-    run([ternctl, "pool", "add-replica", uri, "--name", "r", "--size", "1g"])
-    rep = json.loads(run([ternctl, "pool", "check", uri, "-o", "json"]))
+    run([ternctl, "offline", "pool", "create", uri, "--name", "bench"])
+    run([ternctl, "offline", "pool", "add-replica", uri, "--name", "r", "--size", "1g"])
+    rep = json.loads(run([ternctl, "offline", "pool", "check", uri, "-o", "json"]))
     r = rep["replicas"][0]
     first = r["map"][0] - 1
     if r["map"] != list(range(first + 1, first + 1 + len(r["map"]))):

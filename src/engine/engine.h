@@ -95,6 +95,9 @@ class Engine {
   Task<Status> reset_io_stats(std::string name_filter);
   Task<std::vector<v1::ReactorStats>> reactor_stats();
 
+  // --- metrics: the Prometheus text page (metrics.cc) ---
+  Task<std::string> metrics_text();
+
   // --- node ---
   v1::NodeInfo node_info() const;
   void set_startup_ms(uint64_t ms) { startup_ms_ = ms; }

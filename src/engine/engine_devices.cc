@@ -1,6 +1,8 @@
 // Engine operations on devices, the NVMe/TCP target, statistics, the node and the test hooks.
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "bdev/fault_bdevs.h"
 #include "common/aligned_buffer.h"
 #include "common/clock.h"
@@ -162,7 +164,9 @@ std::vector<v1::Subsystem> Engine::list_subsystems(const std::string& nqn_filter
       auto* a = m.add_ana();
       a->set_listener(l.to_string());
       a->set_group(g);
-      a->set_state(nvmf::ana_state_name(st));
+      std::string name = nvmf::ana_state_name(st);
+      std::replace(name.begin(), name.end(), '_', '-');  // the API spells states as SetAnaState takes them
+      a->set_state(name);
     }
     out.push_back(std::move(m));
   }

@@ -117,3 +117,22 @@ def nvmf_module_target(build_dir, tmp_path_factory):
         yield f
     finally:
         f.stop_all()
+
+
+@pytest.fixture
+def engines(build_dir, scratch):
+    """engines(pools=[("p0", "uring:///...")], ...) starts an io-engine on free ports; every engine is
+    stopped with SIGTERM at the end and must exit 0 with a clean log."""
+    from io_engine import EngineFactory
+    f = EngineFactory(build_dir, scratch)
+    try:
+        yield f
+    finally:
+        f.stop_all()
+
+
+@pytest.fixture(scope="session")
+def pb():
+    """The engine API's generated Python modules (pool_pb2, replica_pb2, common_pb2, ...)."""
+    from io_engine import stubs
+    return stubs()

@@ -154,4 +154,5 @@ def test_main_job_on_the_release_build(release_dir):
                        timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "main job: PASS" in p.stdout
-    assert "no mismatches" in p.stdout
+    assert "no mismatch" in p.stdout and "MISMATCH" not in p.stdout
+    assert "stopped cleanly" in p.stdout

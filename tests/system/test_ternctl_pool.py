@@ -1,4 +1,4 @@
-"""`ternctl pool create` and `ternctl pool check` on real files: what an operator sees for a clean pool,
+"""`ternctl offline pool create` and `check` on real files: what an operator sees for a clean pool,
 for damage that import repairs by itself, for damage it refuses, and when the check cannot run. Exit
 codes follow fsck: 0 clean, 1 repairable, 4 damaged or no pool, 8 operational error."""
 import json
@@ -19,7 +19,7 @@ def ternctl(build_dir):
         pytest.fail(f"ternctl is not built in {build_dir}")
 
     def run(*args):
-        p = subprocess.run([str(binary), "pool", *args], capture_output=True, text=True, timeout=60)
+        p = subprocess.run([str(binary), "offline", "pool", *args], capture_output=True, text=True, timeout=60)
         return p.returncode, p.stdout, p.stderr
     return run
 

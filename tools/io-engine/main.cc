@@ -13,6 +13,7 @@
 #include "engine/api/grpc_server.h"
 #include "engine/engine.h"
 #include "flags.h"
+#include "metrics/http_server.h"
 #include "reactor/reactor_set.h"
 
 using namespace tern;
@@ -63,6 +64,19 @@ int main(int argc, char** argv) {
         s = g.status();
       }
     }
+    std::unique_ptr<metrics::MetricsHttpServer> metrics_server;
+    if (s.ok() && opts->metrics_port != 0) {
+      // Runs on the metrics thread; the page is built on the primary reactor.
+      auto m = metrics::MetricsHttpServer::Start(opts->metrics_address, opts->metrics_port, [&]() -> Result<std::string> {
+        return rs.run_sync(0, [&] { return engine.metrics_text(); });
+      });
+      if (m.ok()) {
+        metrics_server = std::move(*m);
+      } else {
+        s = Status::Errorf(m.code(), "metrics endpoint {}:{}: {}", opts->metrics_address, opts->metrics_port,
+                           m.status().message());
+      }
+    }
     if (!s.ok()) {
       fmt::print(stderr, "io-engine: {}\n", s.message());
       rc = 1;
@@ -72,14 +86,19 @@ int main(int argc, char** argv) {
       auto info = rs.run_sync(0, [&] { return engine.node_info(); });
       auto pools = rs.run_sync(0, [&] { return engine.list_pools(""); });
       TLOG_INFO("engine", "io-engine {} on node '{}' ready in {} ms: gRPC on port {}, NVMe/TCP {}:{} (advertised {}), "
-                "{} pool(s), reactors on cores {}",
+                "metrics {}, {} pool(s), reactors on cores {}",
                 info.version(), info.node_name(), ms, grpc->port(), opts->nvmf_address, engine.options().nvmf_port,
-                info.nvmf_endpoint(), pools.size(), opts->cores);
+                info.nvmf_endpoint(),
+                metrics_server ? fmt::format("http://{}:{}/metrics", opts->metrics_address, metrics_server->port()) : "off",
+                pools.size(), opts->cores);
       int sig = 0;
       sigwait(&sigs, &sig);
       TLOG_INFO("engine", "{}: stopping (new requests refused, shares drained, pools exported)", strsignal(sig));
+      if (metrics_server) metrics_server->Stop();
       grpc->Stop(5000);
     }
+    if (metrics_server) metrics_server->Stop();
+    if (grpc) grpc->Stop(0);
     rs.run_sync(0, [&] { return engine.shutdown(); });
   }
   rs.stop();

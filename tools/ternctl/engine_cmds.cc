@@ -739,7 +739,7 @@ void add_test(CLI::App& app, std::function<int()>* run) {
   t->require_subcommand(1);
   auto* er = t->add_subcommand("error-rules", "Replace the rules of an error:// device (none given: clear them)");
   er->add_option("device", a.device, "The error:// device")->required();
-  er->add_option("rules", a.rules, "Rules, e.g. 'write:lba=0-100:errno=EIO' (docs/design/bdev.md)");
+  er->add_option("rules", a.rules, "Rules, e.g. 'op=write,lba=0-100,errno=EIO' (docs/design/bdev.md)");
   er->callback([run] {
     *run = [] {
       v1::SetErrorRulesRequest r;
@@ -747,8 +747,7 @@ void add_test(CLI::App& app, std::function<int()>* run) {
       for (auto& x : a.rules) r.add_rules(x);
       v1::Empty e;
       if (int rc = call(&v1::TestService::Stub::SetErrorRules, r, &e)) return rc;
-      if (g.format() == Format::kTable) fmt::print("{}: {} rule(s)\n", a.device, a.rules.size());
-      return 0;
+      return show(e, [] { fmt::print("{}: {} rule(s)\n", a.device, a.rules.size()); });
     };
   });
   auto* dl = t->add_subcommand("delay", "Set the added latencies of a delay:// device");
@@ -766,7 +765,8 @@ void add_test(CLI::App& app, std::function<int()>* run) {
       r.set_other_us(a.other_us);
       r.set_jitter_us(a.jitter_us);
       v1::Empty e;
-      return call(&v1::TestService::Stub::SetDelay, r, &e);
+      if (int rc = call(&v1::TestService::Stub::SetDelay, r, &e)) return rc;
+      return show(e, [] { fmt::print("{}: delays set\n", a.device); });
     };
   });
   for (std::string verb : {"write-pattern", "verify-pattern"}) {
@@ -789,9 +789,9 @@ void add_test(CLI::App& app, std::function<int()>* run) {
         r.set_generation(a.generation);
         if (verb == "write-pattern") {
           v1::Empty e;
-          int rc = call(&v1::TestService::Stub::WritePattern, r, &e);
-          if (rc == 0 && g.format() == Format::kTable) fmt::print("wrote {} with generation {}\n", sz(*len), a.generation);
-          return rc;
+          if (int rc = call(&v1::TestService::Stub::WritePattern, r, &e)) return rc;
+          uint64_t n = *len;
+          return show(e, [n] { fmt::print("wrote {} with generation {}\n", sz(n), a.generation); });
         }
         v1::VerifyPatternReply v;
         if (int rc = call(&v1::TestService::Stub::VerifyPattern, r, &v)) return rc;

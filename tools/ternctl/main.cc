@@ -40,7 +40,12 @@ unavailable, 8 data loss, 9 invalid argument. Run 'ternctl <command> --help' for
   tern::ctl::PoolArgs pool;
   int (*run_pool)(const tern::ctl::PoolArgs&) = nullptr;
   tern::ctl::add_pool_commands(*offline, pool, &run_pool);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every command-line mistake is exit code 2 (CLI11 has its own numbers).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   if (tern::Status s = tern::log::set_levels(log_level); !s.ok()) {
     fmt::print(stderr, "ternctl: {}\n", s.message());
     return 2;

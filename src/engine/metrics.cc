@@ -1,0 +1,145 @@
+// The engine's Prometheus page (docs/operations.md, "Metrics", lists every family).
+#include "common/clock.h"
+#include "engine/engine.h"
+#include "metrics/exposition.h"
+
+#ifndef TERN_VERSION
+#define TERN_VERSION "0.0.0"
+#endif
+#ifndef TERN_GIT_REV
+#define TERN_GIT_REV "unknown"
+#endif
+
+namespace tern::engine {
+
+namespace {
+
+using metrics::MetricType;
+using metrics::MetricsWriter;
+
+struct OpKind {
+  IoType type;
+  const char* name;
+};
+constexpr OpKind kOps[] = {{IoType::kRead, "read"},     {IoType::kWrite, "write"}, {IoType::kFlush, "flush"},
+                           {IoType::kUnmap, "unmap"},   {IoType::kWriteZeroes, "write_zeroes"},
+                           {IoType::kReset, "reset"}};
+
+// The I/O families of one kind of object ("device" or "replica"), declared once.
+void declare_io(MetricsWriter& w, const std::string& p, const char* what) {
+  w.declare(p + "_ops_total", MetricType::kCounter, fmt::format("I/O operations completed by {}, by type", what));
+  w.declare(p + "_bytes_total", MetricType::kCounter, fmt::format("Bytes moved by {}, by type", what));
+  w.declare(p + "_errors_total", MetricType::kCounter, fmt::format("I/O operations of {} that failed, by type", what));
+  w.declare(p + "_inflight", MetricType::kGauge, fmt::format("I/O operations of {} in flight", what));
+  w.declare(p + "_latency_seconds", MetricType::kHistogram,
+            fmt::format("Latency of {} I/O: read, write, other (flush, unmap, write zeroes)", what));
+}
+
+void sample_io(MetricsWriter& w, const std::string& p, std::vector<metrics::Label> labels, const BdevStats& st) {
+  for (const OpKind& k : kOps) {
+    auto l = labels;
+    l.push_back({"op", k.name});
+    w.sample(p + "_ops_total", l, st.of(k.type).ops);
+    if (k.type == IoType::kRead || k.type == IoType::kWrite || k.type == IoType::kUnmap) {
+      w.sample(p + "_bytes_total", l, st.of(k.type).bytes);
+    }
+    w.sample(p + "_errors_total", l, st.of(k.type).errors);
+  }
+  w.sample(p + "_inflight", labels, st.inflight);
+  const std::pair<const char*, const LatencyHistogram*> hs[] = {
+      {"read", &st.read_latency}, {"write", &st.write_latency}, {"other", &st.other_latency}};
+  for (auto& [op, h] : hs) {
+    auto l = labels;
+    l.push_back({"op", op});
+    w.latency_histogram(p + "_latency_seconds", l, *h);
+  }
+}
+
+}  // namespace
+
+Task<std::string> Engine::metrics_text() {
+  MetricsWriter w;
+  w.declare("tern_build_info", MetricType::kInfo, "The engine's version and build");
+  w.declare("tern_uptime_seconds", MetricType::kGauge, "Seconds since the engine started");
+  w.declare("tern_pool_capacity_bytes", MetricType::kGauge, "Bytes a pool can hold");
+  w.declare("tern_pool_used_bytes", MetricType::kGauge, "Bytes allocated in a pool");
+  w.declare("tern_pool_committed_bytes", MetricType::kGauge, "Sum of the sizes of a pool's replicas and clones");
+  w.declare("tern_pool_objects", MetricType::kGauge, "Replicas, snapshots and clones in a pool");
+  w.declare("tern_pool_online", MetricType::kGauge, "1 when the pool takes changes, 0 when degraded");
+  w.declare("tern_replica_size_bytes", MetricType::kGauge, "Size of a replica, snapshot or clone");
+  w.declare("tern_replica_allocated_bytes", MetricType::kGauge, "Bytes of clusters a replica owns");
+  w.declare("tern_replica_shared", MetricType::kGauge, "1 when the replica is shared (label protocol)");
+  declare_io(w, "tern_replica", "a replica, snapshot or clone");
+  declare_io(w, "tern_device", "a device (not a pool's replica)");
+  w.declare("tern_reactor_busy_seconds_total", MetricType::kCounter, "Time a reactor was awake (working or spinning)");
+  w.declare("tern_reactor_idle_seconds_total", MetricType::kCounter, "Time a reactor slept waiting for work");
+  w.declare("tern_nvmf_subsystems", MetricType::kGauge, "NVMe/TCP subsystems (discovery included)");
+  w.declare("tern_nvmf_connected_hosts", MetricType::kGauge, "Controllers (connected hosts) of a subsystem");
+  w.declare("tern_nvmf_io_queues", MetricType::kGauge, "I/O queues of a subsystem's connected hosts");
+  w.declare("tern_nvmf_listeners", MetricType::kGauge, "Addresses the NVMe/TCP target listens on");
+
+  w.info("tern_build_info", {{"version", TERN_VERSION}, {"revision", TERN_GIT_REV}, {"node", opts_.node_name}});
+  w.sample("tern_uptime_seconds", {},
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+
+  // Pools and their objects (names copied now: the pools may change while stats are gathered below).
+  struct Obj {
+    std::string pool, name, uuid;
+  };
+  std::map<std::string, Obj> objects;  // by device name (the UUID)
+  for (auto& [pname, e] : pools_) {
+    pool::PoolStats st = e->pool->stats();
+    std::vector<metrics::Label> pl = {{"pool", pname}};
+    w.sample("tern_pool_capacity_bytes", pl, st.capacity);
+    w.sample("tern_pool_used_bytes", pl, st.used);
+    w.sample("tern_pool_committed_bytes", pl, st.committed);
+    w.sample("tern_pool_objects", pl, st.replicas);
+    w.sample("tern_pool_online", pl, st.online ? 1 : 0);
+    for (const auto& m : e->pool->ListReplicas()) {
+      std::string uuid = m.uuid.ToString();
+      const char* kind = m.snapshot ? "snapshot" : m.clone() ? "clone" : "replica";
+      std::vector<metrics::Label> rl = {{"pool", pname}, {"replica", m.name}, {"uuid", uuid}, {"kind", kind}};
+      w.sample("tern_replica_size_bytes", rl, m.size);
+      w.sample("tern_replica_allocated_bytes", rl, e->pool->Space(m.uuid).allocated);
+      const ShareInfo* s = shares_ ? shares_->find(uuid) : nullptr;
+      rl.push_back({"protocol", s ? Shares::ProtocolName(s->protocol) : "none"});
+      w.sample("tern_replica_shared", rl, s ? 1 : 0);
+      objects[uuid] = {pname, m.name, uuid};
+    }
+  }
+
+  // Per-device I/O (each device's stats are merged from every reactor).
+  std::vector<std::string> names;
+  for (Bdev* b : registry_.list()) names.push_back(b->name());
+  for (auto& n : names) {
+    Bdev* b = registry_.find(n);
+    if (!b) continue;
+    BdevStats st = co_await b->stats(reactors_);
+    if (auto it = objects.find(n); it != objects.end()) {
+      sample_io(w, "tern_replica", {{"pool", it->second.pool}, {"replica", it->second.name}, {"uuid", n}}, st);
+    } else {
+      sample_io(w, "tern_device", {{"device", n}}, st);
+    }
+  }
+
+  for (auto& r : co_await reactor_stats()) {
+    std::string id = std::to_string(r.id()), core = std::to_string(r.core());
+    std::vector<metrics::Label> l = {{"reactor", id}, {"core", core}};
+    w.sample("tern_reactor_busy_seconds_total", l, double(r.busy_ns()) / 1e9);
+    w.sample("tern_reactor_idle_seconds_total", l, double(r.idle_ns()) / 1e9);
+  }
+
+  auto subs = target_->list_subsystems();
+  w.sample("tern_nvmf_subsystems", {}, subs.size());
+  w.sample("tern_nvmf_listeners", {}, target_->listeners().size());
+  for (auto& s : subs) {
+    uint64_t queues = 0;
+    for (auto& c : s.controllers) queues += c.io_queues;
+    std::vector<metrics::Label> l = {{"nqn", s.nqn}};
+    w.sample("tern_nvmf_connected_hosts", l, s.controllers.size());
+    w.sample("tern_nvmf_io_queues", l, queues);
+  }
+  co_return w.str();
+}
+
+}  // namespace tern::engine
