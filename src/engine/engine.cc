@@ -72,7 +72,24 @@ Task<Status> Engine::start() {
   ShareEndpoints ep;
   ep.nvmf = nvmf::ListenAddr{opts_.nvmf_address, *port};
   ep.advertise = opts_.advertise_address;
-  shares_ = std::make_unique<Shares>(*target_, nullptr, ep);
+  if (opts_.nbd_port != 0 || !opts_.nbd_socket.empty()) {
+    nbd::ServerOptions no;
+    no.tcp = opts_.nbd_port != 0;
+    no.tcp_host = opts_.nbd_address;
+    no.tcp_port = opts_.nbd_port;
+    no.unix_path = opts_.nbd_socket;
+    auto n = nbd::Server::Create(reactors_, registry_, no);
+    if (!n.ok()) {
+      co_return Status::Errorf(n.code(), "NBD server ({}): {}",
+                               no.tcp ? fmt::format("{}:{}", no.tcp_host, no.tcp_port) : no.unix_path,
+                               n.status().message());
+    }
+    nbd_ = std::move(*n);
+    if (no.tcp) opts_.nbd_port = nbd_->tcp_port();
+    ep.nbd_host = opts_.nbd_address;
+    ep.nbd_port = no.tcp ? opts_.nbd_port : 0;
+  }
+  shares_ = std::make_unique<Shares>(*target_, nbd_.get(), ep);
 
   // Pools: those this node had, then those configured (create-or-import: a new disk gets a pool).
   auto known = state_.load();
@@ -99,6 +116,7 @@ Task<void> Engine::shutdown() {
   stopped_ = true;
   auto guard = co_await pools_mu_.lock();
   if (shares_) co_await shares_->unshare_all();
+  if (nbd_) co_await nbd_->stop();
   co_await target_->shutdown();
   for (auto& [name, e] : pools_) {
     auto pg = co_await e->mu.lock();

@@ -25,6 +25,7 @@
 #include "engine/options.h"
 #include "engine/shares.h"
 #include "engine/state_file.h"
+#include "nbd/server.h"
 #include "nvmf/target/target.h"
 #include "pool/pool.h"
 #include "reactor/async_mutex.h"
@@ -144,6 +145,7 @@ class Engine {
   EngineOptions opts_;
   BdevRegistry registry_;
   std::unique_ptr<nvmf::Target> target_;
+  std::unique_ptr<nbd::Server> nbd_;  // null when NBD is off
   std::unique_ptr<Shares> shares_;
   StateFile state_;
   std::map<std::string, std::unique_ptr<PoolEntry>> pools_;

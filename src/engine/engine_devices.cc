@@ -2,12 +2,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "bdev/fault_bdevs.h"
 #include "common/aligned_buffer.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "engine/engine.h"
+#include "metrics/exposition.h"
 #include "common/verify_pattern.h"
 #include "pool/device_io.h"
 
@@ -205,12 +207,6 @@ Status Engine::set_ana_state(const v1::SetAnaStateRequest& req) {
 
 namespace {
 
-// Fixed bucket bounds for the API's histograms (the same as the Prometheus ones): 10 us .. 2.5 s.
-constexpr uint64_t kBucketBoundsNs[] = {10'000,      25'000,      50'000,        100'000,       250'000,
-                                        500'000,     1'000'000,   2'500'000,     5'000'000,     10'000'000,
-                                        25'000'000,  50'000'000,  100'000'000,   250'000'000,   500'000'000,
-                                        1'000'000'000, 2'500'000'000};
-
 void summarize(const LatencyHistogram& h, v1::LatencySummary* out) {
   out->set_count(h.count());
   out->set_sum_ns(h.sum());
@@ -220,18 +216,12 @@ void summarize(const LatencyHistogram& h, v1::LatencySummary* out) {
   out->set_p90_ns(h.percentile(0.9));
   out->set_p99_ns(h.percentile(0.99));
   out->set_p999_ns(h.percentile(0.999));
-  // An internal bucket counts toward the first bound at or above its upper edge.
-  uint64_t cum = 0;
-  int i = 0;
-  for (uint64_t le : kBucketBoundsNs) {
-    for (; i < LatencyHistogram::kBuckets && LatencyHistogram::bucket_high(i) <= le; ++i) cum += h.bucket_count(i);
-    auto* b = out->add_buckets();
-    b->set_le_ns(le);
-    b->set_count(cum);
+  // The Prometheus page's buckets, in nanoseconds (+Inf as 0).
+  for (const auto& b : metrics::latency_buckets(h)) {
+    auto* out_b = out->add_buckets();
+    out_b->set_le_ns(std::isinf(b.le) ? 0 : uint64_t(std::llround(b.le * 1e9)));
+    out_b->set_count(b.count);
   }
-  auto* inf = out->add_buckets();
-  inf->set_le_ns(0);
-  inf->set_count(h.count());
 }
 
 }  // namespace
@@ -327,7 +317,11 @@ v1::NodeInfo Engine::node_info() const {
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count()));
   n.set_grpc_endpoint(opts_.grpc_endpoint);
   n.set_nvmf_endpoint(fmt::format("{}:{}", opts_.advertise_address, opts_.nvmf_port));
-  if (opts_.nbd_port) n.set_nbd_endpoint(fmt::format("{}:{}", opts_.nbd_address, opts_.nbd_port));
+  if (opts_.nbd_port) {
+    n.set_nbd_endpoint(fmt::format("{}:{}", opts_.nbd_address, opts_.nbd_port));
+  } else if (!opts_.nbd_socket.empty()) {
+    n.set_nbd_endpoint("unix:" + opts_.nbd_socket);
+  }
   n.set_startup_ms(startup_ms_);
   return n;
 }

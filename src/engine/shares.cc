@@ -4,6 +4,7 @@
 #include <set>
 
 #include "common/log.h"
+#include "nbd/server.h"
 
 namespace tern::engine {
 
@@ -53,8 +54,14 @@ Task<Result<ShareInfo>> Shares::share(std::string device, std::string id, v1::Sh
   info.id = id;
   info.hosts = hosts;
   if (protocol == v1::SHARE_PROTOCOL_NBD) {
-    (void)read_only;
-    co_return Status(Errc::kNotSup, "NBD sharing is not available in this build");
+    if (!nbd_) co_return Status(Errc::kNotSup, "the NBD server is off (start the engine with --nbd-port or --nbd-socket)");
+    if (!hosts.empty()) co_return Status(Errc::kInval, "allowed_hosts: NBD has no host identities; leave it empty");
+    TERN_CO_RETURN_IF_ERROR(nbd_->add_export(id, device, read_only));
+    info.uri = ep_.nbd_port ? fmt::format("nbd://{}:{}/{}", ep_.nbd_host, ep_.nbd_port, id)
+                            : fmt::format("nbd+unix:///{}?socket={}", id, nbd_->unix_path());
+    TLOG_INFO("engine", "shared '{}' over NBD as export '{}' ({})", device, id, info.uri);
+    shares_[device] = info;
+    co_return info;
   }
   nvmf::SubsystemConfig cfg;
   cfg.nqn = kNqnPrefix + id;
@@ -83,7 +90,7 @@ Status Shares::set_hosts(const std::string& device, std::vector<std::string> hos
   if (it == shares_.end()) return Status::Errorf(Errc::kNoEnt, "'{}' is not shared", device);
   ShareInfo& info = it->second;
   if (info.protocol != v1::SHARE_PROTOCOL_NVMF) {
-    return Status::Errorf(Errc::kInval, "'{}' is shared over {}, which has no host identities to allow", device,
+    return Status::Errorf(Errc::kInval, "allowed_hosts: '{}' is shared over {}, which has no host identities", device,
                           ProtocolName(info.protocol));
   }
   std::string nqn = kNqnPrefix + info.id;
@@ -112,6 +119,9 @@ Task<Status> Shares::unshare(std::string device) {
   if (info.protocol == v1::SHARE_PROTOCOL_NVMF) {
     std::string nqn = kNqnPrefix + info.id;
     Status s = co_await target_.delete_subsystem(nqn);
+    if (!s.ok() && s.code() != Errc::kNoEnt) co_return s;
+  } else if (info.protocol == v1::SHARE_PROTOCOL_NBD && nbd_) {
+    Status s = co_await nbd_->remove_export(info.id);
     if (!s.ok() && s.code() != Errc::kNoEnt) co_return s;
   }
   shares_.erase(device);

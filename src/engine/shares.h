@@ -4,6 +4,7 @@
 //             namespace 1 = the device, on the engine's listener; allowed hosts = the subsystem's ACL
 //             (empty: any host).   URI: nvmf://<advertised address>:<port>/<nqn>
 //   NBD:      one export named <id> on the engine's NBD server.   URI: nbd://<address>:<port>/<id>
+//             (nbd+unix:///<id>?socket=<path> when NBD listens only on a unix socket)
 //
 // Threads: primary reactor only (it drives the target's and the NBD server's control state).
 #pragma once
