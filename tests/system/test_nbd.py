@@ -249,6 +249,7 @@ size=16m
 offset_increment=16m
 verify=crc32c
 verify_fatal=1
+verify_state_save=0
 do_verify=1
 group_reporting=1
 
