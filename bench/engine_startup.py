@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """io-engine start-up and control-plane speed: start-up to serving for an empty node, the cost of
 creating replicas through the gRPC API, and start-up with N replicas (half of them shared over NVMe/TCP)
 after a clean stop (SIGTERM) and after a crash (SIGKILL). Start-up time is the engine's own figure
