@@ -441,3 +441,40 @@ def test_nbd_share_with_real_clients(node, pb, scratch):
     node.api.replica.UnshareReplica(R.ReplicaRef(name="nb"), timeout=60)
     p = subprocess.run(["nbdinfo", r.share.uri], capture_output=True, text=True, timeout=60)
     assert p.returncode != 0
+
+
+def test_concurrent_requests_are_serialized_per_pool(engines, scratch, pb):
+    """Many clients creating the same replicas at once get one replica each (the same UUID for every
+    caller), on two pools in parallel; then concurrent destroys: one succeeds, the rest are NOT_FOUND."""
+    from concurrent.futures import ThreadPoolExecutor
+    disks = [f"uring://{make_file(scratch / f'p{i}.img', 128 * MiB)}" for i in range(2)]
+    e = engines(pools=[("p0", disks[0]), ("p1", disks[1])])
+    R = pb.replica_pb2
+
+    def create(i):
+        pool = f"p{i % 2}"
+        return pool, e.api.replica.CreateReplica(R.CreateReplicaRequest(
+            name=f"r{i % 4}", pool=pool, size=8 * MiB, thin=True, share=pb.common_pb2.SHARE_PROTOCOL_NVMF),
+            timeout=120).uuid
+
+    with ThreadPoolExecutor(16) as ex:
+        results = list(ex.map(create, range(64)))
+    by_key = {}
+    for i, (pool, uuid) in enumerate(results):
+        by_key.setdefault((pool, f"r{i % 4}"), set()).add(uuid)
+    assert len(by_key) == 4 and all(len(u) == 1 for u in by_key.values()), by_key
+    reps = e.api.replica.ListReplicas(R.ListReplicasRequest(), timeout=60).replicas
+    assert len(reps) == 4 and all(r.share.uri for r in reps)
+    subs = e.api.nvmf.ListSubsystems(pb.nvmf_pb2.ListSubsystemsRequest(), timeout=60).subsystems
+    assert len(subs) == 4
+
+    def destroy(_):
+        try:
+            e.api.replica.DestroyReplica(R.ReplicaRef(name="r0", pool="p0"), timeout=120)
+            return "ok"
+        except grpc.RpcError as ex:
+            return ex.code()
+
+    with ThreadPoolExecutor(8) as ex:
+        outcomes = list(ex.map(destroy, range(8)))
+    assert outcomes.count("ok") == 1 and outcomes.count(grpc.StatusCode.NOT_FOUND) == 7, outcomes
