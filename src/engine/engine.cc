@@ -135,6 +135,11 @@ Task<void> Engine::shutdown() {
 // ---------------------------------------------------------------------------------------------------
 // Pools
 
+Status Engine::still_open(const PoolEntry& e) {
+  if (!e.closed) return Status::Ok();
+  return Status::Errorf(Errc::kNoEnt, "pool on '{}' was exported or destroyed while this request waited", e.disk);
+}
+
 Engine::PoolEntry* Engine::find_pool(const std::string& name) const {
   auto it = pools_.find(name);
   return it == pools_.end() ? nullptr : it->second.get();
@@ -330,6 +335,9 @@ Task<Status> Engine::close_pool(std::string name, bool destroy) {
     Status d = co_await registry_.destroy(e->bdev);
     if (!d.ok()) TLOG_WARN("engine", "closing '{}': {}", e->bdev, d.message());
   }
+  // Requests queued on this pool's lock see `closed` and return before the entry goes (they run
+  // inside release(), before it returns).
+  e->closed = true;
   pg.release();
   pools_.erase(name);
   if (Status st = save_state(); !st.ok()) TLOG_WARN("engine", "{}", st.message());
@@ -341,6 +349,7 @@ Task<Result<v1::Pool>> Engine::grow_pool(std::string name) {
   PoolEntry* e = find_pool(name);
   if (!e) co_return Status::Errorf(Errc::kNoEnt, "no pool '{}' on this node", name);
   auto pg = co_await e->mu.lock();
+  TERN_CO_RETURN_IF_ERROR(still_open(*e));
   auto st = co_await e->pool->Grow();
   if (!st.ok()) co_return st.status();
   co_return pool_message(name, *e);
@@ -464,6 +473,7 @@ Task<Result<v1::Replica>> Engine::create_replica(v1::CreateReplicaRequest req) {
   PoolEntry* e = find_pool(req.pool());
   if (!e) co_return Status::Errorf(Errc::kNoEnt, "pool: no pool '{}' on this node", req.pool());
   auto pg = co_await e->mu.lock();
+  TERN_CO_RETURN_IF_ERROR(still_open(*e));
   if (uuid) {
     for (auto& [pname, other] : pools_) {
       for (const auto& m : other->pool->ListReplicas()) {
@@ -526,6 +536,7 @@ Task<Result<v1::Replica>> Engine::create_replica(v1::CreateReplicaRequest req) {
 Task<Status> Engine::destroy_replica(v1::ReplicaRef ref, bool snapshot) {
   TERN_CO_ASSIGN_OR_RETURN(Found f, find_replica(ref));
   auto pg = co_await f.entry->mu.lock();
+  TERN_CO_RETURN_IF_ERROR(still_open(*f.entry));
   TERN_CO_ASSIGN_OR_RETURN(f, find_replica(ref));  // again: it may have changed while we waited
   if (f.meta.snapshot != snapshot) {
     co_return Status::Errorf(Errc::kInval, "'{}' is a {}; use {}", f.meta.name, f.meta.snapshot ? "snapshot" : "replica",
@@ -553,6 +564,7 @@ Task<Result<v1::Replica>> Engine::resize_replica(v1::ResizeReplicaRequest req) {
   if (req.size() == 0) co_return Status(Errc::kInval, "size: required");
   TERN_CO_ASSIGN_OR_RETURN(Found f, find_replica(req.replica()));
   auto pg = co_await f.entry->mu.lock();
+  TERN_CO_RETURN_IF_ERROR(still_open(*f.entry));
   TERN_CO_ASSIGN_OR_RETURN(f, find_replica(req.replica()));
   if (shares_->find(f.meta.uuid.ToString())) {
     co_return Status::Errorf(Errc::kBusy, "'{}' is shared; unshare it before resizing (hosts see a fixed size)",
@@ -570,6 +582,7 @@ Task<Result<v1::Replica>> Engine::share_replica(v1::ReplicaRef ref, v1::SharePro
   }
   TERN_CO_ASSIGN_OR_RETURN(Found f, find_replica(ref));
   auto pg = co_await f.entry->mu.lock();
+  TERN_CO_RETURN_IF_ERROR(still_open(*f.entry));
   TERN_CO_ASSIGN_OR_RETURN(f, find_replica(ref));
   TERN_CO_RETURN_IF_ERROR(co_await share_object(*f.entry, f.meta, protocol, hosts));
   co_return replica_message(*f.entry, f.meta);
@@ -578,6 +591,7 @@ Task<Result<v1::Replica>> Engine::share_replica(v1::ReplicaRef ref, v1::SharePro
 Task<Result<v1::Replica>> Engine::unshare_replica(v1::ReplicaRef ref) {
   TERN_CO_ASSIGN_OR_RETURN(Found f, find_replica(ref));
   auto pg = co_await f.entry->mu.lock();
+  TERN_CO_RETURN_IF_ERROR(still_open(*f.entry));
   TERN_CO_ASSIGN_OR_RETURN(f, find_replica(ref));
   TERN_CO_RETURN_IF_ERROR(co_await unshare_object(*f.entry, f.meta));
   co_return replica_message(*f.entry, f.meta);
@@ -586,6 +600,7 @@ Task<Result<v1::Replica>> Engine::unshare_replica(v1::ReplicaRef ref) {
 Task<Result<v1::Replica>> Engine::set_allowed_hosts(v1::ReplicaRef ref, std::vector<std::string> hosts) {
   TERN_CO_ASSIGN_OR_RETURN(Found f, find_replica(ref));
   auto pg = co_await f.entry->mu.lock();
+  TERN_CO_RETURN_IF_ERROR(still_open(*f.entry));
   TERN_CO_ASSIGN_OR_RETURN(f, find_replica(ref));
   const ShareInfo* s = shares_->find(f.meta.uuid.ToString());
   if (!s) co_return Status::Errorf(Errc::kBusy, "'{}' is not shared; share it with the allowed hosts instead", f.meta.name);
@@ -602,6 +617,7 @@ Task<Result<v1::Replica>> Engine::create_snapshot(v1::CreateSnapshotRequest req)
   TERN_CO_ASSIGN_OR_RETURN(std::optional<Uuid> uuid, parse_optional_uuid("uuid", req.uuid()));
   TERN_CO_ASSIGN_OR_RETURN(Found f, find_replica(req.replica()));
   auto pg = co_await f.entry->mu.lock();
+  TERN_CO_RETURN_IF_ERROR(still_open(*f.entry));
   TERN_CO_ASSIGN_OR_RETURN(f, find_replica(req.replica()));
   if (f.meta.snapshot) co_return Status::Errorf(Errc::kInval, "replica: '{}' is a snapshot; snapshot a replica or clone", f.meta.name);
   for (const auto& m : f.entry->pool->ListReplicas()) {
@@ -634,6 +650,7 @@ Task<Result<v1::Replica>> Engine::create_clone(v1::CreateCloneRequest req) {
   TERN_CO_RETURN_IF_ERROR(Shares::ValidateHosts(hosts));
   TERN_CO_ASSIGN_OR_RETURN(Found f, find_replica(req.snapshot()));
   auto pg = co_await f.entry->mu.lock();
+  TERN_CO_RETURN_IF_ERROR(still_open(*f.entry));
   TERN_CO_ASSIGN_OR_RETURN(f, find_replica(req.snapshot()));
   if (!f.meta.snapshot) co_return Status::Errorf(Errc::kInval, "snapshot: '{}' is not a snapshot", f.meta.name);
   for (const auto& m : f.entry->pool->ListReplicas()) {

@@ -120,6 +120,7 @@ class Engine {
     std::string disk;       // as given by the user (URI or device name)
     std::string bdev;       // the device's name
     bool owns_bdev = false; // the engine created the device from a URI (and destroys it on export)
+    bool closed = false;    // exported or destroyed: requests that waited for `mu` give up
     AsyncMutex mu;
   };
   // A replica located: its pool entry and metadata (a copy).
@@ -133,6 +134,8 @@ class Engine {
   Task<Status> expose_and_reshare(PoolEntry& e);
   Result<Found> find_replica(const v1::ReplicaRef& ref) const;
   PoolEntry* find_pool(const std::string& name) const;
+  // kNoEnt once the pool was exported or destroyed (checked right after taking its lock).
+  static Status still_open(const PoolEntry& e);
   v1::Pool pool_message(const std::string& name, const PoolEntry& e) const;
   v1::Replica replica_message(const PoolEntry& e, const pool::ReplicaMeta& m) const;
   // Shares `device` and records the share in the object's properties (so it comes back at start).

@@ -4,6 +4,9 @@
 // co_await point.
 //
 //   auto guard = co_await mu.lock();   // released when `guard` goes out of scope
+//
+// Releasing hands the lock to the first waiter and resumes it inline, before release returns: an owner
+// about to destroy the object can mark it dead, release, and know every waiter has seen the mark.
 #pragma once
 
 #include <coroutine>

@@ -478,3 +478,20 @@ def test_concurrent_requests_are_serialized_per_pool(engines, scratch, pb):
     with ThreadPoolExecutor(8) as ex:
         outcomes = list(ex.map(destroy, range(8)))
     assert outcomes.count("ok") == 1 and outcomes.count(grpc.StatusCode.NOT_FOUND) == 7, outcomes
+
+    # Creates racing an export of their pool: each one either lands before it or is NOT_FOUND.
+    def create_late(i):
+        try:
+            e.api.replica.CreateReplica(R.CreateReplicaRequest(name=f"late{i}", pool="p1", size=MiB), timeout=120)
+            return "ok"
+        except grpc.RpcError as ex:
+            return ex.code()
+
+    with ThreadPoolExecutor(9) as ex:
+        futs = [ex.submit(create_late, i) for i in range(8)]
+        export = ex.submit(lambda: e.api.pool.ExportPool(pb.pool_pb2.PoolRef(name="p1"), timeout=120))
+        outcomes = [f.result() for f in futs]
+        export.result()
+    assert set(outcomes) <= {"ok", grpc.StatusCode.NOT_FOUND}, outcomes
+    back = e.api.pool.ImportPool(pb.pool_pb2.ImportPoolRequest(disk=disks[1]), timeout=60)
+    assert back.replica_count == 2 + outcomes.count("ok")  # r1, r3 and the creates that made it
