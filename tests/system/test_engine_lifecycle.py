@@ -282,3 +282,14 @@ def test_metrics_scrape_parses_and_moves_with_io(engines, scratch, pb):
     assert n == value(m2, "tern_replica_latency_seconds", "tern_replica_latency_seconds_bucket", replica="r", op="write",
                       le="+Inf") and n > 0
     assert value(m2, "tern_reactor_busy_seconds", "tern_reactor_busy_seconds_total", reactor="0") > 0
+
+
+def test_share_uris_use_the_advertised_address_for_wildcard_listeners(engines, pb):
+    e = engines(extra_args=["--nbd-address", "0.0.0.0", "--advertise-address", "127.0.0.1"])
+    e.api.bdev.CreateBdev(pb.bdev_pb2.CreateBdevRequest(uri="malloc:///m0?size_mb=4"), timeout=60)
+    b = e.api.bdev.ShareBdev(pb.bdev_pb2.ShareBdevRequest(name="m0", protocol=pb.common_pb2.SHARE_PROTOCOL_NBD), timeout=60)
+    assert b.share.uri == f"nbd://127.0.0.1:{e.nbd_port}/m0"
+    assert e.info.nbd_endpoint == f"127.0.0.1:{e.nbd_port}"
+    import subprocess
+    p = subprocess.run(["nbdinfo", "--size", b.share.uri], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and int(p.stdout) == 4 << 20, p.stderr
