@@ -10,7 +10,7 @@ BufferSet::BufferSet(size_t small_max, size_t medium_max, size_t chunks_max)
 bool BufferSet::acquire(uint32_t len, Lease* lease, iovec* iov, int* iovcnt) {
   lease->count = 0;
   if (len <= kMedium) {
-    nvmf::BufferPool& pool = len <= kSmall ? small_ : medium_;
+    net::BufferPool& pool = len <= kSmall ? small_ : medium_;
     uint8_t* b = pool.get();
     if (!b) return false;
     lease->cls = len <= kSmall ? 0 : 1;

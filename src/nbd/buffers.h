@@ -3,7 +3,7 @@
 // Three classes, so a 4 KiB request does not hold a megabyte and a 32 MiB one needs no 32 MiB buffer:
 // one 8 KiB buffer, one 128 KiB buffer, or up to 32 chunks of 1 MiB that the request scatters over
 // (its iovec; the device layer and the socket take scatter lists). Buffers are allocated lazily from
-// nvmf::BufferPool (a chunk of buffers at a time, 4 KiB aligned for O_DIRECT devices) and kept. A class
+// net::BufferPool (a chunk of buffers at a time, 4 KiB aligned for O_DIRECT devices) and kept. A class
 // that reached its limit refuses; the caller registers a Waiter and retries once buffers come back.
 //
 // Threads: one BufferSet per reactor, used only there.
@@ -15,7 +15,7 @@
 #include <cstdint>
 
 #include "common/small_function.h"
-#include "nvmf/buffer_pool.h"
+#include "net/buffer_pool.h"
 
 namespace tern::nbd {
 
@@ -52,7 +52,7 @@ class BufferSet {
   void cancel(Waiter* w);
 
  private:
-  nvmf::BufferPool small_, medium_, chunks_;
+  net::BufferPool small_, medium_, chunks_;
   size_t chunks_max_;
   size_t chunks_out_ = 0;  // chunks leased: a request takes all its chunks or none
   Waiter* head_ = nullptr;

@@ -25,7 +25,7 @@
 #include "nbd/buffers.h"
 #include "nbd/protocol.h"
 #include "nbd/server.h"
-#include "nvmf/socket.h"
+#include "net/socket.h"
 #include "reactor/timer.h"
 
 namespace tern::nbd {

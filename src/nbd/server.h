@@ -20,7 +20,7 @@
 #include "common/aligned_buffer.h"
 #include "common/result.h"
 #include "nbd/protocol.h"
-#include "nvmf/socket.h"
+#include "net/socket.h"
 #include "reactor/reactor_set.h"
 
 namespace tern::nbd {

@@ -18,7 +18,7 @@
 
 #include "common/result.h"
 #include "common/small_function.h"
-#include "nvmf/socket.h"
+#include "net/socket.h"
 #include "nvmf/spec.h"
 #include "nvmf/tcp_pdu.h"
 #include "reactor/task.h"

@@ -40,8 +40,8 @@ Target::Target(ReactorSet& reactors, BdevRegistry& devices, TargetOptions opts)
     : reactors_(reactors), devices_(devices), opts_(std::move(opts)) {
   slices_.resize(reactors_.size());
   for (auto& s : slices_) {
-    s.small = std::make_unique<BufferPool>(8192, opts_.small_buffers_per_reactor);
-    s.large = std::make_unique<BufferPool>(opts_.max_io_size, opts_.large_buffers_per_reactor);
+    s.small = std::make_unique<net::BufferPool>(8192, opts_.small_buffers_per_reactor);
+    s.large = std::make_unique<net::BufferPool>(opts_.max_io_size, opts_.large_buffers_per_reactor);
   }
   if (opts_.io_reactors.empty()) {
     for (unsigned i = 0; i < reactors_.size(); ++i) opts_.io_reactors.push_back(i);

@@ -16,8 +16,8 @@
 
 #include "bdev/registry.h"
 #include "common/result.h"
-#include "nvmf/buffer_pool.h"
-#include "nvmf/socket.h"
+#include "net/buffer_pool.h"
+#include "net/socket.h"
 #include "nvmf/target/controller.h"
 #include "nvmf/target/subsystem.h"
 #include "reactor/reactor_set.h"
@@ -55,8 +55,8 @@ struct TargetOptions {
 
 // A per-reactor slice of the target: buffer pools and the queue pairs living there.
 struct ReactorSlice {
-  std::unique_ptr<BufferPool> small;
-  std::unique_ptr<BufferPool> large;
+  std::unique_ptr<net::BufferPool> small;
+  std::unique_ptr<net::BufferPool> large;
   std::vector<TcpQpair*> qpairs;
 };
 

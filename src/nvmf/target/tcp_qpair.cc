@@ -240,7 +240,7 @@ size_t TcpQpair::handle_capsule(const uint8_t* p, size_t n, size_t hdr_total) {
   // In-capsule data must be copied out before the receive buffer moves on; without a buffer, leave the
   // capsule where it is and come back when one is free.
   uint8_t* icd_buf = nullptr;
-  BufferPool* icd_pool = nullptr;
+  net::BufferPool* icd_pool = nullptr;
   if (icd_len) {
     if (icd_len > target_.options().max_io_size) {
       fatal(Fes::kDataTransferLimitExceeded, 4, p, std::min<size_t>(n, hdr_total));
@@ -415,7 +415,7 @@ TcpReq* TcpQpair::alloc_req(uint16_t cid) {
 bool TcpQpair::get_buffer(TcpReq* r, uint32_t len) {
   if (r->buf) return true;
   ReactorSlice& sl = target_.slice(reactor_.id());
-  BufferPool* pool = len <= kSmallBuffer ? sl.small.get() : sl.large.get();
+  net::BufferPool* pool = len <= kSmallBuffer ? sl.small.get() : sl.large.get();
   uint8_t* b = pool->get();
   if (!b) return false;
   r->buf = b;

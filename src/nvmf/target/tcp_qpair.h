@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "bdev/bdev.h"
-#include "nvmf/buffer_pool.h"
-#include "nvmf/socket.h"
+#include "net/buffer_pool.h"
+#include "net/socket.h"
 #include "nvmf/target/controller.h"
 #include "nvmf/target/subsystem.h"
 #include "nvmf/tcp_pdu.h"
@@ -64,7 +64,7 @@ struct TcpReq {
   bool h2c = false;           // data flows host to controller
   bool icd = false;           // data arrived in the capsule
   uint8_t* buf = nullptr;
-  BufferPool* pool = nullptr;
+  net::BufferPool* pool = nullptr;
   uint32_t h2c_received = 0;
   uint8_t ddgst_rx[4];
   nvme::CmdStatus status;
@@ -77,7 +77,7 @@ struct TcpReq {
   uint32_t nsid = 0;
   uint32_t step = 0;           // DSM range index; compare/FUA phase
   uint8_t* aux = nullptr;      // compare: the data read back
-  BufferPool* aux_pool = nullptr;
+  net::BufferPool* aux_pool = nullptr;
   std::vector<uint8_t> admin_out;  // admin data going to the host (control path only)
   // Outgoing PDUs.
   alignas(8) uint8_t resp_hdr[sizeof(nvme::tcp::CapsuleResp) + 4];
@@ -197,8 +197,8 @@ class TcpQpair {
   TcpReq* buf_wait_head_ = nullptr;
   TcpReq* buf_wait_tail_ = nullptr;
   bool parse_waits_for_buffer_ = false;
-  BufferPool::Waiter buf_waiter_;
-  BufferPool* waiting_on_ = nullptr;
+  net::BufferPool::Waiter buf_waiter_;
+  net::BufferPool* waiting_on_ = nullptr;
   void on_buffers_available();
   // Teardown.
   bool closing_ = false;

@@ -19,52 +19,14 @@
 namespace {
 std::atomic<bool> g_counting{false};
 std::atomic<uint64_t> g_reactor_allocs{0};
-void note() {
+}  // namespace
+
+void note_alloc() {
   if (g_counting.load(std::memory_order_relaxed) && tern::Reactor::current()) {
     g_reactor_allocs.fetch_add(1, std::memory_order_relaxed);
   }
 }
-void* counted(size_t n) {
-  note();
-  void* p = std::malloc(n ? n : 1);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
-void* counted_aligned(size_t n, std::align_val_t a) {
-  note();
-  size_t al = static_cast<size_t>(a);
-  void* p = std::aligned_alloc(al, (n + al - 1) / al * al);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-
-void* operator new(size_t n) { return counted(n); }
-void* operator new[](size_t n) { return counted(n); }
-void* operator new(size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new(size_t n, std::align_val_t a) { return counted_aligned(n, a); }
-void* operator new[](size_t n, std::align_val_t a) { return counted_aligned(n, a); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t, std::align_val_t) noexcept { std::free(p); }
+#include "counting_new.h"
 
 namespace tern::nbd {
 namespace {

@@ -1,9 +1,9 @@
-#include "nvmf/buffer_pool.h"
+#include "net/buffer_pool.h"
 
 #include <cstdlib>
 #include <new>
 
-namespace tern::nvmf {
+namespace tern::net {
 
 namespace {
 constexpr size_t kChunkBuffers = 8;
@@ -54,4 +54,4 @@ void BufferPool::cancel(Waiter* w) {
   w->prev = w->next = nullptr;
 }
 
-}  // namespace tern::nvmf
+}  // namespace tern::net

@@ -1,5 +1,5 @@
-// Per-reactor pools of data buffers for NVMe/TCP requests (the target's read data and received write
-// data, the initiator's bounce-free paths do not need them). Two size classes so a 4 KiB request does
+// Per-reactor pools of data buffers for network requests (NVMe/TCP: the target's read data and received write
+// data; NBD: request payloads). Two size classes so a 4 KiB request does
 // not hold 128 KiB. Buffers are allocated lazily, a chunk at a time, and kept; a pool that reached its
 // limit returns null and the caller queues the request until a buffer comes back.
 //
@@ -13,7 +13,7 @@
 
 #include "common/small_function.h"
 
-namespace tern::nvmf {
+namespace tern::net {
 
 class BufferPool {
  public:
@@ -47,4 +47,4 @@ class BufferPool {
   Waiter* tail_ = nullptr;
 };
 
-}  // namespace tern::nvmf
+}  // namespace tern::net
