@@ -136,3 +136,36 @@ def pb():
     """The engine API's generated Python modules (pool_pb2, replica_pb2, common_pb2, ...)."""
     from io_engine import stubs
     return stubs()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "kernel: the Linux kernel in a QEMU guest is the peer (run alone: pytest -m kernel)")
+
+
+class GuestFactory:
+    """Boots kernel guests (tests/system/kernel_guest.py) and powers every one of them off at the end."""
+
+    def __init__(self, workdir):
+        self.workdir = pathlib.Path(workdir)
+        self.guests = []
+
+    def __call__(self, **kw):
+        from kernel_guest import Guest
+        g = Guest(self.workdir / f"guest{len(self.guests)}", **kw)
+        self.guests.append(g)
+        return g
+
+    def close_all(self):
+        for g in self.guests:
+            g.close()
+
+
+@pytest.fixture(scope="module")
+def kernel_guest(tmp_path_factory):
+    """kernel_guest(forwards=N, expose=(ports...), cmdline="...") boots a Linux guest for this module's tests
+    (see kernel_guest.Guest); all are powered off when the module ends."""
+    f = GuestFactory(tmp_path_factory.mktemp("guest"))
+    try:
+        yield f
+    finally:
+        f.close_all()

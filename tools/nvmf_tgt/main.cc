@@ -38,7 +38,9 @@ json subsystems_json(nvmf::Target& t) {
     }
     for (auto& c : s.controllers) {
       j["controllers"].push_back(
-          {{"cntlid", c.cntlid}, {"hostnqn", c.hostnqn}, {"hostid", c.hostid}, {"io_queues", c.io_queues}, {"kato_ms", c.kato_ms}});
+          {{"cntlid", c.cntlid}, {"hostnqn", c.hostnqn}, {"hostid", c.hostid}, {"io_queues", c.io_queues}, {"kato_ms", c.kato_ms},
+           {"listener", c.listener.to_string()}, {"io_commands", c.io_commands}, {"read_bytes", c.read_bytes},
+           {"write_bytes", c.write_bytes}});
     }
     for (auto& [l, g, st] : s.ana) {
       j["ana"].push_back({{"listener", l.to_string()}, {"group", g}, {"state", nvmf::ana_state_name(st)}});
@@ -107,6 +109,11 @@ Task<json> control(nvmf::Target& t, BdevRegistry& reg, nbd::Server* nbds, const 
   if (op == "ns_remove") {
     Status s = co_await t.remove_namespace(str("nqn"), req.value("nsid", 0u));
     co_return s.ok() ? json{{"ok", true}} : fail(s);
+  }
+  if (op == "ns_rescan") {
+    auto size = t.rescan_namespace(str("nqn"), req.value("nsid", 0u));
+    if (!size.ok()) co_return fail(size.status());
+    co_return json{{"ok", true}, {"size", *size}};
   }
   if (op == "host_add" || op == "host_remove") {
     Status s = op == "host_add" ? t.add_host(str("nqn"), str("host")) : t.remove_host(str("nqn"), str("host"));
@@ -245,7 +252,7 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_path, "YAML configuration file")->required();
   app.add_option("--control", control_path, "Unix socket for JSON-lines control commands: list, listeners, subsystem_create, "
                                             "subsystem_delete, listen, stop_listening, listener_add, listener_remove, allow_any_host, "
-                                            "host_add, host_remove, ns_add, ns_remove, ana_set, device_create, error_rules, delay_set, "
+                                            "host_add, host_remove, ns_add, ns_remove, ns_rescan, ana_set, device_create, error_rules, delay_set, "
                                             "stats, nbd_export_add, nbd_export_remove, nbd_list (docs/operations.md)");
   app.add_option("--cores", cores, "Reactor cores (overrides the file)");
   app.add_option("--log-level", log_level, "Log levels (overrides the file)");

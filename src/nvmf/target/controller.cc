@@ -55,11 +55,23 @@ Controller::Controller(Target& target, Subsystem& subsys, uint16_t cntlid, std::
       kato_ms_(kato_ms),
       listener_(listener),
       admin_(admin),
-      io_queues_(target.options().max_io_queues) {
+      io_queues_(target.options().max_io_queues),
+      io_counters_(new ControllerIoCounters[target.reactors().size()]),
+      io_counter_slots_(target.reactors().size()) {
   kato_timer_.set_callback([this] { keep_alive_expired(); });
   if (kato_ms_) kato_timer_.arm(uint64_t(kato_ms_) * 1'000'000);
   subsys_.controllers().push_back(this);
   target_.register_controller(this);
+}
+
+ControllerIoTotals Controller::io_totals() const {
+  ControllerIoTotals t;
+  for (size_t i = 0; i < io_counter_slots_; ++i) {
+    t.commands += io_counters_[i].commands.load(std::memory_order_relaxed);
+    t.read_bytes += io_counters_[i].read_bytes.load(std::memory_order_relaxed);
+    t.write_bytes += io_counters_[i].write_bytes.load(std::memory_order_relaxed);
+  }
+  return t;
 }
 
 Controller::~Controller() {
@@ -643,7 +655,16 @@ Task<AdminResult> Controller::get_log_page(const Sqe& s, uint32_t xfer_len) {
     default:
       co_return error_result(CmdStatus::Specific(sc::kInvalidLogPage));
   }
-  if (lpo > full.size()) co_return error_result(CmdStatus::Generic(sc::kInvalidField));
+  // The ANA log's length varies with the groups and namespaces in it; hosts size their reads from
+  // NANAGRPID and MNAN (nvme-cli 2.3 reads that much in 4 KiB pieces, at growing offsets). Up to that
+  // maximum the page counts as zero-padded, as in Linux nvmet and SPDK; beyond it is an error.
+  uint64_t page_len = full.size();
+  if (lidv == lid::kAna) {
+    const uint64_t n = subsys_.config().max_namespaces;
+    page_len = std::max<uint64_t>(page_len, sizeof(AnaLogHeader) + n * sizeof(AnaGroupDesc) + n * 4);
+  }
+  if (lpo > page_len) co_return error_result(CmdStatus::Generic(sc::kInvalidField));
+  if (lpo > full.size()) full.resize(size_t(lpo), 0);
   AdminResult r;
   r.data.assign(size_t(len), 0);
   size_t avail = std::min<uint64_t>(len, full.size() - lpo);

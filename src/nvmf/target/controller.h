@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -22,6 +23,21 @@ namespace tern::nvmf {
 
 class Target;
 class TcpQpair;
+
+// I/O counters of one controller on one reactor. Written only by that reactor's queue pairs (plain
+// relaxed stores: one writer per slot), read by the primary reactor for reporting. Own cache line each,
+// so reactors do not share one on the I/O path.
+struct alignas(64) ControllerIoCounters {
+  std::atomic<uint64_t> commands{0};
+  std::atomic<uint64_t> read_bytes{0};
+  std::atomic<uint64_t> write_bytes{0};
+  static void add(std::atomic<uint64_t>& c, uint64_t n) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+};
+struct ControllerIoTotals {
+  uint64_t commands = 0, read_bytes = 0, write_bytes = 0;
+};
 
 // A queue pair as seen from the primary reactor.
 struct QpairRef {
@@ -61,6 +77,11 @@ class Controller {
   // disabled, writes must be durable before they complete.
   bool write_cache_enabled() const { return vwc_enabled_.load(std::memory_order_relaxed); }
   size_t attached_io_queues() const { return io_qpairs_.size(); }
+  // The listening address the host connected its admin queue through (a path, for multipath hosts).
+  const ListenAddr& listener() const { return listener_; }
+  // The I/O counters slot of `reactor` (only that reactor writes it); the sum over all reactors.
+  ControllerIoCounters& io_counters(unsigned reactor) { return io_counters_[reactor]; }
+  ControllerIoTotals io_totals() const;
 
   // Admin and fabrics commands of the admin queue.
   Task<AdminResult> execute(AdminCommand cmd);
@@ -126,6 +147,8 @@ class Controller {
   bool changed_ns_overflow_ = false;
   std::deque<nvme::ReservationNotificationLog> resv_log_;
   uint64_t resv_log_count_ = 0;
+  std::unique_ptr<ControllerIoCounters[]> io_counters_;  // one per reactor
+  size_t io_counter_slots_ = 0;
   Timer kato_timer_;
   bool closing_ = false;
   bool admin_detached_ = false;

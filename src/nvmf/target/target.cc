@@ -221,6 +221,22 @@ Task<Status> Target::remove_namespace(std::string nqn, uint32_t nsid) {
   co_return Status::Ok();
 }
 
+Result<uint64_t> Target::rescan_namespace(const std::string& nqn, uint32_t nsid) {
+  Subsystem* s = find_subsystem(nqn);
+  if (!s || s == discovery_.get()) return Status::Errorf(Errc::kNoEnt, "no subsystem '{}'", nqn);
+  Subsystem::Namespace* ns = s->ns(nsid);
+  if (!ns) return Status::Errorf(Errc::kNoEnt, "subsystem '{}' has no namespace {}", nqn, nsid);
+  Bdev& b = ns->desc->bdev();
+  const uint64_t before = b.num_blocks();
+  TERN_ASSIGN_OR_RETURN(uint64_t bytes, b.rescan());
+  if (b.num_blocks() != before) {
+    s->publish();  // the I/O path's range checks take the new size
+    namespace_changed(*s, nsid);
+    TLOG_INFO("nvmf", "subsystem '{}': namespace {} grew from {} to {} blocks", nqn, nsid, before, b.num_blocks());
+  }
+  return bytes;
+}
+
 Status Target::add_host(const std::string& nqn, const std::string& hostnqn) {
   Subsystem* s = find_subsystem(nqn);
   if (!s || s == discovery_.get()) return Status::Errorf(Errc::kNoEnt, "no subsystem '{}'", nqn);
@@ -297,7 +313,9 @@ std::vector<SubsystemInfo> Target::list_subsystems() const {
     for (Controller* ctl : const_cast<Subsystem&>(*s).controllers()) {
       char hid[33];
       for (int k = 0; k < 16; ++k) snprintf(hid + 2 * k, 3, "%02x", ctl->hostid()[size_t(k)]);
-      i.controllers.push_back({ctl->cntlid(), ctl->hostnqn(), hid, ctl->io_queues(), ctl->kato_ms()});
+      ControllerIoTotals io = ctl->io_totals();
+      i.controllers.push_back({ctl->cntlid(), ctl->hostnqn(), hid, ctl->io_queues(), ctl->kato_ms(), ctl->listener(),
+                               io.commands, io.read_bytes, io.write_bytes});
     }
     for (const ListenAddr& l : c.listeners)
       for (uint32_t g : s->ana_groups()) i.ana.emplace_back(l, g, s->ana_state(l, g));

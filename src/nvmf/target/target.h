@@ -66,6 +66,8 @@ struct ControllerInfo {
   std::string hostid;
   uint32_t io_queues;
   uint32_t kato_ms;
+  ListenAddr listener;  // the address its admin queue connected to (the path)
+  uint64_t io_commands = 0, read_bytes = 0, write_bytes = 0;
 };
 
 struct SubsystemInfo {
@@ -113,6 +115,9 @@ class Target {
   Result<uint32_t> add_namespace(const std::string& nqn, const std::string& bdev, uint32_t nsid = 0,
                                  uint32_t anagrpid = 0);
   Task<Status> remove_namespace(std::string nqn, uint32_t nsid);
+  // Re-reads the size of a namespace's device (grown underneath, e.g. a file extended); when it grew,
+  // hosts get a Namespace Attribute Changed event. Returns the size in bytes.
+  Result<uint64_t> rescan_namespace(const std::string& nqn, uint32_t nsid);
   Status add_host(const std::string& nqn, const std::string& hostnqn);
   Status remove_host(const std::string& nqn, const std::string& hostnqn);
   Status set_allow_any_host(const std::string& nqn, bool allow);

@@ -593,6 +593,7 @@ void TcpQpair::execute_connect(TcpReq* r) {
     r->dw0 = res.dw0;
     if (res.status.ok()) {
       self->ctrl_ = res.ctrl;
+      if (cmd.qid != 0) self->io_ctr_ = &res.ctrl->io_counters(self->reactor_.id());
       self->subsys_ = res.subsys;
       self->qid_ = cmd.qid;
       self->qsize_ = uint16_t(uint32_t(cmd.sqsize) + 1);
@@ -781,6 +782,7 @@ CmdStatus TcpQpair::check_access(const NamespaceView& ns, uint8_t o) const {
 
 void TcpQpair::execute_io(TcpReq* r) {
   refresh_view();
+  if (io_ctr_) ControllerIoCounters::add(io_ctr_->commands, 1);
   const Sqe& s = r->sqe;
   const uint32_t nsid = s.nsid;
   const NamespaceView* ns = view_->find(nsid);
@@ -929,11 +931,15 @@ void TcpQpair::io_step(TcpReq* r) {
   switch (s.opc) {
     case opc::kRead:
       stats_.bytes_read += r->data_len;
+      if (io_ctr_) ControllerIoCounters::add(io_ctr_->read_bytes, r->data_len);
       break;
     case opc::kWrite:
     case opc::kWriteZeroes:
       if (r->step == 0) {
-        if (s.opc == opc::kWrite) stats_.bytes_written += r->data_len;
+        if (s.opc == opc::kWrite) {
+          stats_.bytes_written += r->data_len;
+          if (io_ctr_) ControllerIoCounters::add(io_ctr_->write_bytes, r->data_len);
+        }
         // FUA, or the host disabled the volatile write cache: durable before we answer.
         const bool fua = uint32_t(s.cdw12) & (1u << 30);
         if ((fua || !ctrl_->write_cache_enabled()) && r->ch->ch.props().write_cache) {

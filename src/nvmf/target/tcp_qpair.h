@@ -180,6 +180,7 @@ class TcpQpair {
   bool sqflow_disabled_ = false;
   uint16_t sqhd_ = 0;
   Controller* ctrl_ = nullptr;
+  ControllerIoCounters* io_ctr_ = nullptr;  // I/O queues: the controller's slot for this reactor
   Subsystem* subsys_ = nullptr;
   uint16_t cntlid_ = 0;
   std::array<uint8_t, 16> hostid_{};
