@@ -229,6 +229,7 @@ class Guest:
         self.console = self.workdir / "console.log"
         self.kit = kit_dir()
         self.forwards = forwards
+        self.routes = {}
         self.proc = None
         fwd = self.workdir / "fwd.sh"
         fwd.write_text(FORWARD)
@@ -318,6 +319,16 @@ class Guest:
         tmp = p.with_suffix(".tmp")
         tmp.write_text(str(host_port))
         tmp.rename(p)
+        self.routes[slot] = host_port
+
+    def cut(self, slot):
+        """A network partition of one path: the slot leads nowhere from now on, and the connections made
+        through it drop (their relays, one per connection, are killed; both ends see the TCP connection
+        close)."""
+        port = self.routes.get(slot, 0)
+        self.route(slot, 0)
+        if port:
+            subprocess.run(["pkill", "-f", f"^socat - TCP:127.0.0.1:{port}$"], timeout=20)
 
     @staticmethod
     def forward_port(slot):
