@@ -16,6 +16,9 @@ packages=(
   # NBD clients for tests/system/test_nbd.py (nbdinfo, nbdcopy and nbdfuse are in libnbd-bin; e2fsprogs for
   # the file system over NBD; nbdkit for comparing behaviour by hand)
   qemu-utils libnbd-bin nbdkit e2fsprogs
+  # the Linux kernel as a peer (tests/system/kernel_guest.py): QEMU runs a Debian kernel whose guest kit
+  # is built from these host packages (busybox, nvme-cli, fio, e2fsprogs, xfsprogs, nbd-client + libraries)
+  qemu-system-x86 socat kmod cpio busybox-static nvme-cli xfsprogs nbd-client
 )
 
 missing=()
