@@ -161,6 +161,10 @@ std::vector<v1::Subsystem> Engine::list_subsystems(const std::string& nqn_filter
       cm->set_host_id(c.hostid);
       cm->set_io_queues(c.io_queues);
       cm->set_keep_alive_ms(c.kato_ms);
+      cm->set_listener(c.listener.to_string());
+      cm->set_io_commands(c.io_commands);
+      cm->set_read_bytes(c.read_bytes);
+      cm->set_write_bytes(c.write_bytes);
     }
     for (auto& [l, g, st] : s.ana) {
       auto* a = m.add_ana();

@@ -215,6 +215,15 @@ def test_share_unshare_allowed_hosts(node, pb, ioperf):
 
     p = io(h1)
     assert p.returncode == 0, p.stdout + p.stderr
+    # A connected host is listed with the path it came in through and the I/O it sent that way.
+    import nvme_tcp
+    with nvme_tcp.Association(node.nvmf_port, f"nqn.2026-11.io.tern:{r.uuid}", hostnqn=h1) as a:
+        assert a.q.write(1, 0, b"\7" * 4096).ok and a.q.read(1, 0, 8)[0].ok
+        [sub] = node.api.nvmf.ListSubsystems(pb.nvmf_pb2.ListSubsystemsRequest(nqn=f"nqn.2026-11.io.tern:{r.uuid}"),
+                                             timeout=60).subsystems
+        [ctl] = sub.controllers
+        assert ctl.host_nqn == h1 and ctl.cntlid == a.cntlid and ctl.listener == f"127.0.0.1:{node.nvmf_port}"
+        assert (ctl.io_commands, ctl.write_bytes, ctl.read_bytes) == (2, 4096, 4096), ctl
     p = io(h2)
     assert p.returncode != 0 and "host" in (p.stdout + p.stderr).lower(), p.stdout + p.stderr
     # Changing the list takes effect for new connections.
