@@ -1,6 +1,7 @@
 """The NVMe/TCP target (tools/nvmf_tgt) against hand-built PDUs: each test checks one behaviour the NVMe
 Base 2.0 / NVMe over Fabrics / NVMe/TCP 1.0 specifications require (status codes, TermReq fatal error
 statuses, log page contents), not merely that our own initiator gets along with it."""
+import os
 import struct
 import time
 import uuid
@@ -878,6 +879,38 @@ def test_namespace_changes_raise_events_and_fill_the_changed_namespace_log(nvmf_
         assert aer_info(c) == (0x2, 0x00, 0x04)
         assert changed_ns_list(h) == [7]
         assert h.identify(0, nsid=7)[1] == bytes(4096)  # inactive now
+
+
+def test_namespace_grown_underneath_is_rescanned_and_reported(nvmf_target, scratch):
+    """ns_rescan after the namespace's file grew: Identify Namespace shows the new size, I/O beyond the
+    old end works, hosts get a Namespace Attribute Changed event for it; a rescan without growth raises
+    none; a device that cannot change size and a missing namespace are refused."""
+    img = scratch / "grow.img"
+    with open(img, "wb") as f:
+        f.truncate(4 << 20)
+    t = nvmf_target(config(devices=[f"uring://{img}", "malloc:///m1?size_mb=4"],
+                           subsystems=[subsystem(NQN, [str(img), "m1"])]))
+    with Association(t.port, NQN) as a:
+        h = a.admin
+        enable_events(h, 1 << 8)
+        aer = h.submit_aer()
+        assert t.ctl("ns_rescan", nqn=NQN, nsid=1)["size"] == 4 << 20
+        settle(h)
+        assert aer not in h.done
+        end = (4 << 20) // 512
+        assert a.q.read(1, end, 1)[0].is_(nt.SCT_GENERIC, nt.SC_LBA_OUT_OF_RANGE)
+        os.truncate(img, 6 << 20)
+        assert t.ctl("ns_rescan", nqn=NQN, nsid=1)["size"] == 6 << 20
+        c, _ = h.wait(aer)
+        assert aer_info(c) == (0x2, 0x00, 0x04), c
+        assert changed_ns_list(h) == [1]
+        nsze = struct.unpack_from("<Q", h.identify(0, nsid=1)[1], 0)[0]
+        assert nsze == (6 << 20) // 512
+        assert a.q.write(1, end, b"\5" * 512).ok and a.q.read(1, end, 1)[1] == b"\5" * 512
+    r = t.control("ns_rescan", nqn=NQN, nsid=2)
+    assert not r["ok"] and "cannot change its size" in r["error"], r
+    r = t.control("ns_rescan", nqn=NQN, nsid=9)
+    assert not r["ok"] and "no namespace 9" in r["error"], r
 
 
 def test_events_are_not_reported_when_disabled(nvmf_target):
