@@ -2,7 +2,8 @@
 # Installs dependencies, builds, and runs the whole test suite:
 #   unit tests (gtest, under AddressSanitizer + UBSan, via ctest) and
 #   system tests (pytest: real binaries, files, loop devices, the main job on the release build,
-#   and time-boxed libFuzzer runs of the parsers).
+#   time-boxed libFuzzer runs of the parsers, and the Linux kernel as a peer in QEMU guests —
+#   `pytest -m kernel` runs those alone; their guest kit is cached in /var/cache/tern/guest-kit).
 # Run as root on Debian 12. Exit status is non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ unit_rc=${PIPESTATUS[0]}
 
 echo "== system tests"
 TERN_BUILD_DIR="$PWD/build/asan" TERN_RELEASE_DIR="$PWD/build/release" \
-  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system 2>&1 | tee build/system-tests.log
+  /usr/bin/python3 -m pytest -q -p no:cacheprovider --durations=15 tests/system 2>&1 | tee build/system-tests.log
 sys_rc=${PIPESTATUS[0]}
 
 unit_line=$(grep -E "tests passed|tests failed" build/unit-tests.log | tail -1)
