@@ -424,6 +424,7 @@ struct AdminUp {
   std::unique_ptr<HostQpair> admin;
   IdentifyController ctrl;
   IdentifyNamespace ns;
+  std::array<uint8_t, 16> ns_uuid{};  // from the Identification Descriptor list, when NGUID is zero
 };
 
 Task<Result<AdminUp>> bring_up_admin(const Options& o) {
@@ -445,6 +446,20 @@ Task<Result<AdminUp>> bring_up_admin(const Options& o) {
   AdminUp up;
   up.ctrl = *idc;
   up.ns = *idn;
+  // A namespace may report its identity only in the Identification Descriptor list (NVMe Base 2.0,
+  // Identify CNS 03h): Linux's nvmet leaves NGUID and EUI64 zero and reports the UUID there. A target
+  // that does not support CNS 03h (NVMe < 1.3) fails the command; the device then has no stable UUID.
+  if (std::all_of(std::begin(idn->nguid), std::end(idn->nguid), [](uint8_t b) { return b == 0; })) {
+    auto descs = co_await a.namespace_descriptors(o.nsid);
+    if (descs.ok()) {
+      for (const NsDescriptor& d : *descs) {
+        if (d.type == 3 && d.value.size() == 16) {
+          std::copy(d.value.begin(), d.value.end(), up.ns_uuid.begin());
+          break;
+        }
+      }
+    }
+  }
   up.admin = a.release();
   co_return up;
 }
@@ -549,6 +564,7 @@ Task<Result<std::unique_ptr<Bdev>>> make_nvmf_bdev(const Uri& uri, BdevRegistry&
     std::array<uint8_t, 16> g;
     std::memcpy(g.data(), ns.nguid, 16);
     p.uuid = Uuid(g);
+    if (p.uuid.is_nil()) p.uuid = Uuid(up->ns_uuid);
     if (p.uuid.is_nil()) p.uuid = Uuid::Generate();
   }
   auto dev = std::make_unique<NvmfBdev>(std::move(p), *opts, reg, std::move(up->admin), up->ctrl);
