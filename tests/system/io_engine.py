@@ -76,7 +76,8 @@ class Api:
 class Engine:
     """One io-engine process. Ports are chosen free at construction and kept across restarts."""
 
-    def __init__(self, build_dir, workdir, name="engine", cores="0", pools=(), extra_args=(), timeout=60):
+    def __init__(self, build_dir, workdir, name="engine", cores="0", pools=(), extra_args=(), timeout=60,
+                 log_level="info"):
         self.binary = str(pathlib.Path(build_dir) / "tools/io-engine/io-engine")
         self.ternctl_bin = str(pathlib.Path(build_dir) / "tools/ternctl/ternctl")
         self.workdir = pathlib.Path(workdir)
@@ -84,6 +85,7 @@ class Engine:
         self.cores = cores
         self.pools = list(pools)
         self.extra_args = list(extra_args)
+        self.log_level = log_level
         self.grpc_port, self.nvmf_port, self.nbd_port, self.metrics_port = free_ports(4)
         self.state_dir = self.workdir / f"{name}-state"
         self.proc = None
@@ -101,7 +103,7 @@ class Engine:
         a = [self.binary, "--node-name", self.name, "--grpc-endpoint", self.endpoint, "--nvmf-address", "127.0.0.1",
              "--nvmf-port", str(self.nvmf_port), "--nbd-port", str(self.nbd_port), "--metrics-address", "127.0.0.1",
              "--metrics-port", str(self.metrics_port), "--cores", self.cores, "--state-dir", str(self.state_dir),
-             "--log-level", "info"]
+             "--log-level", self.log_level]
         for name, disk in self.pools:
             a += ["--pool", f"{name}={disk}"]
         return a + self.extra_args
@@ -113,20 +115,30 @@ class Engine:
         self.log_path = self.workdir / f"{self.name}.{self.runs}.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.args(), stdout=self._log, stderr=subprocess.STDOUT)
-        self._channel = grpc.insecure_channel(self.endpoint)
-        self.api = Api(self._channel, self.timeout)
         deadline = time.monotonic() + timeout
-        Empty = stubs().common_pb2.Empty
+        # Wait for the port first: a gRPC channel that met a refused connection backs off for seconds.
         while True:
             if self.proc.poll() is not None:
                 rc = self.proc.returncode
                 self._cleanup()
                 raise EngineError(f"io-engine exited with {rc} during start-up:\n{self.log()[-4000:]}")
             try:
-                self.info = self.api.node.GetNodeInfo(Empty(), timeout=2)
+                socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self._kill()
+                    raise EngineError(f"io-engine was not listening within {timeout} s:\n{self.log()[-4000:]}")
+                time.sleep(0.02)
+        self._channel = grpc.insecure_channel(self.endpoint)
+        self.api = Api(self._channel, self.timeout)
+        Empty = stubs().common_pb2.Empty
+        while True:
+            try:
+                self.info = self.api.node.GetNodeInfo(Empty(), timeout=5, wait_for_ready=True)
                 return self
             except grpc.RpcError:
-                if time.monotonic() > deadline:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
                     self._kill()
                     raise EngineError(f"io-engine was not serving within {timeout} s:\n{self.log()[-4000:]}")
                 time.sleep(0.05)

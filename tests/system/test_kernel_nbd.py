@@ -69,20 +69,11 @@ class Node:
         return n
 
 
-def _with_nbd_debug(args):
-    # Engine.args() passes --log-level info; the NBD server says when a client disconnects at debug level.
-    a = list(args)
-    a[a.index("--log-level") + 1] = "info,nbd=debug"
-    return a
-
-
 @pytest.fixture
 def node(engines, scratch, guest, pb):
     disk = make_file(scratch / "pool.img", 2 * SIZE)
-    e = engines(start=False, pools=[("p", f"uring://{disk}")])
-    args = e.args
-    e.args = lambda: _with_nbd_debug(args())
-    e.start()
+    # The NBD server says when a client disconnects at debug level.
+    e = engines(pools=[("p", f"uring://{disk}")], log_level="info,nbd=debug")
     r = e.api.replica.CreateReplica(pb.replica_pb2.CreateReplicaRequest(
         name="vol", pool="p", size=SIZE, thin=True, share=pb.common_pb2.SHARE_PROTOCOL_NBD), timeout=60)
     # The export's name is the replica's UUID.
