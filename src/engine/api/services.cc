@@ -1,7 +1,10 @@
 // The service implementations: each handler is one Engine call on the primary reactor.
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <thread>
 
 #include "engine/api/grpc_server.h"
 #include "engine/api/status_map.h"
@@ -22,10 +25,17 @@ namespace {
 using grpc::ServerContext;
 using GStatus = grpc::Status;
 
+// Handlers running now (GrpcServer::Stop waits for them).
+std::atomic<int> g_calls_in_flight{0};
+
 // Runs `fn` (returning Task<Result<T>>, Task<Status>, Result<T>, Status or a plain T) on the primary
 // reactor and stores its value in `*out`.
 template <typename Out, typename F>
 GStatus call(Engine& e, Out* out, F fn) {
+  g_calls_in_flight.fetch_add(1);
+  struct Done {
+    ~Done() { g_calls_in_flight.fetch_sub(1); }
+  } done;
   auto r = e.reactors().run_sync(0, fn);
   using R = decltype(r);
   if constexpr (std::is_same_v<R, Status>) {
@@ -293,7 +303,15 @@ GrpcServer::~GrpcServer() { Stop(0); }
 
 void GrpcServer::Stop(int deadline_ms) {
   if (!server_) return;
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
+  // Shutdown(deadline) waits out open connections too, not only calls: one idle client channel (a
+  // control plane, a test) would hold every stop for the whole deadline. So wait for the handlers in
+  // flight here, then shut down without grace (what remains are connections, or a call that arrived
+  // in the last instant, which is cancelled and can be retried: every operation is idempotent).
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(deadline_ms);
+  while (g_calls_in_flight.load() > 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  server_->Shutdown(std::chrono::system_clock::now());
   server_->Wait();
   server_.reset();
 }
