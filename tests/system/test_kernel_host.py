@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from conftest import usable_cores
+from conftest import make_file, usable_cores
 from kernel_guest import GUEST_HOSTNQN
 from kernel_nvme import blockdev, connect, controller_state, disconnect, fio_ok, fio_verify_cmd, wait_guest
 from nvmf_target import Target, config, subsystem
@@ -39,7 +39,7 @@ def env(build_dir, kernel_guest, tmp_path_factory):
                   subsystem(NQN_ACL, ["acl"], allow_any_host=False, hosts=[HOST_OK], serial="TERNKACL")])
     e.t = Target(build_dir / "tools/nvmf_tgt/nvmf_tgt", wd, cfg, cores=usable_cores(2))
     e.t.start()
-    e.g = kernel_guest(forwards=1)
+    e.g = kernel_guest(forwards=2)  # slot 0: nvmf_tgt; slot 1: an io-engine's share
     e.g.route(0, e.t.port)
     try:
         yield e
@@ -145,7 +145,7 @@ def test_fio_verify_trim_flush(env):
     connect(env.g, NQN)
     try:
         dev = blockdev(env.g, NQN)
-        fio_ok(env.g.run_ok(fio_verify_cmd(dev, size="16M"), timeout=240))
+        fio_ok(env.g.run_ok(fio_verify_cmd(dev, size="8M"), timeout=240))
         before = env.t.ctl("stats")["devices"][env.img]
         assert env.g.run_ok(f"cat /sys/block/{dev[5:]}/queue/discard_max_bytes").strip() != "0"
         env.g.run_ok(f"blkdiscard -o 0 -l {1 << 20} {dev}")
@@ -248,3 +248,35 @@ def test_kernel_session_decodes_in_tshark(env, tmp_path):
     # Wireshark's checksum status: 1 = good. The kernel negotiated both digests.
     assert len(hd) > 20 and set(hd) == {"1"}, f"header digests: {sorted(set(hd))} over {len(hd)} PDUs"
     assert len(dd) > 4 and set(dd) == {"1"}, f"data digests: {sorted(set(dd))} over {len(dd)} PDUs"
+
+
+def test_engine_replica_share_as_a_user_attaches_it(env, engines, pb, scratch):
+    """The io-engine's NVMe/TCP share of a thin replica, allowed for the guest's host NQN: the kernel
+    connects, sees the replica's UUID as NGUID, and ext4 on it is clean after files are written; a host
+    NQN not on the replica's list is refused."""
+    disk = make_file(scratch / "pool.img", 256 << 20)
+    e = engines(pools=[("p", f"uring://{disk}")])
+    r = e.api.replica.CreateReplica(pb.replica_pb2.CreateReplicaRequest(
+        name="vol", pool="p", size=64 << 20, thin=True, share=pb.common_pb2.SHARE_PROTOCOL_NVMF,
+        allowed_hosts=[GUEST_HOSTNQN]), timeout=60)
+    nqn = r.share.uri.rsplit("/", 1)[1]
+    assert nqn == f"nqn.2026-11.io.tern:{r.uuid}"
+    env.g.route(1, e.nvmf_port)
+    try:
+        rc, out = connect(env.g, nqn, f"--hostnqn={HOST_OK}", slot=1, ok=False)
+        assert rc != 0, out
+        assert f"Connect for subsystem {nqn} is not allowed" in env.g.dmesg(5)
+        connect(env.g, nqn, slot=1)
+        dev = blockdev(env.g, nqn)
+        idns = json.loads(env.g.run_ok(f"nvme id-ns {dev} -o json"))
+        assert idns["nguid"] == r.uuid.replace("-", "") and idns["nsze"] * 512 == 64 << 20
+        env.g.run_ok(f"mkfs.ext4 -F -q {dev} && mkdir -p /mnt/e && mount {dev} /mnt/e && "
+                     "dd if=/dev/urandom of=/mnt/e/f bs=1M count=4 2>/dev/null && md5sum /mnt/e/f > /tmp/e.sum && "
+                     f"umount /mnt/e && e2fsck -fn {dev} && mount {dev} /mnt/e && (cd / && md5sum -c /tmp/e.sum) && "
+                     "umount /mnt/e", timeout=180)
+        used = e.api.replica.ListReplicas(pb.replica_pb2.ListReplicasRequest(), timeout=60).replicas[0]
+        assert used.allocated > 4 << 20, used
+    finally:
+        env.g.run("umount /mnt/e 2>/dev/null; true")
+        disconnect(env.g, nqn)
+        env.g.route(1, 0)
