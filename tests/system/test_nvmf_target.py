@@ -1025,6 +1025,33 @@ def test_ana_states_decide_io(nvmf_target):
     assert not r["ok"]
 
 
+def test_paths_close_when_their_listener_goes(nvmf_target):
+    """listener_remove closes the controllers of that subsystem that came in through that address (other
+    paths stay); stop_listening closes every connection the socket accepted, and nobody can connect there
+    until it listens again."""
+    t = ana_target(nvmf_target)
+    l0, l1 = t.listeners
+    with Association(t.ports[0], NQN) as a0, Association(t.ports[1], NQN) as a1:
+        assert {c["listener"] for c in t.controllers(NQN)} == {l0, l1}
+        t.ctl("listener_remove", nqn=NQN, listener=l0)
+        a0.q.expect_closed()
+        a0.admin.expect_closed()
+        t.wait_for("the path through listener 0 to go", lambda: [c["listener"] for c in t.controllers(NQN)] == [l1])
+        assert a1.q.write(1, 0, b"\3" * 512).ok
+        with Host(t.ports[0]) as h:  # the socket still listens, for other subsystems
+            h.icreq()
+            assert not h.connect(NQN).ok
+        t.ctl("stop_listening", listener=l1)
+        a1.q.expect_closed()
+        a1.admin.expect_closed()
+        t.wait_for("no controllers", lambda: not t.controllers(NQN))
+    with pytest.raises(ConnectionRefusedError):
+        Host(t.ports[1])
+    t.ctl("listen", listener=l1)
+    with Association(t.ports[1], NQN) as a:
+        assert a.q.read(1, 0, 1)[1] == b"\3" * 512
+
+
 def test_ana_reporting_off(nvmf_target):
     t = ana_target(nvmf_target, ana_reporting=False)
     with admin(t) as h:

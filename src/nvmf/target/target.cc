@@ -135,6 +135,17 @@ Task<Status> Target::stop_listening(std::string host, uint16_t port) {
   l->close([&done] { done = true; });
   while (!done) co_await Reactor::sleep_for(1'000'000);
   listeners_.erase(it);
+  // The address is gone for everyone: so are the connections it accepted (a port taken down, as in
+  // SPDK); hosts see the path fail and use another one.
+  const ListenAddr addr{host, port};
+  const ListenAddr* pa = &addr;
+  for (unsigned r = 0; r < reactors_.size(); ++r) {
+    co_await reactors_.submit_to(r, [this, r, pa] {
+      std::vector<TcpQpair*> qs = slices_[r].qpairs;
+      for (TcpQpair* qp : qs)
+        if (qp->local() == *pa) qp->close("the target stopped listening on this address");
+    });
+  }
   bump_discovery_genctr();
   co_return Status::Ok();
 }
@@ -280,6 +291,9 @@ Status Target::remove_subsystem_listener(const std::string& nqn, const ListenAdd
   Subsystem* s = find_subsystem(nqn);
   if (!s || s == discovery_.get()) return Status::Errorf(Errc::kNoEnt, "no subsystem '{}'", nqn);
   if (!s->remove_listener(a)) return Status::Errorf(Errc::kNoEnt, "subsystem '{}' does not listen on {}", nqn, a.to_string());
+  // Hosts that came in through that address lose this path (their controllers close).
+  for (Controller* c : s->controllers())
+    if (c->listener() == a) c->close_all("the subsystem was removed from this listener");
   bump_discovery_genctr();
   return Status::Ok();
 }

@@ -102,6 +102,7 @@ class Target {
 
   // --- listeners: one socket per address:port, shared by the subsystems that list it ---
   Result<uint16_t> listen(const std::string& host, uint16_t port);  // port 0 picks a free one
+  // Closes the listening socket and every connection it accepted.
   Task<Status> stop_listening(std::string host, uint16_t port);
   std::vector<ListenAddr> listeners() const;
 
@@ -122,6 +123,7 @@ class Target {
   Status remove_host(const std::string& nqn, const std::string& hostnqn);
   Status set_allow_any_host(const std::string& nqn, bool allow);
   Status add_subsystem_listener(const std::string& nqn, const ListenAddr& a);
+  // Hides the subsystem on that address; controllers that connected through it are closed.
   Status remove_subsystem_listener(const std::string& nqn, const ListenAddr& a);
   Status set_ana_state(const std::string& nqn, const ListenAddr& l, uint32_t anagrpid, nvme::AnaState s);
 
