@@ -321,15 +321,6 @@ class Guest:
         tmp.rename(p)
         self.routes[slot] = host_port
 
-    def cut(self, slot):
-        """A network partition of one path: the slot leads nowhere from now on, and the connections made
-        through it drop (their relays, one per connection, are killed; both ends see the TCP connection
-        close)."""
-        port = self.routes.get(slot, 0)
-        self.route(slot, 0)
-        if port:
-            subprocess.run(["pkill", "-f", f"^socat - TCP:127.0.0.1:{port}$"], timeout=20)
-
     @staticmethod
     def forward_port(slot):
         return FORWARD_BASE + slot
