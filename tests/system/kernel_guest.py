@@ -229,7 +229,6 @@ class Guest:
         self.console = self.workdir / "console.log"
         self.kit = kit_dir()
         self.forwards = forwards
-        self.routes = {}
         self.proc = None
         fwd = self.workdir / "fwd.sh"
         fwd.write_text(FORWARD)
@@ -319,7 +318,6 @@ class Guest:
         tmp = p.with_suffix(".tmp")
         tmp.write_text(str(host_port))
         tmp.rename(p)
-        self.routes[slot] = host_port
 
     @staticmethod
     def forward_port(slot):
