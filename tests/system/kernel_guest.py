@@ -84,7 +84,9 @@ FORWARD = """#!/bin/sh
 # currently routes to (a file, so tests can move it); none -> the connection closes.
 p=$(cat "$(dirname "$0")/route.$1" 2>/dev/null)
 [ -n "$p" ] && [ "$p" != 0 ] || exit 1
-exec socat - TCP:127.0.0.1:"$p"
+# socat's stdout is the guest's connection: its diagnostics must not go there (an error message in the
+# byte stream is a malformed PDU to the guest's kernel), so they go to a log beside this script.
+exec socat - TCP:127.0.0.1:"$p" 2>>"$(dirname "$0")/relay.log"
 """
 
 
@@ -244,11 +246,15 @@ class Guest:
         for gport, hport in self.exposed.items():
             net += f",hostfwd=tcp:127.0.0.1:{hport}-:{gport}"
         append = f"console=ttyS0 quiet panic=-1 {cmdline}".strip()
+        # TERN_GUEST_PCAP=1 records the guest's network traffic (what its kernel sent and received) in
+        # <workdir>/guest.pcap, for comparing with a capture on this machine's side of the relays.
+        dump = ["-object", f"filter-dump,id=dump0,netdev=n0,file={self.workdir / 'guest.pcap'}"] \
+            if os.environ.get("TERN_GUEST_PCAP") else []
         self._log = open(self.console, "w")
         self.proc = subprocess.Popen(
             ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(mem), "-smp", str(cpus),
              "-nographic", "-no-reboot", "-kernel", str(self.kit / "vmlinuz"), "-initrd", str(self.kit / "initrd.gz"),
-             "-append", append, "-netdev", net, "-device", "virtio-net-pci,netdev=n0",
+             "-append", append, "-netdev", net, "-device", "virtio-net-pci,netdev=n0", *dump,
              "-virtfs", f"local,path={self.share},mount_tag=share,security_model=none"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
