@@ -60,7 +60,9 @@ TcpQpair::TcpQpair(Target& target, int fd, ListenAddr local, uint64_t id)
   };
   conn_ = std::make_unique<net::TcpConn>(fd, kRecvBufferSize, std::move(cb));
   const TargetOptions& o = target_.options();
-  size_t n = std::max(o.max_queue_depth, o.max_admin_queue_depth) + 1;  // +1: a Connect on a full queue
+  // A full queue of commands, plus as many whose completions are still being sent (their identifiers
+  // are already free for the host to reuse), plus a Connect on a full queue.
+  size_t n = 2 * size_t(std::max(o.max_queue_depth, o.max_admin_queue_depth)) + 1;
   reqs_.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     auto r = std::make_unique<TcpReq>();
@@ -406,8 +408,10 @@ TcpReq* TcpQpair::alloc_req(uint16_t cid) {
   r->admin_out.clear();
   if (cids_.test(cid)) {
     r->status = CmdStatus::Generic(sc::kCidConflict);
+    r->cid_held = false;
   } else {
     cids_.set(cid);
+    r->cid_held = true;
   }
   return r;
 }
@@ -998,6 +1002,11 @@ void TcpQpair::complete(TcpReq* r) {
   }
   r->state = TcpReq::State::kSending;
   r->sends = 0;
+  // The host may reuse the command identifier as soon as it holds the completion (the response
+  // capsule, or C2HData with SUCCESS), and its next command can reach us before our own send
+  // completion does: the identifier is free from here on; the request's slot stays busy until its
+  // PDUs are sent.
+  release_cid(r);
   const bool ok = r->status.ok();
   if (ok && is_c2h_opcode(r->sqe) && r->sqe.opc == opc::kRead && r->buf) {
     // The SUCCESS flag replaces the response capsule; it may only be used when the host disabled SQ
@@ -1063,6 +1072,13 @@ void TcpQpair::on_sent(net::SendItem* item, Errc) {
   if (--r->sends == 0) r->qp->request_done(r);
 }
 
+void TcpQpair::release_cid(TcpReq* r) {
+  if (r->cid_held) {
+    cids_.reset(r->cid);
+    r->cid_held = false;
+  }
+}
+
 void TcpQpair::request_done(TcpReq* r) {
   if (r->buf) {
     r->pool->put(r->buf);
@@ -1072,7 +1088,7 @@ void TcpQpair::request_done(TcpReq* r) {
     r->aux_pool->put(r->aux);
     r->aux = nullptr;
   }
-  if (r->status.sct != Sct::kGeneric || r->status.sc != sc::kCidConflict) cids_.reset(r->cid);
+  release_cid(r);
   r->state = TcpReq::State::kFree;
   r->admin_out.clear();
   free_reqs_.push_back(r);

@@ -86,6 +86,7 @@ struct TcpReq {
   uint8_t ddgst_tx[4];
   ReqSendItem c2h_item, resp_item, r2t_item;
   uint8_t sends = 0;  // c2h/resp items not yet handed to the kernel
+  bool cid_held = false;  // this request owns its bit in cids_ (not a conflicting duplicate)
   TcpReq* next_wait = nullptr;  // buffer / R2T wait lists
 };
 
@@ -157,6 +158,7 @@ class TcpQpair {
   void send_response(TcpReq* r);
   static void on_sent(net::SendItem* item, Errc e);
   void request_done(TcpReq* r);
+  void release_cid(TcpReq* r);
   void maybe_finish_close();
   bool refresh_view();
   NsChannel* channel_for(const NamespaceView& ns);
