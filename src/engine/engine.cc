@@ -86,9 +86,7 @@ Task<Status> Engine::start() {
     }
     nbd_ = std::move(*n);
     if (no.tcp) opts_.nbd_port = nbd_->tcp_port();
-    // A wildcard listener is no address a client can use: URIs carry the advertised one.
-    bool wildcard = opts_.nbd_address == "0.0.0.0" || opts_.nbd_address == "::";
-    ep.nbd_host = wildcard ? opts_.advertise_address : opts_.nbd_address;
+    ep.nbd_host = nbd_client_host();
     ep.nbd_port = no.tcp ? opts_.nbd_port : 0;
   }
   shares_ = std::make_unique<Shares>(*target_, nbd_.get(), ep);

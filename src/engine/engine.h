@@ -115,6 +115,12 @@ class Engine {
   const EngineOptions& options() const { return opts_; }
 
  private:
+  // The host clients are told for NBD over TCP: a wildcard listen address is no address a client can
+  // use, so it is the advertised one then.
+  const std::string& nbd_client_host() const {
+    const bool wildcard = opts_.nbd_address == "0.0.0.0" || opts_.nbd_address == "::";
+    return wildcard ? opts_.advertise_address : opts_.nbd_address;
+  }
   struct PoolEntry {
     std::unique_ptr<pool::Pool> pool;
     std::string disk;       // as given by the user (URI or device name)

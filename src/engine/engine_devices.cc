@@ -322,8 +322,7 @@ v1::NodeInfo Engine::node_info() const {
   n.set_grpc_endpoint(opts_.grpc_endpoint);
   n.set_nvmf_endpoint(fmt::format("{}:{}", opts_.advertise_address, opts_.nvmf_port));
   if (opts_.nbd_port) {
-    bool wildcard = opts_.nbd_address == "0.0.0.0" || opts_.nbd_address == "::";
-    n.set_nbd_endpoint(fmt::format("{}:{}", wildcard ? opts_.advertise_address : opts_.nbd_address, opts_.nbd_port));
+    n.set_nbd_endpoint(fmt::format("{}:{}", nbd_client_host(), opts_.nbd_port));
   } else if (!opts_.nbd_socket.empty()) {
     n.set_nbd_endpoint("unix:" + opts_.nbd_socket);
   }

@@ -67,6 +67,36 @@ def tshark():
     return "tshark"
 
 
+def check_clean_session(pcap, port, min_digests):
+    """Asserts a captured session decodes cleanly: no malformed packets, no dissector warnings, every PDU
+    type of a session with R2T writes and reads, no TermReq, and more than min_digests = (header, data)
+    digests, all good. Returns the NVMe opcodes and fabrics command types seen."""
+    malformed = tshark_fields(pcap, port, "frame.number", display_filter="_ws.malformed")
+    assert malformed == [], f"tshark found malformed packets in frames {malformed}"
+    warnings = tshark_fields(pcap, port, "frame.number", "_ws.expert.message",
+                             display_filter="(nvme-tcp || nvme) && _ws.expert.severity >= warning")
+    assert warnings == [], f"tshark's NVMe dissectors complained: {warnings}"
+
+    rows = tshark_fields(pcap, port, "nvme-tcp.type", "nvme-tcp.hdgst.status", "nvme-tcp.ddgst.status",
+                         "nvme.cmd.opc", "nvme.fabrics.cmd.fctype", display_filter="nvme-tcp")
+    types, hd, dd, opcs, fctypes = [], [], [], [], []
+    for r in rows:
+        types += [int(x) for x in r[0]]
+        hd += r[1]
+        dd += r[2]
+        opcs += [int(x, 16) for x in r[3]]
+        fctypes += [int(x, 16) for x in r[4]]
+    # ICReq/ICResp, capsules both ways, H2CData, C2HData and R2T all appear.
+    for ptype, name in ((0, "ICReq"), (1, "ICResp"), (4, "CapsuleCmd"), (5, "CapsuleResp"), (6, "H2CData"),
+                        (7, "C2HData"), (9, "R2T")):
+        assert ptype in types, f"no {name} PDU decoded; types seen: {sorted(set(types))}"
+    assert 2 not in types and 3 not in types, "a TermReq was exchanged in a clean session"
+    # Wireshark's checksum status: 0 = bad, 1 = good, 2 = unverified.
+    assert len(hd) > min_digests[0] and set(hd) == {"1"}, f"header digests: {sorted(set(hd))} over {len(hd)} PDUs"
+    assert len(dd) > min_digests[1] and set(dd) == {"1"}, f"data digests: {sorted(set(dd))} over {len(dd)} PDUs"
+    return opcs, fctypes
+
+
 def test_tshark_decodes_a_session(tshark, nvmf_target, build_dir, scratch):
     t = nvmf_target(config(["malloc:///ts0?size_mb=32"], [subsystem(NQN, ["ts0"])]))
     ctl = str(build_dir / "tools/ternctl/ternctl")
@@ -87,29 +117,7 @@ def test_tshark_decodes_a_session(tshark, nvmf_target, build_dir, scratch):
     finally:
         cap.stop()
 
-    malformed = tshark_fields(pcap, t.port, "frame.number", display_filter="_ws.malformed")
-    assert malformed == [], f"tshark found malformed packets in frames {malformed}"
-    warnings = tshark_fields(pcap, t.port, "frame.number", "_ws.expert.message",
-                             display_filter="(nvme-tcp || nvme) && _ws.expert.severity >= warning")
-    assert warnings == [], f"tshark's NVMe dissectors complained: {warnings}"
-
-    rows = tshark_fields(pcap, t.port, "nvme-tcp.type", "nvme-tcp.hdgst.status", "nvme-tcp.ddgst.status",
-                         "nvme.cmd.opc", "nvme.fabrics.cmd.fctype", display_filter="nvme-tcp")
-    types, hd, dd, opcs, fctypes = [], [], [], [], []
-    for r in rows:
-        types += [int(x) for x in r[0]]
-        hd += r[1]
-        dd += r[2]
-        opcs += [int(x, 16) for x in r[3]]
-        fctypes += [int(x, 16) for x in r[4]]
-    # ICReq/ICResp, capsules both ways, H2CData, C2HData and R2T all appear.
-    for ptype, name in ((0, "ICReq"), (1, "ICResp"), (4, "CapsuleCmd"), (5, "CapsuleResp"), (6, "H2CData"),
-                        (7, "C2HData"), (9, "R2T")):
-        assert ptype in types, f"no {name} PDU decoded; types seen: {sorted(set(types))}"
-    assert 2 not in types and 3 not in types, "a TermReq was exchanged in a clean session"
-    # Wireshark's checksum status: 0 = bad, 1 = good, 2 = unverified. The digest connections checked many.
-    assert len(hd) > 100 and set(hd) == {"1"}, f"header digests: {sorted(set(hd))} over {len(hd)} PDUs"
-    assert len(dd) > 100 and set(dd) == {"1"}, f"data digests: {sorted(set(dd))} over {len(dd)} PDUs"
+    opcs, fctypes = check_clean_session(pcap, t.port, min_digests=(100, 100))
     assert 0x01 in fctypes and 0x04 in fctypes and 0x00 in fctypes, f"Connect/Property Get/Set: {set(fctypes)}"
     assert 0x06 in opcs and 0x02 in opcs and 0x01 in opcs, f"Identify, Get Log Page/Read, Write: {set(opcs)}"
 

@@ -56,8 +56,7 @@ Controller::Controller(Target& target, Subsystem& subsys, uint16_t cntlid, std::
       listener_(listener),
       admin_(admin),
       io_queues_(target.options().max_io_queues),
-      io_counters_(new ControllerIoCounters[target.reactors().size()]),
-      io_counter_slots_(target.reactors().size()) {
+      io_counters_(target.reactors().size()) {
   kato_timer_.set_callback([this] { keep_alive_expired(); });
   if (kato_ms_) kato_timer_.arm(uint64_t(kato_ms_) * 1'000'000);
   subsys_.controllers().push_back(this);
@@ -66,10 +65,10 @@ Controller::Controller(Target& target, Subsystem& subsys, uint16_t cntlid, std::
 
 ControllerIoTotals Controller::io_totals() const {
   ControllerIoTotals t;
-  for (size_t i = 0; i < io_counter_slots_; ++i) {
-    t.commands += io_counters_[i].commands.load(std::memory_order_relaxed);
-    t.read_bytes += io_counters_[i].read_bytes.load(std::memory_order_relaxed);
-    t.write_bytes += io_counters_[i].write_bytes.load(std::memory_order_relaxed);
+  for (const ControllerIoCounters& c : io_counters_) {
+    t.commands += c.commands.load(std::memory_order_relaxed);
+    t.read_bytes += c.read_bytes.load(std::memory_order_relaxed);
+    t.write_bytes += c.write_bytes.load(std::memory_order_relaxed);
   }
   return t;
 }

@@ -9,7 +9,6 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
-#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -147,8 +146,7 @@ class Controller {
   bool changed_ns_overflow_ = false;
   std::deque<nvme::ReservationNotificationLog> resv_log_;
   uint64_t resv_log_count_ = 0;
-  std::unique_ptr<ControllerIoCounters[]> io_counters_;  // one per reactor
-  size_t io_counter_slots_ = 0;
+  std::vector<ControllerIoCounters> io_counters_;  // one per reactor
   Timer kato_timer_;
   bool closing_ = false;
   bool admin_detached_ = false;

@@ -138,14 +138,7 @@ Task<Status> Target::stop_listening(std::string host, uint16_t port) {
   // The address is gone for everyone: so are the connections it accepted (a port taken down, as in
   // SPDK); hosts see the path fail and use another one.
   const ListenAddr addr{host, port};
-  const ListenAddr* pa = &addr;
-  for (unsigned r = 0; r < reactors_.size(); ++r) {
-    co_await reactors_.submit_to(r, [this, r, pa] {
-      std::vector<TcpQpair*> qs = slices_[r].qpairs;
-      for (TcpQpair* qp : qs)
-        if (qp->local() == *pa) qp->close("the target stopped listening on this address");
-    });
-  }
+  co_await close_connections(&addr, "the target stopped listening on this address");
   bump_discovery_genctr();
   co_return Status::Ok();
 }
@@ -426,6 +419,16 @@ ConnectResult Target::connect(const ConnectCmd& cmd, const ConnectData& data, co
   return res;
 }
 
+Task<void> Target::close_connections(const ListenAddr* accepted_on, const char* why) {
+  for (unsigned r = 0; r < reactors_.size(); ++r) {
+    co_await reactors_.submit_to(r, [this, r, accepted_on, why] {
+      std::vector<TcpQpair*> qs = slices_[r].qpairs;  // close() may remove from the list
+      for (TcpQpair* qp : qs)
+        if (!accepted_on || qp->local() == *accepted_on) qp->close(why);
+    });
+  }
+}
+
 Task<void> Target::shutdown() {
   shutting_down_ = true;
   std::vector<ListenAddr> ls = listeners();
@@ -435,12 +438,7 @@ Task<void> Target::shutdown() {
   std::vector<Controller*> cs = controllers_;
   for (Controller* c : cs) c->close_all("target shutting down");
   // Connections that never got as far as a controller.
-  for (unsigned r = 0; r < reactors_.size(); ++r) {
-    co_await reactors_.submit_to(r, [this, r] {
-      std::vector<TcpQpair*> qs = slices_[r].qpairs;
-      for (TcpQpair* qp : qs) qp->close("target shutting down");
-    });
-  }
+  co_await close_connections(nullptr, "target shutting down");
   for (int i = 0; i < 30000; ++i) {
     size_t left = controllers_.size();
     for (unsigned r = 0; r < reactors_.size(); ++r) {

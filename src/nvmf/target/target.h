@@ -151,6 +151,8 @@ class Target {
 
  private:
   void on_accept(const ListenAddr& local, int fd);
+  // Closes the connections accepted on `accepted_on` (every connection when null), on every reactor.
+  Task<void> close_connections(const ListenAddr* accepted_on, const char* why);
   Status check_nqn(std::string_view nqn) const;
 
   ReactorSet& reactors_;
