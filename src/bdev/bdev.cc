@@ -18,6 +18,7 @@ void BdevStats::merge(const BdevStats& o) {
     by_type[i].ops += o.by_type[i].ops;
     by_type[i].bytes += o.by_type[i].bytes;
     by_type[i].errors += o.by_type[i].errors;
+    by_type[i].fua += o.by_type[i].fua;
   }
   inflight += o.inflight;
   read_latency.merge(o.read_latency);
@@ -30,6 +31,7 @@ void BdevStats::record(const BdevIo& io, uint64_t bytes) {
   ++s.ops;
   s.bytes += bytes;
   if (io.status != Errc::kOk) ++s.errors;
+  if (io.fua) ++s.fua;
   uint64_t lat = io.complete_ns - io.submit_ns;
   switch (io.type) {
     case IoType::kRead: read_latency.record(lat); break;
@@ -125,12 +127,13 @@ bool IoChannel::needs_split(const BdevIo& io) const {
   return false;
 }
 
-void IoChannel::on_piece_done(BdevIo* piece_io, void*) {
-  BdevIo* parent = piece_io->parent;
+void IoChannel::on_piece_done(BdevIo* piece_io, void* arg) {
+  ChildIo* piece = ChildIo::from(arg);
+  BdevIo* parent = piece->parent;
   IoChannel* ch = parent->ch;
-  if (piece_io->status != Errc::kOk && parent->status == Errc::kOk) parent->status = piece_io->status;
-  ch->pieces_.put(reinterpret_cast<Piece*>(piece_io));  // BdevIo is the first member of Piece
-  if (--parent->children_left == 0) bdev_io_complete(parent, parent->status);
+  const Errc st = piece_io->status;
+  ch->pieces_.put(piece);
+  if (parent->join.arrive(st)) bdev_io_complete(parent, parent->join.status);
 }
 
 // Whether `io` can be cut into pieces whose scatter lists fit a Piece (checked before any piece is
@@ -141,7 +144,7 @@ bool IoChannel::splittable(const BdevIo& io) const {
   // A piece starts at a block boundary, possibly inside an iovec entry, and holds kMaxIovs entries: the
   // partial first one and kMaxIovs - 1 whole ones. It makes progress if any kMaxIovs - 1 consecutive
   // entries cover at least one block (fewer entries left than that always fit in one piece).
-  constexpr int kWindow = Piece::kMaxIovs - 1;
+  constexpr int kWindow = ChildIo::kMaxIovs - 1;
   uint64_t sum = 0;
   for (int i = 0; i < io.iovcnt; ++i) {
     sum += io.iovs[i].iov_len;
@@ -163,17 +166,18 @@ void IoChannel::split(BdevIo* io) {
   // Cursor into the parent's iovec.
   int vi = 0;
   size_t vo = 0;
-  io->children_left = 1;  // held until every piece is submitted
+  io->join.open();  // held until every piece is submitted
   while (left > 0) {
     uint64_t n = left;
     if (p.max_io_blocks) n = std::min<uint64_t>(n, p.max_io_blocks);
     if (p.io_boundary_blocks) n = std::min<uint64_t>(n, p.io_boundary_blocks - off % p.io_boundary_blocks);
-    Piece* pc = pieces_.get();
+    ChildIo* pc = pieces_.get(io, this);
     BdevIo& c = pc->io;
     c.type = io->type;
     c.offset_blocks = off;
     c.iovs = nullptr;
     c.iovcnt = 0;
+    c.fua = io->fua;
     if (has_data(io->type)) {
       // Slice n blocks out of the parent's iovec; if that needs more entries than a piece holds, cut the
       // piece at the last whole block those entries cover.
@@ -181,7 +185,7 @@ void IoChannel::split(BdevIo* io) {
       int cnt = 0;
       int svi = vi;
       size_t svo = vo;
-      while (got < want && cnt < Piece::kMaxIovs) {
+      while (got < want && cnt < ChildIo::kMaxIovs) {
         size_t avail = io->iovs[svi].iov_len - svo;
         size_t take = size_t(std::min<uint64_t>(avail, want - got));
         pc->iovs[cnt].iov_base = static_cast<char*>(io->iovs[svi].iov_base) + svo;
@@ -199,7 +203,7 @@ void IoChannel::split(BdevIo* io) {
         if (whole == 0) {
           // Pathological scatter list (more than kMaxIovs entries inside one block).
           pieces_.put(pc);
-          if (io->status == Errc::kOk) io->status = Errc::kInval;
+          io->join.fail(Errc::kInval);
           break;
         }
         n = whole / bs;
@@ -235,15 +239,15 @@ void IoChannel::split(BdevIo* io) {
     c.status = Errc::kOk;
     c.submit_ns = io->submit_ns;
     c.done = &IoChannel::on_piece_done;
-    c.done_arg = nullptr;
-    ++io->children_left;
+    c.done_arg = pc;
+    io->join.add();
     bdev_->submit(ctx_.get(), &c);
     off += n;
     left -= n;
   }
   // Drop the hold; pieces complete asynchronously, so this never finishes the parent here unless
   // nothing was submitted.
-  if (--io->children_left == 0) bdev_io_complete_deferred(io, io->status);
+  if (io->join.close()) bdev_io_complete_deferred(io, io->join.status);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -287,6 +291,13 @@ void IoChannel::maybe_finish_resets() {
 
 void IoChannel::finish(BdevIo* io) {
   io->complete_ns = t_completing_ns ? t_completing_ns : now_ns();
+  if (__builtin_expect(io->status != Errc::kOk, 0)) {
+    const Errc e = io->status;
+    if ((e == Errc::kIo || e == Errc::kMediaError || e == Errc::kTimedOut) &&
+        !bdev_->fault_pending_.exchange(true, std::memory_order_relaxed)) {
+      bdev_->raise_event(BdevEvent::kFaulted);
+    }
+  }
   --stats_.inflight;
   stats_.record(*io, has_data(io->type) && io->status == Errc::kOk ? io->num_blocks * bdev_->props().block_size : 0);
   uint64_t& in_epoch = epoch_inflight_[io->epoch];
@@ -339,6 +350,27 @@ void bdev_io_complete_deferred(BdevIo* io, Errc status) {
     bdev_io_complete(io, io->status);
   };
   io->ch->reactor().defer(&io->deferred);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Events
+
+std::string_view bdev_event_name(BdevEvent e) {
+  switch (e) {
+    case BdevEvent::kRemove: return "remove";
+    case BdevEvent::kFaulted: return "faulted";
+    case BdevEvent::kReconnecting: return "reconnecting";
+    case BdevEvent::kReconnected: return "reconnected";
+    case BdevEvent::kResized: return "resized";
+  }
+  return "?";
+}
+
+void Bdev::raise_event(BdevEvent ev) {
+  BdevRegistry* reg = registry_;
+  if (!reg) return;
+  const uint64_t id = registry_id_;
+  reg->reactors().post(0, [reg, id, ev] { reg->deliver_event(id, ev); });
 }
 
 // ---------------------------------------------------------------------------------------------------

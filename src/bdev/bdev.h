@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "bdev/bdev_io.h"
+#include "bdev/child_io.h"
 #include "bdev/stats.h"
 #include "common/object_pool.h"
 #include "common/result.h"
@@ -60,7 +61,17 @@ class ChannelCtx {
   virtual ~ChannelCtx() = default;
 };
 
-enum class BdevEvent { kRemove };
+// What a device tells the holders of its descriptors (their BdevEventFn, on the primary reactor).
+enum class BdevEvent {
+  kRemove,        // it is being destroyed: stop I/O and close the descriptor
+  kFaulted,       // a request failed with a device error (EIO, media error, timeout); raised from the
+                  // layer, at most one pending at a time per device (a burst of errors is one event)
+  kReconnecting,  // a remote device lost its controller: its I/O fails fast (EAGAIN) until kReconnected,
+                  // or kRemove once the controller-loss timeout expires
+  kReconnected,   // the remote device is back: I/O works again
+  kResized,       // its size changed (num_blocks(): it grew)
+};
+std::string_view bdev_event_name(BdevEvent e);
 using BdevEventFn = SmallFunction<void(BdevEvent)>;
 
 class Bdev {
@@ -95,6 +106,10 @@ class Bdev {
   size_t open_count() const { return descs_.size(); }
   const std::string& claimed_by() const { return claim_owner_; }
 
+  // Tells every holder of a descriptor (their BdevEventFn, delivered later from the primary reactor's
+  // loop, never inside this call). Any thread. Nothing is delivered once the device is destroyed.
+  void raise_event(BdevEvent ev);
+
   // Merged statistics of every reactor's channel, plus those of channels already closed.
   // Must be awaited on a reactor of `set`.
   Task<BdevStats> stats(ReactorSet& set);
@@ -103,10 +118,11 @@ class Bdev {
 
  protected:
   explicit Bdev(BdevProps props) : props_(std::move(props)) {}
-  // For rescan(): a larger size takes effect for requests submitted from now on.
+  // For rescan(): a larger size takes effect for requests submitted from now on; holders get kResized.
   void grow_to(uint64_t num_blocks) {
     if (num_blocks > props_.num_blocks) {
       std::atomic_ref<uint64_t>(props_.num_blocks).store(num_blocks, std::memory_order_relaxed);
+      raise_event(BdevEvent::kResized);
     }
   }
   BdevProps props_;
@@ -127,7 +143,9 @@ class Bdev {
   std::string claim_owner_;
   BdevDesc* claim_desc_ = nullptr;
   std::atomic<bool> removing_{false};
+  std::atomic<bool> fault_pending_{false};  // a kFaulted event is on its way to the primary
   BdevRegistry* registry_ = nullptr;
+  uint64_t registry_id_ = 0;  // unique for the registry's lifetime: events find the device by it
   std::mutex retired_mu_;
   BdevStats retired_;  // stats of channels that have been destroyed
 };
@@ -162,13 +180,6 @@ class IoChannel {
   bool splittable(const BdevIo& io) const;
   bool needs_split(const BdevIo& io) const;
 
-  // A piece of a split request, with room for its slice of the parent's iovec.
-  struct Piece {
-    static constexpr int kMaxIovs = 32;
-    BdevIo io;
-    iovec iovs[kMaxIovs];
-  };
-
   Bdev* bdev_;
   Reactor* reactor_;
   std::unique_ptr<ChannelCtx> ctx_;
@@ -185,7 +196,7 @@ class IoChannel {
     bool backend_done;
   };
   std::vector<PendingReset> resets_;
-  ObjectPool<Piece, 16> pieces_;
+  ChildIoPool pieces_;  // the pieces of split requests
 };
 
 // An open handle on a device. Opened and closed on the primary reactor (BdevRegistry::open).

@@ -24,6 +24,34 @@ class IoChannel;
 struct BdevIo;
 using IoDoneFn = void (*)(BdevIo* io, void* arg);
 
+// IoJoin: a request served by several child requests (split pieces, a nexus's copies) completes when
+// the last child does, with the first error any child reported. The issuer holds the join open while it
+// issues the children, so one completing early cannot finish it before its siblings are out:
+//   join.open(); for (...) { join.add(); submit(child); }  if (join.close()) complete(parent, join.status);
+//   each child's completion:                                 if (join.arrive(st)) complete(parent, join.status);
+// Children complete from the reactor loop, never inside submit, so close() finds them still out unless
+// none was issued. See child_io.h for the pooled child requests.
+struct IoJoin {
+  uint32_t left = 0;
+  Errc status = Errc::kOk;
+
+  void open() {
+    left = 1;
+    status = Errc::kOk;
+  }
+  void add() { ++left; }
+  void fail(Errc e) {
+    if (status == Errc::kOk) status = e;
+  }
+  // A child finished with `st`; true when it was the last one out.
+  bool arrive(Errc st) {
+    if (st != Errc::kOk) fail(st);
+    return --left == 0;
+  }
+  // Drops the issuer's hold; true when every child has already completed (or none was issued).
+  bool close() { return --left == 0; }
+};
+
 struct BdevIo {
   static constexpr size_t kDriverCtxSize = 128;
 
@@ -33,6 +61,11 @@ struct BdevIo {
   uint64_t num_blocks = 0;
   iovec* iovs = nullptr;  // read/write data; ignored for other types
   int iovcnt = 0;
+  // Force Unit Access, on writes and write-zeroes (NVMe's set): the blocks are durable when the request
+  // completes, as if a flush of just them followed, without flushing the rest of the device's cache.
+  // Every backend honours it; on a device without a volatile write cache it costs nothing. Other types
+  // ignore it. Submitters that reuse a BdevIo set it on every request.
+  bool fua = false;
   IoDoneFn done = nullptr;
   void* done_arg = nullptr;
 
@@ -55,7 +88,7 @@ struct BdevIo {
   // --- owned by the device layer and the backend serving the request ---
   IoChannel* ch = nullptr;
   BdevIo* parent = nullptr;    // set on the pieces of a split request
-  uint32_t children_left = 0;  // on a split parent: pieces not yet completed
+  IoJoin join;                 // on a split parent: its pieces
   uint8_t epoch = 0;           // reset epoch at submission (see IoChannel)
   bool is_child = false;
   Deferred deferred;           // used to complete asynchronously

@@ -19,7 +19,7 @@ class DelayChannel final : public ChannelCtx {
   }
   DelayBdev* bdev;
   ChannelRef base;
-  ForwardPool pool;
+  ChildIoPool pool;
   uint64_t rng;
 };
 
@@ -50,10 +50,9 @@ Result<std::unique_ptr<ChannelCtx>> DelayBdev::create_channel(Reactor&) {
 
 void DelayBdev::submit(ChannelCtx* ctx, BdevIo* io) {
   auto* ch = static_cast<DelayChannel*>(ctx);
-  ForwardedIo* f = ch->pool.get();
-  f->owner = ch;
+  ChildIo* f = ch->pool.get(io, ch);
   forward_io(ch->base, f, io, [](BdevIo* c, void* arg) {
-    auto* fw = static_cast<ForwardedIo*>(arg);
+    ChildIo* fw = ChildIo::from(arg);
     auto* dch = static_cast<DelayChannel*>(fw->owner);
     DelayBdev* b = dch->bdev;
     BdevIo* parent = fw->parent;

@@ -13,6 +13,8 @@ namespace tern {
 // ---------------------------------------------------------------------------------------------------
 // Device
 
+constexpr uint32_t kCorruptRead = 1;  // ChildIo::flags: flip a bit of the data the read returns
+
 class ErrorChannel final : public ChannelCtx {
  public:
   ErrorChannel(ErrorBdev* b, ChannelRef base, unsigned reactor)
@@ -39,9 +41,7 @@ class ErrorChannel final : public ChannelCtx {
   }
   double next_unit() { return double(next_random() >> 11) * (1.0 / double(1ull << 53)); }
   void hold(BdevIo* io, uint64_t hold_ns) {
-    ForwardedIo* f = pool.get();
-    f->parent = io;
-    f->owner = this;
+    ChildIo* f = pool.get(io, this);
     f->next = held;
     held = f;
     if (hold_ns) {
@@ -50,8 +50,8 @@ class ErrorChannel final : public ChannelCtx {
     }
   }
   // From a timer: the hold expired.
-  void release_one(ForwardedIo* f, Errc e) {
-    for (ForwardedIo** pp = &held; *pp; pp = &(*pp)->next) {
+  void release_one(ChildIo* f, Errc e) {
+    for (ChildIo** pp = &held; *pp; pp = &(*pp)->next) {
       if (*pp == f) {
         *pp = f->next;
         break;
@@ -64,10 +64,10 @@ class ErrorChannel final : public ChannelCtx {
   // Completes everything held right now (not what gets held later), always from the loop: callers
   // may be inside a submit.
   void release_held(Errc e) {
-    ForwardedIo* list = held;
+    ChildIo* list = held;
     held = nullptr;
     while (list) {
-      ForwardedIo* f = list;
+      ChildIo* f = list;
       list = f->next;
       f->timer.cancel();
       BdevIo* io = f->parent;
@@ -79,8 +79,8 @@ class ErrorChannel final : public ChannelCtx {
   ErrorBdev* bdev;
   ChannelRef base;
   unsigned reactor;
-  ForwardPool pool;
-  ForwardedIo* held = nullptr;
+  ChildIoPool pool;
+  ChildIo* held = nullptr;
   std::shared_ptr<const ErrorBdev::RuleSet> rules;
   uint64_t version = 0;
   uint64_t rng;
@@ -176,15 +176,14 @@ void ErrorBdev::submit(ChannelCtx* ctx, BdevIo* io) {
     // A reset aborts what this device holds, then resets the base.
     ch->release_held(Errc::kCanceled);
   }
-  ForwardedIo* f = ch->pool.get();
-  f->owner = ch;
-  f->corrupt = corrupt;
+  ChildIo* f = ch->pool.get(io, ch);
+  f->flags = corrupt ? kCorruptRead : 0;
   forward_io(ch->base, f, io, [](BdevIo* c, void* arg) {
-    auto* fw = static_cast<ForwardedIo*>(arg);
+    ChildIo* fw = ChildIo::from(arg);
     auto* ech = static_cast<ErrorChannel*>(fw->owner);
     BdevIo* parent = fw->parent;
     Errc e = c->status;
-    if (fw->corrupt && e == Errc::kOk) {
+    if ((fw->flags & kCorruptRead) && e == Errc::kOk) {
       // Flip one bit somewhere in the data the caller will see.
       uint64_t at = ech->next_random() % parent->bytes();
       for (int i = 0; i < parent->iovcnt; ++i) {

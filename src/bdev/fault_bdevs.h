@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bdev/bdev.h"
+#include "reactor/task_scope.h"
 #include "common/result.h"
 
 namespace tern {
@@ -128,7 +129,8 @@ class PowerCutBdev final : public Bdev {
  public:
   static constexpr uint64_t kNever = UINT64_MAX;
 
-  PowerCutBdev(BdevProps p, std::unique_ptr<BdevDesc> base, uint64_t cut_at, double persist, uint64_t seed);
+  PowerCutBdev(BdevProps p, std::unique_ptr<BdevDesc> base, uint64_t cut_at, double persist, uint64_t seed,
+               unsigned reactors);
   ~PowerCutBdev() override;
 
   // Cut power when event `at` is submitted (kNever: disarm). Any thread.
@@ -186,7 +188,7 @@ class PowerCutBdev final : public Bdev {
   double persist_;
   uint64_t seed_;
   std::atomic<uint64_t> kept_{0}, dropped_{0};
-  std::atomic<int> destaging_{0};
+  PerReactorScopes destaging_;  // destages in flight hold channels to the base: shutdown waits for them
 };
 
 }  // namespace tern

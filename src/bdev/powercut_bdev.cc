@@ -20,7 +20,7 @@ class PowerCutChannel final : public ChannelCtx {
   PowerCutChannel(PowerCutBdev* b, ChannelRef base) : bdev(b), base(std::move(base)) {}
   PowerCutBdev* bdev;
   ChannelRef base;
-  ForwardPool pool;
+  ChildIoPool pool;
 };
 
 namespace {
@@ -68,9 +68,9 @@ uint64_t splitmix(uint64_t& s) {
 }  // namespace
 
 PowerCutBdev::PowerCutBdev(BdevProps p, std::unique_ptr<BdevDesc> base, uint64_t cut_at, double persist,
-                           uint64_t seed)
+                           uint64_t seed, unsigned reactors)
     : Bdev(std::move(p)), base_(std::move(base)), bs_(props_.block_size), cut_at_(cut_at), persist_(persist),
-      seed_(seed) {}
+      seed_(seed), destaging_("powercut destage", reactors) {}
 
 PowerCutBdev::~PowerCutBdev() = default;
 
@@ -126,10 +126,7 @@ void PowerCutBdev::cut_and_destage(double persist, uint64_t seed) {
   }
   TLOG_INFO("bdev", "powercut device '{}': power cut after {} events; {} cached block(s) survive, the rest are lost",
             name(), events_.load(), keep.size());
-  if (!keep.empty()) {
-    ++destaging_;
-    spawn(destage(std::move(keep), nullptr));
-  }
+  if (!keep.empty()) destaging_.local().spawn(destage(std::move(keep), nullptr));
 }
 
 bool PowerCutBdev::count_event() {
@@ -188,6 +185,21 @@ void PowerCutBdev::submit(ChannelCtx* ctx, BdevIo* io) {
         return;
       }
       cache_write(io);
+      if (io->fua && io->type != IoType::kUnmap) {
+        // Force Unit Access: this request's blocks go to the base before it completes; the rest of the
+        // cache stays volatile.
+        std::vector<Dirty> mine;
+        {
+          std::lock_guard<std::mutex> g(mu_);
+          mine.reserve(io->num_blocks);
+          for (uint64_t i = 0; i < io->num_blocks; ++i) {
+            const Block& b = cache_[io->offset_blocks + i];
+            mine.push_back({io->offset_blocks + i, b.version, b.data});
+          }
+        }
+        destaging_.local().spawn(destage(std::move(mine), io));
+        return;
+      }
       bdev_io_complete_deferred(io, Errc::kOk);
       return;
     case IoType::kFlush: {
@@ -201,15 +213,13 @@ void PowerCutBdev::submit(ChannelCtx* ctx, BdevIo* io) {
         snap.reserve(cache_.size());
         for (auto& [lba, b] : cache_) snap.push_back({lba, b.version, b.data});
       }
-      ++destaging_;
-      spawn(destage(std::move(snap), io));
+      destaging_.local().spawn(destage(std::move(snap), io));
       return;
     }
     case IoType::kRead: {
-      ForwardedIo* f = ch->pool.get();
-      f->owner = ch;
+      ChildIo* f = ch->pool.get(io, ch);
       forward_io(ch->base, f, io, [](BdevIo* c, void* arg) {
-        auto* fw = static_cast<ForwardedIo*>(arg);
+        ChildIo* fw = ChildIo::from(arg);
         auto* pch = static_cast<PowerCutChannel*>(fw->owner);
         BdevIo* parent = fw->parent;
         Errc st = c->status;
@@ -221,10 +231,9 @@ void PowerCutBdev::submit(ChannelCtx* ctx, BdevIo* io) {
       return;
     }
     case IoType::kReset: {
-      ForwardedIo* f = ch->pool.get();
-      f->owner = ch;
+      ChildIo* f = ch->pool.get(io, ch);
       forward_io(ch->base, f, io, [](BdevIo* c, void* arg) {
-        auto* fw = static_cast<ForwardedIo*>(arg);
+        ChildIo* fw = ChildIo::from(arg);
         BdevIo* parent = fw->parent;
         Errc st = c->status;
         static_cast<PowerCutChannel*>(fw->owner)->pool.put(fw);
@@ -237,8 +246,8 @@ void PowerCutBdev::submit(ChannelCtx* ctx, BdevIo* io) {
 }
 
 // Writes `blocks` to the base in LBA order, contiguous runs as one request, then flushes the base. For a
-// flush request (`flush_io`), forgets the cached blocks that were not rewritten meanwhile and completes it;
-// a cut meanwhile fails it. Runs on the reactor that started it.
+// flush or FUA request (`flush_io`), forgets the cached blocks that were not rewritten meanwhile and
+// completes it; a cut meanwhile fails it. Runs on the reactor that started it, in its destaging scope.
 Task<void> PowerCutBdev::destage(std::vector<Dirty> blocks, BdevIo* flush_io) {
   std::sort(blocks.begin(), blocks.end(), [](const Dirty& a, const Dirty& b) { return a.lba < b.lba; });
   auto got = ChannelRef::Get(*base_);
@@ -268,12 +277,11 @@ Task<void> PowerCutBdev::destage(std::vector<Dirty> blocks, BdevIo* flush_io) {
     if (st == Errc::kOk && cut_.load()) st = Errc::kIo;
     bdev_io_complete(flush_io, st);
   }
-  --destaging_;
 }
 
 Task<void> PowerCutBdev::shutdown() {
   // Destaging holds channels to the base: let it finish before the base goes.
-  while (destaging_.load() > 0) co_await Reactor::sleep_for(1'000'000);
+  co_await destaging_.close(Reactor::current()->set());
   base_.reset();
 }
 
@@ -302,8 +310,8 @@ Task<Result<std::unique_ptr<Bdev>>> make_powercut_bdev(const Uri& uri, BdevRegis
   BdevProps p = wrapper_props((*desc)->bdev(), *name, *uuid, "powercut");
   p.write_cache = true;
   p.unmap_reads_zeroes = true;
-  co_return std::unique_ptr<Bdev>(new PowerCutBdev(std::move(p), std::move(*desc), cut_at->value_or(PowerCutBdev::kNever), persist,
-                                                   seed->value_or(1)));
+  co_return std::unique_ptr<Bdev>(new PowerCutBdev(std::move(p), std::move(*desc), cut_at->value_or(PowerCutBdev::kNever),
+                                                   persist, seed->value_or(1), reg.reactors().size()));
 }
 
 }  // namespace tern

@@ -71,6 +71,7 @@ Result<Bdev*> BdevRegistry::add(std::unique_ptr<Bdev> bdev, std::string created_
   }
   bdev->slots_.resize(reactors_.size());
   bdev->registry_ = this;
+  bdev->registry_id_ = ++next_id_;
   Bdev* raw = bdev.get();
   devices_.push_back({std::move(bdev), std::move(created_from)});
   const BdevProps& p = raw->props();
@@ -156,6 +157,22 @@ Task<Status> BdevRegistry::destroy(std::string_view name_view, bool force, uint6
   co_return Status::Ok();
 }
 
+void BdevRegistry::deliver_event(uint64_t id, BdevEvent ev) {
+  Bdev* b = nullptr;
+  for (auto& e : devices_) {
+    if (e.bdev->registry_id_ == id) b = e.bdev.get();
+  }
+  if (!b) return;
+  if (ev == BdevEvent::kFaulted) b->fault_pending_.store(false, std::memory_order_relaxed);
+  TLOG_DEBUG("bdev", "device '{}': event {}", b->name(), bdev_event_name(ev));
+  // Holders may close their descriptor from inside the callback: iterate over a copy.
+  std::vector<BdevDesc*> holders = b->descs_;
+  for (BdevDesc* d : holders) {
+    if (std::find(b->descs_.begin(), b->descs_.end(), d) == b->descs_.end()) continue;
+    if (d->events_) d->events_(ev);
+  }
+}
+
 Task<void> BdevRegistry::destroy_all() {
   uint64_t waited = 0;
   while (!devices_.empty()) {
@@ -172,9 +189,10 @@ Task<void> BdevRegistry::destroy_all() {
       // Someone still holds it. Leave it registered (a pending destroy may still be using it) and stop
       // here; the registry's destructor reports what is left.
       TLOG_ERROR("bdev", "cannot destroy device '{}' at shutdown: {}", name, st);
-      co_return;
+      break;
     }
   }
+  co_await tasks_.idle();
 }
 
 }  // namespace tern

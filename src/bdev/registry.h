@@ -19,6 +19,7 @@
 #include "common/result.h"
 #include "common/uri.h"
 #include "reactor/task.h"
+#include "reactor/task_scope.h"
 
 namespace tern {
 
@@ -56,8 +57,16 @@ class BdevRegistry {
   // Destroys a device. Without force, an open device is EBUSY. With force, holders get kRemove, new I/O
   // fails with ENODEV, and the call waits (up to `timeout_ns`) for every descriptor to close.
   Task<Status> destroy(std::string_view name, bool force = false, uint64_t timeout_ns = 30'000'000'000ull);
-  // Destroys everything, newest first (wrappers before what they wrap), with force.
+  // Destroys everything, newest first (wrappers before what they wrap), with force; then waits for the
+  // registry's own tasks (devices removing themselves) to end.
   Task<void> destroy_all();
+
+  // Detached work on behalf of devices that must outlive them (a device removing itself once its base or
+  // its controller is gone). Primary reactor.
+  TaskScope& tasks() { return tasks_; }
+
+  // Delivers `ev` to the holders of device `id` (Bdev::raise_event); a device gone meanwhile gets nothing.
+  void deliver_event(uint64_t id, BdevEvent ev);
 
  private:
   struct Entry {
@@ -67,6 +76,8 @@ class BdevRegistry {
   ReactorSet& reactors_;
   std::map<std::string, Factory> factories_;
   std::vector<Entry> devices_;  // in creation order
+  uint64_t next_id_ = 0;
+  TaskScope tasks_{"device registry"};
 };
 
 // Validates a device name: 1..255 printable characters, no whitespace.

@@ -14,6 +14,7 @@ struct IoTypeStats {
   uint64_t ops = 0;
   uint64_t bytes = 0;
   uint64_t errors = 0;
+  uint64_t fua = 0;  // requests with Force Unit Access (writes, write-zeroes, unmaps)
 };
 
 struct BdevStats {

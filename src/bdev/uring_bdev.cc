@@ -5,7 +5,9 @@
 // The file is registered in each reactor ring's fixed-file table (no fget/fput per I/O), reads and
 // writes are single IORING_OP_READ/WRITE (or READV/WRITEV for scatter lists), flush is fdatasync,
 // unmap punches a hole, write-zeroes uses FALLOC_FL_ZERO_RANGE and falls back to writing zeros where
-// the file system or device cannot.
+// the file system or device cannot. FUA: a write carries RWF_DSYNC (the kernel makes just that range
+// durable: REQ_FUA on a disk that has it, a range sync on a file); a write-zeroes is followed by an
+// fdatasync, since fallocate has no per-call durability flag.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -56,6 +58,7 @@ struct UringIo : RingOp {
   uint64_t zend;
   iovec ziov;
   bool emulating;
+  bool syncing;  // the fdatasync that makes a FUA write-zeroes durable is in flight
 };
 
 class UringBdev final : public Bdev {
@@ -88,6 +91,7 @@ class UringBdev final : public Bdev {
     u->bdev = this;
     u->ch = ch;
     u->emulating = false;
+    u->syncing = false;
     const uint64_t bs = props_.block_size;
     const uint64_t off = io->offset_blocks * bs;
     const uint64_t len = io->num_blocks * bs;
@@ -109,6 +113,7 @@ class UringBdev final : public Bdev {
       case IoType::kWrite:
         if (io->iovcnt == 1) io_uring_prep_write(sqe, fd, io->iovs[0].iov_base, unsigned(len), off);
         else io_uring_prep_writev(sqe, fd, io->iovs, unsigned(io->iovcnt), off);
+        if (io->fua) sqe->rw_flags = RWF_DSYNC;
         break;
       case IoType::kFlush:
         io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
@@ -135,6 +140,10 @@ class UringBdev final : public Bdev {
   static void on_cqe(RingOp* op, int res, uint32_t) {
     auto* u = static_cast<UringIo*>(op);
     BdevIo* io = u->io;
+    if (u->syncing) {
+      bdev_io_complete(io, res < 0 ? static_cast<Errc>(-res) : Errc::kOk);
+      return;
+    }
     if (res < 0) {
       if (io->type == IoType::kWriteZeroes && !u->emulating && (res == -EOPNOTSUPP || res == -EINVAL)) {
         // ZERO_RANGE is not available (tmpfs, some devices): write zeros instead — from now on when the
@@ -160,7 +169,7 @@ class UringBdev final : public Bdev {
         u->bdev->next_zero_write(u, u->ch->reactor.get_sqe());
         return;
       }
-      bdev_io_complete(io, Errc::kOk);
+      u->bdev->complete_durably(u);
       return;
     }
     if ((io->type == IoType::kRead || io->type == IoType::kWrite) && uint64_t(res) != u->op_len) {
@@ -181,7 +190,23 @@ class UringBdev final : public Bdev {
       u->bdev->continue_rw(u);
       return;
     }
-    bdev_io_complete(io, Errc::kOk);
+    u->bdev->complete_durably(u);
+  }
+
+  // Completes a request, first syncing the file when it is a FUA write-zeroes done with fallocate (a
+  // FUA write, and zeros written by the emulation, are durable already: RWF_DSYNC).
+  void complete_durably(UringIo* u) {
+    BdevIo* io = u->io;
+    if (!io->fua || io->type != IoType::kWriteZeroes || u->emulating || !props_.write_cache) {
+      bdev_io_complete(io, Errc::kOk);
+      return;
+    }
+    u->syncing = true;
+    io_uring_sqe* sqe = u->ch->reactor.get_sqe();
+    const int fd = u->ch->slot >= 0 ? u->ch->slot : fd_;
+    io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+    if (u->ch->slot >= 0) sqe->flags |= IOSQE_FIXED_FILE;
+    u->ch->reactor.commit(sqe, u);
   }
 
   // Issues the next piece of a read/write after a short transfer: the rest of the iovec entry holding
@@ -197,8 +222,12 @@ class UringBdev final : public Bdev {
     u->op_len = len;
     io_uring_sqe* sqe = u->ch->reactor.get_sqe();
     const int fd = u->ch->slot >= 0 ? u->ch->slot : fd_;
-    if (io->type == IoType::kRead) io_uring_prep_read(sqe, fd, base, unsigned(len), off);
-    else io_uring_prep_write(sqe, fd, base, unsigned(len), off);
+    if (io->type == IoType::kRead) {
+      io_uring_prep_read(sqe, fd, base, unsigned(len), off);
+    } else {
+      io_uring_prep_write(sqe, fd, base, unsigned(len), off);
+      if (io->fua) sqe->rw_flags = RWF_DSYNC;
+    }
     if (u->ch->slot >= 0) sqe->flags |= IOSQE_FIXED_FILE;
     u->ch->reactor.commit(sqe, u);
   }
@@ -215,6 +244,7 @@ class UringBdev final : public Bdev {
     u->ziov.iov_len = size_t(std::min<uint64_t>(kZeroChunk, u->zend - u->zoff));
     const int fd = u->ch->slot >= 0 ? u->ch->slot : fd_;
     io_uring_prep_write(sqe, fd, u->ziov.iov_base, unsigned(u->ziov.iov_len), u->zoff);
+    if (u->io->fua) sqe->rw_flags = RWF_DSYNC;  // then no sync is needed at the end
     if (u->ch->slot >= 0) sqe->flags |= IOSQE_FIXED_FILE;
     u->ch->reactor.commit(sqe, u);
   }

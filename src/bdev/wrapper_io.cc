@@ -17,7 +17,7 @@ Result<std::unique_ptr<BdevDesc>> open_wrapper_base(BdevRegistry& reg, const Uri
   auto desc = reg.open(base, true, [r, name](BdevEvent ev) {
     if (ev != BdevEvent::kRemove) return;
     TLOG_INFO("bdev", "base of '{}' is being removed; removing '{}' too", name, name);
-    spawn([](BdevRegistry* reg2, std::string n) -> Task<void> {
+    r->tasks().spawn([](BdevRegistry* reg2, std::string n) -> Task<void> {
       Status st = co_await reg2->destroy(n, true);
       if (!st.ok()) TLOG_WARN("bdev", "removing '{}' after its base went away: {}", n, st);
     }(r, name));

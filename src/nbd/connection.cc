@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/check.h"
 #include "common/log.h"
 #include "nbd/export.h"
 #include "reactor/reactor_set.h"
@@ -152,8 +153,7 @@ size_t Connection::on_option(const uint8_t* p, size_t n) {
   }
   // The export table lives on the primary reactor: ask there, answer when back.
   hs_busy_ = true;
-  ++hops_;
-  spawn(run_option(this, h.option, std::vector<uint8_t>(data, data + h.length), std::move(plan)));
+  scope_.spawn(run_option(this, h.option, std::vector<uint8_t>(data, data + h.length), std::move(plan)));
   return total;
 }
 
@@ -162,13 +162,10 @@ Task<void> Connection::run_option(Connection* self, uint32_t opt, std::vector<ui
   Server::Lookup res = co_await srv->reactors().submit_to(0, [srv, pp = &plan, opt, self]() {
     return srv->lookup(*pp, opt, self);
   });
-  --self->hops_;
-  // Attached on the primary: from now on the connection must detach there before it goes.
+  // Attached on the primary: from now on the connection must detach there before it goes (teardown
+  // awaits this task, then detaches).
   if (res.attached) self->export_ = res.attached;
-  if (self->closing_) {
-    self->maybe_finish();
-    co_return;
-  }
+  if (self->closing_) co_return;
   if (res.attached) {
     auto ch = ChannelRef::Get(*res.desc);
     if (!ch.ok()) {
@@ -311,6 +308,8 @@ size_t Connection::on_request(const uint8_t* p, size_t n) {
 }
 
 Req* Connection::alloc_req(const Request& h) {
+  // A request in use is work of the connection: teardown waits for it to be free again.
+  TERN_CHECK(scope_.enter(), "nbd connection {}: a request arrived after teardown began", id_);
   Req* r = free_.back();
   free_.pop_back();
   ++active_;
@@ -411,6 +410,9 @@ void Connection::submit(Req* r, IoType t, uint64_t offset_bytes, uint64_t len_by
   io.num_blocks = len_bytes / geo_.block_size;
   io.iovs = iov;
   io.iovcnt = iovcnt;
+  // FUA: this request's blocks are durable before the reply (a device without a volatile cache
+  // ignores it). Zeros written by writes carry it too.
+  io.fua = (t == IoType::kWrite || t == IoType::kWriteZeroes) && (r->hdr.flags & kCmdFlagFua);
   ++dev_inflight_;
   ch_.submit(&io);
 }
@@ -438,9 +440,9 @@ void Connection::io_step(Req* r) {
         return;
       }
     }
-    // FUA: durable before the reply. A device without a volatile cache is durable already.
-    const bool writes = h.type == kCmdWrite || h.type == kCmdTrim || h.type == kCmdWriteZeroes;
-    if (writes && (h.flags & kCmdFlagFua) && write_cache_ && can_flush_) {
+    // FUA on a trim: an unmap has no FUA of its own (the device layer's FUA covers writes and
+    // write-zeroes), so a flush follows it. A device without a volatile cache is durable already.
+    if (h.type == kCmdTrim && (h.flags & kCmdFlagFua) && write_cache_ && can_flush_) {
       r->step = 1;
       submit(r, IoType::kFlush, 0, 0, nullptr, 0);
       return;
@@ -499,11 +501,13 @@ void Connection::free_req(Req* r) {
     conn_->resume();
   }
   check_drained();
-  if (closing_) maybe_finish();
+  scope_.leave();
 }
 
 void Connection::abort_device_io() {
   if (dev_inflight_ == 0 || resetting_ || !ch_) return;
+  // The requests it aborts keep the connection's scope open; the reset joins them.
+  if (!scope_.extend()) return;
   resetting_ = true;
   ++dev_inflight_;
   reset_io_.type = IoType::kReset;
@@ -521,7 +525,7 @@ void Connection::on_reset_done(BdevIo* io, void* arg) {
   }
   c->resetting_ = false;
   --c->dev_inflight_;
-  c->maybe_finish();
+  c->scope_.leave();
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -562,22 +566,21 @@ void Connection::close_now(const char* why) {
   wait_tail_ = nullptr;
   conn_->close([this] {
     conn_closed_ = true;
-    maybe_finish();
+    server_.slice(reactor_.id()).teardowns.spawn(finish(this));
   });
 }
 
-void Connection::maybe_finish() {
-  if (!closing_ || !conn_closed_ || finished_ || dev_inflight_ > 0 || hops_ > 0 || active_ > 0) return;
-  finished_ = true;
-  ch_.reset();
-  if (export_) {
-    Server* s = &server_;
-    Export* e = export_;
-    Connection* self = this;
-    server_.reactors().post(0, [s, e, self] { s->detach(e, self); });  // detach posts connection_closed back
-    return;
+// The socket is closed: wait for the requests and look-ups still running, then leave the export and go.
+Task<void> Connection::finish(Connection* self) {
+  co_await self->scope_.close();
+  self->ch_.reset();
+  if (self->export_) {
+    Server* s = &self->server_;
+    Export* e = self->export_;
+    self->server_.reactors().post(0, [s, e, self] { s->detach(e, self); });  // detach posts connection_closed back
+    co_return;
   }
-  server_.connection_closed(this);
+  self->server_.connection_closed(self);
 }
 
 }  // namespace tern::nbd

@@ -26,6 +26,7 @@
 #include "nbd/protocol.h"
 #include "nbd/server.h"
 #include "net/socket.h"
+#include "reactor/task_scope.h"
 #include "reactor/timer.h"
 
 namespace tern::nbd {
@@ -135,7 +136,7 @@ class Connection {
   void begin_drain(const char* why);
   void check_drained();
   void close_now(const char* why);
-  void maybe_finish();
+  static Task<void> finish(Connection* self);
 
   Server& server_;
   Reactor& reactor_;
@@ -176,10 +177,10 @@ class Connection {
   const char* drain_why_ = "";
   Timer drain_timer_;
   Timer handshake_timer_;
-  uint32_t hops_ = 0;            // option look-ups on the primary
+  // Requests in use, option look-ups on the primary and device resets: teardown awaits them.
+  TaskScope scope_{"nbd connection"};
   bool closing_ = false;
   bool conn_closed_ = false;
-  bool finished_ = false;
 };
 
 }  // namespace tern::nbd

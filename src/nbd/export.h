@@ -11,6 +11,7 @@
 
 #include "bdev/bdev.h"
 #include "nbd/server.h"
+#include "reactor/task_scope.h"
 
 namespace tern::nbd {
 
@@ -28,6 +29,7 @@ struct Export {
 struct Server::Slice {
   std::unique_ptr<BufferSet> buffers;
   std::vector<Connection*> conns;  // every connection on this reactor, handshaking ones included
+  TaskScope teardowns{"nbd connection teardown"};  // connections finishing their close (stop() awaits it)
 };
 
 }  // namespace tern::nbd

@@ -215,7 +215,13 @@ Task<void> Server::stop() {
     co_await Reactor::sleep_for(5 * kMs);
   }
   // remove_export calls in flight (device removal events among them) hold pointers to their exports.
+  co_await tasks_.close();
   for (int i = 0; removals_ > 0 && i < 60'000; ++i) co_await Reactor::sleep_for(kMs);
+  // Connections that closed are gone only once their teardown has ended.
+  for (unsigned r = 0; r < reactors_.size(); ++r) {
+    TaskScope* t = &slices_[r]->teardowns;
+    co_await reactors_.submit_to(r, [t]() -> Task<void> { co_await t->idle(); });
+  }
   for (auto& [n, e] : exports_) {
     // Still referenced by a connection (or a removal) that never finished: leaked rather than closed
     // under it. Only a device that ignores resets gets here.
@@ -247,7 +253,7 @@ Status Server::add_export(const std::string& name, const std::string& bdev, bool
   }
   auto desc = devices_.open(bdev, !read_only, [this, name](BdevEvent ev) {
     // The device is being destroyed with force: let its clients go and close it.
-    if (ev == BdevEvent::kRemove) spawn(removal_on_device_event(name));
+    if (ev == BdevEvent::kRemove) tasks_.spawn(removal_on_device_event(name));
   });
   if (!desc.ok()) return desc.status().WithContext(fmt::format("NBD export '{}'", name));
   auto e = std::make_unique<Export>();

@@ -21,7 +21,9 @@
 #include "common/result.h"
 #include "nbd/protocol.h"
 #include "net/socket.h"
+#include "reactor/task_scope.h"
 #include "reactor/reactor_set.h"
+#include "reactor/task_scope.h"
 
 namespace tern::nbd {
 
@@ -148,6 +150,7 @@ class Server {
   unsigned next_reactor_ = 0;
   uint64_t next_conn_id_ = 0;
   int removals_ = 0;  // remove_export calls running (device events included)
+  TaskScope tasks_{"nbd server"};  // removals started by device events (primary reactor)
   bool stopping_ = false;
   bool stopped_ = false;
 };

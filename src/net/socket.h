@@ -28,6 +28,7 @@
 #include "reactor/reactor.h"
 #include "reactor/task.h"
 #include "reactor/timer.h"
+#include "net/stream.h"
 
 namespace tern::net {
 
@@ -36,45 +37,21 @@ std::string format_sockaddr(const sockaddr_storage& sa);
 // Resolves a numeric IPv4/IPv6 address (or "localhost") and port.
 Result<sockaddr_storage> make_sockaddr(const std::string& host, uint16_t port);
 
-struct SendItem {
-  static constexpr int kMaxIov = 40;  // header, padding, up to 36 data entries, digest
-  iovec iov[kMaxIov];
-  int iovcnt = 0;
-  // Called once every byte was handed to the kernel (ok) or the connection failed (error).
-  void (*done)(SendItem* item, Errc status) = nullptr;
-  SendItem* next = nullptr;
-  size_t bytes() const {
-    size_t n = 0;
-    for (int i = 0; i < iovcnt; ++i) n += iov[i].iov_len;
-    return n;
-  }
-};
-
-class TcpConn {
+// The Stream (stream.h) over a connected TCP or unix socket.
+class TcpConn final : public Stream {
  public:
-  struct Callbacks {
-    // New bytes in [data, data+len): return how many were consumed (the rest is kept).
-    SmallFunction<size_t(const uint8_t* data, size_t len)> on_data;
-    // The connection failed or the peer closed it (kConnReset / kShutdown / errno). Called once.
-    SmallFunction<void(Errc)> on_error;
-  };
+  using Callbacks = Stream::Callbacks;
 
   // Adopts a connected socket on the calling reactor.
-  TcpConn(int fd, size_t recv_buffer_size, Callbacks cb);
-  ~TcpConn();
+  TcpConn(int fd, size_t recv_buffer_size, Callbacks cb = {});
+  ~TcpConn() override;
   TcpConn(const TcpConn&) = delete;
   TcpConn& operator=(const TcpConn&) = delete;
 
-  // Begins receiving.
-  void start();
-
-  // Reads exactly `len` bytes into `iov` (taking buffered bytes first); `done` runs when they are all
-  // there (or with an error). While it is pending, on_data is not called.
-  void recv_into(const iovec* iov, int iovcnt, size_t len, SmallFunction<void(Errc)> done);
-
-  // Asks for on_data to be offered the buffered bytes again (after it returned 0 for lack of a resource
-  // that is now available). Runs from the loop.
-  void resume();
+  void set_callbacks(Callbacks cb) override { cb_ = std::move(cb); }
+  void start() override;
+  void recv_into(const iovec* iov, int iovcnt, size_t len, SmallFunction<void(Errc)> done) override;
+  void resume() override;
 
   // Off by default: a receive buffer full of bytes on_data does not consume fails the connection (the
   // owner should have used recv_into). On: receiving pauses instead — the kernel's socket buffer and TCP
@@ -83,15 +60,15 @@ class TcpConn {
   void set_backpressure(bool on) { backpressure_ = on; }
 
   // Queues an item; everything queued in this loop turn leaves in one sendmsg.
-  void send(SendItem* item);
+  void send(SendItem* item) override;
 
   // Stops I/O, cancels what is in flight, and closes the socket; `on_closed` runs once nothing of this
   // connection is in the ring any more (then it may be destroyed). Items still queued complete with
   // an error first.
-  void close(SmallFunction<void()> on_closed);
+  void close(SmallFunction<void()> on_closed) override;
 
-  bool closing() const { return closing_; }
-  const std::string& peer() const { return peer_; }
+  bool closing() const override { return closing_; }
+  const std::string& peer() const override { return peer_; }
   int fd() const { return fd_; }
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }

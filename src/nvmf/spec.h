@@ -193,6 +193,8 @@ inline constexpr uint8_t kHostIdInconsistentFormat = 0x18;
 inline constexpr uint8_t kKeepAliveExpired = 0x19;
 inline constexpr uint8_t kKeepAliveInvalid = 0x1A;
 inline constexpr uint8_t kAbortedPreemptAbort = 0x1B;
+inline constexpr uint8_t kNamespaceWriteProtected = 0x20;
+inline constexpr uint8_t kTransientTransportError = 0x22;  // e.g. a data digest error (NVMe/TCP)
 inline constexpr uint8_t kLbaOutOfRange = 0x80;
 inline constexpr uint8_t kCapacityExceeded = 0x81;
 inline constexpr uint8_t kNamespaceNotReady = 0x82;
@@ -209,6 +211,7 @@ inline constexpr uint8_t kConnectControllerBusy = 0x81;
 inline constexpr uint8_t kConnectInvalidParameters = 0x82;
 inline constexpr uint8_t kConnectRestartDiscovery = 0x83;
 inline constexpr uint8_t kConnectInvalidHost = 0x84;
+inline constexpr uint8_t kInvalidQueueType = 0x85;  // fabrics: Disconnect or Property Get/Set on the wrong queue
 // Media and data integrity (SCT 2)
 inline constexpr uint8_t kWriteFault = 0x80;
 inline constexpr uint8_t kUnrecoveredReadError = 0x81;

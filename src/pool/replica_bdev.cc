@@ -8,6 +8,7 @@
 #include "pool/pool.h"
 #include "pool/state.h"
 #include "reactor/reactor_set.h"
+#include "reactor/task_scope.h"
 
 namespace tern::pool {
 namespace {
@@ -15,21 +16,15 @@ namespace {
 class ReplicaBdev;
 struct ReplicaChannel;
 
-// A request on its way to the pool's device; counted in its reactor's epoch until it completes.
-struct ReplicaIo {
-  BdevIo io;
-  BdevIo* parent = nullptr;
-  ReplicaChannel* ch = nullptr;
-  uint8_t epoch = 0;
-};
-
+// A request on its way to the pool's device is a ChildIo (owner: the channel; index: the reactor's epoch
+// it counts in until it completes).
 struct ReplicaChannel final : public ChannelCtx {
   ReplicaChannel(ReplicaBdev* owner, ChannelRef base, ReplicaShared::PerReactor* pr)
       : owner(owner), base(std::move(base)), pr(pr) {}
   ReplicaBdev* owner;
   ChannelRef base;
   ReplicaShared::PerReactor* pr;
-  ObjectPool<ReplicaIo, 32> ios;
+  ChildIoPool ios;
 };
 
 constexpr uint32_t kInherited = PoolState::kInheritedBit;
@@ -39,7 +34,7 @@ class ReplicaBdev final : public Bdev {
   ReplicaBdev(BdevProps p, std::shared_ptr<BdevDesc> dev, std::shared_ptr<ReplicaShared> shared,
               uint64_t cluster_blocks, uint64_t data_off)
       : Bdev(std::move(p)), dev_(std::move(dev)), shared_(std::move(shared)), cluster_blocks_(cluster_blocks),
-        data_off_(data_off) {
+        data_off_(data_off), tasks_("replica allocation", unsigned(shared_->per_reactor.size())) {
     supported_ = bit(IoType::kReset) | bit(IoType::kRead);
     if (!shared_->read_only) {
       if (dev_->bdev().supports(IoType::kWrite)) supported_ |= bit(IoType::kWrite);
@@ -92,7 +87,7 @@ class ReplicaBdev final : public Bdev {
           forward(track(ch, io), where(e, in), IoType::kWrite);
           return;
         }
-        spawn(allocate_then_forward(track(ch, io), uint32_t(vc), in, IoType::kWrite));
+        tasks_.local().spawn(allocate_then_forward(track(ch, io), uint32_t(vc), in, IoType::kWrite));
         return;
       case IoType::kUnmap:
       case IoType::kWriteZeroes: {
@@ -103,7 +98,7 @@ class ReplicaBdev final : public Bdev {
         const bool whole = in == 0 && (io->num_blocks == cluster_blocks_ || io->offset_blocks + io->num_blocks ==
                                                                                 props().num_blocks);
         if (whole && (shared_->thin || (e & kInherited))) {
-          spawn(release(track(ch, io), uint32_t(vc)));
+          tasks_.local().spawn(release(track(ch, io), uint32_t(vc)));
           return;
         }
         if (!(e & kInherited)) {
@@ -111,7 +106,7 @@ class ReplicaBdev final : public Bdev {
           return;
         }
         // Part of an inherited cluster: copy it, then zero the part.
-        spawn(allocate_then_forward(track(ch, io), uint32_t(vc), in, IoType::kWriteZeroes));
+        tasks_.local().spawn(allocate_then_forward(track(ch, io), uint32_t(vc), in, IoType::kWriteZeroes));
         return;
       }
       default:
@@ -121,8 +116,9 @@ class ReplicaBdev final : public Bdev {
   }
 
   Task<void> shutdown() override {
+    // No channel is left, so no request: the tasks that served them have ended or are ending.
+    co_await tasks_.close(Reactor::current()->set());
     dev_.reset();
-    co_return;
   }
 
  private:
@@ -133,40 +129,32 @@ class ReplicaBdev final : public Bdev {
   }
 
   // Counts the request in this reactor's current epoch until it completes.
-  ReplicaIo* track(ReplicaChannel* ch, BdevIo* io) {
-    ReplicaIo* r = ch->ios.get();
-    r->parent = io;
-    r->ch = ch;
-    r->epoch = ch->pr->epoch;
-    ++ch->pr->inflight[r->epoch];
+  ChildIo* track(ReplicaChannel* ch, BdevIo* io) {
+    ChildIo* r = ch->ios.get(io, ch);
+    r->index = ch->pr->epoch;
+    ++ch->pr->inflight[r->index];
     return r;
   }
 
-  static void finish(ReplicaIo* r, Errc st) {
+  static void finish(ChildIo* r, Errc st) {
     BdevIo* parent = r->parent;
-    ReplicaChannel* ch = r->ch;
-    --ch->pr->inflight[r->epoch];
-    r->parent = nullptr;
+    auto* ch = static_cast<ReplicaChannel*>(r->owner);
+    --ch->pr->inflight[r->index];
     ch->ios.put(r);
     bdev_io_complete(parent, st);
   }
 
-  void forward(ReplicaIo* r, uint64_t offset, IoType type) {
-    BdevIo* io = r->parent;
-    BdevIo& c = r->io;
-    c.type = type;
-    c.offset_blocks = offset;
-    c.num_blocks = io->num_blocks;
-    c.iovs = io->iovs;
-    c.iovcnt = io->iovcnt;
-    c.done = [](BdevIo* done, void* arg) { finish(static_cast<ReplicaIo*>(arg), done->status); };
-    c.done_arg = r;
-    r->ch->base.submit(&c);
+  // Sends the request to the pool's device at `offset`, as `type`, with the caller's data and FUA.
+  void forward(ChildIo* r, uint64_t offset, IoType type) {
+    copy_request(r, *r->parent, [](BdevIo* done, void* arg) { finish(ChildIo::from(arg), done->status); });
+    r->io.type = type;
+    r->io.offset_blocks = offset;
+    static_cast<ReplicaChannel*>(r->owner)->base.submit(&r->io);
   }
 
   // A write into a cluster the object does not own: the primary allocates one (zeroed, or a copy of the
   // inherited cluster) and makes its map record durable; then the write goes to it.
-  Task<void> allocate_then_forward(ReplicaIo* r, uint32_t vc, uint64_t in, IoType type) {
+  Task<void> allocate_then_forward(ChildIo* r, uint32_t vc, uint64_t in, IoType type) {
     ReplicaShared* sh = shared_.get();
     Result<uint32_t> pc = co_await Reactor::current()->set().submit_to(0, [sh, vc]() -> Task<Result<uint32_t>> {
       if (!sh->pool) co_return Status::Errorf(Errc::kNoDev, "the replica's pool is closed");
@@ -181,7 +169,7 @@ class ReplicaBdev final : public Bdev {
 
   // Unmap or write-zeroes of a whole cluster: the pool records that it reads zeros (freeing a thin
   // object's cluster once no request can reach it).
-  Task<void> release(ReplicaIo* r, uint32_t vc) {
+  Task<void> release(ChildIo* r, uint32_t vc) {
     ReplicaShared* sh = shared_.get();
     Status s = co_await Reactor::current()->set().submit_to(0, [sh, vc]() -> Task<Status> {
       if (!sh->pool) co_return Status::Errorf(Errc::kNoDev, "the replica's pool is closed");
@@ -194,6 +182,7 @@ class ReplicaBdev final : public Bdev {
   std::shared_ptr<ReplicaShared> shared_;
   const uint64_t cluster_blocks_, data_off_;
   uint32_t supported_ = 0;
+  PerReactorScopes tasks_;  // allocations and releases on the primary, one scope per requesting reactor
 };
 
 // Runs `fn(PerReactor&, reactor id)` (a Task) on every reactor in turn.

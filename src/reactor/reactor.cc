@@ -30,7 +30,12 @@ constexpr uint64_t kMaxWakeMarginNs = 100'000;
 Reactor* Reactor::current() noexcept { return t_current; }
 
 Reactor::Reactor(ReactorSet* set, unsigned id, int cpu, const ReactorOptions& opts)
-    : set_(set), id_(id), cpu_(cpu), opts_(opts) {}
+    : set_(set),
+      id_(id),
+      cpu_(cpu),
+      opts_(opts),
+      clock_(opts.clock ? opts.clock : &MonotonicClock::instance()),
+      manual_clock_(!clock_->real()) {}
 
 Reactor::~Reactor() {
   if (thread_.joinable()) thread_.join();
@@ -136,10 +141,12 @@ void Reactor::thread_main(ReadyState* ready, bool pin) {
 
 void Reactor::loop() {
   now_ = now_ns();
+  tnow_ = manual_clock_ ? clock_->now_ns() : now_;
   last_work_ = now_;
   counters_.started_ns = now_;
   for (;;) {
     now_ = now_ns();
+    tnow_ = manual_clock_ ? clock_->now_ns() : now_;
     ++counters_.loops;
     if (exit_now_.load(std::memory_order_acquire)) break;
     bool work = drain_inbox();
@@ -158,8 +165,9 @@ void Reactor::loop() {
     }
     if (exit_now_.load(std::memory_order_acquire)) break;
     if (opts_.poll_mode == PollMode::kAdaptive && now_ - last_work_ >= opts_.idle_spin_ns) {
-      // A timer due within the learned wake-up lateness is better served by spinning.
-      if (timers_.empty() || timers_[0]->deadline_ > now_ + wake_margin_ns_) sleep();
+      // A timer due within the learned wake-up lateness is better served by spinning. (On a manual
+      // clock nothing becomes due until the clock moves, and moving it wakes us.)
+      if (manual_clock_ || timers_.empty() || timers_[0]->deadline_ > now_ + wake_margin_ns_) sleep();
     }
   }
 }
@@ -197,12 +205,12 @@ bool Reactor::flush_outbound() {
 
 bool Reactor::run_timers() {
   bool fired = false;
-  while (!timers_.empty() && timers_[0]->deadline_ <= now_) {
+  while (!timers_.empty() && timers_[0]->deadline_ <= tnow_) {
     Timer* t = timers_[0];
     if (t->period_) {
       // Re-arm from the old deadline to avoid drift, but never into the past (no bursts after a stall).
       uint64_t next = t->deadline_ + t->period_;
-      if (next <= now_) next = now_ + t->period_;
+      if (next <= tnow_) next = tnow_ + t->period_;
       t->deadline_ = next;
       t->seq_ = ++timer_seq_;
       heap_down(0);
@@ -342,7 +350,7 @@ void Reactor::sleep() {
   __kernel_timespec ts{};
   __kernel_timespec* tsp = nullptr;
   uint64_t wake_at = 0;
-  if (!timers_.empty()) {
+  if (!timers_.empty() && !manual_clock_) {
     // Ask to wake a little before the deadline — by the lateness measured on earlier sleeps — and spin
     // the rest, so timers fire on time even where waking a sleeping CPU is slow (VMs, deep C-states).
     uint64_t now = now_ns();
@@ -475,7 +483,7 @@ void Timer::cancel() {
 }
 
 void Reactor::timer_arm(Timer* t, uint64_t delay_ns, uint64_t period_ns) {
-  t->deadline_ = now_ns() + delay_ns;
+  t->deadline_ = (manual_clock_ ? clock_->now_ns() : now_ns()) + delay_ns;
   t->period_ = period_ns;
   t->seq_ = ++timer_seq_;
   if (t->armed()) {

@@ -26,6 +26,7 @@
 
 #include "common/result.h"
 #include "common/small_function.h"
+#include "reactor/clock.h"
 #include "reactor/mpsc_queue.h"
 #include "reactor/timer.h"
 
@@ -62,6 +63,9 @@ struct ReactorOptions {
   uint64_t idle_spin_ns = 20'000;
   unsigned fixed_files = 1024;              // slots in the ring's registered-file table
   uint64_t drain_timeout_ns = 10'000'000'000;  // on stop: wait this long for in-flight I/O, then cancel it
+  // The time timers, sleep_for and now() run on (clock.h); null is CLOCK_MONOTONIC. Tests pass a
+  // ManualClock to move time by hand.
+  Clock* clock = nullptr;
 };
 
 struct ReactorCounters {
@@ -89,8 +93,10 @@ class Reactor {
   int cpu() const { return cpu_; }
   ReactorSet& set() const { return *set_; }
   const ReactorOptions& options() const { return opts_; }
-  // Monotonic time read at the start of the current loop turn.
-  uint64_t now() const { return now_; }
+  // The reactor clock's time (clock.h) at the start of the current loop turn: what timers and
+  // timeouts are measured against.
+  uint64_t now() const { return tnow_; }
+  Clock& clock() const { return *clock_; }
 
   // --- ring ---
   // A free SQE; when the SQ is full the pending entries are submitted first. Never returns null.
@@ -214,7 +220,10 @@ class Reactor {
   uint64_t wake_buf_ = 0;
   bool wake_armed_ = false;
   uint64_t inflight_ = 0;
-  uint64_t now_ = 0;
+  uint64_t now_ = 0;   // real monotonic time at the start of the turn (spinning and sleeping decisions)
+  uint64_t tnow_ = 0;  // the clock's time at the start of the turn (timers): now_ unless the clock is manual
+  Clock* clock_;
+  bool manual_clock_;
   uint64_t last_work_ = 0;
   uint64_t wake_margin_ns_ = 0;  // how late timed sleeps wake up, learned; timers are woken for this early
   std::thread thread_;

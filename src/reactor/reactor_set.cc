@@ -124,7 +124,16 @@ Result<std::unique_ptr<ReactorSet>> ReactorSet::Start(const ReactorSetOptions& o
     set->stop();
     return first_error;
   }
+  if (opts.reactor.clock) opts.reactor.clock->attach(set.get());
   return set;
+}
+
+void ManualClock::advance(uint64_t ns) {
+  now_.fetch_add(ns, std::memory_order_acq_rel);
+  // Each reactor reads the clock at its next turn; a message gets a sleeping one there.
+  if (ReactorSet* set = set_.load(std::memory_order_acquire)) {
+    for (unsigned r = 0; r < set->size(); ++r) set->post(r, [] {});
+  }
 }
 
 ReactorSet::~ReactorSet() { stop(); }
@@ -168,6 +177,7 @@ void ReactorSet::probe(Reactor& r, SmallFunction<void()> fn) {
 
 void ReactorSet::stop() {
   if (stopped_.exchange(true, std::memory_order_seq_cst)) return;
+  if (opts_.reactor.clock) opts_.reactor.clock->detach(this);
   while (foreign_posts_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
   for (auto& r : reactors_) r->stop_requested_.store(true, std::memory_order_release);
 

@@ -3,7 +3,7 @@
 //   Task<Result<Bdev*>> open_it(...) { auto r = co_await something(); ...; co_return value; }
 //
 // Rules (docs/design/reactor.md has the reasoning):
-//  - A Task is lazy: it starts when awaited, or when handed to spawn(). Its frame comes from the
+//  - A Task is lazy: it starts when awaited, or when handed to a TaskScope (task_scope.h). Its frame comes from the
 //    per-thread frame pool, so steady-state coroutines do not touch the heap.
 //  - A coroutine runs on the reactor that resumed it; nothing resumes it on another thread unless it
 //    asks to move (ReactorSet::submit_to runs a function elsewhere and resumes the caller back home).
@@ -158,7 +158,10 @@ template <typename F>
 using awaited_result_t = typename detail::unwrap_task<std::invoke_result_t<F>>::type;
 
 // Starts `t` now on the calling thread; it runs until its first suspension and finishes on whichever
-// reactor resumes it. The caller must keep everything the task references alive until it ends.
+// reactor resumes it. Nothing waits for it: the caller must keep everything the task references alive
+// until it ends. Detached work belongs in a TaskScope (task_scope.h), whose owner awaits close() before
+// it goes away; bare spawn is the exception, for plumbing whose caller awaits the task's end some other
+// way (ReactorSet::submit_to and run_sync resume their caller from the task's last step).
 inline void spawn(Task<void> t) {
   [](Task<void> inner) -> detail::Detached { co_await inner; }(std::move(t));
 }

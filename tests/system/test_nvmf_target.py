@@ -10,6 +10,7 @@ import pytest
 
 import nvme_tcp as nt
 from nvme_tcp import Association, Host, TermReq, new_queue, sqe
+from conftest import make_file
 from nvmf_target import config, subsystem
 
 NQN = "nqn.2024-01.io.tern:shared"
@@ -460,6 +461,31 @@ def test_shutdown_notification_completes(tgt):
         csts = nt.wait_until("CSTS.SHST = 10b", lambda: (lambda v: v if (v >> 2) & 3 == 2 else 0)(
             h.prop_get(nt.PROP_CSTS)[1]), timeout=15)
         assert csts & 1  # still ready: shutdown does not clear RDY
+
+
+def test_shutdown_then_disconnect_during_a_slow_flush(nvmf_target, scratch):
+    """A host sets CC.SHN and drops the connection at once while the shutdown flush is still on a slow
+    device: the controller goes away with its last queue, the flush finishes later, and nothing touches
+    the controller after it is gone (ASan would report a use after free; the target must keep serving
+    and stop cleanly)."""
+    img = make_file(scratch / "slow.img", 4 << 20)
+    t = nvmf_target(config(devices=[f"uring://{img}", f"delay:///slow?base={img}&other_us=600000"],
+                           subsystems=[subsystem(NQN, ["slow"])]))
+    for _ in range(2):
+        h = admin(t)
+        cc = h.prop_get(nt.PROP_CC)[1]
+        assert h.prop_set(nt.PROP_CC, cc | (1 << 14)).ok  # SHN = 01b: the flush starts
+        h.close()
+    t.wait_for("controllers gone", lambda: not t.controllers(NQN), timeout=15)
+    t.wait_for("both shutdown flushes done", lambda: t.ctl("stats")["devices"]["slow"]["flushes"] >= 2, timeout=15)
+    assert_target_serves_nqn(t, NQN)
+    t.check_log()
+
+
+def assert_target_serves_nqn(t, nqn):
+    with new_queue(t.port, nqn) as h:
+        c, _ = h.identify(1)
+        assert c.ok, c
 
 
 def test_controller_reset_closes_io_queues(tgt):

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/units.h"
 #include "reactor/reactor_set.h"
+#include "reactor/task_scope.h"
 
 namespace tern::ioperf {
 
@@ -75,6 +76,7 @@ struct CoreJob {
   std::optional<std::string> first_error;
   uint64_t t_start = 0, t_end = 0, cpu_start = 0, cpu_end = 0, sleeps_start = 0, sleeps_end = 0;
   std::counting_semaphore<>* done_sem = nullptr;
+  TaskScope workers{"ioperf workers"};  // the queue-depth coroutines of this core
 
   uint64_t next_rand() {
     rng ^= rng << 13;
@@ -244,7 +246,12 @@ Result<JobResult> run_job(const JobSpec& spec) {
   // Everything below must be undone on every exit path: the reactors must not be stopped with devices open.
   auto teardown = [&](std::vector<CoreJob>* jobs) {
     if (jobs) {
-      for (unsigned i = 0; i < jobs->size(); ++i) set->run_sync(i, [&, i] { (*jobs)[i].ch.reset(); });
+      for (unsigned i = 0; i < jobs->size(); ++i) {
+        set->run_sync(i, [&, i]() -> Task<void> {
+          co_await (*jobs)[i].workers.close();  // every worker has signalled its exit; let its frame end
+          (*jobs)[i].ch.reset();
+        });
+      }
     }
     set->run_sync(0, [&]() -> Task<void> {
       desc.reset();
@@ -376,7 +383,7 @@ Result<JobResult> run_job(const JobSpec& spec) {
         } else if (j.spec->ramp_ns == 0) {
           j.start_measuring();
         }
-        for (unsigned q = 0; q < j.spec->qd; ++q) spawn(verifier ? run_verifier(j, q) : run_worker(j, q));
+        for (unsigned q = 0; q < j.spec->qd; ++q) j.workers.spawn(verifier ? run_verifier(j, q) : run_worker(j, q));
       });
     }
   };

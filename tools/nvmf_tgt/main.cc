@@ -196,9 +196,18 @@ Task<json> control(nvmf::Target& t, BdevRegistry& reg, nbd::Server* nbds, const 
       out[b->name()] = {{"reads", s.of(IoType::kRead).ops},      {"writes", s.of(IoType::kWrite).ops},
                         {"read_bytes", s.of(IoType::kRead).bytes}, {"write_bytes", s.of(IoType::kWrite).bytes},
                         {"flushes", s.of(IoType::kFlush).ops},   {"unmaps", s.of(IoType::kUnmap).ops},
-                        {"write_zeroes", s.of(IoType::kWriteZeroes).ops}, {"errors", s.of(IoType::kRead).errors + s.of(IoType::kWrite).errors}};
+                        {"write_zeroes", s.of(IoType::kWriteZeroes).ops}, {"errors", s.of(IoType::kRead).errors + s.of(IoType::kWrite).errors},
+                        {"fua_writes", s.of(IoType::kWrite).fua + s.of(IoType::kWriteZeroes).fua}};
     }
-    co_return json{{"ok", true}, {"devices", out}};
+    nvmf::TargetStats ts = co_await t.stats();
+    json now = json::object(), entered = json::object();
+    for (size_t i = 0; i < nvmf::TcpReq::kStateCount; ++i) {
+      const char* name = nvmf::TcpReq::state_name(nvmf::TcpReq::State(i));
+      now[name] = ts.in_state[i];
+      entered[name] = ts.entered[i];
+    }
+    json target = {{"qpairs", ts.qpairs}, {"commands", ts.commands}, {"requests", now}, {"entered", entered}};
+    co_return json{{"ok", true}, {"devices", out}, {"target", target}};
   }
   co_return fail(Status::Errorf(Errc::kInval, "unknown op '{}'", op));
 }

@@ -331,7 +331,7 @@ Task<HostQpair::Reply> HostQpair::command(Sqe sqe, std::vector<uint8_t> data_out
   }
   c->iov = &iov;
   c->iovcnt = c->data_len ? 1 : 0;
-  c->deadline_ns = now_ns() + timeout_ns;
+  c->deadline_ns = Reactor::current()->now() + timeout_ns;  // the reactor clock, as expired() is asked
   HostQpair* self = this;
   bool timed_out = false;
   Timer t([self, &timed_out] {

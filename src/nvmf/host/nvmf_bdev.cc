@@ -12,6 +12,7 @@
 #include "nvmf/host/admin_client.h"
 #include "nvmf/host/host_qpair.h"
 #include "reactor/reactor_set.h"
+#include "reactor/task_scope.h"
 
 namespace tern::nvmf {
 
@@ -51,6 +52,7 @@ struct Options {
 };
 
 constexpr uint64_t kAbortGraceNs = 1'000'000'000ull;
+constexpr uint32_t kFuaBit = 1u << 30;  // Write / Write Zeroes CDW12: Force Unit Access
 constexpr uint64_t kTimeoutScanNs = 100'000'000ull;
 
 class NvmfBdev;
@@ -127,7 +129,7 @@ class NvmfBdev final : public Bdev {
     reconnect_timer_.cancel();
     // A reconnect in progress owns the queues until it notices removing_ (within one back-off slice or
     // one connect attempt); closing them under it would race with its own teardown and bring-up.
-    while (reconnecting_) co_await Reactor::sleep_for(1'000'000);
+    co_await reconnect_.close();
     for (unsigned r = 0; r < queues_.size(); ++r) {
       co_await set_.submit_to(r, [this, r]() -> Task<void> { co_await close_queue(queues_[r]); });
     }
@@ -139,14 +141,11 @@ class NvmfBdev final : public Bdev {
     }
     // Aborts and keep-alives in flight were failed by the close; wait until their tasks have ended so
     // none resumes into a destroyed device (or is left suspended when the reactors stop).
-    while (background_ > 0) co_await Reactor::sleep_for(100'000);
+    co_await background_.close();
   }
 
   // Primary reactor: starts a task that references this device; shutdown waits for it to end.
-  void spawn_background(Task<void> t) {
-    ++background_;
-    spawn_then(std::move(t), [this] { --background_; });
-  }
+  void spawn_background(Task<void> t) { background_.spawn(std::move(t)); }
 
   // After creation: I/O queues on each reactor, keep-alive.
   Task<Status> start_queues(uint32_t count) {
@@ -182,6 +181,7 @@ class NvmfBdev final : public Bdev {
         s.cdw10 = uint32_t(lba);
         s.cdw11 = uint32_t(lba >> 32);
         s.cdw12 = uint32_t(io->num_blocks - 1);
+        if (io->type == IoType::kWrite && io->fua) s.cdw12 = uint32_t(s.cdw12) | kFuaBit;
         c->iov = io->iovs;
         c->iovcnt = io->iovcnt;
         c->data_len = uint32_t(io->num_blocks * props_.block_size);
@@ -194,7 +194,7 @@ class NvmfBdev final : public Bdev {
         s.opc = opc::kWriteZeroes;
         s.cdw10 = uint32_t(lba);
         s.cdw11 = uint32_t(lba >> 32);
-        s.cdw12 = uint32_t(io->num_blocks - 1);
+        s.cdw12 = uint32_t(io->num_blocks - 1) | (io->fua ? kFuaBit : 0);
         break;
       case IoType::kUnmap: {
         s.opc = opc::kDatasetManagement;
@@ -298,7 +298,7 @@ class NvmfBdev final : public Bdev {
   void scan_timeouts(unsigned r) {
     IoQueue& q = queues_[r];
     if (!q.qp || q.qp->failed()) return;
-    const uint64_t now = now_ns();
+    const uint64_t now = Reactor::current()->now();  // the reactor's clock: deadlines were set on it
     // A command past its deadline first gets an Abort; if it is still there a grace period later, the
     // controller is reset (fresh connections: no late data can land in buffers we already gave back).
     for (HostCmd* c : q.qp->expired(now)) {
@@ -350,11 +350,11 @@ class NvmfBdev final : public Bdev {
   void controller_failed(const char* what, Errc e) {
     if (removing_ || resetting_) return;
     resetting_ = true;
-    if (lost_since_ns_ == 0) lost_since_ns_ = now_ns();
+    if (lost_since_ns_ == 0) lost_since_ns_ = Reactor::current()->now();
     TLOG_WARN("nvmf", "device '{}': {} failed ({}); resetting the controller", name(), what, errc_name(e));
     keep_alive_.cancel();
-    reconnecting_ = true;
-    spawn_then(reconnect_loop(), [this] { reconnecting_ = false; });
+    raise_event(BdevEvent::kReconnecting);
+    reconnect_.spawn(reconnect_loop());
   }
 
   Task<void> reconnect_loop() {
@@ -369,12 +369,14 @@ class NvmfBdev final : public Bdev {
     }
     uint64_t delay = opts_.reconnect_delay_ns;
     while (!removing_) {
-      if (now_ns() - lost_since_ns_ >= opts_.ctrl_loss_ns) {
+      if (Reactor::current()->now() - lost_since_ns_ >= opts_.ctrl_loss_ns) {
         TLOG_ERROR("nvmf", "device '{}': no controller for {} s (ctrl_loss_tmo); removing the device", name(),
                    opts_.ctrl_loss_ns / 1'000'000'000ull);
         std::string n = name();
         BdevRegistry* reg = &registry_;
-        spawn([](BdevRegistry* reg2, std::string nm) -> Task<void> {
+        // The removal waits for this device's shutdown, which waits for this loop: it runs in the
+        // registry's scope, not ours.
+        reg->tasks().spawn([](BdevRegistry* reg2, std::string nm) -> Task<void> {
           Status st = co_await reg2->destroy(nm, true);
           if (!st.ok()) TLOG_WARN("nvmf", "removing '{}': {}", nm, st);
         }(reg, n));
@@ -391,6 +393,7 @@ class NvmfBdev final : public Bdev {
         TLOG_INFO("nvmf", "device '{}': controller reconnected (cntlid {})", name(), admin_cntlid_);
         resetting_ = false;
         lost_since_ns_ = 0;
+        raise_event(BdevEvent::kReconnected);
         co_return;
       }
       TLOG_WARN("nvmf", "device '{}': reconnect failed: {}", name(), st);
@@ -414,8 +417,8 @@ class NvmfBdev final : public Bdev {
   Timer reconnect_timer_;
   bool removing_ = false;
   bool resetting_ = false;
-  bool reconnecting_ = false;  // reconnect_loop is running
-  unsigned background_ = 0;    // spawn_background tasks not yet ended
+  TaskScope reconnect_{"nvmf reconnect"};        // the reconnect loop, while it runs
+  TaskScope background_{"nvmf admin commands"};  // keep-alives and aborts in flight
   uint64_t lost_since_ns_ = 0;
 };
 

@@ -167,9 +167,15 @@ void Controller::detach(TcpQpair* qp) {
     csts_ &= ~kCstsRdy;
   }
   if (found) set.post(reactor, [qp] { qp->controller_detached(); });
-  if (admin_detached_ && io_qpairs_.empty()) {
-    TLOG_INFO("nvmf", "controller {} of '{}' (host {}) is gone", cntlid_, subsys_.nqn(), hostnqn_);
-    delete this;
+  if (admin_detached_ && io_qpairs_.empty() && !destroying_) {
+    // The association is over; work it started (a shutdown flush) may still be running: the controller
+    // goes once that has ended.
+    destroying_ = true;
+    target_.controller_teardowns().spawn([](Controller* c) -> Task<void> {
+      co_await c->scope_.close();
+      TLOG_INFO("nvmf", "controller {} of '{}' (host {}) is gone", c->cntlid_, c->subsys_.nqn(), c->hostnqn_);
+      delete c;
+    }(this));
   }
 }
 
@@ -330,16 +336,20 @@ AdminResult Controller::property_set(const PropertyCmd& c) {
   const uint32_t shn = (v >> kCcShnShift) & 3;
   if (shn && !((old >> kCcShnShift) & 3)) {
     csts_ = (csts_ & ~(3u << kCstsShstShift)) | (1u << kCstsShstShift);  // shutdown in progress
-    spawn(shutdown_flush());
+    scope_.spawn(shutdown_flush());
   }
   return ok_result();
 }
 
 Task<void> Controller::shutdown_flush() {
-  // Make written data durable before reporting the shutdown complete.
-  for (auto& [nsid, ns] : subsys_.namespaces()) {
-    if (!ns.desc->bdev().props().write_cache) continue;
-    auto ch = ChannelRef::Get(*ns.desc);
+  // Make written data durable before reporting the shutdown complete. Namespaces may come and go while
+  // a flush is out: look each one up again after every wait.
+  std::vector<uint32_t> nsids;
+  for (auto& [nsid, ns] : subsys_.namespaces()) nsids.push_back(nsid);
+  for (uint32_t nsid : nsids) {
+    Subsystem::Namespace* ns = subsys_.ns(nsid);
+    if (!ns || !ns->desc->bdev().props().write_cache) continue;
+    auto ch = ChannelRef::Get(*ns->desc);
     if (!ch.ok()) continue;
     Errc e = co_await ch->flush();
     if (e != Errc::kOk) TLOG_WARN("nvmf", "controller {}: flush of namespace {} at shutdown failed: {}", cntlid_, nsid, errc_name(e));

@@ -2,7 +2,8 @@
 //
 // Threads: lives on the primary reactor. Its queue pairs live wherever their connections landed; they
 // reach the controller by message (admin commands, attach/detach) and the controller reaches them the
-// same way (AER completions, teardown). A controller is destroyed only after every queue pair detached.
+// same way (AER completions, teardown). A controller is destroyed only after every queue pair detached
+// and the work it started (a shutdown flush) has ended: its TaskScope.
 #pragma once
 
 #include <array>
@@ -16,6 +17,7 @@
 #include "nvmf/spec.h"
 #include "nvmf/target/subsystem.h"
 #include "reactor/task.h"
+#include "reactor/task_scope.h"
 #include "reactor/timer.h"
 
 namespace tern::nvmf {
@@ -150,6 +152,10 @@ class Controller {
   Timer kato_timer_;
   bool closing_ = false;
   bool admin_detached_ = false;
+  bool destroying_ = false;
+  // Work the controller started that outlives a command (the shutdown flush); it is destroyed only after
+  // this is empty.
+  TaskScope scope_{"nvmf controller"};
 };
 
 }  // namespace tern::nvmf

@@ -37,7 +37,10 @@ Result<AnaState> parse_ana_state(std::string_view s) {
 }
 
 Target::Target(ReactorSet& reactors, BdevRegistry& devices, TargetOptions opts)
-    : reactors_(reactors), devices_(devices), opts_(std::move(opts)) {
+    : reactors_(reactors),
+      devices_(devices),
+      opts_(std::move(opts)),
+      qpair_teardowns_("nvmf queue pair teardown", reactors.size()) {
   slices_.resize(reactors_.size());
   for (auto& s : slices_) {
     s.small = std::make_unique<net::BufferPool>(8192, opts_.small_buffers_per_reactor);
@@ -119,12 +122,35 @@ void Target::on_accept(const ListenAddr& local_in, int fd) {
                                                 : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   }
   unsigned reactor = opts_.io_reactors[next_reactor_++ % opts_.io_reactors.size()];
-  uint64_t id = next_qpair_id();
-  reactors_.post(reactor, [this, fd, local, id, reactor] {
-    auto* qp = new TcpQpair(*this, fd, local, id);
-    slices_[reactor].qpairs.push_back(qp);
-    qp->start();
+  reactors_.post(reactor, [this, fd, local] {
+    adopt(std::make_unique<net::TcpConn>(fd, TcpQpair::kRecvBufferSize), local);
   });
+}
+
+void Target::adopt(std::unique_ptr<net::Stream> stream, const ListenAddr& local) {
+  const unsigned reactor = Reactor::current()->id();
+  auto* qp = new TcpQpair(*this, std::move(stream), local, ++qpair_ids_);
+  slices_[reactor].qpairs.push_back(qp);
+  qp->start();
+}
+
+Task<TargetStats> Target::stats() {
+  TargetStats t;
+  for (unsigned r = 0; r < reactors_.size(); ++r) {
+    TargetStats* out = &t;
+    co_await reactors_.submit_to(r, [this, r, out] {
+      for (TcpQpair* qp : slices_[r].qpairs) {
+        const TcpQpairStats& q = qp->stats();
+        ++out->qpairs;
+        out->commands += q.commands;
+        for (size_t i = 0; i < TcpReq::kStateCount; ++i) {
+          out->in_state[i] += q.in_state[i];
+          out->entered[i] += q.entered[i];
+        }
+      }
+    });
+  }
+  co_return t;
 }
 
 Task<Status> Target::stop_listening(std::string host, uint16_t port) {
@@ -461,6 +487,8 @@ Task<void> Target::shutdown() {
   for (auto& n : names) {
     if (Status st = co_await delete_subsystem(n); !st.ok()) TLOG_WARN("nvmf", "shutdown: {}", st.ToString());
   }
+  co_await qpair_teardowns_.close(reactors_);
+  co_await controller_teardowns_.close();
 }
 
 }  // namespace tern::nvmf

@@ -20,7 +20,9 @@
 #include "net/socket.h"
 #include "nvmf/target/controller.h"
 #include "nvmf/target/subsystem.h"
+#include "nvmf/target/tcp_qpair.h"
 #include "reactor/reactor_set.h"
+#include "reactor/task_scope.h"
 
 namespace tern::nvmf {
 
@@ -58,6 +60,15 @@ struct ReactorSlice {
   std::unique_ptr<net::BufferPool> small;
   std::unique_ptr<net::BufferPool> large;
   std::vector<TcpQpair*> qpairs;
+};
+
+// Requests of every queue pair by state (TcpReq::State order: free, new, need_buffer, await_data,
+// executing, await_admin, parked_aer, sending): how many are there now, and how many entered it so far.
+struct TargetStats {
+  uint64_t qpairs = 0;
+  uint64_t commands = 0;
+  std::array<uint64_t, TcpReq::kStateCount> in_state{};
+  std::array<uint64_t, TcpReq::kStateCount> entered{};
 };
 
 struct ControllerInfo {
@@ -130,6 +141,14 @@ class Target {
   // Closes every connection and listener; waits for them. Devices stay open until namespaces go.
   Task<void> shutdown();
 
+  // Serves a connection that arrived some other way than our listeners (a unit test's MemoryStream):
+  // a queue pair on the calling reactor, which must be one of the target's. `local` is the address the
+  // host reached (for ANA and the per-listener access rules).
+  void adopt(std::unique_ptr<net::Stream> stream, const ListenAddr& local);
+
+  // Request states summed over every queue pair (visits each reactor).
+  Task<TargetStats> stats();
+
   // --- internal: used by controllers and queue pairs ---
   // A Connect command (primary reactor).
   ConnectResult connect(const nvme::ConnectCmd& cmd, const nvme::ConnectData& data, const ListenAddr& local,
@@ -147,7 +166,10 @@ class Target {
   // Tells every controller of `s` that namespace `nsid` changed (changed-namespace log + event).
   void namespace_changed(Subsystem& s, uint32_t nsid);
   void ana_changed(Subsystem& s);
-  uint64_t next_qpair_id() { return ++qpair_ids_; }
+  // Where the teardowns of queue pairs (one scope per reactor) and of controllers (the primary's) run;
+  // shutdown waits for both.
+  TaskScope& teardowns(unsigned reactor) { return qpair_teardowns_.on(reactor); }
+  TaskScope& controller_teardowns() { return controller_teardowns_; }
 
  private:
   void on_accept(const ListenAddr& local, int fd);
@@ -165,8 +187,10 @@ class Target {
   std::vector<Controller*> controllers_;
   uint64_t discovery_genctr_ = 1;
   unsigned next_reactor_ = 0;
-  uint64_t qpair_ids_ = 0;
+  std::atomic<uint64_t> qpair_ids_{0};  // any reactor takes one when it adopts a connection
   bool shutting_down_ = false;
+  PerReactorScopes qpair_teardowns_;
+  TaskScope controller_teardowns_{"nvmf controller teardown"};
 };
 
 // NQN syntax as the target accepts it (length, 'nqn.' prefix, no whitespace); the error names the NQN.

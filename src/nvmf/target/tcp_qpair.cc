@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "common/check.h"
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "nvmf/target/target.h"
@@ -14,10 +15,8 @@ using namespace tern::nvme::tcp;
 
 namespace {
 
-constexpr size_t kRecvBufferSize = 128 * 1024;
 constexpr size_t kSmallBuffer = 8192;
 const uint8_t kZeros[128] = {};
-constexpr uint8_t kInvalidQueueType = 0x85;  // fabrics command status (SCT 1)
 
 
 // Device result to NVMe status.
@@ -30,7 +29,7 @@ CmdStatus status_from_errc(Errc e, IoType t) {
       return t == IoType::kRead ? CmdStatus::Media(sc::kUnrecoveredReadError) : CmdStatus::Media(sc::kWriteFault);
     case Errc::kNoDev:
     case Errc::kBusy: return CmdStatus::Generic(sc::kNamespaceNotReady, false);
-    case Errc::kPerm: return CmdStatus::Generic(0x20);  // namespace is write protected
+    case Errc::kPerm: return CmdStatus::Generic(sc::kNamespaceWriteProtected);
     case Errc::kTimedOut:
     case Errc::kCanceled: return CmdStatus::Generic(sc::kAbortRequested, false);
     case Errc::kNotSup: return CmdStatus::Generic(sc::kInvalidOpcode);
@@ -50,15 +49,15 @@ bool is_c2h_opcode(const Sqe& s) {
 
 }  // namespace
 
-TcpQpair::TcpQpair(Target& target, int fd, ListenAddr local, uint64_t id)
-    : target_(target), id_(id), local_(std::move(local)), reactor_(*Reactor::current()) {
-  net::TcpConn::Callbacks cb;
+TcpQpair::TcpQpair(Target& target, std::unique_ptr<net::Stream> stream, ListenAddr local, uint64_t id)
+    : target_(target), id_(id), local_(std::move(local)), reactor_(*Reactor::current()), conn_(std::move(stream)) {
+  net::Stream::Callbacks cb;
   cb.on_data = [this](const uint8_t* p, size_t n) { return on_data(p, n); };
   cb.on_error = [this](Errc e) {
     if (e != Errc::kConnReset) TLOG_DEBUG("nvmf", "qpair {}: connection error {}", id_, errc_name(e));
     close("connection closed");
   };
-  conn_ = std::make_unique<net::TcpConn>(fd, kRecvBufferSize, std::move(cb));
+  conn_->set_callbacks(std::move(cb));
   const TargetOptions& o = target_.options();
   // A full queue of commands, plus as many whose completions are still being sent (their identifiers
   // are already free for the host to reuse), plus a Connect on a full queue.
@@ -77,6 +76,7 @@ TcpQpair::TcpQpair(Target& target, int fd, ListenAddr local, uint64_t id)
     free_reqs_.push_back(r.get());
     reqs_.push_back(std::move(r));
   }
+  stats_.in_state[size_t(TcpReq::State::kFree)] = uint32_t(n);
   buf_waiter_.wake = [this] { on_buffers_available(); };
   term_item_.done = [](net::SendItem*, Errc) {};
   icresp_item_.done = [](net::SendItem*, Errc) {};
@@ -84,6 +84,63 @@ TcpQpair::TcpQpair(Target& target, int fd, ListenAddr local, uint64_t id)
 
 TcpQpair::~TcpQpair() {
   if (waiting_on_) waiting_on_->cancel(&buf_waiter_);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Request states
+
+bool TcpReq::legal(State from, State to) {
+  using S = State;
+  auto bit = [](S s) { return 1u << unsigned(s); };
+  uint32_t allowed = 0;
+  switch (from) {
+    case S::kFree: allowed = bit(S::kNew); break;
+    case S::kNew:
+    case S::kNeedBuffer:
+      allowed = bit(S::kNeedBuffer) | bit(S::kAwaitData) | bit(S::kExecuting) | bit(S::kAwaitAdmin) | bit(S::kSending) |
+                bit(S::kFree);
+      break;
+    case S::kAwaitData: allowed = bit(S::kExecuting) | bit(S::kAwaitAdmin) | bit(S::kSending) | bit(S::kFree); break;
+    case S::kExecuting: allowed = bit(S::kExecuting) | bit(S::kSending) | bit(S::kFree); break;
+    case S::kAwaitAdmin: allowed = bit(S::kParkedAer) | bit(S::kSending) | bit(S::kFree); break;
+    case S::kParkedAer: allowed = bit(S::kSending) | bit(S::kFree); break;
+    case S::kSending: allowed = bit(S::kFree); break;
+  }
+  // A request never waits for a buffer twice in a row, and never goes back to its first step.
+  if (from == S::kNeedBuffer) allowed &= ~bit(S::kNeedBuffer);
+  return allowed & bit(to);
+}
+
+const char* TcpReq::state_name(State s) {
+  switch (s) {
+    case State::kFree: return "free";
+    case State::kNew: return "new";
+    case State::kNeedBuffer: return "need_buffer";
+    case State::kAwaitData: return "await_data";
+    case State::kExecuting: return "executing";
+    case State::kAwaitAdmin: return "await_admin";
+    case State::kParkedAer: return "parked_aer";
+    case State::kSending: return "sending";
+  }
+  return "?";
+}
+
+const char* TcpReq::step_name(Step s) {
+  switch (s) {
+    case Step::kSingle: return "single";
+    case Step::kCompareRead: return "compare_read";
+    case Step::kDsmRange: return "dsm_range";
+  }
+  return "?";
+}
+
+void TcpQpair::set_state(TcpReq* r, TcpReq::State to) {
+  TERN_CHECK(TcpReq::legal(r->state, to), "qpair {}: request {} (cid {}) may not go from {} to {}", id_, r->idx, r->cid,
+             TcpReq::state_name(r->state), TcpReq::state_name(to));
+  --stats_.in_state[size_t(r->state)];
+  ++stats_.in_state[size_t(to)];
+  ++stats_.entered[size_t(to)];
+  r->state = to;
 }
 
 void TcpQpair::start() { conn_->start(); }
@@ -259,9 +316,6 @@ size_t TcpQpair::handle_capsule(const uint8_t* p, size_t n, size_t hdr_total) {
     }
     std::memcpy(icd_buf, p + icd_off, icd_len);
   }
-  if (!connecting_ && !ctrl_ && sqe.opc != opc::kFabrics) {
-    // Anything but a fabrics command before Connect: answered, not fatal.
-  }
   TcpReq* r = alloc_req(sqe.cid);
   if (!r) {
     if (icd_buf) icd_pool->put(icd_buf);
@@ -292,7 +346,7 @@ size_t TcpQpair::handle_capsule(const uint8_t* p, size_t n, size_t hdr_total) {
   } else if (icd_len && r->status.ok()) {
     r->status = CmdStatus::Generic(sc::kInvalidField);  // data in the capsule of a command that takes none
   }
-  if (bad_digest && r->status.ok()) r->status = CmdStatus::Generic(0x22, false);  // transient transport error
+  if (bad_digest && r->status.ok()) r->status = CmdStatus::Generic(sc::kTransientTransportError, false);
   start_request(r);
   return plen;
 }
@@ -345,7 +399,9 @@ void TcpQpair::on_h2c_received(TcpReq* r, uint32_t datal, bool last, Errc e) {
   if (ddgst_) {
     uint32_t got;
     std::memcpy(&got, r->ddgst_rx, 4);
-    if (le32toh(got) != crc32c(r->buf + datao, datal) && r->status.ok()) r->status = CmdStatus::Generic(0x22, false);
+    if (le32toh(got) != crc32c(r->buf + datao, datal) && r->status.ok()) {
+      r->status = CmdStatus::Generic(sc::kTransientTransportError, false);
+    }
   }
   r->h2c_received += datal;
   if (r->h2c_received < r->data_len) {
@@ -387,9 +443,12 @@ void TcpQpair::fatal(Fes fes, uint32_t fei, const uint8_t* hdr, size_t hdr_len) 
 
 TcpReq* TcpQpair::alloc_req(uint16_t cid) {
   if (free_reqs_.empty()) return nullptr;
+  // A request in use is work of the queue pair: teardown waits for it to be free again.
+  TERN_CHECK(scope_.enter(), "qpair {}: a command arrived after teardown began", id_);
   TcpReq* r = free_reqs_.back();
   free_reqs_.pop_back();
-  r->state = TcpReq::State::kSending;  // placeholder until start_request decides
+  set_state(r, TcpReq::State::kNew);
+  r->step = TcpReq::Step::kSingle;
   r->cid = cid;
   r->data_len = 0;
   r->h2c = false;
@@ -400,7 +459,7 @@ TcpReq* TcpQpair::alloc_req(uint16_t cid) {
   r->status = CmdStatus::Ok();
   r->dw0 = r->dw1 = 0;
   r->ch = nullptr;
-  r->step = 0;
+  r->range_next = 0;
   r->aux = nullptr;
   r->aux_pool = nullptr;
   r->sends = 0;
@@ -428,7 +487,7 @@ bool TcpQpair::get_buffer(TcpReq* r, uint32_t len) {
 }
 
 void TcpQpair::wait_for_buffer(TcpReq* r, uint32_t len) {
-  r->state = TcpReq::State::kNeedBuffer;
+  set_state(r, TcpReq::State::kNeedBuffer);
   r->next_wait = nullptr;
   if (buf_wait_tail_) buf_wait_tail_->next_wait = r; else buf_wait_head_ = r;
   buf_wait_tail_ = r;
@@ -490,7 +549,7 @@ void TcpQpair::request_data(TcpReq* r) {
 }
 
 void TcpQpair::send_r2t(TcpReq* r) {
-  r->state = TcpReq::State::kAwaitData;
+  set_state(r, TcpReq::State::kAwaitData);
   const size_t hd = hdgst_ ? kDigestLen : 0;
   std::memset(r->r2t_hdr, 0, sizeof(R2T));
   set_header(r->r2t_hdr, PduType::kR2T, hdgst_ ? kFlagHdgst : 0, sizeof(R2T), 0, uint32_t(sizeof(R2T) + hd));
@@ -541,7 +600,7 @@ void TcpQpair::execute_fabrics(TcpReq* r) {
         return;
       }
       if (qid_ != 0) {
-        r->status = CmdStatus::Specific(kInvalidQueueType);
+        r->status = CmdStatus::Specific(sc::kInvalidQueueType);
         complete(r);
         return;
       }
@@ -551,7 +610,7 @@ void TcpQpair::execute_fabrics(TcpReq* r) {
       // Disconnect deletes the I/O queue it arrives on; the admin queue is ended by closing the
       // connection, so there it is an Invalid Queue Type (NVMe Base 2.0, Disconnect command).
       if (!ctrl_ || qid_ == 0) {
-        r->status = !ctrl_ ? CmdStatus::Generic(sc::kCommandSequenceError) : CmdStatus::Specific(kInvalidQueueType);
+        r->status = !ctrl_ ? CmdStatus::Generic(sc::kCommandSequenceError) : CmdStatus::Specific(sc::kInvalidQueueType);
         complete(r);
         return;
       }
@@ -566,6 +625,15 @@ void TcpQpair::execute_fabrics(TcpReq* r) {
   }
 }
 
+template <auto Work, auto Done>
+void TcpQpair::on_primary(TcpReq* r) {
+  set_state(r, TcpReq::State::kAwaitAdmin);
+  scope_.spawn([](TcpQpair* self, TcpReq* req) -> Task<void> {
+    auto res = co_await self->target_.reactors().submit_to(0, [self, req] { return Work(self, req); });
+    Done(self, req, std::move(res));
+  }(this, r));
+}
+
 void TcpQpair::execute_connect(TcpReq* r) {
   if (ctrl_ || connecting_) {
     r->status = CmdStatus::Generic(sc::kCommandSequenceError);
@@ -578,70 +646,75 @@ void TcpQpair::execute_connect(TcpReq* r) {
     return;
   }
   connecting_ = true;
-  r->state = TcpReq::State::kAwaitAdmin;
-  ++outstanding_;
+  on_primary<&TcpQpair::connect_work, &TcpQpair::connect_done>(r);
+}
+
+// Primary reactor.
+ConnectResult TcpQpair::connect_work(TcpQpair* self, TcpReq* r) {
   ConnectCmd cmd;
   std::memcpy(&cmd, &r->sqe, sizeof(cmd));
   ConnectData data;
   std::memcpy(&data, r->buf, sizeof(data));
-  spawn([](TcpQpair* self, TcpReq* r, ConnectCmd cmd, ConnectData data) -> Task<void> {
-    Target* t = &self->target_;
-    ListenAddr local = self->local_;
-    QpairRef ref{self, self->reactor_.id(), uint16_t(cmd.qid)};
-    ConnectResult res = co_await t->reactors().submit_to(0, [t, pc = &cmd, pd = &data, pl = &local, pr = &ref]() {
-      return t->connect(*pc, *pd, *pl, *pr);
-    });
-    --self->outstanding_;
-    self->connecting_ = false;
-    r->status = res.status;
-    r->dw0 = res.dw0;
-    if (res.status.ok()) {
-      self->ctrl_ = res.ctrl;
-      if (cmd.qid != 0) self->io_ctr_ = &res.ctrl->io_counters(self->reactor_.id());
-      self->subsys_ = res.subsys;
-      self->qid_ = cmd.qid;
-      self->qsize_ = uint16_t(uint32_t(cmd.sqsize) + 1);
-      self->sqflow_disabled_ = cmd.cattr & 0x4;
-      self->cntlid_ = res.cntlid;
-      std::memcpy(self->hostid_.data(), data.hostid, 16);
-      TLOG_INFO("nvmf", "qpair {} ({}): {} queue {} connected to '{}' (controller {}, host {})", self->id_,
-                self->peer(), self->qid_ == 0 ? "admin" : "I/O", self->qid_, self->subsys_->nqn(), res.cntlid,
-                get_field(data.hostnqn, sizeof(data.hostnqn)));
-      if (self->closing_) {
-        // Closed while connecting: the controller must still learn about it.
-        self->complete(r);
-        self->maybe_finish_close();
-        co_return;
-      }
-    }
-    self->complete(r);
-    if (self->closing_) self->maybe_finish_close();
-  }(this, r, cmd, data));
+  QpairRef ref{self, self->reactor_.id(), uint16_t(cmd.qid)};
+  return self->target_.connect(cmd, data, self->local_, ref);
 }
 
-void TcpQpair::execute_admin(TcpReq* r) {
-  r->state = TcpReq::State::kAwaitAdmin;
-  ++outstanding_;
-  spawn([](TcpQpair* self, TcpReq* r) -> Task<void> {
-    AdminCommand cmd;
-    cmd.sqe = r->sqe;
-    cmd.xfer_len = r->data_len;
-    if (r->h2c && r->buf && r->data_len) cmd.data.assign(r->buf, r->buf + r->data_len);
-    Controller* c = self->ctrl_;
-    AdminResult res = co_await self->target_.reactors().submit_to(0, [c, pc = &cmd]() { return c->execute(std::move(*pc)); });
-    --self->outstanding_;
-    if (res.deferred) {
-      r->state = TcpReq::State::kParkedAer;
-      if (self->closing_) self->maybe_finish_close();
-      co_return;
-    }
-    r->status = res.status;
-    r->dw0 = res.dw0;
-    r->dw1 = res.dw1;
-    r->admin_out = std::move(res.data);
-    self->complete(r);
-    if (self->closing_) self->maybe_finish_close();
-  }(this, r));
+void TcpQpair::connect_done(TcpQpair* self, TcpReq* r, ConnectResult res) {
+  self->connecting_ = false;
+  r->status = res.status;
+  r->dw0 = res.dw0;
+  if (res.status.ok()) {
+    ConnectCmd cmd;
+    std::memcpy(&cmd, &r->sqe, sizeof(cmd));
+    ConnectData data;
+    std::memcpy(&data, r->buf, sizeof(data));
+    // Set even when the queue pair is closing meanwhile: the controller counts it, and teardown must
+    // detach from it.
+    self->ctrl_ = res.ctrl;
+    if (cmd.qid != 0) self->io_ctr_ = &res.ctrl->io_counters(self->reactor_.id());
+    self->subsys_ = res.subsys;
+    self->qid_ = cmd.qid;
+    self->qsize_ = uint16_t(uint32_t(cmd.sqsize) + 1);
+    self->sqflow_disabled_ = cmd.cattr & 0x4;
+    self->cntlid_ = res.cntlid;
+    std::memcpy(self->hostid_.data(), data.hostid, 16);
+    TLOG_INFO("nvmf", "qpair {} ({}): {} queue {} connected to '{}' (controller {}, host {})", self->id_,
+              self->peer(), self->qid_ == 0 ? "admin" : "I/O", self->qid_, self->subsys_->nqn(), res.cntlid,
+              get_field(data.hostnqn, sizeof(data.hostnqn)));
+  }
+  self->complete(r);
+}
+
+void TcpQpair::execute_admin(TcpReq* r) { on_primary<&TcpQpair::admin_work, &TcpQpair::admin_done>(r); }
+
+// Primary reactor.
+Task<AdminResult> TcpQpair::admin_work(TcpQpair* self, TcpReq* r) {
+  AdminCommand cmd;
+  cmd.sqe = r->sqe;
+  cmd.xfer_len = r->data_len;
+  if (r->h2c && r->buf && r->data_len) cmd.data.assign(r->buf, r->buf + r->data_len);
+  return self->ctrl_->execute(std::move(cmd));
+}
+
+void TcpQpair::admin_done(TcpQpair* self, TcpReq* r, AdminResult res) {
+  if (res.deferred) {
+    // An AER: the controller completes it later through complete_admin (or teardown releases it).
+    self->set_state(r, TcpReq::State::kParkedAer);
+    if (self->closing_) self->request_done(r);
+    return;
+  }
+  r->status = res.status;
+  r->dw0 = res.dw0;
+  r->dw1 = res.dw1;
+  r->admin_out = std::move(res.data);
+  self->complete(r);
+}
+
+// Primary reactor.
+AdminResult TcpQpair::reservation_work(TcpQpair* self, TcpReq* r) {
+  std::vector<uint8_t> data;
+  if (r->h2c && r->buf && r->data_len) data.assign(r->buf, r->buf + r->data_len);
+  return self->target_.reservation_command(self->subsys_, self->ctrl_, r->sqe, std::move(data), r->data_len);
 }
 
 void TcpQpair::complete_admin(uint16_t cid, AdminResult res) {
@@ -700,9 +773,11 @@ void TcpQpair::abort_device_io() {
   for (auto& up : channels_) {
     NsChannel* c = up.get();
     if (c->inflight == 0 || c->resetting) continue;
+    // The requests in flight on it keep the queue pair's scope open, even while it closes: the reset
+    // joins them, and teardown waits for it too.
+    if (!scope_.extend()) continue;
     c->resetting = true;
     ++c->inflight;
-    ++outstanding_;  // the queue pair stays until the reset is back
     c->reset_io.type = IoType::kReset;
     c->reset_io.offset_blocks = c->reset_io.num_blocks = 0;
     c->reset_io.iovs = nullptr;
@@ -722,9 +797,8 @@ void TcpQpair::on_reset_done(BdevIo* io, void* arg) {
   }
   c->resetting = false;
   --c->inflight;
-  --self->outstanding_;
   if (c->dropped && c->inflight == 0) self->release_channel(c);
-  if (self->closing_) self->maybe_finish_close();
+  self->scope_.leave();
 }
 
 void TcpQpair::drop_namespace(Subsystem* s, uint32_t nsid) {
@@ -803,26 +877,7 @@ void TcpQpair::execute_io(TcpReq* r) {
   const uint8_t o = s.opc;
   if (o == opc::kReservationRegister || o == opc::kReservationAcquire || o == opc::kReservationRelease ||
       o == opc::kReservationReport) {
-    r->state = TcpReq::State::kAwaitAdmin;
-    ++outstanding_;
-    spawn([](TcpQpair* self, TcpReq* r) -> Task<void> {
-      std::vector<uint8_t> data;
-      if (r->h2c && r->buf && r->data_len) data.assign(r->buf, r->buf + r->data_len);
-      Target* t = &self->target_;
-      Subsystem* sub = self->subsys_;
-      Controller* c = self->ctrl_;
-      Sqe sqe = r->sqe;
-      const uint32_t xfer = r->data_len;
-      AdminResult res = co_await t->reactors().submit_to(0, [t, sub, c, ps = &sqe, pd = &data, xfer]() {
-        return t->reservation_command(sub, c, *ps, std::move(*pd), xfer);
-      });
-      --self->outstanding_;
-      r->status = res.status;
-      r->dw0 = res.dw0;
-      r->admin_out = std::move(res.data);
-      self->complete(r);
-      if (self->closing_) self->maybe_finish_close();
-    }(this, r));
+    on_primary<&TcpQpair::reservation_work, &TcpQpair::admin_done>(r);
     return;
   }
   r->ch = channel_for(*ns);
@@ -865,7 +920,7 @@ void TcpQpair::execute_io(TcpReq* r) {
           r->status = CmdStatus::Generic(sc::kInternalError, false);  // retryable: the pool is exhausted
           break;
         }
-        r->io.set_buffer(r->aux, r->data_len);
+        r->step = TcpReq::Step::kCompareRead;
         submit_io(r, IoType::kRead, slba, nlb);
         return;
       }
@@ -889,7 +944,8 @@ void TcpQpair::execute_io(TcpReq* r) {
         break;
       }
       if (!(uint32_t(s.cdw11) & 0x4)) break;  // only deallocate does anything
-      r->step = 0;
+      r->step = TcpReq::Step::kDsmRange;
+      r->range_next = 0;
       io_step(r);
       return;
     }
@@ -901,14 +957,20 @@ void TcpQpair::execute_io(TcpReq* r) {
 }
 
 void TcpQpair::submit_io(TcpReq* r, IoType t, uint64_t lba, uint64_t nblocks) {
-  r->state = TcpReq::State::kExecuting;
-  ++outstanding_;
+  set_state(r, TcpReq::State::kExecuting);
   BdevIo& io = r->io;
   io.type = t;
   io.offset_blocks = lba;
   io.num_blocks = nblocks;
-  if ((t == IoType::kRead || t == IoType::kWrite) && !(r->sqe.opc == opc::kCompare && t == IoType::kRead)) {
-    io.set_buffer(r->buf, size_t(nblocks) * r->block_size);
+  io.fua = false;
+  if (t == IoType::kRead || t == IoType::kWrite) {
+    // Compare reads into the side buffer and compares with the host's data afterwards.
+    io.set_buffer(r->step == TcpReq::Step::kCompareRead ? r->aux : r->buf, size_t(nblocks) * r->block_size);
+  }
+  if (t == IoType::kWrite || t == IoType::kWriteZeroes) {
+    // FUA, or the host turned the volatile write cache off: durable before we answer — this request's
+    // blocks only, not a flush of the whole device.
+    io.fua = (uint32_t(r->sqe.cdw12) & (1u << 30)) || !ctrl_->write_cache_enabled();
   }
   ++r->ch->inflight;
   r->ch->ch.submit(&io);
@@ -917,7 +979,6 @@ void TcpQpair::submit_io(TcpReq* r, IoType t, uint64_t lba, uint64_t nblocks) {
 void TcpQpair::on_io_done(BdevIo* io, void* arg) {
   auto* r = static_cast<TcpReq*>(arg);
   TcpQpair* self = r->qp;
-  --self->outstanding_;
   --r->ch->inflight;
   if (io->status != Errc::kOk) {
     r->status = status_from_errc(io->status, io->type);
@@ -927,44 +988,29 @@ void TcpQpair::on_io_done(BdevIo* io, void* arg) {
   self->io_step(r);
 }
 
-// The next step of a multi-step command, or its completion.
+// The next step of a multi-step command, or its completion (TcpReq::Step).
 void TcpQpair::io_step(TcpReq* r) {
   const Sqe& s = r->sqe;
   // A namespace removed while the command was on the device takes no further steps.
   const bool gone = r->ch->dropped;
-  switch (s.opc) {
-    case opc::kRead:
-      stats_.bytes_read += r->data_len;
-      if (io_ctr_) ControllerIoCounters::add(io_ctr_->read_bytes, r->data_len);
-      break;
-    case opc::kWrite:
-    case opc::kWriteZeroes:
-      if (r->step == 0) {
-        if (s.opc == opc::kWrite) {
-          stats_.bytes_written += r->data_len;
-          if (io_ctr_) ControllerIoCounters::add(io_ctr_->write_bytes, r->data_len);
-        }
-        // FUA, or the host disabled the volatile write cache: durable before we answer.
-        const bool fua = uint32_t(s.cdw12) & (1u << 30);
-        if ((fua || !ctrl_->write_cache_enabled()) && r->ch->ch.props().write_cache) {
-          if (gone) {
-            r->status = CmdStatus::Generic(sc::kInvalidNamespace);
-            break;
-          }
-          r->step = 1;
-          submit_io(r, IoType::kFlush, 0, 0);
-          return;
-        }
+  switch (r->step) {
+    case TcpReq::Step::kSingle:
+      if (s.opc == opc::kRead) {
+        stats_.bytes_read += r->data_len;
+        if (io_ctr_) ControllerIoCounters::add(io_ctr_->read_bytes, r->data_len);
+      } else if (s.opc == opc::kWrite) {
+        stats_.bytes_written += r->data_len;
+        if (io_ctr_) ControllerIoCounters::add(io_ctr_->write_bytes, r->data_len);
       }
       break;
-    case opc::kCompare:
+    case TcpReq::Step::kCompareRead:
       if (std::memcmp(r->aux, r->buf, r->data_len) != 0) r->status = CmdStatus::Media(sc::kCompareFailure);
       break;
-    case opc::kDatasetManagement: {
+    case TcpReq::Step::kDsmRange: {
       const uint32_t nr = (uint32_t(s.cdw10) & 0xff) + 1;
       const auto* ranges = reinterpret_cast<const DsmRange*>(r->buf);
-      while (r->step < nr) {
-        const DsmRange& rg = ranges[r->step++];
+      while (r->range_next < nr) {
+        const DsmRange& rg = ranges[r->range_next++];
         uint64_t slba = rg.slba, n = uint32_t(rg.nlb);
         if (n == 0) continue;
         if (gone) {
@@ -980,8 +1026,6 @@ void TcpQpair::io_step(TcpReq* r) {
       }
       break;
     }
-    default:
-      break;
   }
   finish_io(r);
 }
@@ -1000,7 +1044,7 @@ void TcpQpair::complete(TcpReq* r) {
     request_done(r);
     return;
   }
-  r->state = TcpReq::State::kSending;
+  set_state(r, TcpReq::State::kSending);
   r->sends = 0;
   // The host may reuse the command identifier as soon as it holds the completion (the response
   // capsule, or C2HData with SUCCESS), and its next command can reach us before our own send
@@ -1089,10 +1133,10 @@ void TcpQpair::request_done(TcpReq* r) {
     r->aux = nullptr;
   }
   release_cid(r);
-  r->state = TcpReq::State::kFree;
+  set_state(r, TcpReq::State::kFree);
   r->admin_out.clear();
   free_reqs_.push_back(r);
-  if (closing_) maybe_finish_close();
+  scope_.leave();
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1106,36 +1150,33 @@ void TcpQpair::close(const char* why) {
     waiting_on_->cancel(&buf_waiter_);
     waiting_on_ = nullptr;
   }
-  // Requests that wait for something that will not come now are released.
+  // Requests that wait for something that will not come now are released: a buffer, host data, or an
+  // event the controller will never report to a closed queue.
   while (TcpReq* r = buf_wait_head_) {
     buf_wait_head_ = r->next_wait;
     request_done(r);
   }
   buf_wait_tail_ = nullptr;
   for (auto& up : reqs_) {
-    if (up->state == TcpReq::State::kAwaitData) request_done(up.get());
+    if (up->state == TcpReq::State::kAwaitData || up->state == TcpReq::State::kParkedAer) request_done(up.get());
   }
+  // Once the stream is closed (every send it held completed), the rest of the teardown waits for the
+  // requests still on a device or on the primary reactor.
   conn_->close([this] {
     conn_closed_ = true;
-    maybe_finish_close();
+    target_.teardowns(reactor_.id()).spawn(finish_close(this));
   });
 }
 
-void TcpQpair::maybe_finish_close() {
-  if (!closing_ || !conn_closed_ || outstanding_ > 0 || detach_sent_) return;
-  // Requests still sending will be failed by the closed connection; parked AERs stay with us.
-  for (auto& up : reqs_) {
-    if (up->state == TcpReq::State::kSending) return;
+Task<void> TcpQpair::finish_close(TcpQpair* self) {
+  co_await self->scope_.close();
+  self->channels_.clear();
+  if (Controller* c = self->ctrl_) {
+    // The controller forgets us on the primary and answers with controller_detached().
+    self->target_.reactors().post(0, [c, self] { c->detach(self); });
+    co_return;
   }
-  detach_sent_ = true;
-  channels_.clear();
-  if (ctrl_) {
-    Controller* c = ctrl_;
-    TcpQpair* self = this;
-    target_.reactors().post(0, [c, self] { c->detach(self); });
-    return;  // controller_detached() finishes
-  }
-  controller_detached();
+  self->controller_detached();
 }
 
 void TcpQpair::controller_detached() {

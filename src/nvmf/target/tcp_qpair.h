@@ -5,9 +5,18 @@
 // reactor's channels, hands admin and fabrics commands to the controller on the primary reactor, and
 // sends responses, data and R2Ts through the connection's batched send queue.
 //
-// Requests move through explicit states (see TcpReq::State); one function per transition. Request
-// objects, PDU headers and send items are preallocated per queue pair, data buffers come from the
-// reactor's pools: the I/O path allocates nothing.
+// Requests move through explicit states (TcpReq::State, diagram in docs/design/nvmf.md): set_state() is
+// the only place a state changes; it checks the transition is legal and keeps per-state counts (the
+// target's statistics). Request objects, PDU headers and send items are preallocated per queue pair,
+// data buffers come from the reactor's pools: the I/O path allocates nothing.
+//
+// Bytes come and go through a net::Stream: a TCP connection in production, a MemoryStream in unit tests
+// (tests/unit/nvmf), so every protocol decision here is testable without a socket.
+//
+// Lifetime: every request in use and every task of the queue pair (admin commands, Connect and
+// reservations handed to the primary reactor) is counted by the queue pair's TaskScope. Teardown closes
+// the stream, then awaits the scope, then detaches from the controller: nothing can call back into a
+// queue pair that is gone.
 #pragma once
 
 #include <array>
@@ -18,15 +27,17 @@
 
 #include "bdev/bdev.h"
 #include "net/buffer_pool.h"
-#include "net/socket.h"
+#include "net/stream.h"
 #include "nvmf/target/controller.h"
 #include "nvmf/target/subsystem.h"
 #include "nvmf/tcp_pdu.h"
+#include "reactor/task_scope.h"
 
 namespace tern::nvmf {
 
 class Target;
 class TcpQpair;
+struct ConnectResult;
 
 struct TcpReq;
 struct ReqSendItem : net::SendItem {
@@ -46,16 +57,30 @@ struct NsChannel {
 };
 
 struct TcpReq {
+  // Where a request is (docs/design/nvmf.md draws the transitions; TcpQpair::set_state checks them).
   enum class State : uint8_t {
-    kFree,
+    kFree,          // in the free list
+    kNew,           // a command capsule was parsed; its first step is being decided
     kNeedBuffer,    // waiting for a data buffer from the reactor's pool
     kAwaitData,     // R2T sent, H2CData arriving
-    kExecuting,     // on the device
-    kAwaitAdmin,    // on the primary reactor
+    kExecuting,     // on the device (one step of it: see Step)
+    kAwaitAdmin,    // handed to the primary reactor (admin, fabrics Connect, reservations)
     kParkedAer,     // an Asynchronous Event Request the controller holds
     kSending,       // data and/or response queued on the connection
   };
+  static constexpr size_t kStateCount = 8;
+  // Multi-step device commands: which step is on the device while kExecuting.
+  enum class Step : uint8_t {
+    kSingle,       // a command done in one device request (read, write, write zeroes, flush)
+    kCompareRead,  // Compare: reading the blocks to compare against the host's data
+    kDsmRange,     // Dataset Management: deallocating one range (range_next counts them)
+  };
+  static bool legal(State from, State to);
+  static const char* state_name(State s);
+  static const char* step_name(Step s);
+
   State state = State::kFree;
+  Step step = Step::kSingle;
   TcpQpair* qp = nullptr;
   uint16_t idx = 0;  // also the R2T transfer tag
   nvme::Sqe sqe{};
@@ -75,7 +100,7 @@ struct TcpReq {
   NsChannel* ch = nullptr;
   uint32_t block_size = 0;
   uint32_t nsid = 0;
-  uint32_t step = 0;           // DSM range index; compare/FUA phase
+  uint32_t range_next = 0;     // Dataset Management: the next range to deallocate
   uint8_t* aux = nullptr;      // compare: the data read back
   net::BufferPool* aux_pool = nullptr;
   std::vector<uint8_t> admin_out;  // admin data going to the host (control path only)
@@ -94,17 +119,25 @@ struct TcpQpairStats {
   uint64_t commands = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
+  // Requests in each state now, and how many entered each state so far (TcpReq::State order).
+  std::array<uint32_t, TcpReq::kStateCount> in_state{};
+  std::array<uint64_t, TcpReq::kStateCount> entered{};
 };
 
 class TcpQpair {
  public:
-  TcpQpair(Target& target, int fd, ListenAddr local, uint64_t id);
+  // Receive buffer of a connection: a capsule with the largest in-capsule data, and then some.
+  static constexpr size_t kRecvBufferSize = 128 * 1024;
+
+  // On the reactor that owns `stream`.
+  TcpQpair(Target& target, std::unique_ptr<net::Stream> stream, ListenAddr local, uint64_t id);
   ~TcpQpair();
   TcpQpair(const TcpQpair&) = delete;
   TcpQpair& operator=(const TcpQpair&) = delete;
 
   void start();
-  // Begins an orderly teardown: stops reading, waits for requests on devices, closes, detaches.
+  // Begins an orderly teardown: stops reading, closes the stream, waits for every request and task of
+  // the queue pair to end, detaches from the controller, and deletes the queue pair.
   void close(const char* why);
 
   // From the controller (delivered on this reactor by message).
@@ -135,6 +168,7 @@ class TcpQpair {
   void fatal(nvme::tcp::Fes fes, uint32_t fei, const uint8_t* hdr, size_t hdr_len);
 
   // Request lifecycle.
+  void set_state(TcpReq* r, TcpReq::State to);
   TcpReq* alloc_req(uint16_t cid);
   void free_req(TcpReq* r);
   bool get_buffer(TcpReq* r, uint32_t len);
@@ -159,18 +193,33 @@ class TcpQpair {
   static void on_sent(net::SendItem* item, Errc e);
   void request_done(TcpReq* r);
   void release_cid(TcpReq* r);
-  void maybe_finish_close();
+  static Task<void> finish_close(TcpQpair* self);
   bool refresh_view();
   NsChannel* channel_for(const NamespaceView& ns);
   void finish_io(TcpReq* r);
   nvme::CmdStatus check_access(const NamespaceView& ns, uint8_t opc) const;
   void finish_header(uint8_t* hdr, size_t hlen);
 
+  // Hands `r` to the primary reactor and back: `Work(self, r)` runs on the primary and returns a value
+  // (or a Task of one); then `Done(self, r, value)` finishes the request on this reactor. While it is
+  // away the request waits in kAwaitAdmin and the queue pair does not touch it (the primary reads its
+  // command and data); the hop is a task of the queue pair's scope.
+  template <auto Work, auto Done>
+  void on_primary(TcpReq* r);
+  // The three kinds of hop: admin commands, fabrics Connect, reservation commands on an I/O queue.
+  static Task<AdminResult> admin_work(TcpQpair* self, TcpReq* r);
+  static void admin_done(TcpQpair* self, TcpReq* r, AdminResult res);
+  static ConnectResult connect_work(TcpQpair* self, TcpReq* r);
+  static void connect_done(TcpQpair* self, TcpReq* r, ConnectResult res);
+  static AdminResult reservation_work(TcpQpair* self, TcpReq* r);
+
   Target& target_;
   const uint64_t id_;
   const ListenAddr local_;
   Reactor& reactor_;
-  std::unique_ptr<net::TcpConn> conn_;
+  std::unique_ptr<net::Stream> conn_;
+  // Requests in use and tasks of this queue pair; teardown awaits it (see the class comment).
+  TaskScope scope_{"nvmf queue pair"};
   // Negotiated at ICReq.
   bool ic_done_ = false;
   bool hdgst_ = false;
@@ -191,7 +240,6 @@ class TcpQpair {
   std::vector<std::unique_ptr<TcpReq>> reqs_;
   std::vector<TcpReq*> free_reqs_;
   std::bitset<65536> cids_;
-  uint32_t outstanding_ = 0;  // requests that hold a device, a buffer or the primary reactor
   // I/O view.
   std::shared_ptr<const SubsystemView> view_;
   uint64_t view_version_ = 0;
@@ -206,7 +254,6 @@ class TcpQpair {
   // Teardown.
   bool closing_ = false;
   bool conn_closed_ = false;
-  bool detach_sent_ = false;
   bool terminating_ = false;  // a C2HTermReq is on its way
   alignas(8) uint8_t term_pdu_[sizeof(nvme::tcp::TermReq) + nvme::tcp::kMaxTermReqData];
   net::SendItem term_item_;
