@@ -22,7 +22,12 @@ the lowest latency, one core each at 100 %).
 
 The last line printed is one JSON object with every figure.
 
-    bench/nvmf.py [--reps 3] [--secs 4] [--poll adaptive|busy] [--initiator-core 0] [--target-core 1] [--no-build]
+Comparing two builds: `--baseline DIR` (another checkout's build/release, e.g. the commit before a
+change) adds the variant "nvmf (baseline)": that build's target and ioperf, interleaved with ours in every
+repetition; "vs base" is the ratio of our nvmf row to it.
+
+    bench/nvmf.py [--reps 3] [--secs 4] [--poll adaptive|busy] [--initiator-core 0] [--target-core 1]
+                  [--rows NAMES] [--baseline DIR] [--no-build]
 """
 import argparse
 import json
@@ -99,7 +104,10 @@ def ioperf(binary, uri, rw, bs, qd, secs, core, poll):
             "init_cpu": r["cpu_pct"][0]}
 
 
-def measure(variant, binary, target, rw, bs, qd, secs, core, poll):
+def measure(variant, binary, target, rw, bs, qd, secs, core, poll, base=None):
+    if variant == "nvmf (baseline)":
+        binary, target = base
+        variant = "nvmf"
     if variant == "in-process":
         r = ioperf(binary, f"malloc:///ref?size_mb={RAM_MB}&populate=1", rw, bs, qd, secs, core, poll)
         r["tgt_cpu"] = None
@@ -127,8 +135,10 @@ def main():
     ap.add_argument("--initiator-core", type=int, default=0)
     ap.add_argument("--target-core", type=int, default=1)
     ap.add_argument("--rows", default="", help="comma-separated row names to run (default: all)")
+    ap.add_argument("--baseline", default="", help="another build/release directory to compare with, interleaved")
     ap.add_argument("--no-build", action="store_true")
     a = ap.parse_args()
+    variants = VARIANTS + (["nvmf (baseline)"] if a.baseline else [])
     if not a.no_build:
         subprocess.run([str(ROOT / "scripts/build.sh"), "release", "ioperf", "nvmf_tgt", "tcp_rtt"], check=True,
                        stdout=subprocess.DEVNULL)
@@ -147,34 +157,48 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory(prefix="tern-bench-nvmf-") as wd:
         target = Target(tgt_bin, a.target_core, a.poll, wd)
+        base = None
+        if a.baseline:
+            bdir = pathlib.Path(a.baseline) / "tools"
+            bwd = pathlib.Path(wd) / "baseline"
+            bwd.mkdir()
+            base = (bdir / "ioperf/ioperf", Target(bdir / "nvmf_tgt/nvmf_tgt", a.target_core, a.poll, bwd))
         try:
             for name, rw, bs, qd in rows:
-                samples = {v: [] for v in VARIANTS}
+                samples = {v: [] for v in variants}
                 for rep in range(a.reps):
-                    order = VARIANTS if rep % 2 == 0 else list(reversed(VARIANTS))
+                    order = variants if rep % 2 == 0 else list(reversed(variants))
                     for v in order:
-                        samples[v].append(measure(v, ioperf_bin, target, rw, bs, qd, a.secs, a.initiator_core, a.poll))
+                        samples[v].append(measure(v, ioperf_bin, target, rw, bs, qd, a.secs, a.initiator_core, a.poll, base))
                 results[name] = {}
-                for v in VARIANTS:
+                for v in variants:
                     s = samples[v]
                     results[name][v] = {k: med([x[k] for x in s]) for k in ("iops", "mean_us", "p99_us", "init_cpu", "tgt_cpu")}
+                    if base:
+                        # Per-repetition ratio of our nvmf run to the baseline's, then the median.
+                        results[name][v]["vs_base"] = med([x["iops"] / b["iops"] for x, b in
+                                                           zip(s, samples["nvmf (baseline)"])]) if v == "nvmf" else None
                 ref = results[name]["in-process"]["iops"]
-                for v in VARIANTS:
+                for v in variants:
                     results[name][v]["ratio"] = results[name][v]["iops"] / ref if ref else None
                 print_row(name, results[name])
         finally:
             target.stop()
+            if base:
+                base[1].stop()
     print(json.dumps({"poll": a.poll, "reps": a.reps, "secs": a.secs, "tcp_rtt": floor, "rows": results}))
 
 
 def print_row(name, r):
     if not hasattr(print_row, "header"):
         print_row.header = True
-        print(f"{'row':<18} {'variant':<14} {'IOPS':>10} {'mean us':>8} {'p99 us':>8} {'init cpu':>8} {'tgt cpu':>8} {'vs in-proc':>10}")
+        print(f"{'row':<18} {'variant':<16} {'IOPS':>10} {'mean us':>8} {'p99 us':>8} {'init cpu':>8} {'tgt cpu':>8} "
+              f"{'vs in-proc':>10} {'vs base':>8}")
     for v, x in r.items():
         tgt = f"{x['tgt_cpu']:.0f}%" if x["tgt_cpu"] is not None else "-"
-        print(f"{name:<18} {v:<14} {x['iops']:>10.0f} {x['mean_us']:>8.1f} {x['p99_us']:>8.1f} "
-              f"{x['init_cpu']:>7.0f}% {tgt:>8} {x['ratio']:>10.2f}", flush=True)
+        vb = f"{x['vs_base']:.3f}" if x.get("vs_base") else ""
+        print(f"{name:<18} {v:<16} {x['iops']:>10.0f} {x['mean_us']:>8.1f} {x['p99_us']:>8.1f} "
+              f"{x['init_cpu']:>7.0f}% {tgt:>8} {x['ratio']:>10.2f} {vb:>8}", flush=True)
 
 
 if __name__ == "__main__":

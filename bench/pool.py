@@ -15,7 +15,11 @@ are reported, with kernel request merging off as in bench/foundation.py.
 
 Bar (issue 5): replica IOPS >= 0.97x raw, latency <= 1.03x raw.
 
-    bench/pool.py [--reps 5] [--secs 4] [--core N] [--no-build]
+Comparing two builds: `--baseline DIR` (another checkout's build/release) runs that build's ioperf on the
+same replica as a third member of every pair (order rotating); "vs base" is the median per-round ratio of
+our replica IOPS to the baseline's.
+
+    bench/pool.py [--reps 5] [--secs 4] [--core N] [--baseline DIR] [--no-build]
 """
 import argparse
 import json
@@ -40,6 +44,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--secs", type=int, default=4)
     ap.add_argument("--core", type=int, default=None, help="core both runs are pinned to (default: the last allowed)")
+    ap.add_argument("--baseline", default="", help="another build/release directory to compare with, interleaved")
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
     if not args.no_build:
@@ -80,15 +85,22 @@ def main():
           f"{'replica lat us':>14} {'ratio':>6}  bar")
     all_ok = True
     med = statistics.median
+    base_bin = str(pathlib.Path(args.baseline) / "tools/ioperf/ioperf") if args.baseline else None
     try:
         for name, rw, bs, qd in ROWS:
-            a_iops, a_lat, b_iops, b_lat, ri, rl = [], [], [], [], [], []
+            a_iops, a_lat, b_iops, b_lat, ri, rl, vb = [], [], [], [], [], [], []
             for i in range(args.reps):
-                order = [raw_args, replica_args] if i % 2 == 0 else [replica_args, raw_args]
+                runs = [("raw", ioperf_bin, raw_args), ("replica", ioperf_bin, replica_args)]
+                if base_bin:
+                    runs.append(("base", base_bin, replica_args))
+                k = i % len(runs)
+                order = runs[k:] + runs[:k] if i % 2 == 0 else list(reversed(runs[k:] + runs[:k]))
                 got = {}
-                for which in order:
-                    got[id(which)] = ioperf(ioperf_bin, which, rw, bs, qd, args.secs, core)[:2]
-                ra, rb = got[id(raw_args)], got[id(replica_args)]
+                for tag, binary, which in order:
+                    got[tag] = ioperf(binary, which, rw, bs, qd, args.secs, core)[:2]
+                ra, rb = got["raw"], got["replica"]
+                if base_bin:
+                    vb.append(rb[0] / got["base"][0])
                 a_iops.append(ra[0])
                 a_lat.append(ra[1])
                 b_iops.append(rb[0])
@@ -97,11 +109,14 @@ def main():
                 rl.append(rb[1] / ra[1])
             row = {"workload": name, "raw_iops": med(a_iops), "replica_iops": med(b_iops), "raw_lat_us": med(a_lat),
                    "replica_lat_us": med(b_lat), "iops_ratio": med(ri), "lat_ratio": med(rl), "iops_ratio_runs": ri}
+            if vb:
+                row["vs_base"] = med(vb)
+                row["vs_base_runs"] = vb
             row["meets_bar"] = row["iops_ratio"] >= IOPS_BAR and row["lat_ratio"] <= LAT_BAR
             all_ok &= row["meets_bar"]
             print(f"{name:<22} {row['raw_iops']:>10.0f} {row['replica_iops']:>13.0f} {row['iops_ratio']:>6.2f}   "
                   f"{row['raw_lat_us']:>10.1f} {row['replica_lat_us']:>14.1f} {row['lat_ratio']:>6.2f}  "
-                  f"{'ok' if row['meets_bar'] else 'MISSED'}")
+                  f"{'ok' if row['meets_bar'] else 'MISSED'}" + (f"  vs base {row['vs_base']:.3f}" if vb else ""))
             results["rows"].append(row)
     finally:
         merges.restore()

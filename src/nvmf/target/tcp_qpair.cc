@@ -628,10 +628,16 @@ void TcpQpair::execute_fabrics(TcpReq* r) {
 template <auto Work, auto Done>
 void TcpQpair::on_primary(TcpReq* r) {
   set_state(r, TcpReq::State::kAwaitAdmin);
-  scope_.spawn([](TcpQpair* self, TcpReq* req) -> Task<void> {
+  const bool started = scope_.spawn([](TcpQpair* self, TcpReq* req) -> Task<void> {
     auto res = co_await self->target_.reactors().submit_to(0, [self, req] { return Work(self, req); });
     Done(self, req, std::move(res));
   }(this, r));
+  if (!started) {
+    // Teardown has begun (the request counts in the scope, so this cannot happen while the scope
+    // waits for it; kept so that a future caller cannot strand a request).
+    r->status = CmdStatus::Generic(sc::kAbortSqDeleted, false);
+    complete(r);
+  }
 }
 
 void TcpQpair::execute_connect(TcpReq* r) {

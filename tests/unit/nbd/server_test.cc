@@ -332,6 +332,31 @@ TEST_F(NbdServer, ReadWriteRoundTripsOfEverySize) {
   }
 }
 
+// FUA reaches the device as a flag on the write (durable blocks, no flush of the whole device); a trim
+// with FUA, which has no FUA of its own in the device layer, is followed by a flush.
+TEST_F(NbdServer, FuaIsAFlagOnTheWrite) {
+  ASSERT_TRUE(env_->create("malloc:///mc?size_mb=4").ok());
+  ASSERT_TRUE(env_->create("powercut:///cached?base=mc").ok());  // a volatile write cache
+  ASSERT_TRUE(add("cached", "cached").ok());
+  RawClient c;
+  ASSERT_TRUE(c.open(port_, "cached"));
+  auto stats = [&] {
+    return env_->on_primary([&]() -> Task<BdevStats> { co_return co_await env_->registry->find("cached")->stats(*env_->set); });
+  };
+  const BdevStats s0 = stats();
+  auto data = pattern(65536, 5);
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(c.write(uint64_t(i) * 65536, 65536, data.data(), kCmdFlagFua), 0);
+  EXPECT_EQ(c.call(kCmdWriteZeroes, 4 << 16, 4096, kCmdFlagFua), 0);
+  BdevStats s1 = stats();
+  EXPECT_EQ(s1.of(IoType::kWrite).fua - s0.of(IoType::kWrite).fua, 4u);
+  EXPECT_EQ(s1.of(IoType::kWriteZeroes).fua - s0.of(IoType::kWriteZeroes).fua, 1u);
+  EXPECT_EQ(s1.of(IoType::kFlush).ops, s0.of(IoType::kFlush).ops);  // was one flush per FUA request
+  EXPECT_EQ(c.call(kCmdTrim, 0, 4096, kCmdFlagFua), 0);
+  EXPECT_EQ(stats().of(IoType::kFlush).ops, s0.of(IoType::kFlush).ops + 1);
+  c.close();
+  ASSERT_TRUE(remove("cached").ok());
+}
+
 TEST_F(NbdServer, FlushTrimWriteZeroes) {
   ASSERT_TRUE(add("vol", "m0").ok());
   RawClient c;

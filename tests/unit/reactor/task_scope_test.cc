@@ -142,13 +142,18 @@ TEST(WhenAll, ResultsInOrderWhateverTheFinishingOrder) {
       }(i));
     }
     std::vector<int> r = co_await when_all(std::move(ts));
-    EXPECT_EQ(r, (std::vector<int>{0, 10, 20, 30, 40}));
+    const std::vector<int> want = {0, 10, 20, 30, 40};
+    EXPECT_EQ(r, want);
     // Tasks that never suspend, and an empty list.
     std::vector<Task<int>> now;
     now.push_back([]() -> Task<int> { co_return 1; }());
     now.push_back([]() -> Task<int> { co_return 2; }());
-    EXPECT_EQ(co_await when_all(std::move(now)), (std::vector<int>{1, 2}));
-    EXPECT_TRUE((co_await when_all(std::vector<Task<int>>{})).empty());
+    std::vector<int> r2 = co_await when_all(std::move(now));
+    const std::vector<int> want2 = {1, 2};
+    EXPECT_EQ(r2, want2);
+    std::vector<Task<int>> none;
+    std::vector<int> r3 = co_await when_all(std::move(none));
+    EXPECT_TRUE(r3.empty());
     int n = 0;
     std::vector<Task<void>> vs;
     for (int i = 0; i < 3; ++i) {
