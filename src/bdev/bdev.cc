@@ -499,10 +499,11 @@ ChannelRef::IoAwaiter ChannelRef::readv(iovec* iov, int iovcnt, uint64_t offset_
   return a;
 }
 
-ChannelRef::IoAwaiter ChannelRef::writev(iovec* iov, int iovcnt, uint64_t offset_blocks, uint64_t num_blocks) {
+ChannelRef::IoAwaiter ChannelRef::writev(iovec* iov, int iovcnt, uint64_t offset_blocks, uint64_t num_blocks, bool fua) {
   IoAwaiter a = make(IoType::kWrite, nullptr, offset_blocks, num_blocks);
   a.io.iovs = iov;
   a.io.iovcnt = iovcnt;
+  a.io.fua = fua;
   return a;
 }
 

@@ -261,11 +261,14 @@ class ChannelRef {
   IoAwaiter read(void* buf, uint64_t offset_blocks, uint64_t num_blocks) {
     return make(IoType::kRead, buf, offset_blocks, num_blocks);
   }
-  IoAwaiter write(const void* buf, uint64_t offset_blocks, uint64_t num_blocks) {
-    return make(IoType::kWrite, const_cast<void*>(buf), offset_blocks, num_blocks);
+  // `fua`: durable when it completes (BdevIo::fua).
+  IoAwaiter write(const void* buf, uint64_t offset_blocks, uint64_t num_blocks, bool fua = false) {
+    IoAwaiter a = make(IoType::kWrite, const_cast<void*>(buf), offset_blocks, num_blocks);
+    a.io.fua = fua;
+    return a;
   }
   IoAwaiter readv(iovec* iov, int iovcnt, uint64_t offset_blocks, uint64_t num_blocks);
-  IoAwaiter writev(iovec* iov, int iovcnt, uint64_t offset_blocks, uint64_t num_blocks);
+  IoAwaiter writev(iovec* iov, int iovcnt, uint64_t offset_blocks, uint64_t num_blocks, bool fua = false);
   IoAwaiter flush() { return make(IoType::kFlush, nullptr, 0, 0); }
   IoAwaiter unmap(uint64_t offset_blocks, uint64_t num_blocks) {
     return make(IoType::kUnmap, nullptr, offset_blocks, num_blocks);

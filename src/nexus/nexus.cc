@@ -1,0 +1,830 @@
+#include "nexus/nexus.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/aligned_buffer.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/uri.h"
+#include "nexus/channel.h"
+#include "reactor/reactor_set.h"
+
+namespace tern::nexus {
+
+// ---------------------------------------------------------------------------------------------------
+// Names
+
+const char* child_state_name(ChildState s) {
+  switch (s) {
+    case ChildState::kOnline: return "online";
+    case ChildState::kFaulted: return "faulted";
+    case ChildState::kClosed: return "closed";
+  }
+  return "?";
+}
+
+const char* fault_reason_name(FaultReason r) {
+  switch (r) {
+    case FaultReason::kNone: return "none";
+    case FaultReason::kCannotOpen: return "cannot_open";
+    case FaultReason::kIoError: return "io_error";
+    case FaultReason::kTimedOut: return "timed_out";
+    case FaultReason::kNoSpace: return "no_space";
+    case FaultReason::kRebuildFailed: return "rebuild_failed";
+    case FaultReason::kOffline: return "offline";
+  }
+  return "?";
+}
+
+const char* sync_state_name(SyncState s) { return s == SyncState::kSynced ? "synced" : "out_of_sync"; }
+
+const char* nexus_status_name(NexusStatus s) {
+  switch (s) {
+    case NexusStatus::kOnline: return "online";
+    case NexusStatus::kDegraded: return "degraded";
+    case NexusStatus::kFaulted: return "faulted";
+    case NexusStatus::kShuttingDown: return "shutting_down";
+    case NexusStatus::kShutdown: return "shutdown";
+  }
+  return "?";
+}
+
+Result<FaultReason> parse_fault_reason(std::string_view s) {
+  for (FaultReason r : {FaultReason::kCannotOpen, FaultReason::kIoError, FaultReason::kTimedOut,
+                        FaultReason::kNoSpace, FaultReason::kRebuildFailed, FaultReason::kOffline}) {
+    if (s == fault_reason_name(r)) return r;
+  }
+  return Status::Errorf(Errc::kInval,
+                        "unknown fault reason '{}' (cannot_open, io_error, timed_out, no_space, rebuild_failed, offline)", s);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Children
+
+struct Nexus::Child {
+  std::string uri;
+  Uuid uuid;
+  std::string device;          // the device's name in the registry
+  bool created = false;        // the nexus created the device (nvmf://) and destroys it again
+  bool local = false;
+  bool flushable = false;
+  uint32_t slot = 0;
+  uint64_t incarnation = 0;    // new each time the child is (re)opened
+  std::unique_ptr<BdevDesc> desc;
+  ChildState state = ChildState::kOnline;
+  FaultReason reason = FaultReason::kNone;
+  SyncState sync = SyncState::kSynced;
+  uint64_t label_seq = 0;
+  bool newest_in_a = false;
+};
+
+namespace {
+
+std::atomic<uint64_t> g_incarnations{0};
+
+struct ParsedChild {
+  Uri uri;
+  Uuid uuid;
+  bool local = false;
+  std::string name;  // local: the device's name
+};
+
+Result<ParsedChild> parse_child_uri(const std::string& text) {
+  auto u = Uri::Parse(text);
+  if (!u.ok()) return u.status().WithContext("child");
+  ParsedChild p;
+  p.uri = *u;
+  const std::string* id = u->param("uuid");
+  if (!id) return Status::Errorf(Errc::kInval, "child '{}': the child's UUID is required (?uuid=...)", text);
+  auto uuid = Uuid::Parse(*id);
+  if (!uuid.ok()) return Status::Errorf(Errc::kInval, "child '{}': uuid: {}", text, uuid.status().message());
+  p.uuid = *uuid;
+  if (u->scheme == "bdev") {
+    if (!u->host.empty() || u->path.size() < 2) {
+      return Status::Errorf(Errc::kInval, "child '{}': a local child is bdev:///<device name>?uuid=<uuid>", text);
+    }
+    auto q = UriQuery::Make(*u, {"uuid"});
+    if (!q.ok()) return q.status().WithContext("child");
+    p.local = true;
+    p.name = u->path.substr(1);
+  } else if (u->scheme != "nvmf" && u->scheme != "nvmf+tcp") {
+    return Status::Errorf(Errc::kInval, "child '{}': unsupported scheme '{}' (bdev:/// for a local device, nvmf:// for a remote one)",
+                          text, u->scheme);
+  }
+  return p;
+}
+
+Errc first_errc(const Status& s) { return s.ok() ? Errc::kOk : s.code(); }
+
+}  // namespace
+
+FaultReason Nexus::reason_for(Errc e) {
+  switch (e) {
+    case Errc::kNoSpc: return FaultReason::kNoSpace;
+    case Errc::kTimedOut: return FaultReason::kTimedOut;
+    default: return FaultReason::kIoError;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Create
+
+Nexus::Nexus(BdevProps props, NexusOptions opts, Layout layout, BdevRegistry& reg, RecordStore* store)
+    : Bdev(std::move(props)),
+      opts_(std::move(opts)),
+      layout_(layout),
+      registry_(reg),
+      store_(store),
+      channels_(reg.reactors().size(), nullptr) {
+  auto v = std::make_shared<ChildView>();
+  view_ = v;
+}
+
+Nexus::~Nexus() = default;
+
+Task<Result<Nexus*>> Nexus::Create(BdevRegistry& registry, NexusOptions opts, RecordStore* store) {
+  const std::string name = opts.uuid.ToString();
+  if (opts.uuid.is_nil()) co_return Status(Errc::kInval, "uuid: the volume's UUID is required");
+  if (opts.size_bytes == 0) co_return Status(Errc::kInval, "size: required (bytes)");
+  if (opts.children.empty()) co_return Status(Errc::kInval, "children: at least one child is required");
+  if (opts.children.size() > kMaxChildren) {
+    co_return Status::Errorf(Errc::kInval, "children: at most {} children, got {}", kMaxChildren, opts.children.size());
+  }
+  if (!opts.persistence_key.empty() && !store) {
+    co_return Status(Errc::kInval, "persistence_key: this engine has no record store (start it with --etcd)");
+  }
+  std::vector<Uuid> seen;
+  for (const auto& c : opts.children) {
+    TERN_CO_ASSIGN_OR_RETURN(ParsedChild p, parse_child_uri(c));
+    if (std::find(seen.begin(), seen.end(), p.uuid) != seen.end()) {
+      co_return Status::Errorf(Errc::kInval, "children: child {} is listed twice", p.uuid.ToString());
+    }
+    seen.push_back(p.uuid);
+  }
+  if (Status st = registry.check_new_name(name); !st.ok()) co_return st;
+
+  BdevProps props;
+  props.name = name;
+  props.uuid = opts.uuid;
+  props.product = "nexus";
+  props.block_size = 512;  // settled by the first child below
+  props.num_blocks = 0;
+  // The device exists (unregistered) so that children can be opened on its behalf.
+  std::unique_ptr<Nexus> nx(new Nexus(props, opts, Layout{}, registry, store));
+  Status failed;
+  for (size_t i = 0; i < opts.children.size() && failed.ok(); ++i) {
+    auto c = co_await nx->open_child(opts.children[i], true);
+    if (!c.ok()) {
+      failed = c.status();
+      break;
+    }
+    (*c)->slot = uint32_t(i);
+    nx->children_.push_back(std::move(*c));
+  }
+  auto undo = [&]() -> Task<void> {
+    for (auto& c : nx->children_) co_await nx->release_child(*c);
+    nx->children_.clear();
+  };
+  if (!failed.ok()) {
+    co_await undo();
+    co_return failed;
+  }
+  // Geometry: one block size; every child holds the volume and the metadata region.
+  const uint32_t bs = nx->children_[0]->desc->bdev().props().block_size;
+  auto layout = Layout::For(opts.size_bytes, bs);
+  if (!layout.ok()) failed = layout.status().WithContext("size");
+  for (auto& c : nx->children_) {
+    if (!failed.ok()) break;
+    const BdevProps& cp = c->desc->bdev().props();
+    if (cp.block_size != bs) {
+      failed = Status::Errorf(Errc::kInval, "children: {} has {}-byte blocks and {} has {}-byte blocks; a nexus needs one block size",
+                              nx->children_[0]->uri, bs, c->uri, cp.block_size);
+    } else if (c->desc->bdev().num_blocks() * bs < layout->required_child_bytes()) {
+      failed = Status::Errorf(Errc::kNoSpc,
+                              "child {} holds {} bytes; a volume of {} bytes needs {} bytes on every child (the volume, then "
+                              "{} bytes of nexus metadata from byte {})",
+                              c->uri, c->desc->bdev().num_blocks() * bs, opts.size_bytes, layout->required_child_bytes(),
+                              layout->meta_bytes, layout->meta_offset);
+    }
+  }
+  if (failed.ok()) {
+    nx->layout_ = *layout;
+    nx->props_.block_size = bs;
+    nx->props_.num_blocks = layout->volume_blocks();
+    uint32_t max_io = 0, align = 1;
+    bool cache = false, zeroes = true;
+    for (auto& c : nx->children_) {
+      const BdevProps& cp = c->desc->bdev().props();
+      if (cp.max_io_blocks) max_io = max_io ? std::min(max_io, cp.max_io_blocks) : cp.max_io_blocks;
+      align = std::max(align, cp.buf_align);
+      cache |= cp.write_cache;
+      zeroes &= cp.unmap_reads_zeroes;
+    }
+    nx->props_.max_io_blocks = max_io;
+    nx->props_.buf_align = align;
+    nx->props_.write_cache = cache;
+    nx->props_.unmap_reads_zeroes = zeroes;
+    for (auto& c : nx->children_) {
+      Status st = co_await nx->write_label(*c, true);
+      if (!st.ok()) {
+        failed = st;
+        break;
+      }
+    }
+  }
+  if (failed.ok()) failed = co_await nx->persist();
+  if (!failed.ok()) {
+    co_await undo();
+    co_return failed;
+  }
+  co_await nx->publish();
+  Nexus* raw = nx.get();
+  auto added = registry.add(std::move(nx), "nexus");
+  if (!added.ok()) {
+    // The name was free when we began; someone took it meanwhile. The device is destroyed with its children.
+    co_return added.status();
+  }
+  TLOG_INFO("nexus", "nexus {} created: {} bytes, {} children{}", name, opts.size_bytes, opts.children.size(),
+            opts.persistence_key.empty() ? "" : fmt::format(", record at '{}'", opts.persistence_key));
+  co_return raw;
+}
+
+Task<Result<std::unique_ptr<Nexus::Child>>> Nexus::open_child(const std::string& uri, bool creating) {
+  TERN_CO_ASSIGN_OR_RETURN(ParsedChild p, parse_child_uri(uri));
+  auto c = std::make_unique<Child>();
+  c->uri = uri;
+  c->uuid = p.uuid;
+  c->local = p.local;
+  c->incarnation = ++g_incarnations;
+  Bdev* b = nullptr;
+  if (p.local) {
+    b = registry_.find(p.name);
+    if (!b) co_return Status::Errorf(Errc::kNoDev, "child {}: no device '{}' on this node", uri, p.name);
+  } else {
+    // A remote child: our initiator's device for it, made for this nexus.
+    Bdev* existing = registry_.find(p.uuid.ToString());
+    if (existing && existing->props().uuid == p.uuid && !creating) {
+      b = existing;
+    } else {
+      auto made = co_await registry_.create(uri);
+      if (!made.ok()) co_return made.status().WithContext(fmt::format("child {}", uri));
+      b = *made;
+      c->created = true;
+    }
+  }
+  if (b->props().uuid != p.uuid) {
+    Status st = Status::Errorf(Errc::kInval, "child {}: the device's UUID is {}, not {}", uri,
+                               b->props().uuid.ToString(), p.uuid.ToString());
+    if (c->created) (void)co_await registry_.destroy(b->name(), true);
+    co_return st;
+  }
+  c->device = b->name();
+  Nexus* self = this;
+  const Uuid id = p.uuid;
+  auto desc = registry_.open(c->device, true, [self, id](BdevEvent ev) {
+    if (ev != BdevEvent::kRemove) return;
+    // The child's device is being destroyed under us: it is faulted (and its descriptor closed) now.
+    self->tasks_.spawn([](Nexus* nx, Uuid u) -> Task<void> {
+      Status st = co_await nx->retire(u, FaultReason::kCannotOpen);
+      if (!st.ok()) TLOG_WARN("nexus", "nexus {}: child {} was removed: {}", nx->name(), u.ToString(), st);
+      auto g = co_await nx->ops_mu_.lock();
+      if (Child* ch = nx->find_child(u)) {
+        if (ch->desc) {
+          ch->state = ChildState::kFaulted;
+          if (ch->reason == FaultReason::kNone) ch->reason = FaultReason::kCannotOpen;
+          co_await nx->publish();
+          co_await nx->release_child(*ch);
+        }
+      }
+    }(self, id));
+  });
+  if (!desc.ok()) {
+    if (c->created) (void)co_await registry_.destroy(b->name(), true);
+    co_return desc.status().WithContext(fmt::format("child {}", uri));
+  }
+  c->desc = std::move(*desc);
+  if (p.local) {
+    // One nexus per local replica: a second one is refused here, not left to overwrite the first.
+    Status st = c->desc->claim(fmt::format("nexus {}", opts_.uuid.ToString()));
+    if (!st.ok()) {
+      c->desc.reset();
+      co_return st.WithContext(fmt::format("child {}", uri));
+    }
+  }
+  c->flushable = b->props().write_cache && b->supports(IoType::kFlush);
+  co_return c;
+}
+
+Task<Status> Nexus::write_label(Child& c, bool in_sync) {
+  auto ch = ChannelRef::Get(*c.desc);
+  if (!ch.ok()) co_return ch.status();
+  const uint32_t bs = layout_.block_size;
+  const uint64_t nb = Layout::kLabelSize / bs;
+  AlignedBuffer buf(2 * Layout::kLabelSize, 4096);
+  Errc e = co_await ch->read(buf.data(), layout_.label_a / bs, 2 * nb);
+  if (e != Errc::kOk) co_return Status::Errorf(e, "child {}: reading its labels failed: {}", c.uri, errc_describe(e));
+  auto a = ChildLabel::Decode(buf.data(), fmt::format("child {} label A", c.uri));
+  auto b = ChildLabel::Decode(buf.data() + Layout::kLabelSize, fmt::format("child {} label B", c.uri));
+  for (auto* l : {&a, &b}) {
+    if (l->ok() && (*l)->nexus != opts_.uuid) {
+      co_return Status::Errorf(Errc::kExist,
+                               "child {} holds a label of volume {}: it belongs to another nexus; destroy and recreate the "
+                               "replica to reuse it",
+                               c.uri, (*l)->nexus.ToString());
+    }
+  }
+  uint64_t seq = 0;
+  bool newest_a = false;
+  if (a.ok()) {
+    seq = a->sequence;
+    newest_a = true;
+  }
+  if (b.ok() && b->sequence > seq) {
+    seq = b->sequence;
+    newest_a = false;
+  }
+  ChildLabel l;
+  l.sequence = seq + 1;
+  l.nexus = opts_.uuid;
+  l.child = c.uuid;
+  l.volume_bytes = layout_.volume_bytes;
+  l.block_size = bs;
+  l.meta_offset = layout_.meta_offset;
+  l.meta_bytes = layout_.meta_bytes;
+  l.in_sync = in_sync;
+  l.written_ns = wall_clock_ns();
+  l.Encode(buf.data());
+  // The slot not holding the newest copy: a torn write leaves the other one intact.
+  const bool to_a = !(a.ok() && newest_a);
+  const uint64_t at = (to_a ? layout_.label_a : layout_.label_b) / bs;
+  e = co_await ch->write(buf.data(), at, nb, /*fua=*/true);
+  if (e != Errc::kOk) co_return Status::Errorf(e, "child {}: writing its label failed: {}", c.uri, errc_describe(e));
+  c.label_seq = l.sequence;
+  c.newest_in_a = to_a;
+  co_return Status::Ok();
+}
+
+Task<void> Nexus::release_child(Child& c) {
+  c.desc.reset();
+  if (c.created) {
+    Status st = co_await registry_.destroy(c.device, true);
+    if (!st.ok() && st.code() != Errc::kNoDev) TLOG_WARN("nexus", "nexus {}: closing child device '{}': {}", name(), c.device, st);
+    c.created = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The children view
+
+std::shared_ptr<const ChildView> Nexus::view() const {
+  std::lock_guard lk(view_mu_);
+  return view_;
+}
+
+Task<void> Nexus::publish() {
+  auto v = std::make_shared<ChildView>();
+  v->version = view_version_.load() + 1;
+  for (auto& c : children_) {
+    ChildView::Slot& s = v->slots[c->slot];
+    s.present = true;
+    s.desc = c->desc.get();
+    s.incarnation = c->incarnation;
+    const bool online = c->state == ChildState::kOnline && c->desc;
+    s.write = online;
+    s.synced = online && c->sync == SyncState::kSynced;
+    s.read = s.synced;
+    s.local = c->local;
+    s.flush = c->flushable;
+  }
+  {
+    std::lock_guard lk(view_mu_);
+    view_ = v;
+  }
+  view_version_.store(v->version, std::memory_order_release);
+  // Every channel takes it before we go on: after this, no new request reaches a child the view dropped.
+  ReactorSet& set = registry_.reactors();
+  for (unsigned r = 0; r < set.size(); ++r) {
+    co_await set.submit_to(r, [this, r] {
+      if (NexusChannel* ch = channels_[r]) ch->refresh();
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Record
+
+NexusRecord Nexus::record() const {
+  NexusRecord r;
+  r.clean_shutdown = shutting_down_ && !failing_held_ && !shut_done_;
+  for (auto& c : children_) {
+    r.children.push_back({c->uuid, c->state == ChildState::kOnline && c->sync == SyncState::kSynced});
+  }
+  return r;
+}
+
+Task<Status> Nexus::persist() {
+  if (!store_ || opts_.persistence_key.empty()) co_return Status::Ok();
+  Reactor* r = Reactor::current();
+  const uint64_t deadline = r->now() + opts_.persist_timeout_ns;
+  for (;;) {
+    std::string key = opts_.persistence_key;
+    std::string value = record().ToJson();
+    Status st = co_await store_->put(std::move(key), std::move(value));
+    if (st.ok()) {
+      ++record_writes_;
+      co_return st;
+    }
+    if (r->now() >= deadline) {
+      co_return Status::Errorf(st.code(), "nexus {}: the record at '{}' could not be written for {} s: {}", name(),
+                               opts_.persistence_key, opts_.persist_timeout_ns / 1'000'000'000ull, st.message());
+    }
+    TLOG_RL_WARN("nexus", 1000, "nexus {}: writing its record failed ({}); retrying", name(), st);
+    co_await Reactor::sleep_for(opts_.persist_retry_ns);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Retire
+
+Nexus::Child* Nexus::find_child(const Uuid& u) {
+  for (auto& c : children_)
+    if (c->uuid == u) return c.get();
+  return nullptr;
+}
+
+size_t Nexus::healthy_children() const {
+  size_t n = 0;
+  for (auto& c : children_) n += c->state == ChildState::kOnline && c->sync == SyncState::kSynced && c->desc;
+  return n;
+}
+
+void Nexus::freeze() { frozen_.store(true, std::memory_order_release); }
+
+void Nexus::unfreeze() {
+  frozen_.store(false, std::memory_order_release);
+  ReactorSet& set = registry_.reactors();
+  for (unsigned r = 0; r < set.size(); ++r) {
+    set.post(r, [this, r] {
+      if (NexusChannel* ch = channels_[r]) ch->release_held();
+    });
+  }
+}
+
+Task<Status> Nexus::retire(Uuid id, FaultReason reason) {
+  auto g = co_await ops_mu_.lock();
+  Child* c = find_child(id);
+  if (!c || c->state != ChildState::kOnline || !c->desc) co_return Status::Ok();  // already out
+  if (failing_held_) co_return Status(Errc::kShutdown, "the nexus is shut down");
+  const bool synced = c->sync == SyncState::kSynced;
+  if (synced && healthy_children() == 1) {
+    // The last one with current data stays: its failure fails host I/O, and the record keeps saying it
+    // is the one to rebuild from.
+    co_return Status::Errorf(Errc::kIo, "child {} is the last healthy child of nexus {}; it is not retired", c->uri, name());
+  }
+  TLOG_WARN("nexus", "nexus {}: retiring child {} ({})", name(), c->uri, fault_reason_name(reason));
+  if (synced) freeze();
+  c->state = ChildState::kFaulted;
+  c->reason = reason;
+  co_await publish();
+  Status st = synced ? co_await persist() : Status::Ok();
+  if (!st.ok()) {
+    TLOG_ERROR("nexus", "nexus {}: {}; shutting down rather than acknowledge what it could not record", name(), st);
+    g.release();
+    co_await self_shutdown("the record could not be written");
+    co_return st;
+  }
+  if (synced) unfreeze();
+  co_await release_child(*c);
+  co_return Status::Ok();
+}
+
+void Nexus::request_retire(unsigned reactor, BdevIo* parent, uint32_t failed_slots, Errc first_error) {
+  ReactorSet& set = registry_.reactors();
+  set.post(0, [this, reactor, parent, failed_slots, first_error] {
+    const bool started = tasks_.spawn([](Nexus* nx, unsigned r, BdevIo* p, uint32_t slots, Errc err) -> Task<void> {
+      Status result;
+      for (uint32_t s = 0; s < kMaxChildren && result.ok(); ++s) {
+        if (!(slots & (1u << s))) continue;
+        Uuid id;
+        for (auto& c : nx->children_)
+          if (c->slot == s) id = c->uuid;
+        if (id.is_nil()) continue;  // removed meanwhile: its removal was recorded
+        result = co_await nx->retire(id, reason_for(err));
+      }
+      const Errc e = result.ok() ? Errc::kOk : (first_errc(result) == Errc::kShutdown ? Errc::kShutdown : err);
+      nx->registry_.reactors().post(r, [nx, r, p, e] {
+        if (NexusChannel* ch = nx->channels_[r]) ch->resolve(p, e);
+      });
+    }(this, reactor, parent, failed_slots, first_error));
+    if (!started) {
+      registry_.reactors().post(reactor, [this, reactor, parent] {
+        if (NexusChannel* ch = channels_[reactor]) ch->resolve(parent, Errc::kShutdown);
+      });
+    }
+  });
+}
+
+void Nexus::report_fault(uint32_t slot, uint64_t version, Errc e) {
+  (void)version;
+  registry_.reactors().post(0, [this, slot, e] {
+    tasks_.spawn([](Nexus* nx, uint32_t s, Errc err) -> Task<void> {
+      Uuid id;
+      for (auto& c : nx->children_)
+        if (c->slot == s) id = c->uuid;
+      if (id.is_nil()) co_return;
+      Status st = co_await nx->retire(id, reason_for(err));
+      if (!st.ok()) TLOG_RL_WARN("nexus", 1000, "nexus {}: {}", nx->name(), st);
+    }(this, slot, e));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Operations
+
+NexusStatus Nexus::status() const {
+  if (shut_done_) return NexusStatus::kShutdown;
+  if (shutting_down_) return NexusStatus::kShuttingDown;
+  const size_t healthy = healthy_children();
+  if (healthy == 0) return NexusStatus::kFaulted;
+  return healthy == children_.size() ? NexusStatus::kOnline : NexusStatus::kDegraded;
+}
+
+Task<NexusInfo> Nexus::info() {
+  NexusInfo i;
+  i.uuid = opts_.uuid;
+  i.size_bytes = layout_.volume_bytes;
+  i.block_size = layout_.block_size;
+  i.status = status();
+  i.persistence_key = opts_.persistence_key;
+  for (auto& c : children_) {
+    ChildInfo ci;
+    ci.uri = c->uri;
+    ci.uuid = c->uuid;
+    ci.device = c->device;
+    ci.state = c->state;
+    ci.reason = c->reason;
+    ci.sync = c->sync;
+    ci.local = c->local;
+    i.children.push_back(ci);
+  }
+  // I/O counters live in each reactor's channel, per slot and child incarnation.
+  ReactorSet& set = registry_.reactors();
+  for (unsigned r = 0; r < set.size(); ++r) {
+    NexusInfo* out = &i;
+    co_await set.submit_to(r, [this, r, out] {
+      NexusChannel* ch = channels_[r];
+      if (!ch) return;
+      for (size_t k = 0; k < children_.size(); ++k) {
+        const Child& c = *children_[k];
+        if (ch->counter_incarnation(c.slot) != c.incarnation) continue;
+        const ChildIoCounters& x = ch->counters()[c.slot];
+        ChildIoCounters& y = out->children[k].io;
+        y.reads += x.reads;
+        y.writes += x.writes;
+        y.other += x.other;
+        y.errors += x.errors;
+        y.read_bytes += x.read_bytes;
+        y.write_bytes += x.write_bytes;
+      }
+    });
+  }
+  co_return i;
+}
+
+Task<Status> Nexus::add_child(std::string uri) {
+  auto g = co_await ops_mu_.lock();
+  if (shutdown_.load() || shutting_down_) co_return Status::Errorf(Errc::kShutdown, "nexus {} is shut down", name());
+  TERN_CO_ASSIGN_OR_RETURN(ParsedChild p, parse_child_uri(uri));
+  if (Child* existing = find_child(p.uuid)) {
+    if (existing->uri == uri) co_return Status::Ok();  // the same call again
+    co_return Status::Errorf(Errc::kExist, "nexus {} already has child {} as {}", name(), p.uuid.ToString(), existing->uri);
+  }
+  if (children_.size() >= kMaxChildren) {
+    co_return Status::Errorf(Errc::kNoSpc, "nexus {} has {} children, the most it can have", name(), kMaxChildren);
+  }
+  auto c = co_await open_child(uri, true);
+  if (!c.ok()) co_return c.status();
+  Child& ch = **c;
+  const BdevProps& cp = ch.desc->bdev().props();
+  Status st;
+  if (cp.block_size != layout_.block_size) {
+    st = Status::Errorf(Errc::kInval, "child {} has {}-byte blocks; nexus {} has {}-byte blocks", uri, cp.block_size, name(),
+                        layout_.block_size);
+  } else if (ch.desc->bdev().num_blocks() * cp.block_size < layout_.required_child_bytes()) {
+    st = Status::Errorf(Errc::kNoSpc, "child {} holds {} bytes; nexus {} needs {} bytes on every child", uri,
+                        ch.desc->bdev().num_blocks() * cp.block_size, name(), layout_.required_child_bytes());
+  }
+  if (st.ok()) st = co_await write_label(ch, false);
+  if (!st.ok()) {
+    co_await release_child(ch);
+    co_return st;
+  }
+  // The lowest free slot.
+  uint32_t used = 0;
+  for (auto& x : children_) used |= 1u << x->slot;
+  uint32_t slot = 0;
+  while (used & (1u << slot)) ++slot;
+  ch.slot = slot;
+  ch.sync = SyncState::kOutOfSync;  // it joins as a write-only member; rebuild makes it current
+  children_.push_back(std::move(*c));
+  co_await publish();
+  st = co_await persist();
+  if (!st.ok()) {
+    co_await self_shutdown("the record could not be written");
+    co_return st;
+  }
+  TLOG_INFO("nexus", "nexus {}: child {} added (out of sync)", name(), uri);
+  co_return Status::Ok();
+}
+
+Task<Status> Nexus::remove_child(Uuid id) {
+  auto g = co_await ops_mu_.lock();
+  Child* c = find_child(id);
+  if (!c) co_return Status::Errorf(Errc::kNoEnt, "nexus {} has no child {}", name(), id.ToString());
+  if (children_.size() == 1) {
+    co_return Status::Errorf(Errc::kBusy, "child {} is the only child of nexus {}; destroy the nexus instead", c->uri, name());
+  }
+  const bool healthy = c->state == ChildState::kOnline && c->sync == SyncState::kSynced && c->desc;
+  if (healthy && healthy_children() == 1) {
+    co_return Status::Errorf(Errc::kBusy, "child {} is the last healthy child of nexus {}; it cannot be removed", c->uri,
+                             name());
+  }
+  // Out of the I/O path first, then out of the record, then closed.
+  c->state = ChildState::kClosed;
+  co_await publish();
+  std::unique_ptr<Child> owned;
+  for (auto it = children_.begin(); it != children_.end(); ++it) {
+    if (it->get() == c) {
+      owned = std::move(*it);
+      children_.erase(it);
+      break;
+    }
+  }
+  Status st = co_await persist();
+  co_await release_child(*owned);
+  co_await publish();  // the slot is free
+  if (!st.ok()) {
+    co_await self_shutdown("the record could not be written");
+    co_return st;
+  }
+  TLOG_INFO("nexus", "nexus {}: child {} removed", name(), owned->uri);
+  co_return Status::Ok();
+}
+
+Task<Status> Nexus::fault_child(Uuid id, FaultReason reason) {
+  {
+    auto g = co_await ops_mu_.lock();
+    Child* c = find_child(id);
+    if (!c) co_return Status::Errorf(Errc::kNoEnt, "nexus {} has no child {}", name(), id.ToString());
+    if (c->state != ChildState::kOnline) co_return Status::Ok();  // already out
+    if (c->sync == SyncState::kSynced && healthy_children() == 1) {
+      co_return Status::Errorf(Errc::kBusy, "child {} is the last healthy child of nexus {}; it cannot be faulted", c->uri,
+                               name());
+    }
+  }
+  co_return co_await retire(id, reason == FaultReason::kNone ? FaultReason::kOffline : reason);
+}
+
+Task<Status> Nexus::online_child(Uuid id) {
+  auto g = co_await ops_mu_.lock();
+  if (shutdown_.load() || shutting_down_) co_return Status::Errorf(Errc::kShutdown, "nexus {} is shut down", name());
+  Child* c = find_child(id);
+  if (!c) co_return Status::Errorf(Errc::kNoEnt, "nexus {} has no child {}", name(), id.ToString());
+  if (c->state == ChildState::kOnline) co_return Status::Ok();
+  auto fresh = co_await open_child(c->uri, true);
+  if (!fresh.ok()) co_return fresh.status();
+  Status st = co_await write_label(**fresh, false);
+  if (!st.ok()) {
+    co_await release_child(**fresh);
+    co_return st;
+  }
+  c->desc = std::move((*fresh)->desc);
+  c->created = (*fresh)->created;
+  c->device = (*fresh)->device;
+  c->flushable = (*fresh)->flushable;
+  c->incarnation = (*fresh)->incarnation;
+  c->label_seq = (*fresh)->label_seq;
+  c->newest_in_a = (*fresh)->newest_in_a;
+  c->state = ChildState::kOnline;
+  c->reason = FaultReason::kNone;
+  c->sync = SyncState::kOutOfSync;  // back as a write-only member until it is rebuilt
+  co_await publish();
+  st = co_await persist();
+  if (!st.ok()) {
+    co_await self_shutdown("the record could not be written");
+    co_return st;
+  }
+  TLOG_INFO("nexus", "nexus {}: child {} is online again (out of sync)", name(), c->uri);
+  co_return Status::Ok();
+}
+
+Task<Status> Nexus::shutdown_nexus() {
+  if (shut_done_) co_return Status::Ok();
+  if (shutting_down_) co_return Status::Errorf(Errc::kBusy, "nexus {} is already shutting down", name());
+  shutting_down_ = true;
+  shutdown_.store(true, std::memory_order_release);  // new requests are held: hosts wait, they do not fail
+  // What is on the children finishes first, and so do retires those requests wait for (they may still
+  // write the record: a request they hold back must not complete unrecorded).
+  ReactorSet& set = registry_.reactors();
+  for (int i = 0; i < 30'000; ++i) {
+    uint64_t busy = 0;
+    for (unsigned r = 0; r < set.size(); ++r) {
+      busy += co_await set.submit_to(r, [this, r]() -> uint64_t {
+        NexusChannel* ch = channels_[r];
+        return ch ? ch->on_children() + ch->parked() : 0;
+      });
+    }
+    if (busy == 0) break;
+    co_await Reactor::sleep_for(1'000'000);
+  }
+  auto g = co_await ops_mu_.lock();
+  Status st = co_await persist();  // clean_shutdown: true (record() says so while shutting down)
+  for (auto& c : children_) {
+    if (c->state == ChildState::kOnline) c->state = ChildState::kClosed;
+  }
+  co_await publish();
+  for (auto& c : children_) co_await release_child(*c);
+  shut_done_ = true;
+  TLOG_INFO("nexus", "nexus {} shut down{}", name(), st.ok() ? "" : fmt::format(" (record: {})", st.message()));
+  co_return st;
+}
+
+Task<void> Nexus::self_shutdown(const char* why) {
+  if (failing_held_) co_return;
+  shutdown_.store(true, std::memory_order_release);
+  TLOG_ERROR("nexus", "nexus {} shuts itself down: {}", name(), why);
+  shutting_down_ = true;
+  shut_done_ = true;
+  failing_held_ = true;  // another nexus may take over: fail what waits, so hosts go there
+  ReactorSet& set = registry_.reactors();
+  for (unsigned r = 0; r < set.size(); ++r) {
+    co_await set.submit_to(r, [this, r] {
+      if (NexusChannel* ch = channels_[r]) ch->fail_held(Errc::kShutdown);
+    });
+  }
+}
+
+Task<void> Nexus::close_children() {
+  shutdown_.store(true, std::memory_order_release);
+  failing_held_ = true;
+  ReactorSet& set = registry_.reactors();
+  for (unsigned r = 0; r < set.size(); ++r) {
+    co_await set.submit_to(r, [this, r] {
+      if (NexusChannel* ch = channels_[r]) ch->fail_held(Errc::kNoDev);
+    });
+  }
+  auto g = co_await ops_mu_.lock();
+  for (auto& c : children_) {
+    if (c->state == ChildState::kOnline) c->state = ChildState::kClosed;
+  }
+  co_await publish();
+  for (auto& c : children_) co_await release_child(*c);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Bdev
+
+bool Nexus::supports(IoType t) const {
+  switch (t) {
+    case IoType::kRead:
+    case IoType::kWrite:
+    case IoType::kFlush: return true;
+    case IoType::kUnmap:
+    case IoType::kWriteZeroes:
+      for (auto& c : children_) {
+        if (c->desc && !c->desc->bdev().supports(t)) return false;
+      }
+      return true;
+    case IoType::kReset: return false;  // the layer waits for what is in flight
+  }
+  return false;
+}
+
+Result<std::unique_ptr<ChannelCtx>> Nexus::create_channel(Reactor& r) {
+  return std::unique_ptr<ChannelCtx>(new NexusChannel(this, r));
+}
+
+void Nexus::submit(ChannelCtx* ctx, BdevIo* io) { static_cast<NexusChannel*>(ctx)->submit(io); }
+
+Task<void> Nexus::on_remove() {
+  // A forced destroy: what waits here would hold the channels open forever.
+  shutdown_.store(true, std::memory_order_release);
+  failing_held_ = true;
+  ReactorSet& set = registry_.reactors();
+  for (unsigned r = 0; r < set.size(); ++r) {
+    co_await set.submit_to(r, [this, r] {
+      if (NexusChannel* ch = channels_[r]) ch->fail_held(Errc::kNoDev);
+    });
+  }
+}
+
+Task<void> Nexus::shutdown() {
+  // No channel is left; retires and self-shutdowns in progress end, then the children close.
+  co_await tasks_.close();
+  for (auto& c : children_) {
+    if (c->desc || c->created) co_await release_child(*c);
+  }
+}
+
+}  // namespace tern::nexus

@@ -1,0 +1,183 @@
+// Nexus: one volume, mirrored synchronously to N children — the thing that makes tern a replicated store.
+//
+// A nexus is a device (a Bdev named by the volume's UUID), so the NVMe/TCP target, NBD, ioperf and a
+// later nexus use it unchanged. Its children are devices opened by URI: `bdev:///<name>?uuid=<uuid>` for a
+// local replica (no network hop, no copy) and `nvmf://host:port/<nqn>?uuid=<uuid>` for a remote one (the
+// nexus creates that device and destroys it again). Every child holds the volume at offset 0 and the
+// nexus's metadata after it (layout.h).
+//
+// I/O (any reactor, through the nexus's per-reactor channel): writes, write-zeroes, unmaps and flushes
+// go to every writable child in parallel and complete when all have; a read goes to one in-sync child
+// (local first, else the least busy) and is retried on another when it fails. A child that fails a
+// request is retired: the retirement is written to the record store *before* any host request that
+// depended on it completes, and new requests wait (frozen) meanwhile. The last healthy child is never
+// retired. Nothing on this path allocates, locks or sends a message while the children are healthy.
+//
+// Threads: a Nexus is created, reconfigured and destroyed on the primary reactor (reactor 0): every
+// method below runs there. Each reactor's channel (NexusChannel, internal) sees the children through an
+// immutable view the primary republishes after each change (one atomic load per request to notice).
+// Design: docs/design/nexus.md.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bdev/bdev.h"
+#include "bdev/registry.h"
+#include "common/result.h"
+#include "common/uuid.h"
+#include "nexus/layout.h"
+#include "nexus/record.h"
+#include "reactor/async_mutex.h"
+#include "reactor/task_scope.h"
+#include "reactor/timer.h"
+
+namespace tern::nexus {
+
+enum class ChildState : uint8_t { kOnline, kFaulted, kClosed };
+enum class FaultReason : uint8_t { kNone, kCannotOpen, kIoError, kTimedOut, kNoSpace, kRebuildFailed, kOffline };
+enum class SyncState : uint8_t { kSynced, kOutOfSync };
+// What list reports: online (every child healthy), degraded (some), faulted (none), shutting down, shutdown.
+enum class NexusStatus : uint8_t { kOnline, kDegraded, kFaulted, kShuttingDown, kShutdown };
+
+const char* child_state_name(ChildState s);
+const char* fault_reason_name(FaultReason r);
+const char* sync_state_name(SyncState s);
+const char* nexus_status_name(NexusStatus s);
+Result<FaultReason> parse_fault_reason(std::string_view s);
+
+struct NexusOptions {
+  Uuid uuid;                          // the volume's UUID: the device's name and UUID
+  uint64_t size_bytes = 0;            // the volume's size
+  std::vector<std::string> children;  // child URIs, each with ?uuid=
+  std::string persistence_key;        // where the record lives; empty: no record (tests, standalone)
+  // How long a record write may keep failing before the nexus shuts itself down rather than acknowledge
+  // what it could not record; retried every `persist_retry_ns` meanwhile.
+  uint64_t persist_timeout_ns = 30'000'000'000ull;
+  uint64_t persist_retry_ns = 1'000'000'000ull;
+};
+
+struct ChildIoCounters {
+  uint64_t reads = 0, writes = 0, other = 0, errors = 0;
+  uint64_t read_bytes = 0, write_bytes = 0;
+};
+
+struct ChildInfo {
+  std::string uri;
+  Uuid uuid;
+  std::string device;  // the device's name in the registry
+  ChildState state = ChildState::kOnline;
+  FaultReason reason = FaultReason::kNone;
+  SyncState sync = SyncState::kSynced;
+  bool local = false;
+  ChildIoCounters io;
+};
+
+struct NexusInfo {
+  Uuid uuid;
+  uint64_t size_bytes = 0;
+  uint32_t block_size = 0;
+  NexusStatus status = NexusStatus::kOnline;
+  std::string persistence_key;
+  std::vector<ChildInfo> children;
+};
+
+class NexusChannel;
+struct ChildView;
+
+class Nexus final : public Bdev {
+ public:
+  // Opens every child (any failure fails the whole create and leaves nothing behind), checks the
+  // geometry (same block size; every child holds the volume and the metadata region), writes each
+  // child's label, writes the record (every child healthy), and registers the device. `store` (may be
+  // null when there is no persistence key) must outlive the nexus.
+  static Task<Result<Nexus*>> Create(BdevRegistry& registry, NexusOptions opts, RecordStore* store);
+  ~Nexus() override;
+
+  const Uuid& uuid() const { return opts_.uuid; }
+  const Layout& layout() const { return layout_; }
+  // State, children and their I/O counters (gathered from every reactor's channel).
+  Task<NexusInfo> info();
+  NexusStatus status() const;
+
+  // --- children (primary reactor) ---
+  // Adds a child; it joins out of sync (a write-only member until the rebuild design makes it in sync).
+  Task<Status> add_child(std::string uri);
+  Task<Status> remove_child(Uuid child);
+  // Faults a child by request (reason offline unless given). The last healthy child cannot be faulted.
+  Task<Status> fault_child(Uuid child, FaultReason reason);
+  // Opens a faulted or closed child again; it comes back out of sync.
+  Task<Status> online_child(Uuid child);
+
+  // Holds all I/O (hosts wait rather than see errors), closes the children, writes clean_shutdown.
+  // Idempotent once done; the device stays until destroyed.
+  Task<Status> shutdown_nexus();
+  // Before the registry destroys the device: fails held I/O, closes and releases the children.
+  Task<void> close_children();
+
+  // Tests: how many record writes were done, and requests held right now.
+  uint64_t record_writes() const { return record_writes_; }
+
+  // --- Bdev ---
+  bool supports(IoType t) const override;
+  Result<std::unique_ptr<ChannelCtx>> create_channel(Reactor& r) override;
+  void submit(ChannelCtx* ctx, BdevIo* io) override;
+  Task<void> shutdown() override;
+  Task<void> on_remove() override;
+
+ private:
+  friend class NexusChannel;
+  struct Child;
+
+  Nexus(BdevProps props, NexusOptions opts, Layout layout, BdevRegistry& reg, RecordStore* store);
+
+  // Opening and labelling a child.
+  Task<Result<std::unique_ptr<Child>>> open_child(const std::string& uri, bool creating);
+  Task<Status> write_label(Child& c, bool in_sync);
+  Task<void> release_child(Child& c);
+  // Republishes the children view and waits until every reactor's channel has taken it.
+  Task<void> publish();
+  std::shared_ptr<const ChildView> view() const;
+
+  // Record writes: retried until the timeout, then the nexus shuts itself down.
+  NexusRecord record() const;
+  Task<Status> persist();
+
+  // Retire (primary): a reactor reports that `child` failed a request.
+  Task<Status> retire(Uuid child, FaultReason reason);
+  // From a reactor: `slots` failed `parent`; complete it once they are retired (or with an error).
+  void request_retire(unsigned reactor, BdevIo* parent, uint32_t failed_slots, Errc first_error);
+  void report_fault(uint32_t slot, uint64_t version, Errc e);
+  void freeze();
+  void unfreeze();
+  Task<void> self_shutdown(const char* why);
+  Child* find_child(const Uuid& u);
+  size_t healthy_children() const;
+  static FaultReason reason_for(Errc e);
+
+  NexusOptions opts_;
+  Layout layout_;
+  BdevRegistry& registry_;
+  RecordStore* store_;
+  std::vector<std::unique_ptr<Child>> children_;
+  // The children as the I/O path sees them (see publish()).
+  mutable std::mutex view_mu_;
+  std::shared_ptr<const ChildView> view_;
+  std::atomic<uint64_t> view_version_{0};
+  // Per reactor: its channel, when it has one (set and cleared on that reactor).
+  std::vector<NexusChannel*> channels_;
+  std::atomic<bool> frozen_{false};
+  std::atomic<bool> shutdown_{false};  // no more I/O: held forever (shutdown) or failed (destroy)
+  bool shutting_down_ = false;  // shutdown_nexus (or a self-shutdown) began
+  bool shut_done_ = false;      // ...and finished
+  bool failing_held_ = false;   // held requests fail instead of waiting (destroy, self-shutdown)
+  uint64_t record_writes_ = 0;
+  AsyncMutex ops_mu_;   // one reconfiguration at a time (retire, add, remove, fault, online, shutdown)
+  TaskScope tasks_{"nexus"};  // retires, self-shutdown (primary reactor)
+};
+
+}  // namespace tern::nexus

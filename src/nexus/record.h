@@ -1,0 +1,49 @@
+// The nexus's record in the store (etcd): which children hold the volume's current data.
+//
+//   {"clean_shutdown": false, "children": [{"uuid": "<replica uuid>", "healthy": true}, ...]}
+//
+// Written by the nexus before it acknowledges any host I/O that depended on a child being retired, and on
+// create, add/remove child, rebuild completion and clean shutdown, under the key given at create. A control
+// plane reads it to decide which replicas a new nexus may use: only the healthy ones (and, after an unclean
+// shutdown, any of them may be the newest — the rebuild design's generations say which).
+//
+// Pure data and codec: no I/O.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "common/uuid.h"
+#include "reactor/task.h"
+
+namespace tern::nexus {
+
+struct NexusRecord {
+  struct Child {
+    Uuid uuid;
+    bool healthy = false;
+    friend bool operator==(const Child&, const Child&) = default;
+  };
+  bool clean_shutdown = false;
+  std::vector<Child> children;
+
+  std::string ToJson() const;
+  // kInval naming what is wrong (not JSON, a missing field, a bad UUID). Unknown fields are ignored, so a
+  // newer writer's additions do not break an older reader.
+  static Result<NexusRecord> FromJson(std::string_view json);
+  friend bool operator==(const NexusRecord&, const NexusRecord&) = default;
+};
+
+// Where records are kept: etcd in production (src/store), anything with these semantics in tests. A put
+// completes once the value is durable in the store, or fails (the nexus retries until its timeout).
+// Called on the primary reactor.
+class RecordStore {
+ public:
+  virtual ~RecordStore() = default;
+  virtual Task<Status> put(std::string key, std::string value) = 0;
+  virtual Task<Result<std::string>> get(std::string key) = 0;  // kNoEnt when absent
+};
+
+}  // namespace tern::nexus

@@ -1,0 +1,481 @@
+// The nexus on real reactors and devices (RAM children, error and delay wrappers): create and its geometry
+// rules, the mirror (every child holds every write, at the same offset), reads and their retry, retire with
+// the record written before the request that depended on it completes, the last healthy child, the record
+// store failing, child operations, shutdown holding I/O. The record store here is an in-memory one whose
+// writes the test can hold or fail (the system tests use a real etcd).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <thread>
+
+#include "bdev/fault_bdevs.h"
+#include "common/aligned_buffer.h"
+#include "nexus/layout.h"
+#include "nexus/nexus.h"
+#include "nexus/record.h"
+#include "test_util.h"
+
+namespace tern::nexus {
+namespace {
+
+using test::DeviceEnv;
+
+template <typename P>
+bool eventually(P pred, int ms = 10'000) {
+  for (int i = 0; i < ms; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return pred();
+}
+
+const char* kVol = "6d0a3c1e-1111-4a2b-9c3d-000000000001";
+const char* kC[] = {"6d0a3c1e-2222-4a2b-9c3d-00000000000a", "6d0a3c1e-2222-4a2b-9c3d-00000000000b",
+                    "6d0a3c1e-2222-4a2b-9c3d-00000000000c", "6d0a3c1e-2222-4a2b-9c3d-00000000000d"};
+constexpr uint64_t kVolBytes = 8 << 20;
+
+// A record store in memory: every put is kept; puts can be held (until released) or failed.
+class TestStore : public RecordStore {
+ public:
+  Task<Status> put(std::string key, std::string value) override {
+    ++attempts;
+    while (hold.load()) co_await Reactor::sleep_for(1'000'000);
+    if (fail.load()) co_return Status(Errc::kConnRefused, "test store: refusing writes");
+    std::lock_guard lk(mu);
+    values[key] = value;
+    history.push_back(value);
+    co_return Status::Ok();
+  }
+  Task<Result<std::string>> get(std::string key) override {
+    std::lock_guard lk(mu);
+    auto it = values.find(key);
+    if (it == values.end()) co_return Status(Errc::kNoEnt, "no such key");
+    co_return it->second;
+  }
+  NexusRecord last(const std::string& key) {
+    std::lock_guard lk(mu);
+    return *NexusRecord::FromJson(values.at(key));
+  }
+  std::atomic<bool> hold{false}, fail{false};
+  std::atomic<int> attempts{0};
+  std::mutex mu;
+  std::map<std::string, std::string> values;
+  std::vector<std::string> history;
+};
+
+std::string child_uri(const std::string& dev, int i) { return fmt::format("bdev:///{}?uuid={}", dev, kC[i]); }
+
+class NexusTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    env_ = std::make_unique<DeviceEnv>(2);
+    ASSERT_TRUE(env_->set);
+    const uint64_t child_mb = required_child_bytes(kVolBytes) >> 20;
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(env_->create(fmt::format("malloc:///m{}?size_mb={}", i, child_mb)).ok());
+      // Each child behind an error device whose rules the tests set; its UUID is the child's.
+      ASSERT_TRUE(env_->create(fmt::format("error:///e{}?base=m{}&uuid={}", i, i, kC[i])).ok());
+    }
+    env_->set->run_sync(1, [&] { writes_ = new TaskScope("test writes"); });
+  }
+  void TearDown() override {
+    if (nx_) destroy();  // fails whatever a test left held in the nexus
+    env_->set->run_sync(1, [&]() -> Task<void> {
+      co_await writes_->close();
+      delete writes_;
+    });
+    env_.reset();
+  }
+
+  Result<Nexus*> create(std::vector<std::string> children, std::string key = "", uint64_t size = kVolBytes,
+                        uint64_t persist_timeout_ns = 30'000'000'000ull) {
+    NexusOptions o;
+    o.uuid = *Uuid::Parse(kVol);
+    o.size_bytes = size;
+    o.children = std::move(children);
+    o.persistence_key = std::move(key);
+    o.persist_timeout_ns = persist_timeout_ns;
+    o.persist_retry_ns = 20'000'000;
+    auto r = env_->on_primary([&]() -> Task<Result<Nexus*>> {
+      co_return co_await Nexus::Create(*env_->registry, o, &store_);
+    });
+    if (r.ok()) {
+      nx_ = *r;
+      auto d = env_->open(kVol);
+      EXPECT_TRUE(d.ok()) << d.status();
+      if (d.ok()) desc_ = std::move(*d);
+    }
+    return r;
+  }
+  void destroy() {
+    env_->close(desc_);
+    env_->on_primary([&]() -> Task<void> {
+      co_await nx_->close_children();
+      Status st = co_await env_->registry->destroy(kVol, true);
+      EXPECT_TRUE(st.ok()) << st;
+    });
+    nx_ = nullptr;
+  }
+  std::vector<uint8_t> pattern(size_t n, uint64_t seed) {
+    std::vector<uint8_t> v(n);
+    test::fill(v.data(), n, seed);
+    return v;
+  }
+  Errc write(uint64_t lba, const std::vector<uint8_t>& data, unsigned reactor = 1) {
+    AlignedBuffer b(data.size(), 4096);
+    std::memcpy(b.data(), data.data(), data.size());
+    return test::io_sync(*env_->set, reactor, *desc_, IoType::kWrite, b.data(), lba, data.size() / 512);
+  }
+  Result<std::vector<uint8_t>> read(uint64_t lba, size_t bytes, unsigned reactor = 1) {
+    AlignedBuffer b(bytes, 4096);
+    Errc e = test::io_sync(*env_->set, reactor, *desc_, IoType::kRead, b.data(), lba, bytes / 512);
+    if (e != Errc::kOk) return Status(e);
+    return std::vector<uint8_t>(b.data(), b.data() + bytes);
+  }
+  // Reads a device directly (a child, as a replica read on its own would be).
+  std::vector<uint8_t> read_device(const std::string& name, uint64_t lba, size_t bytes) {
+    auto d = env_->open(name, false);
+    EXPECT_TRUE(d.ok()) << d.status();
+    AlignedBuffer b(bytes, 4096);
+    EXPECT_EQ(test::io_sync(*env_->set, 0, **d, IoType::kRead, b.data(), lba, bytes / 512), Errc::kOk);
+    env_->close(*d);
+    return std::vector<uint8_t>(b.data(), b.data() + bytes);
+  }
+  void rule(int child, const std::string& spec) {
+    env_->on_primary([&] {
+      auto* e = static_cast<ErrorBdev*>(env_->registry->find(fmt::format("e{}", child)));
+      if (spec.empty()) e->clear_rules();
+      else e->set_rules({*ErrorRule::Parse(spec)});
+    });
+  }
+  NexusInfo info() {
+    return env_->on_primary([&]() -> Task<NexusInfo> { co_return co_await nx_->info(); });
+  }
+  // A write started on reactor 1 that completes by itself later; `done` and `status` say when and how.
+  struct Pending {
+    std::atomic<bool> done{false};
+    std::atomic<int> status{0};
+    AlignedBuffer buf{4096, 4096};
+  };
+  void start_write(Pending* p, uint64_t lba) {
+    std::memset(p->buf.data(), 0x5c, 4096);
+    BdevDesc* d = desc_.get();
+    env_->set->run_sync(1, [&] {
+      writes_->spawn([](BdevDesc* dd, Pending* pp, uint64_t l) -> Task<void> {
+        auto ch = ChannelRef::Get(*dd);
+        Errc e = co_await ch->write(pp->buf.data(), l, 8);
+        pp->status = int(e);
+        pp->done = true;
+      }(d, p, lba));
+    });
+  }
+
+  std::unique_ptr<DeviceEnv> env_;
+  TaskScope* writes_ = nullptr;  // writes the tests start and check later (reactor 1)
+  TestStore store_;
+  Nexus* nx_ = nullptr;
+  std::unique_ptr<BdevDesc> desc_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Layout and record
+
+TEST(NexusLayout, MetadataFollowsTheVolumeAtAMebibyteBoundary) {
+  auto l = Layout::For(10 << 20, 512);
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->meta_offset, uint64_t(10) << 20);
+  EXPECT_EQ(l->meta_bytes % kMiB, 0u);
+  EXPECT_EQ(l->required_child_bytes(), l->meta_offset + l->meta_bytes);
+  auto odd = Layout::For((10 << 20) + 4096, 4096);
+  ASSERT_TRUE(odd.ok());
+  EXPECT_EQ(odd->meta_offset, uint64_t(11) << 20);
+  // The bitmaps cover the volume at the smallest region size, one slot per possible child.
+  auto big = Layout::For(uint64_t(1) << 40, 4096);
+  EXPECT_EQ(big->bitmap_slot_bytes, (uint64_t(1) << 40) / (64 << 10) / 8);
+  EXPECT_LT(big->meta_bytes, uint64_t(20) << 20);
+  EXPECT_EQ(Layout::For(1000, 512).code(), Errc::kInval);
+  EXPECT_EQ(Layout::For(0, 512).code(), Errc::kInval);
+  EXPECT_EQ(Layout::For(4096, 1024).code(), Errc::kInval);
+}
+
+TEST(NexusLayout, LabelRoundTripsAndRefusesDamage) {
+  auto l = Layout::For(8 << 20, 512);
+  ChildLabel a;
+  a.sequence = 7;
+  a.nexus = *Uuid::Parse(kVol);
+  a.child = *Uuid::Parse(kC[0]);
+  a.volume_bytes = l->volume_bytes;
+  a.block_size = 512;
+  a.meta_offset = l->meta_offset;
+  a.meta_bytes = l->meta_bytes;
+  a.generation = 3;
+  a.in_sync = true;
+  a.written_ns = 1234;
+  std::vector<uint8_t> buf(Layout::kLabelSize);
+  a.Encode(buf.data());
+  auto b = ChildLabel::Decode(buf.data(), "test");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->sequence, 7u);
+  EXPECT_EQ(b->nexus, a.nexus);
+  EXPECT_EQ(b->child, a.child);
+  EXPECT_EQ(b->generation, 3u);
+  EXPECT_TRUE(b->in_sync);
+  buf[200] ^= 1;
+  EXPECT_EQ(ChildLabel::Decode(buf.data(), "test").code(), Errc::kCorruption);
+  std::vector<uint8_t> zero(Layout::kLabelSize, 0);
+  EXPECT_EQ(ChildLabel::Decode(zero.data(), "test").code(), Errc::kNoEnt);
+}
+
+TEST(NexusRecordCodec, RoundTripsAndNamesWhatIsWrong) {
+  NexusRecord r;
+  r.clean_shutdown = true;
+  r.children = {{*Uuid::Parse(kC[0]), true}, {*Uuid::Parse(kC[1]), false}};
+  auto back = NexusRecord::FromJson(r.ToJson());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, r);
+  EXPECT_NE(r.ToJson().find("\"clean_shutdown\":true"), std::string::npos);
+  EXPECT_EQ(NexusRecord::FromJson("nope").code(), Errc::kInval);
+  auto missing = NexusRecord::FromJson(R"({"children": []})");
+  EXPECT_NE(missing.status().message().find("clean_shutdown"), std::string::npos);
+  auto bad = NexusRecord::FromJson(R"({"clean_shutdown": false, "children": [{"uuid": "x", "healthy": true}]})");
+  EXPECT_NE(bad.status().message().find("children[0].uuid"), std::string::npos);
+  // Fields a newer writer adds do not stop an older reader.
+  EXPECT_TRUE(NexusRecord::FromJson(R"({"clean_shutdown": false, "children": [], "generation": 4})").ok());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Create
+
+TEST_F(NexusTest, CreateChecksGeometryAndLeavesNothingBehindWhenItFails) {
+  // Missing UUID, unknown device, duplicate child, unsupported scheme.
+  EXPECT_EQ(create({"bdev:///e0"}).code(), Errc::kInval);
+  EXPECT_EQ(create({fmt::format("bdev:///nope?uuid={}", kC[0])}).code(), Errc::kNoDev);
+  EXPECT_EQ(create({child_uri("e0", 0), child_uri("e0", 0)}).code(), Errc::kInval);
+  EXPECT_EQ(create({fmt::format("iscsi://h/x?uuid={}", kC[0])}).code(), Errc::kInval);
+  // A child that does not hold the volume plus the metadata region.
+  auto small = create({child_uri("e0", 0)}, "", required_child_bytes(kVolBytes));
+  ASSERT_EQ(small.code(), Errc::kNoSpc);
+  EXPECT_NE(small.status().message().find("nexus metadata"), std::string::npos) << small.status();
+  // A child whose device UUID is not the one named.
+  EXPECT_EQ(create({fmt::format("bdev:///e1?uuid={}", kC[0])}).code(), Errc::kInval);
+  // Mixed block sizes.
+  ASSERT_TRUE(env_->create(fmt::format("malloc:///m4k?size_mb={}&blk_size=4096&uuid={}", 16, kC[3])).ok());
+  auto mixed = create({child_uri("e0", 0), child_uri("m4k", 3)});
+  ASSERT_EQ(mixed.code(), Errc::kInval);
+  EXPECT_NE(mixed.status().message().find("block size"), std::string::npos);
+  // After every failure the children are free again (no claim, no descriptor left).
+  for (const char* d : {"e0", "e1", "m4k"}) EXPECT_EQ(env_->registry->find(d)->open_count(), 0u) << d;
+  EXPECT_EQ(env_->registry->find(kVol), nullptr);
+}
+
+TEST_F(NexusTest, TheVolumeIsAtOffsetZeroOfEveryChild) {
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1), child_uri("e2", 2)}, "vol/1").ok());
+  EXPECT_EQ(info().status, NexusStatus::kOnline);
+  EXPECT_EQ(store_.last("vol/1"), (NexusRecord{false, {{*Uuid::Parse(kC[0]), true}, {*Uuid::Parse(kC[1]), true},
+                                                     {*Uuid::Parse(kC[2]), true}}}));
+  auto data = pattern(64 << 10, 1);
+  ASSERT_EQ(write(2048, data), Errc::kOk);
+  ASSERT_EQ(write(0, pattern(4096, 2), 0), Errc::kOk);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(read_device(fmt::format("m{}", i), 2048, 64 << 10) == data) << "child " << i;
+    EXPECT_TRUE(read_device(fmt::format("m{}", i), 0, 4096) == pattern(4096, 2)) << "child " << i;
+  }
+  auto back = read(2048, 64 << 10);
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(*back == data);
+  // The label sits after the volume, where the nexus never lets I/O reach.
+  auto label = read_device("m1", nx_->layout().label_a / 512, 4096);
+  auto l = ChildLabel::Decode(label.data(), "A");
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->nexus, *Uuid::Parse(kVol));
+  EXPECT_EQ(l->child, *Uuid::Parse(kC[1]));
+  EXPECT_EQ(read(kVolBytes / 512, 4096).code(), Errc::kRange);
+  // Every child was written; reads went to one at a time.
+  NexusInfo i = info();
+  uint64_t reads = 0;
+  for (auto& c : i.children) {
+    EXPECT_EQ(c.io.writes, 2u);
+    reads += c.io.reads;
+  }
+  EXPECT_EQ(reads, 1u);
+}
+
+TEST_F(NexusTest, ALocalChildServesOneNexusOnly) {
+  ASSERT_TRUE(create({child_uri("e0", 0)}).ok());
+  NexusOptions o;
+  o.uuid = Uuid::Generate();
+  o.size_bytes = kVolBytes;
+  o.children = {child_uri("e0", 0)};
+  auto second = env_->on_primary([&]() -> Task<Result<Nexus*>> { co_return co_await Nexus::Create(*env_->registry, o, nullptr); });
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.code(), Errc::kBusy) << second.status();
+}
+
+TEST_F(NexusTest, AChildLabelledForAnotherVolumeIsRefused) {
+  ASSERT_TRUE(create({child_uri("e0", 0)}).ok());
+  destroy();
+  NexusOptions o;
+  o.uuid = Uuid::Generate();
+  o.size_bytes = kVolBytes;
+  o.children = {child_uri("e0", 0)};
+  auto other = env_->on_primary([&]() -> Task<Result<Nexus*>> { co_return co_await Nexus::Create(*env_->registry, o, nullptr); });
+  ASSERT_EQ(other.code(), Errc::kExist);
+  EXPECT_NE(other.status().message().find("belongs to another nexus"), std::string::npos);
+  // The same volume again is fine (a nexus recreated after a restart).
+  ASSERT_TRUE(create({child_uri("e0", 0)}).ok());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reads and retire
+
+TEST_F(NexusTest, AFailedReadIsRetriedOnAnotherChildAndTheChildRetired) {
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/r").ok());
+  auto data = pattern(8192, 3);
+  ASSERT_EQ(write(100, data), Errc::kOk);
+  rule(0, "op=read,kind=media");
+  rule(1, "op=read,kind=media,count=0");
+  // Whichever child the read goes to first, the host sees the data.
+  for (int i = 0; i < 4; ++i) {
+    auto r = read(100, 8192, unsigned(i % 2));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(*r == data);
+  }
+  ASSERT_TRUE(eventually([&] { return info().status == NexusStatus::kDegraded; }));
+  NexusInfo i = info();
+  EXPECT_EQ(i.children[0].state, ChildState::kFaulted);
+  EXPECT_EQ(i.children[0].reason, FaultReason::kIoError);
+  EXPECT_EQ(i.children[1].state, ChildState::kOnline);
+  EXPECT_FALSE(store_.last("vol/r").children[0].healthy);
+}
+
+TEST_F(NexusTest, TheRetireIsRecordedBeforeTheWriteThatDependsOnItCompletes) {
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1), child_uri("e2", 2)}, "vol/w").ok());
+  rule(1, "op=write");
+  store_.hold = true;
+  Pending p;
+  start_write(&p, 64);
+  // The write reached all three; child 1 failed it; the record is being written and the write waits.
+  ASSERT_TRUE(eventually([&] { return store_.attempts.load() == 2; }));  // create, then the retire
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(p.done.load());
+  // New writes wait too (the nexus is frozen) rather than fail.
+  Pending q;
+  start_write(&q, 128);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(q.done.load());
+  store_.hold = false;
+  ASSERT_TRUE(eventually([&] { return p.done.load() && q.done.load(); }));
+  EXPECT_EQ(p.status.load(), 0);
+  EXPECT_EQ(q.status.load(), 0);
+  NexusRecord r = store_.last("vol/w");
+  EXPECT_TRUE(r.children[0].healthy);
+  EXPECT_FALSE(r.children[1].healthy);
+  EXPECT_TRUE(r.children[2].healthy);
+  EXPECT_EQ(info().status, NexusStatus::kDegraded);
+  // The data is on the children that stay.
+  std::vector<uint8_t> want(4096, 0x5c);
+  EXPECT_TRUE(read_device("m0", 64, 4096) == want);
+  EXPECT_TRUE(read_device("m2", 128, 4096) == want);
+}
+
+TEST_F(NexusTest, TheLastHealthyChildIsNeverRetired) {
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/l").ok());
+  rule(0, "op=write");
+  ASSERT_EQ(write(0, pattern(4096, 5)), Errc::kOk);  // child 0 retired, recorded
+  ASSERT_TRUE(eventually([&] { return info().status == NexusStatus::kDegraded; }));
+  rule(1, "op=write");
+  EXPECT_EQ(write(8, pattern(4096, 6)), Errc::kIo);  // the host sees it: no child took it
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  NexusInfo i = info();
+  EXPECT_EQ(i.children[1].state, ChildState::kOnline);
+  EXPECT_TRUE(store_.last("vol/l").children[1].healthy);  // still the one to rebuild from
+  rule(1, "");
+  EXPECT_EQ(write(8, pattern(4096, 6)), Errc::kOk);
+  // Faulting or removing it by request is refused too.
+  Status st = env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->fault_child(*Uuid::Parse(kC[1]), FaultReason::kOffline); });
+  EXPECT_EQ(st.code(), Errc::kBusy);
+  st = env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->remove_child(*Uuid::Parse(kC[1])); });
+  EXPECT_EQ(st.code(), Errc::kBusy);
+}
+
+TEST_F(NexusTest, ANoSpaceChildIsFaultedNotTheVolume) {
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/n").ok());
+  rule(1, "op=write,errno=ENOSPC");
+  ASSERT_EQ(write(0, pattern(4096, 7)), Errc::kOk);
+  ASSERT_TRUE(eventually([&] { return info().children[1].state == ChildState::kFaulted; }));
+  EXPECT_EQ(info().children[1].reason, FaultReason::kNoSpace);
+  EXPECT_EQ(info().status, NexusStatus::kDegraded);
+}
+
+TEST_F(NexusTest, WhenTheRecordCannotBeWrittenTheNexusShutsDownRatherThanAcknowledge) {
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/s", kVolBytes, 200'000'000).ok());
+  store_.fail = true;
+  rule(0, "op=write");
+  EXPECT_EQ(write(0, pattern(4096, 8)), Errc::kShutdown);
+  EXPECT_EQ(info().status, NexusStatus::kShutdown);
+  // Nothing more is accepted: held requests fail so that hosts go to another path.
+  EXPECT_EQ(write(8, pattern(4096, 8)), Errc::kNoDev);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Child operations and shutdown
+
+TEST_F(NexusTest, AddRemoveFaultOnline) {
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/o").ok());
+  auto op = [&](auto fn) { return env_->on_primary([&]() -> Task<Status> { co_return co_await fn(); }); };
+  // Added children join out of sync: writes reach them, reads do not.
+  ASSERT_TRUE(op([&] { return nx_->add_child(child_uri("e2", 2)); }).ok());
+  ASSERT_TRUE(op([&] { return nx_->add_child(child_uri("e2", 2)); }).ok());  // the same call again
+  NexusInfo i = info();
+  ASSERT_EQ(i.children.size(), 3u);
+  EXPECT_EQ(i.children[2].sync, SyncState::kOutOfSync);
+  EXPECT_EQ(i.status, NexusStatus::kDegraded);
+  EXPECT_FALSE(store_.last("vol/o").children[2].healthy);
+  auto data = pattern(4096, 9);
+  ASSERT_EQ(write(40, data), Errc::kOk);
+  EXPECT_TRUE(read_device("m2", 40, 4096) == data);
+  for (int k = 0; k < 10; ++k) ASSERT_TRUE(read(40, 4096).ok());
+  EXPECT_EQ(info().children[2].io.reads, 0u);
+  // Fault by request, then online again (out of sync).
+  ASSERT_TRUE(op([&] { return nx_->fault_child(*Uuid::Parse(kC[0]), FaultReason::kOffline); }).ok());
+  i = info();
+  EXPECT_EQ(i.children[0].state, ChildState::kFaulted);
+  EXPECT_EQ(i.children[0].reason, FaultReason::kOffline);
+  EXPECT_EQ(env_->registry->find("e0")->open_count(), 0u);  // closed while faulted
+  ASSERT_TRUE(op([&] { return nx_->online_child(*Uuid::Parse(kC[0])); }).ok());
+  i = info();
+  EXPECT_EQ(i.children[0].state, ChildState::kOnline);
+  EXPECT_EQ(i.children[0].sync, SyncState::kOutOfSync);
+  // Remove: out of the I/O path, out of the record, closed.
+  ASSERT_TRUE(op([&] { return nx_->remove_child(*Uuid::Parse(kC[2])); }).ok());
+  EXPECT_EQ(info().children.size(), 2u);
+  EXPECT_EQ(store_.last("vol/o").children.size(), 2u);
+  EXPECT_EQ(env_->registry->find("e2")->open_count(), 0u);
+  EXPECT_EQ(op([&] { return nx_->remove_child(*Uuid::Parse(kC[2])); }).code(), Errc::kNoEnt);
+  ASSERT_EQ(write(48, data), Errc::kOk);
+}
+
+TEST_F(NexusTest, ShutdownHoldsIoAndRecordsACleanShutdown) {
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/x").ok());
+  ASSERT_EQ(write(0, pattern(4096, 10)), Errc::kOk);
+  Status st = env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->shutdown_nexus(); });
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_TRUE(store_.last("vol/x").clean_shutdown);
+  EXPECT_EQ(info().status, NexusStatus::kShutdown);
+  // A request now waits (a host would, rather than see an error) until the nexus is destroyed.
+  Pending p;
+  start_write(&p, 8);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(p.done.load());
+  env_->on_primary([&]() -> Task<void> { co_await nx_->close_children(); });
+  ASSERT_TRUE(eventually([&] { return p.done.load(); }));
+  EXPECT_EQ(p.status.load(), int(Errc::kNoDev));
+  st = env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->shutdown_nexus(); });
+  EXPECT_TRUE(st.ok());  // idempotent
+}
+
+}  // namespace
+}  // namespace tern::nexus
