@@ -1,10 +1,10 @@
 #include "pool/pool.h"
 
 #include <array>
-#include <chrono>
 #include <cstring>
 
 #include "common/aligned_buffer.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "pool/device_io.h"
 #include "pool/replica_bdev.h"
@@ -129,8 +129,7 @@ Task<Result<std::unique_ptr<Pool>>> Pool::Create(BdevRegistry& reg, std::string 
   if (!layout.ok()) co_return Status::Errorf(layout.code(), "pool '{}' on '{}': {}", opts.name, device, layout.status().message());
   std::unique_ptr<Pool> p(new Pool(reg, device, std::move(dev->desc)));
   p->sb_ = std::move(*layout);
-  p->sb_.created_ns = uint64_t(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  p->sb_.created_ns = wall_clock_ns();  // persisted: wall-clock, not now_ns (see common/clock.h)
   p->sb_.clean = false;
   p->log_ = std::make_unique<MetaLog>(*p->desc_, p->sb_);
   p->state_ = std::make_unique<PoolState>(p->sb_.data_clusters, p->sb_.cluster_size);
@@ -393,11 +392,6 @@ Task<Status> Pool::commit(const std::vector<uint8_t>& record) {
 }
 
 namespace {
-uint64_t now_ns() {
-  return uint64_t(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-}
-
 Status validate_replica_name(std::string_view name) { return validate_object_name("replica", name, 255); }
 }  // namespace
 
@@ -416,7 +410,7 @@ Task<Result<ReplicaMeta>> Pool::CreateReplica(ReplicaCreateOptions opts) {
     r.name = opts.name;
     r.size = opts.size;
     r.thin = opts.thin;
-    r.created_ns = now_ns();
+    r.created_ns = wall_clock_ns();
     if (state_->find(r.uuid)) {
       return Status::Errorf(Errc::kExist, "pool '{}' already has a replica with UUID {}", sb_.name, r.uuid.ToString());
     }
@@ -857,7 +851,7 @@ Task<Result<ReplicaMeta>> Pool::CreateSnapshot(Uuid replica, SnapshotOptions opt
   co_await lock_meta();
   Status s = check();
   if (s.ok()) {
-    const std::vector<uint8_t> record = PoolState::SnapshotRecord(replica, id, opts.name, now_ns());
+    const std::vector<uint8_t> record = PoolState::SnapshotRecord(replica, id, opts.name, wall_clock_ns());
     s = co_await commit(record);
     republish();  // the replica's clusters are the snapshot's now: its writes copy them first
   }
@@ -891,7 +885,7 @@ Task<Result<ReplicaMeta>> Pool::CreateClone(Uuid snapshot, ReplicaCreateOptions 
   };
   Status s = check();
   if (s.ok()) {
-    const std::vector<uint8_t> record = PoolState::CloneRecord(snapshot, id, opts.name, now_ns());
+    const std::vector<uint8_t> record = PoolState::CloneRecord(snapshot, id, opts.name, wall_clock_ns());
     s = co_await commit(record);
   }
   std::optional<ReplicaMeta> made;
