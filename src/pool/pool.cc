@@ -1,10 +1,7 @@
 #include "pool/pool.h"
 
-#include <array>
-#include <chrono>
-#include <cstring>
-
 #include "common/aligned_buffer.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "pool/device_io.h"
 #include "pool/replica_bdev.h"
@@ -50,29 +47,6 @@ std::string primary_where() { return "primary superblock at byte 0"; }
 std::string backup_where(uint64_t off) { return fmt::format("backup superblock at byte {}", off); }
 
 }  // namespace
-
-struct Pool::MetaLock {
-  Pool* p;
-  bool await_ready() {
-    if (p->meta_busy_) return false;
-    p->meta_busy_ = true;
-    return true;
-  }
-  void await_suspend(std::coroutine_handle<> h) { p->meta_waiters_.push_back(h); }
-  void await_resume() {}
-};
-
-Pool::MetaLock Pool::lock_meta() { return MetaLock{this}; }
-
-void Pool::unlock_meta() {
-  if (meta_waiters_.empty()) {
-    meta_busy_ = false;
-    return;
-  }
-  auto h = meta_waiters_.front();  // ownership passes to it; meta_busy_ stays set
-  meta_waiters_.pop_front();
-  h.resume();
-}
 
 Pool::~Pool() {
   // Replica bdevs may outlive the pool object (dropped without an export, as after a crash of the
@@ -129,8 +103,7 @@ Task<Result<std::unique_ptr<Pool>>> Pool::Create(BdevRegistry& reg, std::string 
   if (!layout.ok()) co_return Status::Errorf(layout.code(), "pool '{}' on '{}': {}", opts.name, device, layout.status().message());
   std::unique_ptr<Pool> p(new Pool(reg, device, std::move(dev->desc)));
   p->sb_ = std::move(*layout);
-  p->sb_.created_ns = uint64_t(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  p->sb_.created_ns = wall_clock_ns();  // persisted: wall-clock, not now_ns (see common/clock.h)
   p->sb_.clean = false;
   p->log_ = std::make_unique<MetaLog>(*p->desc_, p->sb_);
   p->state_ = std::make_unique<PoolState>(p->sb_.data_clusters, p->sb_.cluster_size);
@@ -217,17 +190,14 @@ Task<Status> Pool::Export() {
     Status u = co_await unexpose(all);
     if (!u.ok()) co_return u;
   }
-  co_await lock_meta();
+  auto g = co_await meta_mu_.lock();
   // A checkpoint makes the next import read one area and no log.
   if (failed_.ok()) {
     const std::vector<uint8_t> body = state_->Serialize();
     Status c = co_await log_->WriteCheckpoint(body);
-    if (!c.ok()) {
-      unlock_meta();
-      co_return c;
-    }
+    if (!c.ok()) co_return c;
   }
-  unlock_meta();
+  g.release();
   sb_.clean = failed_.ok();
   ++sb_.generation;
   Status s = co_await write_superblock(true, true);
@@ -259,9 +229,8 @@ Task<Status> Pool::Destroy() {
 
 Task<Result<PoolStats>> Pool::Grow() {
   if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
-  co_await lock_meta();
+  auto g = co_await meta_mu_.lock();
   Result<PoolStats> result = co_await grow_locked();
-  unlock_meta();
   co_return result;
 }
 
@@ -318,7 +287,7 @@ Status Pool::metadata_room(uint64_t extra) const {
 Task<Status> Pool::SetProperty(Uuid uuid, std::string key, std::string value) {
   if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
   TERN_CO_RETURN_IF_ERROR(PoolState::ValidateProperty(key, value));
-  co_await lock_meta();
+  auto g = co_await meta_mu_.lock();
   Status s = [&]() -> Status {
     const ReplicaMeta* r = state_->find(uuid);
     if (!r || r->discarded) {
@@ -337,7 +306,6 @@ Task<Status> Pool::SetProperty(Uuid uuid, std::string key, std::string value) {
     const std::vector<uint8_t> record = PoolState::SetPropertyRecord(uuid, key, value);
     s = co_await commit(record);
   }
-  unlock_meta();
   co_return s;
 }
 
@@ -393,11 +361,6 @@ Task<Status> Pool::commit(const std::vector<uint8_t>& record) {
 }
 
 namespace {
-uint64_t now_ns() {
-  return uint64_t(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-}
-
 Status validate_replica_name(std::string_view name) { return validate_object_name("replica", name, 255); }
 }  // namespace
 
@@ -408,15 +371,15 @@ Task<Result<ReplicaMeta>> Pool::CreateReplica(ReplicaCreateOptions opts) {
     co_return Status::Errorf(Errc::kInval, "replica '{}': size {} is not a positive multiple of 4096", opts.name,
                              opts.size);
   }
-  co_await lock_meta();
-  auto result = [&]() -> Result<std::vector<uint8_t>> {
+  auto g = co_await meta_mu_.lock();
+  auto result = [&]() -> Result<ReplicaMeta> {
     TERN_RETURN_IF_ERROR(refuse_if_failed());
     ReplicaMeta r;
     r.uuid = opts.uuid.value_or(Uuid::Generate());
     r.name = opts.name;
     r.size = opts.size;
     r.thin = opts.thin;
-    r.created_ns = now_ns();
+    r.created_ns = wall_clock_ns();
     if (state_->find(r.uuid)) {
       return Status::Errorf(Errc::kExist, "pool '{}' already has a replica with UUID {}", sb_.name, r.uuid.ToString());
     }
@@ -434,35 +397,21 @@ Task<Result<ReplicaMeta>> Pool::CreateReplica(ReplicaCreateOptions opts) {
       }
       for (size_t i = 0; i < clusters; ++i) r.map[i] = (*picked)[i] + 1;
     }
-    return PoolState::CreateReplicaRecord(r);
+    return r;
   }();
-  if (!result.ok()) {
-    unlock_meta();
-    co_return result.status();
-  }
-  std::vector<uint8_t> record = std::move(*result);
-  if (!opts.thin) {
+  if (!result.ok()) co_return result.status();
+  const ReplicaMeta& r = *result;
+  if (!r.thin) {
     // Clusters freed by another replica still hold its data: make them read as zeros before they are
     // ours (under the metadata lock, so no one else can pick them meanwhile).
-    PoolState scratch(sb_.data_clusters, sb_.cluster_size);
-    (void)scratch.Apply(record);
-    const std::vector<uint32_t> map = scratch.replicas().begin()->second.map;
-    Status z = co_await zero_clusters(map);
-    if (!z.ok()) {
-      unlock_meta();
-      co_return z;
-    }
+    Status z = co_await zero_clusters(r.map);
+    if (!z.ok()) co_return z;
   }
-  std::array<uint8_t, 16> idb;
-  std::memcpy(idb.data(), record.data() + 1, 16);  // the record starts with its type, then the UUID
-  const Uuid id(idb);
+  const std::vector<uint8_t> record = PoolState::CreateReplicaRecord(r);
   Status s = co_await commit(record);
-  if (!s.ok()) {
-    unlock_meta();
-    co_return s;
-  }
-  ReplicaMeta made = *state_->find(id);
-  unlock_meta();
+  if (!s.ok()) co_return s;
+  ReplicaMeta made = *state_->find(r.uuid);
+  g.release();
   TLOG_INFO("pool", "pool '{}': created {} replica '{}' ({}), {} bytes, {} cluster(s) allocated", sb_.name,
             made.thin ? "thin" : "thick", made.name, made.uuid.ToString(), made.size, made.allocated_clusters());
   co_return made;
@@ -470,30 +419,23 @@ Task<Result<ReplicaMeta>> Pool::CreateReplica(ReplicaCreateOptions opts) {
 
 Task<Status> Pool::DestroyReplica(Uuid uuid) {
   if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
-  co_await lock_meta();
+  auto g = co_await meta_mu_.lock();
   const ReplicaMeta* r = state_->find(uuid);
   if (!r || r->discarded) {
-    unlock_meta();
     co_return Status::Errorf(Errc::kNoEnt, "pool '{}' has no replica or snapshot {}", sb_.name, uuid.ToString());
   }
-  if (Status f = refuse_if_failed(); !f.ok()) {
-    unlock_meta();
-    co_return f;
-  }
+  TERN_CO_RETURN_IF_ERROR(refuse_if_failed());
   const std::string name = r->name;
   {
     const std::optional<Uuid> only = uuid;
     Status u = co_await unexpose(only);
-    if (!u.ok()) {
-      unlock_meta();
-      co_return u;
-    }
+    if (!u.ok()) co_return u;
   }
   const std::vector<uint8_t> record = PoolState::DestroyReplicaRecord(uuid);
   Status s = co_await commit(record);
   republish();  // a snapshot merged into its child: the child owns what it inherited
   const bool kept = state_->find(uuid) != nullptr;
-  unlock_meta();
+  g.release();
   if (s.ok()) {
     TLOG_INFO("pool", "pool '{}': destroyed '{}' ({}){}", sb_.name, name, uuid.ToString(),
               kept ? "; kept as a discarded snapshot until fewer than two clones read from it" : "");
@@ -691,9 +633,8 @@ Result<const ReplicaMeta*> Pool::writable_cluster(const Uuid& uuid, uint32_t vc)
 
 Task<void> Pool::checkpoint_soon() {
   if (log_->used() <= log_->capacity() / 2) co_return;
-  co_await lock_meta();
+  auto g = co_await meta_mu_.lock();
   co_await checkpoint_if_due();
-  unlock_meta();
 }
 
 namespace {
@@ -713,31 +654,21 @@ Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
       co_await WaitInList{&it->second};  // another write is allocating this cluster: take its result
       continue;
     }
-    co_await lock_meta();
-    if (allocating_.count(key)) {  // started while we waited for the lock
-      unlock_meta();
-      continue;
-    }
+    auto g = co_await meta_mu_.lock();
+    if (allocating_.count(key)) continue;  // started while we waited for the lock
     auto found = writable_cluster(uuid, vc);
-    if (!found.ok()) {
-      unlock_meta();
-      co_return found.status();
-    }
+    if (!found.ok()) co_return found.status();
     if (ReplicaMeta::owned((*found)->map[vc])) {  // another write got there first (durable: see allocating_)
       const uint32_t pc = (*found)->map[vc] - 1;
-      unlock_meta();
       co_return pc;
     }
     const uint32_t source = state_->resolve(uuid, vc);  // 0, or an ancestor's cluster to copy
     auto picked = state_->pick_free(1);
-    if (!picked.ok()) {
-      unlock_meta();
-      co_return Status::Errorf(Errc::kNoSpc, "pool '{}' is full", sb_.name);
-    }
+    if (!picked.ok()) co_return Status::Errorf(Errc::kNoSpc, "pool '{}' is full", sb_.name);
     const uint32_t pc = (*picked)[0];
     state_->reserve(pc);
     allocating_[key];
-    unlock_meta();
+    g.release();
 
     // Outside the lock: other clusters allocate meanwhile, and their records share log batches.
     Status z;
@@ -747,7 +678,7 @@ Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
       const std::vector<uint32_t> one{pc + 1};
       z = co_await zero_clusters(one);
     }
-    co_await lock_meta();
+    g = co_await meta_mu_.lock();
     std::optional<MetaLog::Ticket> ticket;
     bool retry = false;
     if (z.ok()) {
@@ -767,7 +698,7 @@ Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
       }
     }
     if (!ticket) state_->unreserve(pc);
-    unlock_meta();
+    g.release();
     if (ticket) z = co_await wait_durable(std::move(*ticket));
     // Waiters resume and find the cluster mapped (durable) or retry themselves.
     std::vector<std::coroutine_handle<>> waiters = std::move(allocating_[key]);
@@ -788,35 +719,28 @@ Task<Result<uint32_t>> Pool::AllocateCluster(Uuid uuid, uint32_t vc) {
 Task<Status> Pool::ReleaseCluster(Uuid uuid, uint32_t vc) {
   const auto key = std::make_pair(uuid, vc);
   if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
-  co_await lock_meta();
+  auto g = co_await meta_mu_.lock();
   while (allocating_.count(key)) {  // let an allocation of this cluster finish first
-    unlock_meta();
+    g.release();
     co_await WaitInList{&allocating_[key]};
-    co_await lock_meta();
+    g = co_await meta_mu_.lock();
   }
   auto found = writable_cluster(uuid, vc);
-  if (!found.ok()) {
-    unlock_meta();
-    co_return found.status();
-  }
+  if (!found.ok()) co_return found.status();
   const uint32_t m = (*found)->map[vc];
   if (m == ReplicaMeta::kZero || (m == ReplicaMeta::kInherit && state_->resolve(uuid, vc) == 0)) {
-    unlock_meta();
     co_return Status::Ok();  // reads zeros already
   }
   const std::vector<uint8_t> record = PoolState::UnmapClusterRecord(uuid, vc);
   auto t = stage(record);
-  if (!t.ok()) {
-    unlock_meta();
-    co_return t.status();
-  }
+  if (!t.ok()) co_return t.status();
   MetaLog::Ticket ticket = std::move(*t);
   std::shared_ptr<ReplicaShared> sh;
   if (auto it = shared_.find(uuid); it != shared_.end()) sh = it->second;
   if (sh && vc < sh->clusters) sh->map[vc].store(0, std::memory_order_release);
   const bool freed = ReplicaMeta::owned(m);
   if (freed && sh) state_->reserve(m - 1);  // requests in flight may still reach it: see below
-  unlock_meta();
+  g.release();
   Status s = co_await wait_durable(std::move(ticket));
   if (freed && sh) {
     // The cluster goes back to the pool once every request submitted before the map changed is done.
@@ -854,16 +778,16 @@ Task<Result<ReplicaMeta>> Pool::CreateSnapshot(Uuid replica, SnapshotOptions opt
   if (auto it = shared_.find(replica); it != shared_.end()) sh = it->second;
   // Quiesce: writes completed before this point are in the snapshot, later ones are not.
   if (sh) co_await replica_pause(sh);
-  co_await lock_meta();
+  auto g = co_await meta_mu_.lock();
   Status s = check();
   if (s.ok()) {
-    const std::vector<uint8_t> record = PoolState::SnapshotRecord(replica, id, opts.name, now_ns());
+    const std::vector<uint8_t> record = PoolState::SnapshotRecord(replica, id, opts.name, wall_clock_ns());
     s = co_await commit(record);
     republish();  // the replica's clusters are the snapshot's now: its writes copy them first
   }
   std::optional<ReplicaMeta> made;
   if (s.ok()) made = *state_->find(id);
-  unlock_meta();
+  g.release();
   if (sh) co_await replica_resume(sh);
   if (!s.ok()) co_return s;
   TLOG_INFO("pool", "pool '{}': snapshot '{}' ({}) of replica {}", sb_.name, made->name, id.ToString(),
@@ -875,7 +799,7 @@ Task<Result<ReplicaMeta>> Pool::CreateClone(Uuid snapshot, ReplicaCreateOptions 
   if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
   TERN_CO_RETURN_IF_ERROR(validate_replica_name(opts.name));
   const Uuid id = opts.uuid.value_or(Uuid::Generate());
-  co_await lock_meta();
+  auto g = co_await meta_mu_.lock();
   auto check = [&]() -> Status {
     const ReplicaMeta* s = state_->find(snapshot);
     if (!s || s->discarded) {
@@ -891,12 +815,12 @@ Task<Result<ReplicaMeta>> Pool::CreateClone(Uuid snapshot, ReplicaCreateOptions 
   };
   Status s = check();
   if (s.ok()) {
-    const std::vector<uint8_t> record = PoolState::CloneRecord(snapshot, id, opts.name, now_ns());
+    const std::vector<uint8_t> record = PoolState::CloneRecord(snapshot, id, opts.name, wall_clock_ns());
     s = co_await commit(record);
   }
   std::optional<ReplicaMeta> made;
   if (s.ok()) made = *state_->find(id);
-  unlock_meta();
+  g.release();
   if (!s.ok()) co_return s;
   TLOG_INFO("pool", "pool '{}': clone '{}' ({}) of snapshot {}", sb_.name, made->name, id.ToString(),
             snapshot.ToString());
@@ -910,7 +834,7 @@ Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool all
   const uint64_t cs = sb_.cluster_size;
   for (;;) {
     if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
-    co_await lock_meta();
+    auto g = co_await meta_mu_.lock();
     const ReplicaMeta* r = state_->find(uuid);
     Status bad;
     if (!r || r->discarded) {
@@ -928,13 +852,9 @@ Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool all
     } else {
       bad = refuse_if_failed();
     }
-    if (!bad.ok()) {
-      unlock_meta();
-      co_return bad;
-    }
+    if (!bad.ok()) co_return bad;
     if (size == r->size) {
       ReplicaMeta same = *r;
-      unlock_meta();
       co_return same;
     }
     const uint64_t old_size = r->size;
@@ -946,7 +866,7 @@ Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool all
     if (size > old_size && old_size % cs) {
       const uint32_t e = state_->resolve(uuid, old_size / cs);
       if (e & PoolState::kInheritedBit) {
-        unlock_meta();
+        g.release();  // the allocation takes the lock itself
         auto pc = co_await AllocateCluster(uuid, uint32_t(old_size / cs));
         if (!pc.ok()) co_return pc.status();
         continue;  // check everything again
@@ -957,10 +877,7 @@ Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool all
     if (was_exposed) {
       const std::optional<Uuid> only = uuid;
       Status u = co_await unexpose(only);
-      if (!u.ok()) {
-        unlock_meta();
-        co_return u;
-      }
+      if (!u.ok()) co_return u;
     }
     Status s;
     if (tail_pc) s = co_await zero_range(tail_pc - 1, old_size % cs, cs - old_size % cs);
@@ -991,7 +908,7 @@ Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool all
       auto b = ExposeReplica(uuid);
       if (!b.ok() && s.ok()) s = b.status();
     }
-    unlock_meta();
+    g.release();
     if (!s.ok()) co_return s;
     TLOG_INFO("pool", "pool '{}': resized replica '{}' from {} to {} bytes", sb_.name, now->name, old_size, size);
     co_return *now;

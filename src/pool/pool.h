@@ -7,18 +7,17 @@
 // Threads: a Pool lives on the primary reactor; every method runs there (the engine submits to it).
 #pragma once
 
+#include <coroutine>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
-
-#include <coroutine>
-#include <deque>
-#include <map>
 
 #include "bdev/registry.h"
 #include "pool/metalog.h"
 #include "pool/state.h"
 #include "pool/superblock.h"
+#include "reactor/async_mutex.h"
 
 namespace tern::pool {
 
@@ -154,11 +153,6 @@ class Pool {
   // Writes the superblock: backup, flush, primary, flush — so a cut leaves at least one good copy.
   Task<Status> write_superblock(bool primary, bool backup);
   Task<Result<PoolStats>> grow_locked();
-  // Metadata changes run one at a time: a change is applied in memory and its record appended before the
-  // next starts, so a checkpoint never misses a change that is in memory but not yet in the log.
-  struct MetaLock;
-  MetaLock lock_meta();
-  void unlock_meta();
   // Removes the bdevs of `only` (or all exposed replicas); EBUSY if one is open.
   Task<Status> unexpose(std::optional<Uuid> only);
   // Makes the clusters read as zeros (write-zeroes on the device, or zero writes where it has none).
@@ -193,8 +187,11 @@ class Pool {
   std::string repair_note_;
   std::unique_ptr<MetaLog> log_;
   std::unique_ptr<PoolState> state_;
-  bool meta_busy_ = false;
-  std::deque<std::coroutine_handle<>> meta_waiters_;
+  // The metadata lock: changes run one at a time (`auto g = co_await meta_mu_.lock();`), so a change is
+  // applied in memory and its record queued in the log before the next starts, and a checkpoint never
+  // misses a change that is in memory but not yet in the log. Holders release it early (g.release())
+  // before waiting for durability, zeroing or copying, so other changes proceed and share log batches.
+  AsyncMutex meta_mu_;
   Status failed_;  // set when a metadata write failed: no further changes
   std::vector<std::string> exposed_;  // bdev names of exposed replicas
   std::map<Uuid, std::shared_ptr<struct ReplicaShared>> shared_;  // maps shared with exposed replicas' bdevs

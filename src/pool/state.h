@@ -1,7 +1,8 @@
 // PoolState: the pool's metadata in memory — the table of replicas, snapshots and clones, each with its
 // cluster map, and the allocation map derived from them — and its two persistent forms: log records (one
 // per change) and the checkpoint body (the whole state). Pure data: no I/O, no threads; the pool applies
-// a change here and appends its record to the MetaLog.
+// a change here and appends its record to the MetaLog. The records' kinds and bytes are in records.h:
+// Apply decodes a record into its typed form, then applies it with the function for its kind.
 //
 // Snapshots and clones form chains (docs/design/pools.md): a snapshot takes over the clusters of the
 // replica it was taken of, and the replica becomes its child, reading the clusters it has not written
@@ -49,7 +50,20 @@ struct ReplicaMeta {
 
   uint64_t allocated_clusters() const;  // clusters this object owns
   bool clone() const { return !snapshot && !source.is_nil(); }
+  bool operator==(const ReplicaMeta&) const = default;
 };
+
+// The typed log records (records.h).
+namespace records {
+struct CreateObject;
+struct Destroy;
+struct MapCluster;
+struct UnmapCluster;
+struct Snapshot;
+struct Clone;
+struct Resize;
+struct SetProperty;
+}  // namespace records
 
 class PoolState {
  public:
@@ -60,7 +74,7 @@ class PoolState {
 
   PoolState(uint64_t data_clusters, uint64_t cluster_size);
 
-  // Record builders (the change is made by Apply).
+  // Record builders (the change is made by Apply); the bytes of the typed records in records.h.
   static std::vector<uint8_t> CreateReplicaRecord(const ReplicaMeta& r);
   // Destroys a replica or clone; or a snapshot, which with two or more children is only marked
   // discarded. Removing an object lets a discarded parent go (merged into its one remaining child, or
@@ -84,8 +98,9 @@ class PoolState {
   static constexpr size_t kMaxPropKey = 64, kMaxPropValue = 1024, kMaxPropBytes = 4096;
   static Status ValidateProperty(std::string_view key, std::string_view value);
 
-  // Applies one record. Errors leave the state unchanged: kCorruption for a record that cannot be parsed
-  // or contradicts the state (duplicate, unknown replica, a cluster owned twice or out of range).
+  // Applies one record: decodes it (DecodeRecord), then applies it by kind. Errors leave the state
+  // unchanged: kCorruption for a record that cannot be decoded (naming its kind and the byte offset) or
+  // contradicts the state (duplicate, unknown replica, a cluster owned twice or out of range).
   Status Apply(std::span<const uint8_t> record);
   // The whole state as a checkpoint body, and back (Load replaces the state; errors leave it empty).
   std::vector<uint8_t> Serialize() const;
@@ -120,6 +135,15 @@ class PoolState {
   uint64_t checkpoint_bytes() const;
 
  private:
+  // One per record kind, after decoding: check the record against the state, then change it.
+  Status apply(records::CreateObject&& r);
+  Status apply(const records::Destroy& r);
+  Status apply(const records::MapCluster& r);
+  Status apply(const records::UnmapCluster& r);
+  Status apply(records::Snapshot&& r);
+  Status apply(records::Clone&& r);
+  Status apply(const records::Resize& r);
+  Status apply(records::SetProperty&& r);
   Status add(ReplicaMeta r);
   Status destroy(const Uuid& uuid);
   void release(uint32_t m);  // frees an owned entry's cluster

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <thread>
 
+#include "common/clock.h"
 #include "pool/state.h"
 #include "pool_env.h"
 
@@ -490,6 +491,28 @@ using namespace test_env;
 
 Status set_prop(PoolFixture& t, const Uuid& id, const std::string& k, const std::string& v) {
   return t.env.on_primary([&]() -> Task<Status> { co_return co_await t.pool->SetProperty(id, k, v); });
+}
+
+// Creation times are persisted and shown as dates: wall-clock time (CLOCK_REALTIME), which survives a
+// reboot, never the monotonic clock, whose zero is the last boot.
+TEST(PoolLifeCycle, CreationTimesAreWallClock) {
+  const uint64_t before = wall_clock_ns();
+  PoolFixture t;
+  auto r = t.replica("r", 4 * kMiB, true);
+  auto s = t.snapshot(r.uuid, "s");
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto c = t.clone(s->uuid, "c");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const uint64_t after = wall_clock_ns();
+  const uint64_t stamps[] = {t.pool->superblock().created_ns, r.created_ns, s->created_ns, c->created_ns};
+  for (uint64_t ns : stamps) {
+    EXPECT_GE(ns, before);
+    EXPECT_LE(ns, after);
+  }
+  ASSERT_TRUE(t.export_pool().ok());
+  ASSERT_TRUE(t.import().ok());
+  EXPECT_EQ(t.find("s")->created_ns, s->created_ns) << "kept as written";
+  EXPECT_EQ(t.pool->superblock().created_ns, stamps[0]);
 }
 
 TEST(Properties, KeptWithTheObjectThroughRestarts) {
