@@ -271,7 +271,7 @@ Task<Status> MetaLog::Append(std::span<const uint8_t> record) {
 void MetaLog::kick() {
   if (writing_ || queue_.empty()) return;
   writing_ = true;
-  spawn(writer());
+  writer_.spawn(writer());
 }
 
 // One batch at a time: everything queued goes into the next batch (up to kMaxBatch), written and

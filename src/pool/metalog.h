@@ -18,6 +18,7 @@
 #include "common/small_function.h"
 #include "common/uuid.h"
 #include "pool/superblock.h"
+#include "reactor/task_scope.h"
 
 namespace tern::pool {
 
@@ -80,6 +81,10 @@ class MetaLog {
   // flight), in the area not holding the newest one; frees the ring space before it.
   Task<Status> WriteCheckpoint(const std::vector<uint8_t>& body);
 
+  // Waits for the batch writer to finish what is queued; nothing may be appended afterwards. The log may
+  // be destroyed once this returns (or when nothing was ever appended).
+  Task<void> Close() { co_await writer_.close(); }
+
   // Ring bytes used since the last checkpoint, and the ring's size.
   uint64_t used() const;
   uint64_t capacity() const { return ring_size_; }
@@ -105,6 +110,7 @@ class MetaLog {
   bool newest_in_a_ = true;
   std::deque<Waiter*> queue_;
   bool writing_ = false;
+  TaskScope writer_{"pool metadata log"};  // the batch writer while it runs; Close() waits for it
   bool data_barrier_ = false;
 };
 

@@ -52,7 +52,6 @@ Pool::~Pool() {
   // Replica bdevs may outlive the pool object (dropped without an export, as after a crash of the
   // caller): they must not call into it.
   for (auto& [id, sh] : shared_) sh->pool = nullptr;
-  *self_ = nullptr;
 }
 
 Task<Status> Pool::write_superblock(bool primary, bool backup) {
@@ -190,6 +189,7 @@ Task<Status> Pool::Export() {
     Status u = co_await unexpose(all);
     if (!u.ok()) co_return u;
   }
+  co_await tasks_.close();  // no replica is left: clusters being returned are returned
   auto g = co_await meta_mu_.lock();
   // A checkpoint makes the next import read one area and no log.
   if (failed_.ok()) {
@@ -201,6 +201,7 @@ Task<Status> Pool::Export() {
   sb_.clean = failed_.ok();
   ++sb_.generation;
   Status s = co_await write_superblock(true, true);
+  co_await log_->Close();
   desc_.reset();
   if (s.ok()) TLOG_INFO("pool", "exported pool '{}' from '{}'", sb_.name, device_);
   co_return s;
@@ -213,6 +214,8 @@ Task<Status> Pool::Destroy() {
     Status u = co_await unexpose(all);
     if (!u.ok()) co_return u;
   }
+  co_await tasks_.close();
+  if (log_) co_await log_->Close();
   AlignedBuffer zero(kLabel, AlignedBuffer::kDefaultAlign, true);
   // Primary first: once it is gone the pool is gone for `create`, and a cut before the backup is wiped
   // leaves a pool that import can still find and destroy again.
@@ -744,12 +747,12 @@ Task<Status> Pool::ReleaseCluster(Uuid uuid, uint32_t vc) {
   Status s = co_await wait_durable(std::move(ticket));
   if (freed && sh) {
     // The cluster goes back to the pool once every request submitted before the map changed is done.
-    // In the background: this very unmap is one of them.
-    // The pool may be exported (and gone) before the drain ends: `self` says whether it still exists.
-    spawn([](std::shared_ptr<ReplicaShared> sh, std::shared_ptr<Pool*> self, uint32_t pc) -> Task<void> {
+    // In the background (this very unmap is one of them), in the pool's scope: export and destroy wait
+    // for it.
+    tasks_.spawn([](std::shared_ptr<ReplicaShared> sh, Pool* self, uint32_t pc) -> Task<void> {
       co_await replica_drain(sh);
-      if (*self) (*self)->unreserve_cluster(pc);
-    }(sh, self_, m - 1));
+      self->unreserve_cluster(pc);
+    }(sh, this, m - 1));
   }
   if (!s.ok()) co_return s;
   co_await checkpoint_soon();

@@ -197,8 +197,9 @@ class Pool {
   std::map<Uuid, std::shared_ptr<struct ReplicaShared>> shared_;  // maps shared with exposed replicas' bdevs
   // Allocations in progress, by (object, virtual cluster): later writes to the same cluster wait.
   std::map<std::pair<Uuid, uint32_t>, std::vector<std::coroutine_handle<>>> allocating_;
-  // Points at this pool until it is destroyed: background work checks it before calling back.
-  std::shared_ptr<Pool*> self_ = std::make_shared<Pool*>(this);
+  // Background work (clusters returned once the requests that may still reach them drain); Export and
+  // Destroy close it. A pool dropped without either (a crash, in tests) must have none running.
+  TaskScope tasks_{"pool"};
 };
 
 }  // namespace tern::pool
