@@ -119,7 +119,8 @@ Task<std::string> metrics_page(Engine& engine) {
 
   std::vector<ReactorLoad> loads = co_await devices.reactor_stats();
   for (const ReactorLoad& r : loads) {
-    std::vector<metrics::Label> l = {{"reactor", std::to_string(r.id)}, {"core", std::to_string(r.core)}};
+    std::string id = std::to_string(r.id), core = std::to_string(r.core);  // labels are views: keep these
+    std::vector<metrics::Label> l = {{"reactor", id}, {"core", core}};
     w.sample("tern_reactor_busy_seconds_total", l, double(r.busy_ns) / 1e9);
     w.sample("tern_reactor_idle_seconds_total", l, double(r.idle_ns) / 1e9);
   }
