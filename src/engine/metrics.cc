@@ -1,5 +1,5 @@
-// The engine's Prometheus page (docs/operations.md, "Metrics", lists every family).
-#include "common/clock.h"
+#include "engine/metrics.h"
+
 #include "engine/engine.h"
 #include "metrics/exposition.h"
 
@@ -57,7 +57,7 @@ void sample_io(MetricsWriter& w, const std::string& p, std::vector<metrics::Labe
 
 }  // namespace
 
-Task<std::string> Engine::metrics_text() {
+Task<std::string> metrics_page(Engine& engine) {
   MetricsWriter w;
   w.declare("tern_build_info", MetricType::kInfo, "The engine's version and build");
   w.declare("tern_uptime_seconds", MetricType::kGauge, "Seconds since the engine started");
@@ -78,60 +78,56 @@ Task<std::string> Engine::metrics_text() {
   w.declare("tern_nvmf_io_queues", MetricType::kGauge, "I/O queues of a subsystem's connected hosts");
   w.declare("tern_nvmf_listeners", MetricType::kGauge, "Addresses the NVMe/TCP target listens on");
 
-  w.info("tern_build_info", {{"version", TERN_VERSION}, {"revision", TERN_GIT_REV}, {"node", opts_.node_name}});
-  w.sample("tern_uptime_seconds", {},
-           std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+  w.info("tern_build_info", {{"version", TERN_VERSION}, {"revision", TERN_GIT_REV}, {"node", engine.options().node_name}});
+  w.sample("tern_uptime_seconds", {}, std::chrono::duration<double>(engine.node_info().uptime).count());
 
-  // Pools and their objects (names copied now: the pools may change while stats are gathered below).
-  struct Obj {
-    std::string pool, name, uuid;
-  };
-  std::map<std::string, Obj> objects;  // by device name (the UUID)
-  for (auto& [pname, e] : pools_) {
-    pool::PoolStats st = e->pool->stats();
-    std::vector<metrics::Label> pl = {{"pool", pname}};
-    w.sample("tern_pool_capacity_bytes", pl, st.capacity);
-    w.sample("tern_pool_used_bytes", pl, st.used);
-    w.sample("tern_pool_committed_bytes", pl, st.committed);
-    w.sample("tern_pool_objects", pl, st.replicas);
-    w.sample("tern_pool_online", pl, st.online ? 1 : 0);
-    for (const auto& m : e->pool->ListReplicas()) {
-      std::string uuid = m.uuid.ToString();
-      const char* kind = m.snapshot ? "snapshot" : m.clone() ? "clone" : "replica";
-      std::vector<metrics::Label> rl = {{"pool", pname}, {"replica", m.name}, {"uuid", uuid}, {"kind", kind}};
-      w.sample("tern_replica_size_bytes", rl, m.size);
-      w.sample("tern_replica_allocated_bytes", rl, e->pool->Space(m.uuid).allocated);
-      const ShareInfo* s = shares_ ? shares_->find(uuid) : nullptr;
-      rl.push_back({"protocol", s ? Shares::ProtocolName(s->protocol) : "none"});
-      w.sample("tern_replica_shared", rl, s ? 1 : 0);
-      objects[uuid] = {pname, m.name, uuid};
+  // Pools and their objects; which devices are objects (the pools may change while stats are gathered).
+  PoolManager& pools = engine.pools();
+  std::map<std::string, ReplicaInfo> objects;  // by device name (the UUID)
+  for (const PoolInfo& p : pools.list_pools("")) {
+    std::vector<metrics::Label> pl = {{"pool", p.name}};
+    w.sample("tern_pool_capacity_bytes", pl, p.capacity);
+    w.sample("tern_pool_used_bytes", pl, p.used);
+    w.sample("tern_pool_committed_bytes", pl, p.committed);
+    w.sample("tern_pool_objects", pl, p.objects);
+    w.sample("tern_pool_online", pl, p.online ? 1 : 0);
+    ObjectFilter every_object;
+    every_object.pool = p.name;
+    for (ReplicaInfo& r : pools.list_objects(every_object)) {
+      std::string uuid = r.uuid.ToString();
+      std::vector<metrics::Label> rl = {{"pool", p.name}, {"replica", r.name}, {"uuid", uuid}, {"kind", kind_name(r.kind)}};
+      w.sample("tern_replica_size_bytes", rl, r.size);
+      w.sample("tern_replica_allocated_bytes", rl, r.allocated);
+      rl.push_back({"protocol", r.share ? Shares::ProtocolName(r.share->protocol) : "none"});
+      w.sample("tern_replica_shared", rl, r.share ? 1 : 0);
+      objects[uuid] = std::move(r);
     }
   }
 
   // Per-device I/O (each device's stats are merged from every reactor).
-  std::vector<std::string> names;
-  for (Bdev* b : registry_.list()) names.push_back(b->name());
-  for (auto& n : names) {
-    Bdev* b = registry_.find(n);
-    if (!b) continue;
-    BdevStats st = co_await b->stats(reactors_);
-    if (auto it = objects.find(n); it != objects.end()) {
-      sample_io(w, "tern_replica", {{"pool", it->second.pool}, {"replica", it->second.name}, {"uuid", n}}, st);
-    } else {
-      sample_io(w, "tern_device", {{"device", n}}, st);
+  DeviceManager& devices = engine.devices();
+  auto stats = co_await devices.io_stats("", /*objects_only=*/false);
+  if (stats.ok()) {
+    for (const DeviceStats& d : *stats) {
+      if (auto it = objects.find(d.name); it != objects.end()) {
+        sample_io(w, "tern_replica", {{"pool", it->second.pool}, {"replica", it->second.name}, {"uuid", d.name}}, d.stats);
+      } else {
+        sample_io(w, "tern_device", {{"device", d.name}}, d.stats);
+      }
     }
   }
 
-  for (auto& r : co_await reactor_stats()) {
-    std::string id = std::to_string(r.id()), core = std::to_string(r.core());
+  std::vector<ReactorLoad> loads = co_await devices.reactor_stats();
+  for (const ReactorLoad& r : loads) {
+    std::string id = std::to_string(r.id), core = std::to_string(r.core);  // labels are views: keep these
     std::vector<metrics::Label> l = {{"reactor", id}, {"core", core}};
-    w.sample("tern_reactor_busy_seconds_total", l, double(r.busy_ns()) / 1e9);
-    w.sample("tern_reactor_idle_seconds_total", l, double(r.idle_ns()) / 1e9);
+    w.sample("tern_reactor_busy_seconds_total", l, double(r.busy_ns) / 1e9);
+    w.sample("tern_reactor_idle_seconds_total", l, double(r.idle_ns) / 1e9);
   }
 
-  auto subs = target_->list_subsystems();
+  auto subs = devices.subsystems("");
   w.sample("tern_nvmf_subsystems", {}, subs.size());
-  w.sample("tern_nvmf_listeners", {}, target_->listeners().size());
+  w.sample("tern_nvmf_listeners", {}, devices.listeners().size());
   for (auto& s : subs) {
     uint64_t queues = 0;
     for (auto& c : s.controllers) queues += c.io_queues;

@@ -8,11 +8,11 @@
 
 namespace tern::engine {
 
-const char* Shares::ProtocolName(v1::ShareProtocol p) {
+const char* Shares::ProtocolName(ShareProtocol p) {
   switch (p) {
-    case v1::SHARE_PROTOCOL_NVMF:
+    case ShareProtocol::kNvmf:
       return "nvmf";
-    case v1::SHARE_PROTOCOL_NBD:
+    case ShareProtocol::kNbd:
       return "nbd";
     default:
       return "none";
@@ -35,9 +35,9 @@ const ShareInfo* Shares::find(const std::string& device) const {
   return it == shares_.end() ? nullptr : &it->second;
 }
 
-Task<Result<ShareInfo>> Shares::share(std::string device, std::string id, v1::ShareProtocol protocol,
+Task<Result<ShareInfo>> Shares::share(std::string device, std::string id, ShareProtocol protocol,
                                       std::vector<std::string> hosts, bool read_only) {
-  if (protocol != v1::SHARE_PROTOCOL_NVMF && protocol != v1::SHARE_PROTOCOL_NBD) {
+  if (protocol != ShareProtocol::kNvmf && protocol != ShareProtocol::kNbd) {
     co_return Status(Errc::kInval, "protocol: choose nvmf or nbd");
   }
   TERN_CO_RETURN_IF_ERROR(ValidateHosts(hosts));
@@ -53,7 +53,7 @@ Task<Result<ShareInfo>> Shares::share(std::string device, std::string id, v1::Sh
   info.protocol = protocol;
   info.id = id;
   info.hosts = hosts;
-  if (protocol == v1::SHARE_PROTOCOL_NBD) {
+  if (protocol == ShareProtocol::kNbd) {
     if (!nbd_) co_return Status(Errc::kNotSup, "the NBD server is off (start the engine with --nbd-port or --nbd-socket)");
     if (!hosts.empty()) co_return Status(Errc::kInval, "allowed_hosts: NBD has no host identities; leave it empty");
     TERN_CO_RETURN_IF_ERROR(nbd_->add_export(id, device, read_only));
@@ -89,7 +89,7 @@ Status Shares::set_hosts(const std::string& device, std::vector<std::string> hos
   auto it = shares_.find(device);
   if (it == shares_.end()) return Status::Errorf(Errc::kNoEnt, "'{}' is not shared", device);
   ShareInfo& info = it->second;
-  if (info.protocol != v1::SHARE_PROTOCOL_NVMF) {
+  if (info.protocol != ShareProtocol::kNvmf) {
     return Status::Errorf(Errc::kInval, "allowed_hosts: '{}' is shared over {}, which has no host identities", device,
                           ProtocolName(info.protocol));
   }
@@ -116,11 +116,11 @@ Task<Status> Shares::unshare(std::string device) {
   auto it = shares_.find(device);
   if (it == shares_.end()) co_return Status::Ok();
   ShareInfo info = it->second;
-  if (info.protocol == v1::SHARE_PROTOCOL_NVMF) {
+  if (info.protocol == ShareProtocol::kNvmf) {
     std::string nqn = kNqnPrefix + info.id;
     Status s = co_await target_.delete_subsystem(nqn);
     if (!s.ok() && s.code() != Errc::kNoEnt) co_return s;
-  } else if (info.protocol == v1::SHARE_PROTOCOL_NBD && nbd_) {
+  } else if (info.protocol == ShareProtocol::kNbd && nbd_) {
     Status s = co_await nbd_->remove_export(info.id);
     if (!s.ok() && s.code() != Errc::kNoEnt) co_return s;
   }

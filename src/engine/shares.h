@@ -6,7 +6,8 @@
 //   NBD:      one export named <id> on the engine's NBD server.   URI: nbd://<address>:<port>/<id>
 //             (nbd+unix:///<id>?socket=<path> when NBD listens only on a unix socket)
 //
-// Threads: primary reactor only (it drives the target's and the NBD server's control state).
+// Threads: owned by the Engine, lives on reactor 0 (the primary) and is used only there: it drives the
+// target's and the NBD server's control state, which live there too.
 #pragma once
 
 #include <map>
@@ -14,9 +15,9 @@
 #include <vector>
 
 #include "common/result.h"
+#include "engine/types.h"
 #include "nvmf/target/target.h"
 #include "reactor/task.h"
-#include "tern/engine/v1/common.pb.h"
 
 namespace tern::nbd {
 class Server;
@@ -25,13 +26,6 @@ class Server;
 namespace tern::engine {
 
 inline constexpr const char* kNqnPrefix = "nqn.2026-11.io.tern:";
-
-struct ShareInfo {
-  engine::v1::ShareProtocol protocol = engine::v1::SHARE_PROTOCOL_NONE;
-  std::string id;   // NQN suffix / export name
-  std::string uri;
-  std::vector<std::string> hosts;
-};
 
 struct ShareEndpoints {
   nvmf::ListenAddr nvmf;           // the engine's NVMe/TCP listener
@@ -46,7 +40,7 @@ class Shares {
 
   // Shares `device` as `id`. The same protocol again: OK, the allowed hosts replaced. Another protocol:
   // kBusy ("unshare it first"). kNotSup: NBD asked for but the NBD server is off.
-  Task<Result<ShareInfo>> share(std::string device, std::string id, engine::v1::ShareProtocol protocol,
+  Task<Result<ShareInfo>> share(std::string device, std::string id, ShareProtocol protocol,
                                 std::vector<std::string> hosts, bool read_only);
   // Removes the share; hosts are disconnected once their I/O has drained. Not shared: OK.
   Task<Status> unshare(std::string device);
@@ -58,7 +52,7 @@ class Shares {
 
   // Checks a host NQN list (NQN syntax, no duplicates); names the bad entry.
   static Status ValidateHosts(const std::vector<std::string>& hosts);
-  static const char* ProtocolName(engine::v1::ShareProtocol p);
+  static const char* ProtocolName(ShareProtocol p);
 
  private:
   nvmf::Target& target_;

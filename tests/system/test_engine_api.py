@@ -292,6 +292,36 @@ def test_snapshots_and_clones(node, pb):
     assert c == grpc.StatusCode.NOT_FOUND
 
 
+def test_uuid_is_unique_on_the_node_for_every_create(engines, scratch, pb):
+    """A UUID used on one pool is refused by CreateReplica, CreateSnapshot and CreateClone on another
+    (snapshots and clones used to be made anyway, their device clashing with the holder's), and nothing
+    is left behind."""
+    R, S = pb.replica_pb2, pb.snapshot_pb2
+    disks = [f"uring://{make_file(scratch / f'p{i}.img', 128 * MiB)}" for i in range(2)]
+    e = engines(pools=[("p0", disks[0]), ("p1", disks[1])])
+    taken = "0b5e55ed-0000-4000-8000-000000000002"
+    holder = e.api.replica.CreateReplica(R.CreateReplicaRequest(name="holder", pool="p1", size=8 * MiB, thin=True,
+                                                                uuid=taken), timeout=60)
+    e.api.replica.CreateReplica(R.CreateReplicaRequest(name="r0", pool="p0", size=8 * MiB, thin=True), timeout=60)
+    e.api.snapshot.CreateSnapshot(S.CreateSnapshotRequest(replica=R.ReplicaRef(name="r0"), name="s0"), timeout=60)
+    used = f"uuid {taken} is already used by 'holder' on pool 'p1'"
+    for call, req in [
+            (e.api.replica.CreateReplica, R.CreateReplicaRequest(name="r1", pool="p0", size=8 * MiB, uuid=taken)),
+            (e.api.snapshot.CreateSnapshot, S.CreateSnapshotRequest(replica=R.ReplicaRef(name="r0"), name="s1",
+                                                                    uuid=taken)),
+            (e.api.snapshot.CreateClone, S.CreateCloneRequest(snapshot=R.ReplicaRef(name="s0"), name="c1", uuid=taken)),
+            (e.api.snapshot.CreateClone, S.CreateCloneRequest(snapshot=R.ReplicaRef(name="s0"), name="c1", uuid=taken,
+                                                              share=pb.common_pb2.SHARE_PROTOCOL_NVMF))]:
+        c, msg = code_of(call, req)
+        assert c == grpc.StatusCode.ALREADY_EXISTS and msg == used, (req, c, msg)
+    objs = e.api.replica.ListReplicas(R.ListReplicasRequest(include_snapshots=True), timeout=60).replicas
+    assert sorted((x.pool, x.name) for x in objs) == [("p0", "r0"), ("p0", "s0"), ("p1", "holder")]
+    [h] = [x for x in objs if x.name == "holder"]
+    assert h.uuid == holder.uuid and h.device == taken
+    subs = e.api.nvmf.ListSubsystems(pb.nvmf_pb2.ListSubsystemsRequest(), timeout=60).subsystems
+    assert all(taken not in s.nqn for s in subs), [s.nqn for s in subs]
+
+
 def test_bdevs(node, pb):
     B = pb.bdev_pb2
     api = node.api.bdev

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "engine/api/grpc_server.h"
 #include "engine/engine.h"
+#include "engine/metrics.h"
 #include "flags.h"
 #include "metrics/http_server.h"
 #include "reactor/reactor_set.h"
@@ -68,7 +69,7 @@ int main(int argc, char** argv) {
     if (s.ok() && opts->metrics_port != 0) {
       // Runs on the metrics thread; the page is built on the primary reactor.
       auto m = metrics::MetricsHttpServer::Start(opts->metrics_address, opts->metrics_port, [&]() -> Result<std::string> {
-        return rs.run_sync(0, [&] { return engine.metrics_text(); });
+        return rs.run_sync(0, [&] { return metrics_page(engine); });
       });
       if (m.ok()) {
         metrics_server = std::move(*m);
@@ -84,11 +85,11 @@ int main(int argc, char** argv) {
       auto ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
       rs.run_sync(0, [&] { engine.set_startup_ms(ms); });
       auto info = rs.run_sync(0, [&] { return engine.node_info(); });
-      auto pools = rs.run_sync(0, [&] { return engine.list_pools(""); });
+      auto pools = rs.run_sync(0, [&] { return engine.pools().list_pools(""); });
       TLOG_INFO("engine", "io-engine {} on node '{}' ready in {} ms: gRPC on port {}, NVMe/TCP {}:{} (advertised {}), "
                 "metrics {}, {} pool(s), reactors on cores {}",
-                info.version(), info.node_name(), ms, grpc->port(), opts->nvmf_address, engine.options().nvmf_port,
-                info.nvmf_endpoint(),
+                info.version, info.node_name, ms, grpc->port(), opts->nvmf_address, engine.options().nvmf_port,
+                info.nvmf_endpoint,
                 metrics_server ? fmt::format("http://{}:{}/metrics", opts->metrics_address, metrics_server->port()) : "off",
                 pools.size(), opts->cores);
       int sig = 0;

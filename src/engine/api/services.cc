@@ -1,4 +1,5 @@
-// The service implementations: each handler is one Engine call on the primary reactor.
+// The service implementations: each handler translates its request (convert.h), runs one manager call
+// on the primary reactor, and translates the answer back — or maps the error to a gRPC status.
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -6,6 +7,7 @@
 #include <chrono>
 #include <thread>
 
+#include "engine/api/convert.h"
 #include "engine/api/grpc_server.h"
 #include "engine/api/status_map.h"
 #include "engine/engine.h"
@@ -22,76 +24,70 @@ namespace tern::engine {
 
 namespace {
 
+using api::to_domain;
+using api::to_message;
 using grpc::ServerContext;
 using GStatus = grpc::Status;
+namespace v1 = ::tern::engine::v1;
 
 // Handlers running now (GrpcServer::Stop waits for them).
 std::atomic<int> g_calls_in_flight{0};
 
-// Runs `fn` (returning Task<Result<T>>, Task<Status>, Result<T>, Status or a plain T) on the primary
-// reactor and stores its value in `*out`.
-template <typename Out, typename F>
-GStatus call(Engine& e, Out* out, F fn) {
+// Runs `fn` (a manager call: a Task or a plain function) on the primary reactor and returns its value.
+template <typename F>
+auto on_primary(Engine& e, F fn) {
   g_calls_in_flight.fetch_add(1);
   struct Done {
     ~Done() { g_calls_in_flight.fetch_sub(1); }
   } done;
-  auto r = e.reactors().run_sync(0, fn);
-  using R = decltype(r);
-  if constexpr (std::is_same_v<R, Status>) {
-    return to_grpc(r);
-  } else if constexpr (requires { r.ok(); r.status(); }) {
-    if (!r.ok()) return to_grpc(r.status());
-    if constexpr (!std::is_same_v<Out, v1::Empty>) *out = std::move(*r);
-    return GStatus::OK;
-  } else {
-    *out = std::move(r);
-    return GStatus::OK;
-  }
+  return e.reactors().run_sync(0, fn);
 }
 
-template <typename Msg, typename Vec>
-void fill(Msg* out, google::protobuf::RepeatedPtrField<typename Vec::value_type>* field, Vec v) {
-  (void)out;
-  for (auto& x : v) *field->Add() = std::move(x);
+GStatus reply(const Status& s) { return to_grpc(s); }
+
+template <typename T, typename Msg>
+GStatus reply(const Result<T>& r, Msg* out) {
+  if (!r.ok()) return to_grpc(r.status());
+  to_message(*r, out);
+  return GStatus::OK;
 }
 
-std::vector<std::string> strings(const google::protobuf::RepeatedPtrField<std::string>& f) {
-  return std::vector<std::string>(f.begin(), f.end());
+template <typename T, typename Field>
+void append(const std::vector<T>& values, Field* field) {
+  for (const T& v : values) to_message(v, field->Add());
 }
 
 class PoolApi final : public v1::PoolService::Service {
  public:
   explicit PoolApi(Engine& e) : e_(e) {}
   GStatus CreatePool(ServerContext*, const v1::CreatePoolRequest* r, v1::Pool* out) override {
-    return call(e_, out, [&] { return e_.create_pool(*r, Engine::PoolMode::kCreate); });
+    return create(to_domain(*r), PoolMode::kCreate, out);
   }
   GStatus CreateOrImportPool(ServerContext*, const v1::CreatePoolRequest* r, v1::Pool* out) override {
-    return call(e_, out, [&] { return e_.create_pool(*r, Engine::PoolMode::kCreateOrImport); });
+    return create(to_domain(*r), PoolMode::kCreateOrImport, out);
   }
   GStatus ImportPool(ServerContext*, const v1::ImportPoolRequest* r, v1::Pool* out) override {
-    v1::CreatePoolRequest c;
-    c.set_name(r->name());
-    c.set_disk(r->disk());
-    return call(e_, out, [&] { return e_.create_pool(c, Engine::PoolMode::kImport); });
+    return create(to_domain(*r), PoolMode::kImport, out);
   }
-  GStatus ExportPool(ServerContext*, const v1::PoolRef* r, v1::Empty* out) override {
-    return call(e_, out, [&] { return e_.export_pool(r->name()); });
+  GStatus ExportPool(ServerContext*, const v1::PoolRef* r, v1::Empty*) override {
+    return reply(on_primary(e_, [&] { return e_.pools().export_pool(r->name()); }));
   }
-  GStatus DestroyPool(ServerContext*, const v1::PoolRef* r, v1::Empty* out) override {
-    return call(e_, out, [&] { return e_.destroy_pool(r->name()); });
+  GStatus DestroyPool(ServerContext*, const v1::PoolRef* r, v1::Empty*) override {
+    return reply(on_primary(e_, [&] { return e_.pools().destroy_pool(r->name()); }));
   }
   GStatus GrowPool(ServerContext*, const v1::PoolRef* r, v1::Pool* out) override {
-    return call(e_, out, [&] { return e_.grow_pool(r->name()); });
+    return reply(on_primary(e_, [&] { return e_.pools().grow_pool(r->name()); }), out);
   }
   GStatus ListPools(ServerContext*, const v1::ListPoolsRequest* r, v1::ListPoolsReply* out) override {
-    std::vector<v1::Pool> v;
-    GStatus s = call(e_, &v, [&] { return e_.list_pools(r->name()); });
-    fill(out, out->mutable_pools(), std::move(v));
-    return s;
+    append(on_primary(e_, [&] { return e_.pools().list_pools(r->name()); }), out->mutable_pools());
+    return GStatus::OK;
   }
 
  private:
+  GStatus create(Result<CreatePoolArgs> args, PoolMode mode, v1::Pool* out) {
+    if (!args.ok()) return to_grpc(args.status());
+    return reply(on_primary(e_, [&] { return e_.pools().create_pool(*args, mode); }), out);
+  }
   Engine& e_;
 };
 
@@ -99,42 +95,56 @@ class ReplicaApi final : public v1::ReplicaService::Service {
  public:
   explicit ReplicaApi(Engine& e) : e_(e) {}
   GStatus CreateReplica(ServerContext*, const v1::CreateReplicaRequest* r, v1::Replica* out) override {
-    return call(e_, out, [&] { return e_.create_replica(*r); });
+    auto args = to_domain(*r);
+    if (!args.ok()) return to_grpc(args.status());
+    return reply(on_primary(e_, [&] { return e_.pools().create_replica(*args); }), out);
   }
-  GStatus DestroyReplica(ServerContext*, const v1::ReplicaRef* r, v1::Empty* out) override {
-    return call(e_, out, [&] { return e_.destroy_replica(*r, false); });
+  GStatus DestroyReplica(ServerContext*, const v1::ReplicaRef* r, v1::Empty*) override {
+    auto ref = to_domain(*r);
+    if (!ref.ok()) return to_grpc(ref.status());
+    return reply(on_primary(e_, [&] { return e_.pools().destroy_replica(*ref); }));
   }
   GStatus ListReplicas(ServerContext*, const v1::ListReplicasRequest* r, v1::ListReplicasReply* out) override {
-    std::vector<v1::Replica> v;
-    GStatus s = call(e_, &v, [&] { return e_.list_replicas(*r); });
-    fill(out, out->mutable_replicas(), std::move(v));
-    return s;
+    ObjectFilter f = to_domain(*r);
+    append(on_primary(e_, [&] { return e_.pools().list_objects(f); }), out->mutable_replicas());
+    return GStatus::OK;
   }
   GStatus ResizeReplica(ServerContext*, const v1::ResizeReplicaRequest* r, v1::Replica* out) override {
-    return call(e_, out, [&] { return e_.resize_replica(*r); });
+    auto ref = to_domain(r->replica());
+    if (!ref.ok()) return to_grpc(ref.status());
+    return reply(on_primary(e_, [&] { return e_.pools().resize_replica(*ref, r->size(), r->allow_shrink()); }), out);
   }
   GStatus ShareReplica(ServerContext*, const v1::ShareReplicaRequest* r, v1::Replica* out) override {
-    return call(e_, out, [&] { return e_.share_replica(r->replica(), r->protocol(), strings(r->allowed_hosts())); });
+    auto ref = to_domain(r->replica());
+    if (!ref.ok()) return to_grpc(ref.status());
+    ShareProtocol protocol = to_domain(r->protocol());
+    auto hosts = to_domain(r->allowed_hosts());
+    return reply(on_primary(e_, [&] { return e_.pools().share_object(*ref, protocol, hosts); }), out);
   }
   GStatus UnshareReplica(ServerContext*, const v1::ReplicaRef* r, v1::Replica* out) override {
-    return call(e_, out, [&] { return e_.unshare_replica(*r); });
+    auto ref = to_domain(*r);
+    if (!ref.ok()) return to_grpc(ref.status());
+    return reply(on_primary(e_, [&] { return e_.pools().unshare_object(*ref); }), out);
   }
   GStatus SetReplicaAllowedHosts(ServerContext*, const v1::SetAllowedHostsRequest* r, v1::Replica* out) override {
-    return call(e_, out, [&] { return e_.set_allowed_hosts(r->replica(), strings(r->allowed_hosts())); });
+    auto ref = to_domain(r->replica());
+    if (!ref.ok()) return to_grpc(ref.status());
+    auto hosts = to_domain(r->allowed_hosts());
+    return reply(on_primary(e_, [&] { return e_.pools().set_allowed_hosts(*ref, hosts); }), out);
   }
   GStatus GetReplicaStats(ServerContext*, const v1::ListReplicasRequest* r, v1::ReplicaStatsReply* out) override {
-    std::vector<v1::IoStats> v;
-    std::string filter = !r->uuid().empty() ? r->uuid() : std::string();
+    std::string filter = r->uuid();
     if (filter.empty() && !r->name().empty()) {
       // By name: find the UUID first.
-      std::vector<v1::Replica> reps;
-      call(e_, &reps, [&] { return e_.list_replicas(*r); });
-      if (reps.empty()) return GStatus(grpc::StatusCode::NOT_FOUND, "no replica '" + r->name() + "'");
-      filter = reps[0].uuid();
+      ObjectFilter f = to_domain(*r);
+      auto found = on_primary(e_, [&] { return e_.pools().list_objects(f); });
+      if (found.empty()) return GStatus(grpc::StatusCode::NOT_FOUND, "no replica '" + r->name() + "'");
+      filter = found[0].uuid.ToString();
     }
-    GStatus s = call(e_, &v, [&] { return e_.io_stats(filter, /*replicas_only=*/true); });
-    fill(out, out->mutable_stats(), std::move(v));
-    return s;
+    auto stats = on_primary(e_, [&] { return e_.devices().io_stats(filter, /*objects_only=*/true); });
+    if (!stats.ok()) return to_grpc(stats.status());
+    append(*stats, out->mutable_stats());
+    return GStatus::OK;
   }
 
  private:
@@ -145,25 +155,29 @@ class SnapshotApi final : public v1::SnapshotService::Service {
  public:
   explicit SnapshotApi(Engine& e) : e_(e) {}
   GStatus CreateSnapshot(ServerContext*, const v1::CreateSnapshotRequest* r, v1::Replica* out) override {
-    return call(e_, out, [&] { return e_.create_snapshot(*r); });
+    auto args = to_domain(*r);
+    if (!args.ok()) return to_grpc(args.status());
+    return reply(on_primary(e_, [&] { return e_.pools().create_snapshot(*args); }), out);
   }
   GStatus ListSnapshots(ServerContext*, const v1::ListSnapshotsRequest* r, v1::ListReplicasReply* out) override {
-    std::vector<v1::Replica> v;
-    GStatus s = call(e_, &v, [&] { return e_.list_snapshots(*r, false); });
-    fill(out, out->mutable_replicas(), std::move(v));
-    return s;
+    ObjectFilter f = to_domain(*r, ObjectKind::kSnapshot);
+    append(on_primary(e_, [&] { return e_.pools().list_objects(f); }), out->mutable_replicas());
+    return GStatus::OK;
   }
-  GStatus DestroySnapshot(ServerContext*, const v1::ReplicaRef* r, v1::Empty* out) override {
-    return call(e_, out, [&] { return e_.destroy_replica(*r, true); });
+  GStatus DestroySnapshot(ServerContext*, const v1::ReplicaRef* r, v1::Empty*) override {
+    auto ref = to_domain(*r);
+    if (!ref.ok()) return to_grpc(ref.status());
+    return reply(on_primary(e_, [&] { return e_.pools().destroy_snapshot(*ref); }));
   }
   GStatus CreateClone(ServerContext*, const v1::CreateCloneRequest* r, v1::Replica* out) override {
-    return call(e_, out, [&] { return e_.create_clone(*r); });
+    auto args = to_domain(*r);
+    if (!args.ok()) return to_grpc(args.status());
+    return reply(on_primary(e_, [&] { return e_.pools().create_clone(*args); }), out);
   }
   GStatus ListClones(ServerContext*, const v1::ListSnapshotsRequest* r, v1::ListReplicasReply* out) override {
-    std::vector<v1::Replica> v;
-    GStatus s = call(e_, &v, [&] { return e_.list_snapshots(*r, true); });
-    fill(out, out->mutable_replicas(), std::move(v));
-    return s;
+    ObjectFilter f = to_domain(*r, ObjectKind::kClone);
+    append(on_primary(e_, [&] { return e_.pools().list_objects(f); }), out->mutable_replicas());
+    return GStatus::OK;
   }
 
  private:
@@ -174,25 +188,26 @@ class BdevApi final : public v1::BdevService::Service {
  public:
   explicit BdevApi(Engine& e) : e_(e) {}
   GStatus CreateBdev(ServerContext*, const v1::CreateBdevRequest* r, v1::Bdev* out) override {
-    return call(e_, out, [&] { return e_.create_bdev(r->uri()); });
+    return reply(on_primary(e_, [&] { return e_.devices().create(r->uri()); }), out);
   }
-  GStatus DestroyBdev(ServerContext*, const v1::DestroyBdevRequest* r, v1::Empty* out) override {
-    return call(e_, out, [&] { return e_.destroy_bdev(r->name(), r->force()); });
+  GStatus DestroyBdev(ServerContext*, const v1::DestroyBdevRequest* r, v1::Empty*) override {
+    return reply(on_primary(e_, [&] { return e_.devices().destroy(r->name(), r->force()); }));
   }
   GStatus ListBdevs(ServerContext*, const v1::ListBdevsRequest* r, v1::ListBdevsReply* out) override {
-    std::vector<v1::Bdev> v;
-    GStatus s = call(e_, &v, [&] { return e_.list_bdevs(r->name()); });
-    if (s.ok() && v.empty() && !r->name().empty()) {
+    auto devices = on_primary(e_, [&] { return e_.devices().list(r->name()); });
+    if (devices.empty() && !r->name().empty()) {
       return GStatus(grpc::StatusCode::NOT_FOUND, "no device '" + r->name() + "'");
     }
-    fill(out, out->mutable_bdevs(), std::move(v));
-    return s;
+    append(devices, out->mutable_bdevs());
+    return GStatus::OK;
   }
   GStatus ShareBdev(ServerContext*, const v1::ShareBdevRequest* r, v1::Bdev* out) override {
-    return call(e_, out, [&] { return e_.share_bdev(r->name(), r->protocol(), strings(r->allowed_hosts())); });
+    ShareProtocol protocol = to_domain(r->protocol());
+    auto hosts = to_domain(r->allowed_hosts());
+    return reply(on_primary(e_, [&] { return e_.devices().share(r->name(), protocol, hosts); }), out);
   }
   GStatus UnshareBdev(ServerContext*, const v1::BdevRef* r, v1::Bdev* out) override {
-    return call(e_, out, [&] { return e_.unshare_bdev(r->name()); });
+    return reply(on_primary(e_, [&] { return e_.devices().unshare(r->name()); }), out);
   }
 
  private:
@@ -203,19 +218,15 @@ class NvmfApi final : public v1::NvmfService::Service {
  public:
   explicit NvmfApi(Engine& e) : e_(e) {}
   GStatus ListSubsystems(ServerContext*, const v1::ListSubsystemsRequest* r, v1::ListSubsystemsReply* out) override {
-    std::vector<v1::Subsystem> v;
-    GStatus s = call(e_, &v, [&] { return e_.list_subsystems(r->nqn()); });
-    fill(out, out->mutable_subsystems(), std::move(v));
-    return s;
+    append(on_primary(e_, [&] { return e_.devices().subsystems(r->nqn()); }), out->mutable_subsystems());
+    return GStatus::OK;
   }
   GStatus ListListeners(ServerContext*, const v1::Empty*, v1::ListListenersReply* out) override {
-    std::vector<std::string> v;
-    GStatus s = call(e_, &v, [&] { return e_.list_listeners(); });
-    for (auto& l : v) out->add_listeners(l);
-    return s;
+    for (auto& l : on_primary(e_, [&] { return e_.devices().listeners(); })) out->add_listeners(l.to_string());
+    return GStatus::OK;
   }
-  GStatus SetAnaState(ServerContext*, const v1::SetAnaStateRequest* r, v1::Empty* out) override {
-    return call(e_, out, [&] { return e_.set_ana_state(*r); });
+  GStatus SetAnaState(ServerContext*, const v1::SetAnaStateRequest* r, v1::Empty*) override {
+    return reply(on_primary(e_, [&] { return e_.devices().set_ana_state(r->nqn(), r->listener(), r->group(), r->state()); }));
   }
 
  private:
@@ -226,19 +237,17 @@ class StatsApi final : public v1::StatsService::Service {
  public:
   explicit StatsApi(Engine& e) : e_(e) {}
   GStatus GetIoStats(ServerContext*, const v1::GetIoStatsRequest* r, v1::GetIoStatsReply* out) override {
-    std::vector<v1::IoStats> v;
-    GStatus s = call(e_, &v, [&] { return e_.io_stats(r->name(), false); });
-    fill(out, out->mutable_stats(), std::move(v));
-    return s;
+    auto stats = on_primary(e_, [&] { return e_.devices().io_stats(r->name(), /*objects_only=*/false); });
+    if (!stats.ok()) return to_grpc(stats.status());
+    append(*stats, out->mutable_stats());
+    return GStatus::OK;
   }
-  GStatus ResetIoStats(ServerContext*, const v1::GetIoStatsRequest* r, v1::Empty* out) override {
-    return call(e_, out, [&] { return e_.reset_io_stats(r->name()); });
+  GStatus ResetIoStats(ServerContext*, const v1::GetIoStatsRequest* r, v1::Empty*) override {
+    return reply(on_primary(e_, [&] { return e_.devices().reset_io_stats(r->name()); }));
   }
   GStatus GetReactorStats(ServerContext*, const v1::Empty*, v1::GetReactorStatsReply* out) override {
-    std::vector<v1::ReactorStats> v;
-    GStatus s = call(e_, &v, [&] { return e_.reactor_stats(); });
-    fill(out, out->mutable_reactors(), std::move(v));
-    return s;
+    append(on_primary(e_, [&] { return e_.devices().reactor_stats(); }), out->mutable_reactors());
+    return GStatus::OK;
   }
 
  private:
@@ -249,7 +258,8 @@ class NodeApi final : public v1::NodeService::Service {
  public:
   explicit NodeApi(Engine& e) : e_(e) {}
   GStatus GetNodeInfo(ServerContext*, const v1::Empty*, v1::NodeInfo* out) override {
-    return call(e_, out, [&] { return e_.node_info(); });
+    to_message(on_primary(e_, [&] { return e_.node_info(); }), out);
+    return GStatus::OK;
   }
 
  private:
@@ -259,17 +269,21 @@ class NodeApi final : public v1::NodeService::Service {
 class TestApi final : public v1::TestService::Service {
  public:
   explicit TestApi(Engine& e) : e_(e) {}
-  GStatus SetErrorRules(ServerContext*, const v1::SetErrorRulesRequest* r, v1::Empty* out) override {
-    return call(e_, out, [&] { return e_.set_error_rules(*r); });
+  GStatus SetErrorRules(ServerContext*, const v1::SetErrorRulesRequest* r, v1::Empty*) override {
+    auto rules = to_domain(r->rules());
+    return reply(on_primary(e_, [&] { return e_.test_hooks().set_error_rules(r->device(), rules); }));
   }
-  GStatus SetDelay(ServerContext*, const v1::SetDelayRequest* r, v1::Empty* out) override {
-    return call(e_, out, [&] { return e_.set_delay(*r); });
+  GStatus SetDelay(ServerContext*, const v1::SetDelayRequest* r, v1::Empty*) override {
+    DelayConfig delays = to_domain(*r);
+    return reply(on_primary(e_, [&] { return e_.test_hooks().set_delay(r->device(), delays); }));
   }
-  GStatus WritePattern(ServerContext*, const v1::PatternRequest* r, v1::Empty* out) override {
-    return call(e_, out, [&] { return e_.write_pattern(*r); });
+  GStatus WritePattern(ServerContext*, const v1::PatternRequest* r, v1::Empty*) override {
+    PatternArgs args = to_domain(*r);
+    return reply(on_primary(e_, [&] { return e_.test_hooks().write_pattern(args); }));
   }
   GStatus VerifyPattern(ServerContext*, const v1::PatternRequest* r, v1::VerifyPatternReply* out) override {
-    return call(e_, out, [&] { return e_.verify_pattern(*r); });
+    PatternArgs args = to_domain(*r);
+    return reply(on_primary(e_, [&] { return e_.test_hooks().verify_pattern(args); }), out);
   }
 
  private:
