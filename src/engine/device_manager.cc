@@ -98,7 +98,7 @@ Task<Result<DeviceInfo>> DeviceManager::share(std::string name, ShareProtocol pr
     auto r = co_await pools_.share_object(*ref, protocol, hosts);
     if (!r.ok()) co_return r.status();
   } else {
-    auto r = co_await shares_.share(name, name, protocol, hosts, false);
+    auto r = co_await shares_.share(name, name, protocol, hosts);
     if (!r.ok()) co_return r.status();
   }
   // Looked up again: sharing awaited, and a device can go meanwhile.

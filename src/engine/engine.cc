@@ -44,6 +44,7 @@ Task<Status> Engine::start() {
   pools_ = std::make_unique<PoolManager>(registry_, *shares_, opts_.state_dir);
   devices_ = std::make_unique<DeviceManager>(reactors_, registry_, *target_, ep.nvmf, *shares_, *pools_);
   test_hooks_ = std::make_unique<TestHooks>(registry_);
+  nexuses_ = std::make_unique<NexusManager>(registry_, *target_, *shares_, ep.nvmf, store_.get());
   co_return co_await pools_->start(opts_.pools);
 }
 
@@ -69,7 +70,10 @@ Status Engine::start_nbd(ShareEndpoints& ep) {
 Task<void> Engine::shutdown() {
   if (stopped_) co_return;
   stopped_ = true;
-  // Pools first stop opening and closing, so none appears or goes while its shares are taken down.
+  // Nexuses first: their children are pools' replicas (and remote devices); each records a clean
+  // shutdown before it goes.
+  if (nexuses_) co_await nexuses_->shutdown_all();
+  // Pools then stop opening and closing, so none appears or goes while its shares are taken down.
   if (pools_) co_await pools_->stop();
   if (shares_) co_await shares_->unshare_all();
   if (nbd_) co_await nbd_->stop();

@@ -5,6 +5,7 @@
 //   DeviceManager  devices, statistics, the NVMe/TCP target's view
 //   Shares         what is shared over NVMe/TCP or NBD, to whom
 //   TestHooks      fault injection and pattern checks
+//   NexusManager   nexuses (volumes mirrored to replicas here and on other nodes), published to hosts
 //
 // The managers speak the domain types of engine/types.h; the gRPC services (api/) translate the API's
 // messages to and from them, and the metrics page (metrics.h) is built from them. The nexus manager and
@@ -20,6 +21,7 @@
 
 #include "bdev/registry.h"
 #include "engine/device_manager.h"
+#include "engine/nexus_manager.h"
 #include "engine/options.h"
 #include "engine/pool_manager.h"
 #include "engine/shares.h"
@@ -51,6 +53,7 @@ class Engine {
   DeviceManager& devices() { return *devices_; }
   Shares& shares() { return *shares_; }
   TestHooks& test_hooks() { return *test_hooks_; }
+  NexusManager& nexuses() { return *nexuses_; }
 
   // Who this engine is, where it listens, how long it has run.
   NodeInfo node_info() const;
@@ -77,6 +80,8 @@ class Engine {
   std::unique_ptr<PoolManager> pools_;
   std::unique_ptr<DeviceManager> devices_;
   std::unique_ptr<TestHooks> test_hooks_;
+  std::unique_ptr<nexus::RecordStore> store_;  // where nexuses keep their records (none: not configured)
+  std::unique_ptr<NexusManager> nexuses_;
   Uuid instance_ = Uuid::Generate();
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   uint64_t startup_ms_ = 0;

@@ -219,7 +219,9 @@ Task<Status> PoolManager::expose_and_reshare(PoolEntry& e) {
     std::optional<RecordedShare> rec = recorded_share(m);
     if (!rec) continue;
     std::string dev = m.uuid.ToString();
-    auto r = co_await shares_.share(dev, dev, rec->protocol, rec->hosts, m.snapshot);
+    ShareOptions so;
+    so.read_only = m.snapshot;
+    auto r = co_await shares_.share(dev, dev, rec->protocol, rec->hosts, so);
     if (!r.ok()) {
       TLOG_WARN("engine", "'{}' ({}) was shared over {} before; sharing it again failed: {}", m.name, dev,
                 rec->protocol_text, r.status().message());

@@ -158,7 +158,9 @@ Task<Status> PoolManager::share_and_record(PoolEntry& e, const pool::ReplicaMeta
                                            std::vector<std::string> hosts) {
   std::string dev = m.uuid.ToString();
   bool was_shared = shares_.find(dev) != nullptr;
-  auto r = co_await shares_.share(dev, dev, protocol, hosts, m.snapshot);
+  ShareOptions so;
+  so.read_only = m.snapshot;
+  auto r = co_await shares_.share(dev, dev, protocol, hosts, so);
   if (!r.ok()) co_return r.status();
   // Recorded in the pool, so the share comes back after a restart (or on another node).
   std::string share_key = kPropShare, share_value = Shares::ProtocolName(protocol);

@@ -36,7 +36,8 @@ const ShareInfo* Shares::find(const std::string& device) const {
 }
 
 Task<Result<ShareInfo>> Shares::share(std::string device, std::string id, ShareProtocol protocol,
-                                      std::vector<std::string> hosts, bool read_only) {
+                                      std::vector<std::string> hosts, ShareOptions opts) {
+  const bool read_only = opts.read_only;
   if (protocol != ShareProtocol::kNvmf && protocol != ShareProtocol::kNbd) {
     co_return Status(Errc::kInval, "protocol: choose nvmf or nbd");
   }
@@ -65,7 +66,9 @@ Task<Result<ShareInfo>> Shares::share(std::string device, std::string id, ShareP
   }
   nvmf::SubsystemConfig cfg;
   cfg.nqn = kNqnPrefix + id;
-  cfg.model = "tern volume";
+  cfg.model = opts.model;
+  cfg.cntlid_min = opts.cntlid_min;
+  cfg.cntlid_max = opts.cntlid_max;
   cfg.allow_any_host = hosts.empty();
   cfg.hosts = hosts;
   cfg.listeners = {ep_.nvmf};

@@ -27,6 +27,16 @@ namespace tern::engine {
 
 inline constexpr const char* kNqnPrefix = "nqn.2026-11.io.tern:";
 
+// How a device is exported, beyond the protocol and the hosts.
+struct ShareOptions {
+  bool read_only = false;
+  // NVMe/TCP: the subsystem's controller-ID range (disjoint ranges let two engines export one volume as
+  // two paths of a multipath host) and its model string.
+  uint16_t cntlid_min = 1;
+  uint16_t cntlid_max = 0xFFEF;
+  std::string model = "tern volume";
+};
+
 struct ShareEndpoints {
   nvmf::ListenAddr nvmf;           // the engine's NVMe/TCP listener
   std::string advertise;           // the address in URIs
@@ -41,7 +51,7 @@ class Shares {
   // Shares `device` as `id`. The same protocol again: OK, the allowed hosts replaced. Another protocol:
   // kBusy ("unshare it first"). kNotSup: NBD asked for but the NBD server is off.
   Task<Result<ShareInfo>> share(std::string device, std::string id, ShareProtocol protocol,
-                                std::vector<std::string> hosts, bool read_only);
+                                std::vector<std::string> hosts, ShareOptions opts = {});
   // Removes the share; hosts are disconnected once their I/O has drained. Not shared: OK.
   Task<Status> unshare(std::string device);
   // Replaces the allowed hosts (NVMe/TCP). kInval for an NBD share (NBD has no host identity).

@@ -9,6 +9,7 @@
 #include "common/uuid.h"
 #include "output.h"
 #include "tern/engine/v1/bdev.grpc.pb.h"
+#include "tern/engine/v1/nexus.grpc.pb.h"
 #include "tern/engine/v1/node.grpc.pb.h"
 #include "tern/engine/v1/nvmf.grpc.pb.h"
 #include "tern/engine/v1/pool.grpc.pb.h"
@@ -64,6 +65,7 @@ const char* list_hint() {
   if constexpr (std::is_same_v<Stub, v1::SnapshotService::Stub>) return " (see 'ternctl replica list --all')";
   if constexpr (std::is_same_v<Stub, v1::BdevService::Stub>) return " (see 'ternctl bdev list')";
   if constexpr (std::is_same_v<Stub, v1::NvmfService::Stub>) return " (see 'ternctl nvmf subsystems')";
+  if constexpr (std::is_same_v<Stub, v1::NexusService::Stub>) return " (see 'ternctl nexus list')";
   return "";
 }
 
@@ -225,6 +227,9 @@ void subsystems_table(const google::protobuf::RepeatedPtrField<v1::Subsystem>& s
 
 struct Args {
   std::string name, disk, uuid, pool, size = "", share = "none", of, uri, state, listener, nqn, device;
+  std::string key, child, reason = "offline", protocol = "nvmf", ana;
+  std::vector<std::string> children;
+  uint32_t cntlid_min = 0, cntlid_max = 0;
   std::string cluster_size;
   bool thin = false, or_import = false, allow_shrink = false, all = false, force = false;
   std::vector<std::string> hosts, rules;
@@ -808,6 +813,221 @@ void add_test(CLI::App& app, std::function<int()>* run) {
   }
 }
 
+// ------------------------------------------------------------------------------------------------
+// Nexuses
+
+const char* nexus_state(v1::NexusState s) {
+  switch (s) {
+    case v1::NEXUS_STATE_ONLINE: return "online";
+    case v1::NEXUS_STATE_DEGRADED: return "degraded";
+    case v1::NEXUS_STATE_FAULTED: return "faulted";
+    case v1::NEXUS_STATE_SHUTTING_DOWN: return "shutting down";
+    case v1::NEXUS_STATE_SHUTDOWN: return "shutdown";
+    default: return "unknown";
+  }
+}
+
+std::string child_cell(const v1::Child& c) {
+  const char* st = c.state() == v1::CHILD_STATE_ONLINE ? (c.synced() ? "online" : "out-of-sync")
+                   : c.state() == v1::CHILD_STATE_CLOSED ? "closed"
+                                                          : "faulted";
+  std::string s = fmt::format("{} {}", c.uuid().substr(0, 8), st);
+  if (c.state() == v1::CHILD_STATE_FAULTED) {
+    s += fmt::format("({})", v1::ChildReason_Name(c.reason()).substr(strlen("CHILD_REASON_")));
+  }
+  return s;
+}
+
+void nexuses_table(const google::protobuf::RepeatedPtrField<v1::Nexus>& ns) {
+  print_rows<v1::Nexus>({{"UUID", [](auto& n) { return n.uuid(); }},
+                         {"SIZE", [](auto& n) { return sz(n.size()); }},
+                         {"STATE", [](auto& n) { return std::string(nexus_state(n.state())); }},
+                         {"CHILDREN", [](auto& n) {
+                            std::vector<std::string> v;
+                            for (auto& c : n.children()) v.push_back(child_cell(c));
+                            return fmt::format("{}", fmt::join(v, ", "));
+                          }},
+                         {"SHARE", [](auto& n) { return share_cell(n.share()); }}},
+                        ns, "nexuses");
+}
+
+int nexus_reply(const v1::Nexus& n) {
+  v1::ListNexusesReply l;
+  *l.add_nexuses() = n;
+  return show(n, [&] {
+    nexuses_table(l.nexuses());
+    if (g.format() == Format::kTable && !n.children().empty()) {
+      fmt::print("\n");
+      print_rows<v1::Child>({{"CHILD", [](auto& c) { return c.uuid(); }},
+                             {"STATE", [](auto& c) { return child_cell(c).substr(9); }},
+                             {"LOCAL", [](auto& c) { return std::string(c.local() ? "yes" : "no"); }},
+                             {"READS", [](auto& c) { return std::to_string(c.io().reads()); }},
+                             {"WRITES", [](auto& c) { return std::to_string(c.io().writes()); }},
+                             {"ERRORS", [](auto& c) { return std::to_string(c.io().errors()); }},
+                             {"URI", [](auto& c) { return c.uri(); }}},
+                            n.children(), "children");
+    }
+  });
+}
+
+v1::ChildReason reason_arg(const std::string& s) {
+  if (s == "io_error") return v1::CHILD_REASON_IO_ERROR;
+  if (s == "timed_out") return v1::CHILD_REASON_TIMED_OUT;
+  if (s == "no_space") return v1::CHILD_REASON_NO_SPACE;
+  if (s == "cannot_open") return v1::CHILD_REASON_CANNOT_OPEN;
+  if (s == "rebuild_failed") return v1::CHILD_REASON_REBUILD_FAILED;
+  return v1::CHILD_REASON_OFFLINE;
+}
+
+void add_nexus(CLI::App& app, std::function<int()>* run) {
+  auto* nx = app.add_subcommand("nexus", "Nexuses: volumes mirrored to replicas (children) here and on other nodes");
+  nx->require_subcommand(1);
+  auto* create = nx->add_subcommand("create", "Create a nexus over its children (each child must hold the volume plus the "
+                                              "nexus metadata: see required_child_size in 'nexus list -o json')");
+  create->add_option("uuid", a.uuid, "The volume's UUID")->required();
+  create->add_option("--size", a.size, "Volume size (10GiB, 1073741824)")->required();
+  create->add_option("--child", a.children,
+                     "A child URI, repeatable: bdev:///<replica uuid>?uuid=<replica uuid> (local), "
+                     "nvmf://host:port/<nqn>?uuid=<replica uuid> (remote)")
+      ->required();
+  create->add_option("--persistence-key", a.key, "Where the nexus keeps its record in etcd (default: none)");
+  create->callback([run] {
+    *run = [] {
+      v1::CreateNexusRequest r;
+      r.set_uuid(a.uuid);
+      auto size = size_arg(a.size);
+      if (!size.ok()) return bad(size.status());
+      r.set_size(*size);
+      for (auto& c : a.children) r.add_children(c);
+      r.set_persistence_key(a.key);
+      v1::Nexus n;
+      if (int rc = call(&v1::NexusService::Stub::CreateNexus, r, &n)) return rc;
+      return nexus_reply(n);
+    };
+  });
+  auto* list = nx->add_subcommand("list", "List nexuses with their state and children");
+  list->add_option("uuid", a.uuid, "Only this nexus");
+  list->callback([run] {
+    *run = [] {
+      v1::ListNexusesRequest r;
+      r.set_uuid(a.uuid);
+      v1::ListNexusesReply l;
+      if (int rc = call(&v1::NexusService::Stub::ListNexuses, r, &l)) return rc;
+      if (!a.uuid.empty()) {
+        if (l.nexuses().empty()) {
+          fmt::print(stderr, "ternctl: no nexus {}\n", a.uuid);
+          return 3;
+        }
+        return nexus_reply(l.nexuses(0));
+      }
+      return show(l, [&] { nexuses_table(l.nexuses()); });
+    };
+  });
+  for (auto [verb, help] : {std::pair{"destroy", "Unpublish, close the children and destroy the nexus"},
+                            std::pair{"shutdown", "Hold all I/O (hosts wait), close the children, record a clean shutdown"},
+                            std::pair{"unpublish", "Stop sharing the nexus (hosts are disconnected once their I/O drains)"}}) {
+    auto* c = nx->add_subcommand(verb, help);
+    c->add_option("uuid", a.uuid, "The nexus (volume) UUID")->required();
+    std::string v = verb;
+    c->callback([run, v] {
+      *run = [v] {
+        v1::NexusRef r;
+        r.set_uuid(a.uuid);
+        if (v == "destroy") {
+          v1::Empty e;
+          int rc = call(&v1::NexusService::Stub::DestroyNexus, r, &e);
+          if (rc == 0) show(e, [] { fmt::print("nexus {} destroyed\n", a.uuid); });
+          return rc;
+        }
+        v1::Nexus n;
+        if (int rc = call(v == "shutdown" ? &v1::NexusService::Stub::ShutdownNexus : &v1::NexusService::Stub::UnpublishNexus,
+                          r, &n)) {
+          return rc;
+        }
+        return nexus_reply(n);
+      };
+    });
+  }
+  auto* add = nx->add_subcommand("add-child", "Add a child (it joins out of sync: written, not read, until rebuilt)");
+  add->add_option("uuid", a.uuid, "The nexus UUID")->required();
+  add->add_option("uri", a.uri, "The child's URI, with ?uuid=")->required();
+  add->callback([run] {
+    *run = [] {
+      v1::AddChildRequest r;
+      r.set_uuid(a.uuid);
+      r.set_uri(a.uri);
+      v1::Nexus n;
+      if (int rc = call(&v1::NexusService::Stub::AddChild, r, &n)) return rc;
+      return nexus_reply(n);
+    };
+  });
+  for (auto [verb, help] : {std::pair{"remove-child", "Remove a child (not the only one, nor the last healthy one)"},
+                            std::pair{"online-child", "Reopen a faulted or closed child (it comes back out of sync)"},
+                            std::pair{"fault-child", "Fault a child by request (not the last healthy one)"}}) {
+    auto* c = nx->add_subcommand(verb, help);
+    c->add_option("uuid", a.uuid, "The nexus UUID")->required();
+    c->add_option("child", a.child, "The child's UUID")->required();
+    std::string v = verb;
+    if (v == "fault-child") {
+      c->add_option("--reason", a.reason, "offline (default), io_error, timed_out, no_space, cannot_open, rebuild_failed");
+    }
+    c->callback([run, v] {
+      *run = [v] {
+        v1::Nexus n;
+        int rc;
+        if (v == "fault-child") {
+          v1::FaultChildRequest r;
+          r.set_uuid(a.uuid);
+          r.set_child_uuid(a.child);
+          r.set_reason(reason_arg(a.reason));
+          rc = call(&v1::NexusService::Stub::FaultChild, r, &n);
+        } else {
+          v1::ChildRef r;
+          r.set_uuid(a.uuid);
+          r.set_child_uuid(a.child);
+          rc = call(v == "remove-child" ? &v1::NexusService::Stub::RemoveChild : &v1::NexusService::Stub::OnlineChild, r, &n);
+        }
+        if (rc) return rc;
+        return nexus_reply(n);
+      };
+    });
+  }
+  auto* pub = nx->add_subcommand("publish", "Share the nexus to hosts over NVMe/TCP (or NBD)");
+  pub->add_option("uuid", a.uuid, "The nexus UUID")->required();
+  pub->add_option("--protocol", a.protocol, "nvmf (default) or nbd")->check(CLI::IsMember({"nvmf", "nbd"}));
+  pub->add_option("--host", a.hosts, "A host NQN allowed to connect, repeatable (default: any host)");
+  pub->add_option("--cntlid-min", a.cntlid_min, "Lowest controller ID (two engines publishing one volume need disjoint ranges)");
+  pub->add_option("--cntlid-max", a.cntlid_max, "Highest controller ID");
+  pub->add_option("--ana", a.ana, "ANA state of this path: optimized (default), non_optimized, inaccessible");
+  pub->callback([run] {
+    *run = [] {
+      v1::PublishNexusRequest r;
+      r.set_uuid(a.uuid);
+      r.set_protocol(protocol(a.protocol));
+      for (auto& h : a.hosts) r.add_allowed_hosts(h);
+      r.set_cntlid_min(a.cntlid_min);
+      r.set_cntlid_max(a.cntlid_max);
+      r.set_ana_state(a.ana);
+      v1::Nexus n;
+      if (int rc = call(&v1::NexusService::Stub::PublishNexus, r, &n)) return rc;
+      return nexus_reply(n);
+    };
+  });
+  auto* ana = nx->add_subcommand("ana", "Set the ANA state of a published nexus on this engine's path");
+  ana->add_option("uuid", a.uuid, "The nexus UUID")->required();
+  ana->add_option("state", a.ana, "optimized, non_optimized or inaccessible")->required();
+  ana->callback([run] {
+    *run = [] {
+      v1::SetNexusAnaStateRequest r;
+      r.set_uuid(a.uuid);
+      r.set_ana_state(a.ana);
+      v1::Nexus n;
+      if (int rc = call(&v1::NexusService::Stub::SetNexusAnaState, r, &n)) return rc;
+      return nexus_reply(n);
+    };
+  });
+}
+
 }  // namespace
 
 void add_engine_commands(CLI::App& app, std::function<int()>* run) {
@@ -827,6 +1047,7 @@ void add_engine_commands(CLI::App& app, std::function<int()>* run) {
   add_stats(app, run);
   add_node(app, run);
   add_test(app, run);
+  add_nexus(app, run);
 }
 
 }  // namespace tern::ctl

@@ -1,4 +1,4 @@
-// `ternctl pool|replica|snapshot|clone|bdev|nvmf|stats|node|test ...`: the io-engine's gRPC API from the
+// `ternctl pool|replica|snapshot|clone|bdev|nvmf|stats|node|test|nexus ...`: the io-engine's gRPC API from the
 // command line. Each command is one call (two for a few conveniences); tables by default, -o json|yaml
 // for scripts.
 //

@@ -1,5 +1,5 @@
 // ternctl: tern's command-line tool.
-//   ternctl pool|replica|snapshot|clone|bdev|nvmf|stats|node|test ...   the io-engine's API (gRPC)
+//   ternctl pool|replica|snapshot|clone|bdev|nvmf|stats|node|test|nexus ...   the io-engine's API (gRPC)
 //   ternctl nvme ...                  an NVMe/TCP host: discover, identify, list-subsystems on any target
 //   ternctl offline pool ...          tools that work on a pool's disk directly while no engine has it
 // The control plane's commands (volumes, nodes) join it later.
@@ -19,6 +19,9 @@ Examples:
   ternctl pool create p0 uring:///var/lib/tern/p0.img
   ternctl replica create r1 --pool p0 --size 10GiB --thin --share nvmf
   ternctl replica list -o json
+  ternctl nexus create <volume uuid> --size 10GiB --child 'bdev:///<replica uuid>?uuid=<replica uuid>' \
+      --child 'nvmf://10.0.0.2:8420/nqn.2026-11.io.tern:<uuid>?uuid=<uuid>'
+  ternctl nexus publish <volume uuid> --host nqn.2014-08.org.nvmexpress:uuid:<host>
   ternctl nvme discover --addr 127.0.0.1 --port 8420
   ternctl offline pool check uring:///dev/sdb
 

@@ -302,4 +302,117 @@ void to_message(const PatternCheck& c, v1::VerifyPatternReply* out) {
   out->set_bytes_checked(c.bytes_checked);
 }
 
+// --- nexuses ---
+
+Result<Uuid> required_uuid(const char* field, const std::string& s) {
+  if (s.empty()) return Status::Errorf(Errc::kInval, "{}: required", field);
+  auto u = Uuid::Parse(s);
+  if (!u.ok()) return Status::Errorf(Errc::kInval, "{}: '{}' is not a UUID", field, s);
+  return *u;
+}
+
+Result<CreateNexusArgs> to_domain(const v1::CreateNexusRequest& r) {
+  CreateNexusArgs a;
+  TERN_ASSIGN_OR_RETURN(a.uuid, required_uuid("uuid", r.uuid()));
+  if (r.size() == 0) return Status(Errc::kInval, "size: required (bytes)");
+  a.size = r.size();
+  a.children.assign(r.children().begin(), r.children().end());
+  if (a.children.empty()) return Status(Errc::kInval, "children: at least one child URI is required");
+  a.persistence_key = r.persistence_key();
+  return a;
+}
+
+Result<PublishNexusArgs> to_domain(const v1::PublishNexusRequest& r) {
+  PublishNexusArgs a;
+  a.protocol = to_domain(r.protocol());
+  if (a.protocol == ShareProtocol::kNone) a.protocol = ShareProtocol::kNvmf;
+  a.allowed_hosts.assign(r.allowed_hosts().begin(), r.allowed_hosts().end());
+  if (r.cntlid_min() > 0xFFEF || r.cntlid_max() > 0xFFEF) {
+    return Status::Errorf(Errc::kInval, "cntlid range {}..{} is invalid (1 <= min <= max <= 65519)", r.cntlid_min(),
+                          r.cntlid_max());
+  }
+  a.cntlid_min = r.cntlid_min() ? uint16_t(r.cntlid_min()) : 1;
+  a.cntlid_max = r.cntlid_max() ? uint16_t(r.cntlid_max()) : 0xFFEF;
+  a.ana_state = r.ana_state();
+  return a;
+}
+
+nexus::FaultReason to_domain(v1::ChildReason r) {
+  switch (r) {
+    case v1::CHILD_REASON_CANNOT_OPEN: return nexus::FaultReason::kCannotOpen;
+    case v1::CHILD_REASON_IO_ERROR: return nexus::FaultReason::kIoError;
+    case v1::CHILD_REASON_TIMED_OUT: return nexus::FaultReason::kTimedOut;
+    case v1::CHILD_REASON_NO_SPACE: return nexus::FaultReason::kNoSpace;
+    case v1::CHILD_REASON_REBUILD_FAILED: return nexus::FaultReason::kRebuildFailed;
+    default: return nexus::FaultReason::kOffline;
+  }
+}
+
+namespace {
+
+v1::NexusState to_wire(nexus::NexusStatus s) {
+  switch (s) {
+    case nexus::NexusStatus::kOnline: return v1::NEXUS_STATE_ONLINE;
+    case nexus::NexusStatus::kDegraded: return v1::NEXUS_STATE_DEGRADED;
+    case nexus::NexusStatus::kFaulted: return v1::NEXUS_STATE_FAULTED;
+    case nexus::NexusStatus::kShuttingDown: return v1::NEXUS_STATE_SHUTTING_DOWN;
+    case nexus::NexusStatus::kShutdown: return v1::NEXUS_STATE_SHUTDOWN;
+  }
+  return v1::NEXUS_STATE_UNKNOWN;
+}
+
+v1::ChildState to_wire(nexus::ChildState s) {
+  switch (s) {
+    case nexus::ChildState::kOnline: return v1::CHILD_STATE_ONLINE;
+    case nexus::ChildState::kFaulted: return v1::CHILD_STATE_FAULTED;
+    case nexus::ChildState::kClosed: return v1::CHILD_STATE_CLOSED;
+  }
+  return v1::CHILD_STATE_UNKNOWN;
+}
+
+v1::ChildReason to_wire(nexus::FaultReason r) {
+  switch (r) {
+    case nexus::FaultReason::kNone: return v1::CHILD_REASON_NONE;
+    case nexus::FaultReason::kCannotOpen: return v1::CHILD_REASON_CANNOT_OPEN;
+    case nexus::FaultReason::kIoError: return v1::CHILD_REASON_IO_ERROR;
+    case nexus::FaultReason::kTimedOut: return v1::CHILD_REASON_TIMED_OUT;
+    case nexus::FaultReason::kNoSpace: return v1::CHILD_REASON_NO_SPACE;
+    case nexus::FaultReason::kRebuildFailed: return v1::CHILD_REASON_REBUILD_FAILED;
+    case nexus::FaultReason::kOffline: return v1::CHILD_REASON_OFFLINE;
+  }
+  return v1::CHILD_REASON_NONE;
+}
+
+}  // namespace
+
+void to_message(const NexusDesc& n, v1::Nexus* out) {
+  out->set_uuid(n.info.uuid.ToString());
+  out->set_size(n.info.size_bytes);
+  out->set_block_size(n.info.block_size);
+  out->set_state(to_wire(n.info.status));
+  out->set_persistence_key(n.info.persistence_key);
+  for (const nexus::ChildInfo& c : n.info.children) {
+    v1::Child* m = out->add_children();
+    m->set_uri(c.uri);
+    m->set_uuid(c.uuid.ToString());
+    m->set_device(c.device);
+    m->set_state(to_wire(c.state));
+    m->set_reason(to_wire(c.reason));
+    m->set_synced(c.sync == nexus::SyncState::kSynced);
+    m->set_local(c.local);
+    v1::ChildIoStats* io = m->mutable_io();
+    io->set_reads(c.io.reads);
+    io->set_writes(c.io.writes);
+    io->set_other(c.io.other);
+    io->set_errors(c.io.errors);
+    io->set_read_bytes(c.io.read_bytes);
+    io->set_write_bytes(c.io.write_bytes);
+  }
+  if (n.share) to_message(*n.share, out->mutable_share());
+  out->set_cntlid_min(n.cntlid_min);
+  out->set_cntlid_max(n.cntlid_max);
+  out->set_ana_state(n.share ? n.ana_state : "");
+  out->set_required_child_size(n.required_child_size);
+}
+
 }  // namespace tern::engine::api

@@ -10,9 +10,11 @@
 
 #include "bdev/fault_bdevs.h"
 #include "common/result.h"
+#include "engine/nexus_manager.h"
 #include "engine/types.h"
 #include "nvmf/target/target.h"
 #include "tern/engine/v1/bdev.pb.h"
+#include "tern/engine/v1/nexus.pb.h"
 #include "tern/engine/v1/node.pb.h"
 #include "tern/engine/v1/nvmf.pb.h"
 #include "tern/engine/v1/pool.pb.h"
@@ -39,6 +41,11 @@ ObjectFilter to_domain(const v1::ListSnapshotsRequest& r, ObjectKind kind);
 DelayConfig to_domain(const v1::SetDelayRequest& r);
 PatternArgs to_domain(const v1::PatternRequest& r);
 std::vector<std::string> to_domain(const google::protobuf::RepeatedPtrField<std::string>& strings);
+// Nexuses: the UUIDs are required (kInval naming the field).
+Result<Uuid> required_uuid(const char* field, const std::string& s);
+Result<CreateNexusArgs> to_domain(const v1::CreateNexusRequest& r);
+Result<PublishNexusArgs> to_domain(const v1::PublishNexusRequest& r);
+nexus::FaultReason to_domain(v1::ChildReason r);
 
 // --- domain -> replies ---
 void to_message(const PoolInfo& p, v1::Pool* out);
@@ -49,5 +56,6 @@ void to_message(const ReactorLoad& l, v1::ReactorStats* out);
 void to_message(const nvmf::SubsystemInfo& s, v1::Subsystem* out);
 void to_message(const NodeInfo& n, v1::NodeInfo* out);
 void to_message(const PatternCheck& c, v1::VerifyPatternReply* out);
+void to_message(const NexusDesc& n, v1::Nexus* out);
 
 }  // namespace tern::engine::api

@@ -12,6 +12,7 @@
 #include "engine/api/status_map.h"
 #include "engine/engine.h"
 #include "tern/engine/v1/bdev.grpc.pb.h"
+#include "tern/engine/v1/nexus.grpc.pb.h"
 #include "tern/engine/v1/node.grpc.pb.h"
 #include "tern/engine/v1/nvmf.grpc.pb.h"
 #include "tern/engine/v1/pool.grpc.pb.h"
@@ -290,6 +291,85 @@ class TestApi final : public v1::TestService::Service {
   Engine& e_;
 };
 
+class NexusApi final : public v1::NexusService::Service {
+ public:
+  explicit NexusApi(Engine& e) : e_(e) {}
+  GStatus CreateNexus(ServerContext*, const v1::CreateNexusRequest* r, v1::Nexus* out) override {
+    auto args = to_domain(*r);
+    if (!args.ok()) return reply(args.status());
+    return reply(on_primary(e_, [&] { return e_.nexuses().create(*args); }), out);
+  }
+  GStatus DestroyNexus(ServerContext*, const v1::NexusRef* r, v1::Empty*) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    if (!u.ok()) return reply(u.status());
+    return reply(on_primary(e_, [&] { return e_.nexuses().destroy(*u); }));
+  }
+  GStatus ShutdownNexus(ServerContext*, const v1::NexusRef* r, v1::Nexus* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    if (!u.ok()) return reply(u.status());
+    return reply(on_primary(e_, [&] { return e_.nexuses().shutdown(*u); }), out);
+  }
+  GStatus ListNexuses(ServerContext*, const v1::ListNexusesRequest* r, v1::ListNexusesReply* out) override {
+    std::optional<Uuid> filter;
+    if (!r->uuid().empty()) {
+      auto u = api::required_uuid("uuid", r->uuid());
+      if (!u.ok()) return reply(u.status());
+      filter = *u;
+    }
+    auto all = on_primary(e_, [&] { return e_.nexuses().list(filter); });
+    append(all, out->mutable_nexuses());
+    return GStatus::OK;
+  }
+  GStatus AddChild(ServerContext*, const v1::AddChildRequest* r, v1::Nexus* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    if (!u.ok()) return reply(u.status());
+    if (r->uri().empty()) return reply(Status(Errc::kInval, "uri: required"));
+    return reply(on_primary(e_, [&] { return e_.nexuses().add_child(*u, r->uri()); }), out);
+  }
+  GStatus RemoveChild(ServerContext*, const v1::ChildRef* r, v1::Nexus* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    auto c = api::required_uuid("child_uuid", r->child_uuid());
+    if (!u.ok()) return reply(u.status());
+    if (!c.ok()) return reply(c.status());
+    return reply(on_primary(e_, [&] { return e_.nexuses().remove_child(*u, *c); }), out);
+  }
+  GStatus FaultChild(ServerContext*, const v1::FaultChildRequest* r, v1::Nexus* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    auto c = api::required_uuid("child_uuid", r->child_uuid());
+    if (!u.ok()) return reply(u.status());
+    if (!c.ok()) return reply(c.status());
+    const nexus::FaultReason reason = to_domain(r->reason());
+    return reply(on_primary(e_, [&] { return e_.nexuses().fault_child(*u, *c, reason); }), out);
+  }
+  GStatus OnlineChild(ServerContext*, const v1::ChildRef* r, v1::Nexus* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    auto c = api::required_uuid("child_uuid", r->child_uuid());
+    if (!u.ok()) return reply(u.status());
+    if (!c.ok()) return reply(c.status());
+    return reply(on_primary(e_, [&] { return e_.nexuses().online_child(*u, *c); }), out);
+  }
+  GStatus PublishNexus(ServerContext*, const v1::PublishNexusRequest* r, v1::Nexus* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    if (!u.ok()) return reply(u.status());
+    auto args = to_domain(*r);
+    if (!args.ok()) return reply(args.status());
+    return reply(on_primary(e_, [&] { return e_.nexuses().publish(*u, *args); }), out);
+  }
+  GStatus UnpublishNexus(ServerContext*, const v1::NexusRef* r, v1::Nexus* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    if (!u.ok()) return reply(u.status());
+    return reply(on_primary(e_, [&] { return e_.nexuses().unpublish(*u); }), out);
+  }
+  GStatus SetNexusAnaState(ServerContext*, const v1::SetNexusAnaStateRequest* r, v1::Nexus* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    if (!u.ok()) return reply(u.status());
+    return reply(on_primary(e_, [&] { return e_.nexuses().set_ana_state(*u, r->ana_state()); }), out);
+  }
+
+ private:
+  Engine& e_;
+};
+
 }  // namespace
 
 Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, const std::string& endpoint) {
@@ -302,7 +382,8 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, const std:
   s->services_.push_back(std::make_unique<StatsApi>(engine));
   s->services_.push_back(std::make_unique<NodeApi>(engine));
   s->services_.push_back(std::make_unique<TestApi>(engine));
-  // The nexus and control-plane registration services join this list in later issues.
+  s->services_.push_back(std::make_unique<NexusApi>(engine));
+  // The control plane's registration service joins this list in a later issue.
   grpc::ServerBuilder b;
   b.AddListeningPort(endpoint, grpc::InsecureServerCredentials(), &s->port_);
   for (auto& svc : s->services_) b.RegisterService(svc.get());

@@ -1,0 +1,207 @@
+#include "engine/nexus_manager.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace tern::engine {
+
+NexusManager::NexusManager(BdevRegistry& registry, nvmf::Target& target, Shares& shares, nvmf::ListenAddr listener,
+                           nexus::RecordStore* store)
+    : registry_(registry), target_(target), shares_(shares), listener_(std::move(listener)), store_(store) {}
+
+bool NexusManager::is_nexus(const std::string& device) const {
+  auto u = Uuid::Parse(device);
+  return u.ok() && nexuses_.count(*u);
+}
+
+Result<NexusManager::Entry*> NexusManager::find(const Uuid& uuid) {
+  auto it = nexuses_.find(uuid);
+  if (it == nexuses_.end()) return Status::Errorf(Errc::kNoEnt, "no nexus {} on this node", uuid.ToString());
+  return &it->second;
+}
+
+Task<NexusDesc> NexusManager::describe(Entry& e) {
+  NexusDesc d;
+  d.info = co_await e.nx->info();
+  if (const ShareInfo* s = shares_.find(e.nx->name())) d.share = *s;
+  if (e.published) {
+    d.cntlid_min = e.published->cntlid_min;
+    d.cntlid_max = e.published->cntlid_max;
+    d.ana_state = e.published->ana_state.empty() ? "optimized" : e.published->ana_state;
+  }
+  d.required_child_size = e.nx->layout().required_child_bytes();
+  co_return d;
+}
+
+Task<Result<NexusDesc>> NexusManager::create(CreateNexusArgs args) {
+  auto g = co_await mu_.lock();
+  if (args.uuid.is_nil()) co_return Status(Errc::kInval, "uuid: the volume's UUID is required");
+  if (auto it = nexuses_.find(args.uuid); it != nexuses_.end()) {
+    // The same create again is the existing nexus; a different one names the difference.
+    const CreateNexusArgs& have = it->second.args;
+    auto differ = [&](const char* field, const std::string& h, const std::string& w) {
+      return Status::Errorf(Errc::kExist, "nexus {} already exists with {} {} (asked for {})", args.uuid.ToString(),
+                            field, h, w);
+    };
+    if (have.size != args.size) co_return differ("size", std::to_string(have.size), std::to_string(args.size));
+    if (have.persistence_key != args.persistence_key) {
+      co_return differ("persistence_key", "'" + have.persistence_key + "'", "'" + args.persistence_key + "'");
+    }
+    if (have.children != args.children) {
+      co_return differ("children", fmt::format("[{}]", fmt::join(have.children, ", ")),
+                       fmt::format("[{}]", fmt::join(args.children, ", ")));
+    }
+    co_return co_await describe(it->second);
+  }
+  nexus::NexusOptions o;
+  o.uuid = args.uuid;
+  o.size_bytes = args.size;
+  o.children = args.children;
+  o.persistence_key = args.persistence_key;
+  auto nx = co_await nexus::Nexus::Create(registry_, o, store_);
+  if (!nx.ok()) co_return nx.status();
+  Entry& e = nexuses_[args.uuid];
+  e.nx = *nx;
+  e.args = std::move(args);
+  co_return co_await describe(e);
+}
+
+Task<Status> NexusManager::destroy_locked(Uuid uuid) {
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  const std::string dev = e->nx->name();
+  TERN_CO_RETURN_IF_ERROR(co_await shares_.unshare(dev));
+  co_await e->nx->close_children();
+  Status st = co_await registry_.destroy(dev, true);
+  if (!st.ok()) co_return st;
+  nexuses_.erase(uuid);
+  TLOG_INFO("engine", "nexus {} destroyed", uuid.ToString());
+  co_return Status::Ok();
+}
+
+Task<Status> NexusManager::destroy(Uuid uuid) {
+  auto g = co_await mu_.lock();
+  co_return co_await destroy_locked(uuid);
+}
+
+Task<Result<NexusDesc>> NexusManager::shutdown(Uuid uuid) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  Status st = co_await e->nx->shutdown_nexus();
+  if (!st.ok()) co_return st;
+  co_return co_await describe(*e);
+}
+
+Task<std::vector<NexusDesc>> NexusManager::list(std::optional<Uuid> uuid) {
+  auto g = co_await mu_.lock();
+  std::vector<NexusDesc> out;
+  for (auto& [id, e] : nexuses_) {
+    if (uuid && id != *uuid) continue;
+    out.push_back(co_await describe(e));
+  }
+  co_return out;
+}
+
+Task<Result<NexusDesc>> NexusManager::add_child(Uuid uuid, std::string uri) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  TERN_CO_RETURN_IF_ERROR(co_await e->nx->add_child(std::move(uri)));
+  co_return co_await describe(*e);
+}
+
+Task<Result<NexusDesc>> NexusManager::remove_child(Uuid uuid, Uuid child) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  TERN_CO_RETURN_IF_ERROR(co_await e->nx->remove_child(child));
+  co_return co_await describe(*e);
+}
+
+Task<Result<NexusDesc>> NexusManager::fault_child(Uuid uuid, Uuid child, nexus::FaultReason reason) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  TERN_CO_RETURN_IF_ERROR(co_await e->nx->fault_child(child, reason));
+  co_return co_await describe(*e);
+}
+
+Task<Result<NexusDesc>> NexusManager::online_child(Uuid uuid, Uuid child) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  TERN_CO_RETURN_IF_ERROR(co_await e->nx->online_child(child));
+  co_return co_await describe(*e);
+}
+
+Task<Result<NexusDesc>> NexusManager::publish(Uuid uuid, PublishNexusArgs args) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  if (args.protocol != ShareProtocol::kNvmf && args.protocol != ShareProtocol::kNbd) {
+    co_return Status(Errc::kInval, "protocol: choose nvmf or nbd");
+  }
+  if (args.cntlid_min == 0 || args.cntlid_min > args.cntlid_max || args.cntlid_max > 0xFFEF) {
+    co_return Status::Errorf(Errc::kInval, "cntlid range {}..{} is invalid (1 <= min <= max <= 65519)", args.cntlid_min,
+                             args.cntlid_max);
+  }
+  std::optional<nvme::AnaState> ana;
+  if (!args.ana_state.empty()) {
+    auto s = nvmf::parse_ana_state(args.ana_state);
+    if (!s.ok()) co_return s.status().WithContext("ana_state");
+    ana = *s;
+  }
+  const std::string dev = e->nx->name();
+  if (e->published && e->published->protocol == args.protocol &&
+      (e->published->cntlid_min != args.cntlid_min || e->published->cntlid_max != args.cntlid_max)) {
+    co_return Status::Errorf(Errc::kExist, "nexus {} is published with controller IDs {}..{} (asked for {}..{}); unpublish first",
+                             uuid.ToString(), e->published->cntlid_min, e->published->cntlid_max, args.cntlid_min,
+                             args.cntlid_max);
+  }
+  ShareOptions so;
+  so.cntlid_min = args.cntlid_min;
+  so.cntlid_max = args.cntlid_max;
+  so.model = "tern volume";
+  const std::string id = uuid.ToString();  // named: no temporaries inside a co_await (GCC 12)
+  auto r = co_await shares_.share(dev, id, args.protocol, args.allowed_hosts, so);
+  if (!r.ok()) co_return r.status();
+  if (args.protocol == ShareProtocol::kNvmf && ana) {
+    Status st = target_.set_ana_state(kNqnPrefix + uuid.ToString(), listener_, 1, *ana);
+    if (!st.ok()) co_return st;
+  }
+  e->published = args;
+  co_return co_await describe(*e);
+}
+
+Task<Result<NexusDesc>> NexusManager::unpublish(Uuid uuid) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  TERN_CO_RETURN_IF_ERROR(co_await shares_.unshare(e->nx->name()));
+  e->published.reset();
+  co_return co_await describe(*e);
+}
+
+Task<Result<NexusDesc>> NexusManager::set_ana_state(Uuid uuid, std::string state) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  if (!e->published || e->published->protocol != ShareProtocol::kNvmf) {
+    co_return Status::Errorf(Errc::kInval, "nexus {} is not published over NVMe/TCP", uuid.ToString());
+  }
+  auto s = nvmf::parse_ana_state(state);
+  if (!s.ok()) co_return s.status().WithContext("ana_state");
+  TERN_CO_RETURN_IF_ERROR(target_.set_ana_state(kNqnPrefix + uuid.ToString(), listener_, 1, *s));
+  e->published->ana_state = state;
+  co_return co_await describe(*e);
+}
+
+Task<void> NexusManager::shutdown_all() {
+  auto g = co_await mu_.lock();
+  std::vector<Uuid> ids;
+  for (auto& [id, e] : nexuses_) ids.push_back(id);
+  for (const Uuid& id : ids) {
+    Entry& e = nexuses_[id];
+    Status st = co_await shares_.unshare(e.nx->name());
+    if (!st.ok()) TLOG_WARN("engine", "nexus {}: unpublishing at shutdown: {}", id.ToString(), st);
+    st = co_await e.nx->shutdown_nexus();
+    if (!st.ok()) TLOG_WARN("engine", "nexus {}: shutting down: {}", id.ToString(), st);
+    st = co_await destroy_locked(id);
+    if (!st.ok()) TLOG_WARN("engine", "nexus {}: destroying at shutdown: {}", id.ToString(), st);
+  }
+}
+
+}  // namespace tern::engine

@@ -1,0 +1,90 @@
+// NexusManager: the engine's nexuses — create, destroy, shut down, list, child operations, publish to
+// hosts over NVMe/TCP (with a controller-ID range and an ANA state, so that two engines can publish one
+// volume as two paths) or NBD. The nexus itself is src/nexus; this is the engine's bookkeeping around it
+// (idempotent creates, what is published how) and its record store.
+//
+// Threads: owned by the Engine, lives on reactor 0 (the primary); every method runs there. One operation
+// at a time per manager (creates, destroys and publishes are rare; the nexus's own I/O never waits here).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bdev/registry.h"
+#include "engine/shares.h"
+#include "engine/types.h"
+#include "nexus/nexus.h"
+#include "nvmf/target/target.h"
+#include "reactor/async_mutex.h"
+
+namespace tern::engine {
+
+struct CreateNexusArgs {
+  Uuid uuid;
+  uint64_t size = 0;
+  std::vector<std::string> children;
+  std::string persistence_key;
+};
+
+struct PublishNexusArgs {
+  ShareProtocol protocol = ShareProtocol::kNvmf;
+  std::vector<std::string> allowed_hosts;
+  uint16_t cntlid_min = 1;
+  uint16_t cntlid_max = 0xFFEF;
+  std::string ana_state;  // "" = optimized
+};
+
+struct NexusDesc {
+  nexus::NexusInfo info;
+  std::optional<ShareInfo> share;
+  uint16_t cntlid_min = 1, cntlid_max = 0xFFEF;
+  std::string ana_state;
+  uint64_t required_child_size = 0;
+};
+
+class NexusManager {
+ public:
+  // `store` may be null (no record store configured): nexuses with a persistence key are refused then.
+  NexusManager(BdevRegistry& registry, nvmf::Target& target, Shares& shares, nvmf::ListenAddr listener,
+               nexus::RecordStore* store);
+
+  Task<Result<NexusDesc>> create(CreateNexusArgs args);
+  Task<Status> destroy(Uuid uuid);
+  Task<Result<NexusDesc>> shutdown(Uuid uuid);
+  Task<std::vector<NexusDesc>> list(std::optional<Uuid> uuid);
+  Task<Result<NexusDesc>> add_child(Uuid uuid, std::string uri);
+  Task<Result<NexusDesc>> remove_child(Uuid uuid, Uuid child);
+  Task<Result<NexusDesc>> fault_child(Uuid uuid, Uuid child, nexus::FaultReason reason);
+  Task<Result<NexusDesc>> online_child(Uuid uuid, Uuid child);
+  Task<Result<NexusDesc>> publish(Uuid uuid, PublishNexusArgs args);
+  Task<Result<NexusDesc>> unpublish(Uuid uuid);
+  Task<Result<NexusDesc>> set_ana_state(Uuid uuid, std::string state);
+
+  // Engine shutdown: every nexus unpublished, shut down cleanly (the record says so) and destroyed.
+  Task<void> shutdown_all();
+
+  // Whether `device` is one of our nexuses (the device manager leaves those alone).
+  bool is_nexus(const std::string& device) const;
+
+ private:
+  struct Entry {
+    nexus::Nexus* nx = nullptr;
+    CreateNexusArgs args;
+    std::optional<PublishNexusArgs> published;
+  };
+  Result<Entry*> find(const Uuid& uuid);
+  Task<NexusDesc> describe(Entry& e);
+  Task<Status> destroy_locked(Uuid uuid);
+
+  BdevRegistry& registry_;
+  nvmf::Target& target_;
+  Shares& shares_;
+  nvmf::ListenAddr listener_;
+  nexus::RecordStore* store_;
+  std::map<Uuid, Entry> nexuses_;
+  AsyncMutex mu_;
+};
+
+}  // namespace tern::engine
