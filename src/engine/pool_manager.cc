@@ -261,7 +261,10 @@ Task<Status> PoolManager::close_pool(std::string name, bool destroy) {
     Status s = co_await shares_.unshare(dev);
     if (!s.ok()) co_return s;
   }
-  Status s = destroy ? co_await e->pool->Destroy() : co_await e->pool->Export();
+  // Not `c ? co_await x : co_await y`: GCC 12 may destroy the temporary that expression makes twice.
+  Status s;
+  if (destroy) s = co_await e->pool->Destroy();
+  else s = co_await e->pool->Export();
   if (!s.ok()) {
     Status again = co_await expose_and_reshare(*e);
     (void)again;

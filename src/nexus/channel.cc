@@ -8,7 +8,8 @@ namespace {
 NexusIo* nio(BdevIo* io) { return io->ctx<NexusIo>(); }
 }  // namespace
 
-NexusChannel::NexusChannel(Nexus* nexus, Reactor& r) : nexus_(nexus), reactor_(r) {
+NexusChannel::NexusChannel(Nexus* nexus, Reactor& r)
+    : nexus_(nexus), reactor_(r), counters_(nexus->counters_[r.id()]) {
   nexus_->channels_[r.id()] = this;
   refresh();
 }
@@ -24,8 +25,11 @@ void NexusChannel::refresh() {
     if (!want || incarnation_[s] != sl.incarnation) {
       refs_[s].reset();  // requests in flight on it complete; the device's channel goes after them
       if (incarnation_[s] != sl.incarnation) {
-        counters_[s] = ChildIoCounters();
         outstanding_[s] = 0;
+        if (counters_.incarnation[s] != sl.incarnation) {
+          counters_.io[s] = ChildIoCounters();
+          counters_.incarnation[s] = sl.incarnation;
+        }
       }
       incarnation_[s] = sl.incarnation;
     }
@@ -124,8 +128,9 @@ bool NexusChannel::issue_read(BdevIo* io) {
   n->sent |= 1u << s;
   ++n->tries;
   n->join.open();
+  n->join.add();
   issue(io, uint32_t(s));
-  n->join.close();  // the child completes from the loop, never inside submit
+  n->join.close();  // the child completes from the loop, never inside submit: it is still out
   return true;
 }
 
@@ -173,7 +178,7 @@ void NexusChannel::issue(BdevIo* parent, uint32_t slot) {
 }
 
 void NexusChannel::count(uint32_t slot, const BdevIo& child) {
-  ChildIoCounters& k = counters_[slot];
+  ChildIoCounters& k = counters_.io[slot];
   if (child.status != Errc::kOk) {
     ++k.errors;
     return;

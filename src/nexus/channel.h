@@ -65,8 +65,6 @@ class NexusChannel final : public ChannelCtx {
     return n;
   }
   uint64_t parked() const { return parked_; }
-  const std::array<ChildIoCounters, kMaxChildren>& counters() const { return counters_; }
-  uint64_t counter_incarnation(uint32_t slot) const { return incarnation_[slot]; }
 
  private:
   void maybe_refresh() {
@@ -93,7 +91,7 @@ class NexusChannel final : public ChannelCtx {
   std::array<ChannelRef, kMaxChildren> refs_;
   std::array<uint64_t, kMaxChildren> incarnation_{};  // of the child each ref belongs to
   std::array<uint32_t, kMaxChildren> outstanding_{};
-  std::array<ChildIoCounters, kMaxChildren> counters_{};
+  Nexus::ReactorCounters& counters_;  // this reactor's, kept by the nexus (they outlive the channel)
   ChildIoPool pool_;
   BdevIo* held_head_ = nullptr;
   BdevIo* held_tail_ = nullptr;

@@ -115,8 +115,6 @@ Result<ParsedChild> parse_child_uri(const std::string& text) {
   return p;
 }
 
-Errc first_errc(const Status& s) { return s.ok() ? Errc::kOk : s.code(); }
-
 }  // namespace
 
 FaultReason Nexus::reason_for(Errc e) {
@@ -136,6 +134,7 @@ Nexus::Nexus(BdevProps props, NexusOptions opts, Layout layout, BdevRegistry& re
       layout_(layout),
       registry_(reg),
       store_(store),
+      counters_(reg.reactors().size()),
       channels_(reg.reactors().size(), nullptr) {
   auto v = std::make_shared<ChildView>();
   view_ = v;
@@ -487,7 +486,8 @@ Task<Status> Nexus::retire(Uuid id, FaultReason reason) {
   c->state = ChildState::kFaulted;
   c->reason = reason;
   co_await publish();
-  Status st = synced ? co_await persist() : Status::Ok();
+  Status st;
+  if (synced) st = co_await persist();  // (not `c ? co_await x : y`: GCC 12 destroys that temporary twice)
   if (!st.ok()) {
     TLOG_ERROR("nexus", "nexus {}: {}; shutting down rather than acknowledge what it could not record", name(), st);
     g.release();
@@ -512,7 +512,9 @@ void Nexus::request_retire(unsigned reactor, BdevIo* parent, uint32_t failed_slo
         if (id.is_nil()) continue;  // removed meanwhile: its removal was recorded
         result = co_await nx->retire(id, reason_for(err));
       }
-      const Errc e = result.ok() ? Errc::kOk : (first_errc(result) == Errc::kShutdown ? Errc::kShutdown : err);
+      // Not retired: the nexus shut itself down (nothing may be acknowledged now), or the child was the last
+      // healthy one (the request failed where it mattered).
+      const Errc e = result.ok() ? Errc::kOk : nx->failing_held_ ? Errc::kShutdown : err;
       nx->registry_.reactors().post(r, [nx, r, p, e] {
         if (NexusChannel* ch = nx->channels_[r]) ch->resolve(p, e);
       });
@@ -573,12 +575,11 @@ Task<NexusInfo> Nexus::info() {
   for (unsigned r = 0; r < set.size(); ++r) {
     NexusInfo* out = &i;
     co_await set.submit_to(r, [this, r, out] {
-      NexusChannel* ch = channels_[r];
-      if (!ch) return;
+      const ReactorCounters& rc = counters_[r];
       for (size_t k = 0; k < children_.size(); ++k) {
         const Child& c = *children_[k];
-        if (ch->counter_incarnation(c.slot) != c.incarnation) continue;
-        const ChildIoCounters& x = ch->counters()[c.slot];
+        if (rc.incarnation[c.slot] != c.incarnation) continue;
+        const ChildIoCounters& x = rc.io[c.slot];
         ChildIoCounters& y = out->children[k].io;
         y.reads += x.reads;
         y.writes += x.writes;

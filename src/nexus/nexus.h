@@ -19,6 +19,7 @@
 // Design: docs/design/nexus.md.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -159,6 +160,13 @@ class Nexus final : public Bdev {
   size_t healthy_children() const;
   static FaultReason reason_for(Errc e);
 
+  // I/O counters of each child slot, per reactor (written only by that reactor's channel, read by
+  // info() on that reactor), with the child incarnation they belong to.
+  struct ReactorCounters {
+    std::array<ChildIoCounters, kMaxChildren> io{};
+    std::array<uint64_t, kMaxChildren> incarnation{};
+  };
+
   NexusOptions opts_;
   Layout layout_;
   BdevRegistry& registry_;
@@ -168,6 +176,7 @@ class Nexus final : public Bdev {
   mutable std::mutex view_mu_;
   std::shared_ptr<const ChildView> view_;
   std::atomic<uint64_t> view_version_{0};
+  std::vector<ReactorCounters> counters_;
   // Per reactor: its channel, when it has one (set and cleared on that reactor).
   std::vector<NexusChannel*> channels_;
   std::atomic<bool> frozen_{false};

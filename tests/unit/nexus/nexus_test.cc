@@ -262,8 +262,9 @@ TEST_F(NexusTest, CreateChecksGeometryAndLeavesNothingBehindWhenItFails) {
   // A child whose device UUID is not the one named.
   EXPECT_EQ(create({fmt::format("bdev:///e1?uuid={}", kC[0])}).code(), Errc::kInval);
   // Mixed block sizes.
-  ASSERT_TRUE(env_->create(fmt::format("malloc:///m4k?size_mb={}&blk_size=4096&uuid={}", 16, kC[3])).ok());
-  auto mixed = create({child_uri("e0", 0), child_uri("m4k", 3)});
+  const char* u4k = "6d0a3c1e-2222-4a2b-9c3d-0000000000ff";
+  ASSERT_TRUE(env_->create(fmt::format("malloc:///m4k?size_mb={}&blk_size=4096&uuid={}", 16, u4k)).ok());
+  auto mixed = create({child_uri("e0", 0), fmt::format("bdev:///m4k?uuid={}", u4k)});
   ASSERT_EQ(mixed.code(), Errc::kInval);
   EXPECT_NE(mixed.status().message().find("block size"), std::string::npos);
   // After every failure the children are free again (no claim, no descriptor left).
