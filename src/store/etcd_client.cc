@@ -290,6 +290,16 @@ Task<Result<TxnResult>> EtcdClient::txn(const Txn& txn) {
   co_return std::move(*r);
 }
 
+Task<Status> EtcdClient::compact(int64_t revision) {
+  const std::string body = etcd::compact_body(revision);
+  const std::string op = fmt::format("compact to revision {}", revision);
+  auto reply = co_await call("/v3/kv/compaction", body, op, {}, true);
+  if (!reply.ok()) co_return reply.status();
+  auto rev = etcd::parse_header_revision(reply->body);
+  if (!rev.ok()) co_return decorate(reply->endpoint, op, {}, rev.status());
+  co_return Status();
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Leases
 

@@ -105,6 +105,8 @@ class EtcdClient {
   Task<Result<int64_t>> del(std::string_view key);
   Task<Result<int64_t>> del_prefix(std::string_view prefix);
   Task<Result<TxnResult>> txn(const Txn& txn);
+  // Drops the history before `revision` (watches from older revisions then end with kRange).
+  Task<Status> compact(int64_t revision);
 
   Task<Result<Lease>> lease_grant(int64_t ttl_seconds);
   // One renewal: the TTL it restored; kNoEnt when the lease is gone.

@@ -278,6 +278,8 @@ std::string txn_body(const Txn& txn) {
   return dump(json{{"compare", cmp}, {"success", success}, {"failure", failure}});
 }
 
+std::string compact_body(int64_t revision) { return dump(json{{"revision", i64s(revision)}}); }
+
 std::string lease_grant_body(int64_t ttl_seconds) { return dump(json{{"TTL", i64s(ttl_seconds)}}); }
 
 std::string lease_id_body(int64_t id) { return dump(json{{"ID", i64s(id)}}); }

@@ -32,6 +32,7 @@ std::string put_body(std::string_view key, std::string_view value, int64_t lease
 std::string range_body(std::string_view key, std::string_view range_end, int64_t limit);
 std::string delete_body(std::string_view key, std::string_view range_end);
 std::string txn_body(const Txn& txn);
+std::string compact_body(int64_t revision);
 std::string lease_grant_body(int64_t ttl_seconds);
 std::string lease_id_body(int64_t id);
 // `start_revision` 0: from the next change on.

@@ -32,6 +32,7 @@ class ScriptServer {
     int pause_ms = 0;                 // between pieces
     bool close_after = false;         // close the connection once sent
     bool silent = false;              // send nothing; keep the connection until the client closes it
+    std::function<void(size_t)> before_piece;  // called before piece i is sent (to wait for the client)
   };
   using Handler = std::function<Reply(const std::string& request, unsigned conn_index)>;
 
@@ -146,6 +147,7 @@ class ScriptServer {
       bool failed = false;
       for (size_t i = 0; i < r.pieces.size() && !failed; ++i) {
         if (i > 0 && r.pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(r.pause_ms));
+        if (r.before_piece) r.before_piece(i);
         failed = ::send(fd, r.pieces[i].data(), r.pieces[i].size(), MSG_NOSIGNAL) != ssize_t(r.pieces[i].size());
       }
       if (failed || r.close_after) break;
