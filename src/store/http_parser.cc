@@ -350,7 +350,8 @@ HttpResponseParser::Step HttpResponseParser::next(std::string_view in) {
         started_ = true;
         size_t used = 0;
         bool too_long = false;
-        bool done = take_line(in.substr(pos), limits_.max_head_bytes - section_bytes_, used, too_long);
+        // section_bytes_ already counts the part of this line that arrived earlier (in line_).
+        bool done = take_line(in.substr(pos), limits_.max_head_bytes - (section_bytes_ - line_.size()), used, too_long);
         if (too_long) {
           return fail(state_ == State::kTrailer
                           ? fmt::format("trailers larger than {} bytes", limits_.max_head_bytes)
