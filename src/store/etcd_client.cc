@@ -173,13 +173,13 @@ Task<Result<EtcdClient::Reply>> EtcdClient::call(std::string_view path, const st
     const size_t idx = (start + i) % n;
     const HttpEndpoint& ep = endpoints_[idx];
     std::string name = ep.to_string();
+    if (!last.ok()) earlier.push_back(fmt::format("{}: {}", last_name, what(last)));
     uint64_t now = r->now();
     if (now >= deadline) {
       last = op_timed_out;
       last_name = std::move(name);
       break;
     }
-    if (!last.ok()) earlier.push_back(fmt::format("{}: {}", last_name, what(last)));
     bool sent = false;
     auto resp = co_await http_.request(ep, req, deadline - now, &sent);
     Status st;

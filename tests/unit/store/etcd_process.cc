@@ -245,6 +245,21 @@ void EtcdCluster::pause(unsigned i) {
   if (m.pid <= 0) return;
   ::kill(m.pid, SIGSTOP);
   m.paused = true;
+  // The stop takes effect asynchronously: until every thread is stopped, etcd may still answer.
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (Clock::now() < deadline) {
+    bool all_stopped = true;
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(m.pid) + "/task", ec)) {
+      std::ifstream f(task.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      size_t paren = stat.rfind(')');  // the command name may hold spaces; the state follows it
+      char state = paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : '?';
+      if (state != 'T' && state != 't') all_stopped = false;
+    }
+    if (!ec && all_stopped) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
 }
 
 void EtcdCluster::resume(unsigned i) {

@@ -43,7 +43,7 @@ class EtcdCluster {
   void stop(unsigned i, int grace_ms = 5000);
   // SIGKILL; waits for the exit.
   void kill(unsigned i);
-  void pause(unsigned i);   // SIGSTOP
+  void pause(unsigned i);   // SIGSTOP; returns once every thread of it is stopped
   void resume(unsigned i);  // SIGCONT
   // Starts a stopped member again on its ports and data; true once it answers /health (within 20 s).
   bool restart(unsigned i, std::string* error = nullptr);
