@@ -128,7 +128,8 @@ class EtcdClient {
 
   const std::vector<HttpEndpoint>& endpoints() const { return endpoints_; }
   const HttpClient& http() const { return http_; }
-  // Watch streams opened so far (the first and every reconnection), for tests and metrics.
+  // Watch streams requested so far (the first of each watch and every reopening, failed attempts
+  // included), for tests and metrics.
   uint64_t watch_streams_opened() const { return watch_streams_opened_; }
 
  private:

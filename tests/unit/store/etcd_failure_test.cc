@@ -3,7 +3,11 @@
 // client uses (operations and a watch move to another member). Each test starts its own etcd.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <mutex>
+#include <thread>
+
+#include "reactor/clock.h"
 
 #include "etcd_process.h"
 #include "script_server.h"
@@ -103,6 +107,37 @@ TEST(EtcdFailure, AllEndpointsDownNamesEach) {
   EXPECT_EQ(r.status().message(), "etcd " + hangs_up.endpoint() +
                                       ": put '/tern/all': the server closed the connection before answering "
                                       "(tried before: " + dead + ": connection refused)");
+}
+
+TEST(EtcdFailure, TimeoutFollowsTheReactorClock) {
+  // A member that takes requests and never answers, and a reactor on a manual clock: the operation's
+  // deadline is reached when the clock says so, not when real time passes.
+  test::ScriptServer silent([](const std::string&, unsigned) {
+    test::ScriptServer::Reply r;
+    r.silent = true;
+    return r;
+  });
+  ManualClock clock;
+  EtcdOptions o;
+  o.endpoints = {silent.endpoint()};
+  o.request_timeout_ns = 30'000'000'000ull;
+  EtcdEnv env(o, &clock);
+  std::atomic<bool> done{false};
+  Result<KeyValue> r = Status(Errc::kIo);
+  std::thread caller([&] {
+    r = get(env, "/tern/slow");
+    done = true;
+  });
+  ASSERT_TRUE(eventually([&] { return silent.requests() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(done.load());
+  clock.advance(30'000'000'000ull);
+  EXPECT_TRUE(eventually([&] { return done.load(); }));
+  caller.join();
+  EXPECT_EQ(r.code(), Errc::kTimedOut);
+  EXPECT_EQ(r.status().message(), "etcd " + silent.endpoint() + ": get '/tern/slow': timed out after 30000 ms");
+  // The connection it waited on was closed.
+  EXPECT_TRUE(eventually([&] { return silent.client_closes() == 1; }));
 }
 
 TEST(EtcdFailure, ClusterMemberKilledClientMovesOn) {

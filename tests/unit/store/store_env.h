@@ -41,8 +41,8 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
 // A reactor and an EtcdClient on it, closed and torn down in order.
 class EtcdEnv {
  public:
-  explicit EtcdEnv(store::EtcdOptions opts) {
-    set = start_primary();
+  explicit EtcdEnv(store::EtcdOptions opts, Clock* clock = nullptr) {
+    set = start_primary(clock);
     if (!set) return;
     auto c = set->run_sync(0, [&] { return store::EtcdClient::Create(opts); });
     if (!c.ok()) {
