@@ -19,6 +19,9 @@ packages=(
   # the Linux kernel as a peer (tests/system/kernel_guest.py): QEMU runs a Debian kernel whose guest kit
   # is built from these host packages (busybox, nvme-cli, fio, e2fsprogs, xfsprogs, nbd-client + libraries)
   qemu-system-x86 socat kmod cpio busybox-static nvme-cli xfsprogs nbd-client
+  # etcd for the store's tests (tests/unit/store start their own members on free ports; the packaged
+  # service, where systemd starts it, is not used)
+  etcd-server etcd-client
 )
 
 missing=()
