@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "nvmf/host/nvmf_bdev.h"
+#include "store/etcd_record_store.h"
 
 #ifndef TERN_VERSION
 #define TERN_VERSION "0.0.0"
@@ -44,6 +45,20 @@ Task<Status> Engine::start() {
   pools_ = std::make_unique<PoolManager>(registry_, *shares_, opts_.state_dir);
   devices_ = std::make_unique<DeviceManager>(reactors_, registry_, *target_, ep.nvmf, *shares_, *pools_);
   test_hooks_ = std::make_unique<TestHooks>(registry_);
+  if (!opts_.etcd.empty()) {
+    store::EtcdOptions eo;
+    for (size_t at = 0; at <= opts_.etcd.size();) {
+      size_t comma = opts_.etcd.find(',', at);
+      if (comma == std::string::npos) comma = opts_.etcd.size();
+      if (comma > at) eo.endpoints.push_back(opts_.etcd.substr(at, comma - at));
+      at = comma + 1;
+    }
+    eo.request_timeout_ns = opts_.etcd_timeout_ms * 1'000'000ull;
+    auto c = store::EtcdClient::Create(eo);
+    if (!c.ok()) co_return c.status().WithContext("--etcd");
+    etcd_ = std::move(*c);
+    store_ = std::make_unique<store::EtcdRecordStore>(etcd_.get());
+  }
   nexuses_ = std::make_unique<NexusManager>(registry_, *target_, *shares_, ep.nvmf, store_.get());
   co_return co_await pools_->start(opts_.pools);
 }
@@ -80,6 +95,7 @@ Task<void> Engine::shutdown() {
   co_await target_->shutdown();
   if (pools_) co_await pools_->export_all();
   co_await registry_.destroy_all();
+  if (etcd_) co_await etcd_->close();
 }
 
 NodeInfo Engine::node_info() const {

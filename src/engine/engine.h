@@ -30,6 +30,7 @@
 #include "nbd/server.h"
 #include "nvmf/target/target.h"
 #include "reactor/reactor_set.h"
+#include "store/etcd_client.h"
 
 namespace tern::engine {
 
@@ -80,7 +81,8 @@ class Engine {
   std::unique_ptr<PoolManager> pools_;
   std::unique_ptr<DeviceManager> devices_;
   std::unique_ptr<TestHooks> test_hooks_;
-  std::unique_ptr<nexus::RecordStore> store_;  // where nexuses keep their records (none: not configured)
+  std::unique_ptr<store::EtcdClient> etcd_;         // when --etcd is given
+  std::unique_ptr<nexus::RecordStore> store_;       // where nexuses keep their records (none: not configured)
   std::unique_ptr<NexusManager> nexuses_;
   Uuid instance_ = Uuid::Generate();
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

@@ -29,6 +29,10 @@ struct EngineOptions {
   std::string cores;                       // reactor cores, e.g. "0,1" (default: the first allowed core)
   std::vector<PoolSpec> pools;             // imported (or created) at start
   std::string state_dir = "/var/lib/tern/io-engine";  // remembers pools created through the API
+  // etcd members where nexuses keep their records ("127.0.0.1:2379,..."; empty: no record store, and
+  // nexuses with a persistence key are refused).
+  std::string etcd;
+  uint64_t etcd_timeout_ms = 5000;  // each etcd request
   std::string log_level = "info";
   std::string log_format = "text";         // text | json
 };

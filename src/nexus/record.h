@@ -17,6 +17,7 @@
 #include "common/result.h"
 #include "common/uuid.h"
 #include "reactor/task.h"
+#include "store/record_store.h"
 
 namespace tern::nexus {
 
@@ -36,14 +37,8 @@ struct NexusRecord {
   friend bool operator==(const NexusRecord&, const NexusRecord&) = default;
 };
 
-// Where records are kept: etcd in production (src/store), anything with these semantics in tests. A put
-// completes once the value is durable in the store, or fails (the nexus retries until its timeout).
-// Called on the primary reactor.
-class RecordStore {
- public:
-  virtual ~RecordStore() = default;
-  virtual Task<Status> put(std::string key, std::string value) = 0;
-  virtual Task<Result<std::string>> get(std::string key) = 0;  // kNoEnt when absent
-};
+// Where records are kept: etcd in production (store::EtcdRecordStore), anything with these semantics in
+// tests. The nexus retries a failing put until its timeout. Called on the primary reactor.
+using RecordStore = store::RecordStore;
 
 }  // namespace tern::nexus

@@ -70,6 +70,7 @@ class Api:
         self.stats = s.stats_pb2_grpc.StatsServiceStub(channel)
         self.node = s.node_pb2_grpc.NodeServiceStub(channel)
         self.test = s.test_pb2_grpc.TestServiceStub(channel)
+        self.nexus = s.nexus_pb2_grpc.NexusServiceStub(channel)
         self.timeout = timeout
 
 

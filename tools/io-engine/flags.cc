@@ -120,6 +120,12 @@ Result<EngineOptions> parse_flags(int argc, char** argv, int* exit_code) {
       ->envname(env("POOLS"))->delimiter(',');
   app.add_option("--state-dir", o.state_dir, "Where the engine remembers the pools created through the API")
       ->envname(env("STATE_DIR"))->capture_default_str();
+  app.add_option("--etcd", o.etcd,
+                 "etcd members where nexuses keep their records (host:port, comma-separated; default: none, and "
+                 "nexuses with a persistence key are refused)")
+      ->envname(env("ETCD"));
+  app.add_option("--etcd-timeout-ms", o.etcd_timeout_ms, "Time limit of each etcd request")
+      ->envname(env("ETCD_TIMEOUT_MS"))->capture_default_str();
   app.add_option("--log-level", o.log_level, "Log level, or per module: info,nvmf=debug,engine=trace")
       ->envname(env("LOG_LEVEL"))->capture_default_str();
   app.add_option("--log-format", o.log_format, "Log format")

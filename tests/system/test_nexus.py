@@ -1,0 +1,218 @@
+"""The nexus across real engines: one etcd, three io-engines with file-backed pools on loopback, a nexus on
+the first mirroring to a local replica and to replicas on the other two over NVMe/TCP, published to a host
+(our initiator). Mirror integrity (every child holds what the host wrote), a child's engine killed during
+verified writes (degraded, no host-visible error, the record says which child is out), etcd paused while
+a retire must be recorded (host I/O is held, then flows), the last healthy child, the CLI.
+
+One etcd and one set of engines for the module (each test builds its own nexus on fresh replicas)."""
+import json
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+
+from conftest import make_file
+from etcd import Etcd
+from io_engine import EngineFactory
+
+MiB = 1 << 20
+VOL = 32 * MiB
+
+
+def required_child_bytes(volume):
+    """The nexus layout (src/nexus/layout.cc): the volume, then the metadata region from the next MiB."""
+    regions = (volume + (64 << 10) - 1) // (64 << 10)
+    slot = ((regions + 7) // 8 + 4095) // 4096 * 4096
+    meta = (2 * MiB + 8 * slot + MiB - 1) // MiB * MiB
+    return (volume + MiB - 1) // MiB * MiB + meta
+
+
+@pytest.fixture(scope="module")
+def cluster(build_dir, tmp_path_factory):
+    wd = tmp_path_factory.mktemp("nexus")
+    etcd = Etcd(wd).start()
+    f = EngineFactory(build_dir, wd)
+    try:
+        engines = []
+        for i in range(3):
+            disk = make_file(wd / f"pool{i}.img", 512 * MiB)
+            engines.append(f(name=f"node{i}", pools=[(f"p{i}", f"uring://{disk}")],
+                             extra_args=["--etcd", etcd.endpoint, "--etcd-timeout-ms", "1500"]))
+        yield etcd, engines
+    finally:
+        try:
+            f.stop_all()
+        finally:
+            etcd.stop()
+
+
+def make_volume(cluster, pb, children=3, key=True):
+    """Replicas on `children` engines (the first local to the nexus, the others shared over NVMe/TCP), and
+    the nexus on engine 0. Returns (volume uuid, [replica uuid], nexus reply)."""
+    etcd, engines = cluster
+    R, C, N = pb.replica_pb2, pb.common_pb2, pb.nexus_pb2
+    vol = str(uuid.uuid4())
+    reps, uris = [], []
+    for i in range(children):
+        e = engines[i]
+        r = e.api.replica.CreateReplica(R.CreateReplicaRequest(
+            name=f"r-{vol[:8]}-{i}", pool=f"p{i}", size=required_child_bytes(VOL), thin=False,
+            share=C.SHARE_PROTOCOL_NONE if i == 0 else C.SHARE_PROTOCOL_NVMF), timeout=60)
+        reps.append(r.uuid)
+        uris.append(f"bdev:///{r.uuid}?uuid={r.uuid}" if i == 0 else
+                    f"{r.share.uri}?uuid={r.uuid}&timeout_ms=2000&ctrl_loss_tmo_s=2&reconnect_delay_ms=100")
+    nx = engines[0].api.nexus.CreateNexus(N.CreateNexusRequest(
+        uuid=vol, size=VOL, children=uris, persistence_key=f"/tern/test/volume/{vol}/nexus" if key else ""),
+        timeout=60)
+    return vol, reps, nx
+
+
+def pattern(engine, pb, device, gen, offset=0, length=VOL):
+    T = pb.test_pb2
+    engine.api.test.WritePattern(T.PatternRequest(device=device, offset=offset, length=length, generation=gen),
+                                 timeout=120)
+
+
+def verify(engine, pb, device, gen, offset=0, length=VOL):
+    T = pb.test_pb2
+    return engine.api.test.VerifyPattern(T.PatternRequest(device=device, offset=offset, length=length,
+                                                          generation=gen), timeout=120)
+
+
+def destroy(cluster, pb, vol):
+    etcd, engines = cluster
+    engines[0].api.nexus.DestroyNexus(pb.nexus_pb2.NexusRef(uuid=vol), timeout=60)
+
+
+def test_every_child_holds_what_the_host_wrote(cluster, pb):
+    etcd, engines = cluster
+    vol, reps, nx = make_volume(cluster, pb)
+    N = pb.nexus_pb2
+    assert nx.state == N.NEXUS_STATE_ONLINE
+    assert [c.uuid for c in nx.children] == reps
+    assert [c.local for c in nx.children] == [True, False, False]
+    assert nx.required_child_size == required_child_bytes(VOL)
+    rec = etcd.get_json(f"/tern/test/volume/{vol}/nexus")
+    assert rec == {"clean_shutdown": False, "children": [{"uuid": r, "healthy": True} for r in reps]}
+    # Written through the nexus; each replica, read on its own engine, is the volume.
+    pattern(engines[0], pb, vol, 7)
+    assert verify(engines[0], pb, vol, 7).ok
+    for i, r in enumerate(reps):
+        v = verify(engines[i], pb, r, 7)
+        assert v.ok, f"replica {i}: {v.mismatch}"
+    l = engines[0].api.nexus.ListNexuses(N.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0]
+    assert all(c.io.writes > 0 for c in l.children)
+    destroy(cluster, pb, vol)
+
+
+def test_host_io_through_the_published_nexus_survives_a_dead_child(cluster, pb, ioperf):
+    etcd, engines = cluster
+    vol, reps, nx = make_volume(cluster, pb)
+    N = pb.nexus_pb2
+    host = "nqn.2014-08.org.nvmexpress:uuid:test-host"
+    p = engines[0].api.nexus.PublishNexus(N.PublishNexusRequest(uuid=vol, allowed_hosts=[host]), timeout=60)
+    assert p.share.uri.endswith(f"nqn.2026-11.io.tern:{vol}")
+    uri = f"{p.share.uri}?hostnqn={host}"
+    # Verified random writes from a host while the engine of child 2 is killed under them.
+    result = {}
+
+    def load():
+        result["p"] = ioperf.run("--uri", uri, "--rw", "randrw", "--bs", "4k", "--qd", "8", "--time", "4s",
+                                 "--verify", timeout=180)
+
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(1.0)
+    engines[2].kill()
+    t.join(timeout=200)
+    r = result["p"]
+    assert r.returncode == 0, f"host saw an error:\n{r.stdout}\n{r.stderr}"
+    l = engines[0].api.nexus.ListNexuses(N.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0]
+    assert l.state == N.NEXUS_STATE_DEGRADED
+    dead = [c for c in l.children if c.uuid == reps[2]][0]
+    assert dead.state == N.CHILD_STATE_FAULTED
+    rec = etcd.get_json(f"/tern/test/volume/{vol}/nexus")
+    assert [c["healthy"] for c in rec["children"]] == [True, True, False]
+    engines[2].start()
+    destroy(cluster, pb, vol)
+
+
+def test_host_io_is_held_while_the_retire_cannot_be_recorded(cluster, pb):
+    etcd, engines = cluster
+    vol, reps, nx = make_volume(cluster, pb, children=2)
+    key = f"/tern/test/volume/{vol}/nexus"
+    # etcd hangs, then child 1's engine dies: the writes that need child 1 retired wait, they do not fail.
+    etcd.pause()
+    try:
+        engines[1].kill()
+        done = {}
+
+        def write():
+            try:
+                pattern(engines[0], pb, vol, 11, 0, 4 * MiB)
+                done["ok"] = True
+            except grpc.RpcError as e:
+                done["err"] = e
+
+        t = threading.Thread(target=write)
+        t.start()
+        t.join(timeout=3)
+        assert t.is_alive(), "the write completed although its child's retire could not be recorded"
+    finally:
+        etcd.resume()
+    t.join(timeout=120)
+    assert done.get("ok"), done
+    rec = etcd.get_json(key)
+    assert [c["healthy"] for c in rec["children"]] == [True, False]
+    assert verify(engines[0], pb, reps[0], 11, 0, 4 * MiB).ok
+    engines[1].start()
+    destroy(cluster, pb, vol)
+
+
+def test_cli_and_child_operations(cluster, pb):
+    etcd, engines = cluster
+    vol, reps, nx = make_volume(cluster, pb, children=2)
+    e = engines[0]
+    out = e.ternctl("nexus", "list")
+    assert out.returncode == 0 and vol in out.stdout and "online" in out.stdout, out.stdout + out.stderr
+    j = e.ternctl_json("nexus", "list", vol)
+    assert j["uuid"] == vol and len(j["children"]) == 2
+    # The last healthy child cannot be faulted; the other can, and comes back out of sync.
+    p = e.ternctl("nexus", "fault-child", vol, reps[1])
+    assert p.returncode == 0, p.stderr
+    p = e.ternctl("nexus", "fault-child", vol, reps[0])
+    assert p.returncode == 5 and "last healthy" in p.stderr, p.stderr
+    p = e.ternctl("nexus", "online-child", vol, reps[1])
+    assert p.returncode == 0, p.stderr
+    j = e.ternctl_json("nexus", "list", vol)
+    assert [c.get("synced", False) for c in j["children"]] == [True, False]
+    assert etcd.get_json(f"/tern/test/volume/{vol}/nexus")["children"][1]["healthy"] is False
+    # Shutdown records a clean shutdown.
+    p = e.ternctl("nexus", "shutdown", vol)
+    assert p.returncode == 0, p.stderr
+    assert etcd.get_json(f"/tern/test/volume/{vol}/nexus")["clean_shutdown"] is True
+    p = e.ternctl("nexus", "destroy", vol)
+    assert p.returncode == 0, p.stderr
+    p = e.ternctl("nexus", "list", vol)
+    assert p.returncode == 3
+
+
+def test_create_errors_name_what_is_wrong(cluster, pb):
+    etcd, engines = cluster
+    R, N = pb.replica_pb2, pb.nexus_pb2
+    e = engines[0]
+    small = e.api.replica.CreateReplica(R.CreateReplicaRequest(name=f"small-{uuid.uuid4().hex[:6]}", pool="p0",
+                                                               size=VOL), timeout=60)
+    with pytest.raises(grpc.RpcError) as ei:
+        e.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=str(uuid.uuid4()), size=VOL,
+                                                     children=[f"bdev:///{small.uuid}?uuid={small.uuid}"]), timeout=60)
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "nexus metadata" in ei.value.details()
+    with pytest.raises(grpc.RpcError) as ei:
+        e.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=str(uuid.uuid4()), size=VOL,
+                                                     children=[f"bdev:///{small.uuid}"]), timeout=60)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "uuid" in ei.value.details()
+    with pytest.raises(grpc.RpcError) as ei:
+        e.api.nexus.CreateNexus(N.CreateNexusRequest(uuid="nope", size=VOL, children=["x"]), timeout=60)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "uuid" in ei.value.details()
