@@ -27,14 +27,15 @@ namespace tern::engine {
 
 inline constexpr const char* kNqnPrefix = "nqn.2026-11.io.tern:";
 
-// How a device is exported, beyond the protocol and the hosts.
+// How a device is exported, beyond the protocol and the hosts. Trivially destructible on purpose: it is
+// passed (and defaulted) inside co_await expressions, where GCC 12 may destroy a temporary twice.
 struct ShareOptions {
   bool read_only = false;
   // NVMe/TCP: the subsystem's controller-ID range (disjoint ranges let two engines export one volume as
   // two paths of a multipath host) and its model string.
   uint16_t cntlid_min = 1;
   uint16_t cntlid_max = 0xFFEF;
-  std::string model = "tern volume";
+  const char* model = "tern volume";
 };
 
 struct ShareEndpoints {
