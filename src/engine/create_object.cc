@@ -124,8 +124,10 @@ Status PoolManager::validate(const NewObject& o) {
   if (o.name.empty()) return Status(Errc::kInval, "name: required");
   if (replica && o.size == 0) return Status(Errc::kInval, "size: required (bytes, a multiple of 4096)");
   TERN_RETURN_IF_ERROR(Shares::ValidateHosts(o.hosts));
-  // A clone's protocol is checked when it is shared (Shares::share names it there).
-  if (replica && o.share == ShareProtocol::kUnknown) return Status(Errc::kInval, "share: unknown protocol");
+  // Replicas and clones are shared as asked: an unknown protocol is refused before anything is made.
+  if (o.kind != ObjectKind::kSnapshot && o.share == ShareProtocol::kUnknown) {
+    return Status(Errc::kInval, "share: unknown protocol");
+  }
   return Status::Ok();
 }
 
@@ -184,11 +186,11 @@ Status PoolManager::mismatch(const NewObject& want, const PoolEntry& e, const po
                           field, was, asked);
   };
   if (want.uuid && *want.uuid != have.uuid) return differ("uuid", have.uuid.ToString(), want.uuid->ToString());
-  // Snapshots and clones take their size and thinness from their source. A clone's share is not
-  // compared: a retry asking for another share gets the clone as it is.
-  if (!replica) return Status::Ok();
-  if (have.size != want.size) return differ("size", have.size, want.size);
-  if (have.thin != want.thin) return differ("thin", have.thin, want.thin);
+  // Snapshots and clones take their size and thinness from their source; replicas and clones are
+  // compared on their share (docs/api/engine-v1.md: a retry with another share is ALREADY_EXISTS).
+  if (want.kind == ObjectKind::kSnapshot) return Status::Ok();
+  if (replica && have.size != want.size) return differ("size", have.size, want.size);
+  if (replica && have.thin != want.thin) return differ("thin", have.thin, want.thin);
   const ShareInfo* s = shares_.find(have.uuid.ToString());
   if (s && s->protocol != want.share) {
     return differ("share", Shares::ProtocolName(s->protocol), Shares::ProtocolName(want.share));

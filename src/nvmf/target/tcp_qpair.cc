@@ -1051,7 +1051,9 @@ void TcpQpair::complete(TcpReq* r) {
     return;
   }
   set_state(r, TcpReq::State::kSending);
-  r->sends = 0;
+  // Held at one while the PDUs are queued: a connection that is closing completes a send inside send(),
+  // and the request must not be released before its last PDU is even queued.
+  r->sends = 1;
   // The host may reuse the command identifier as soon as it holds the completion (the response
   // capsule, or C2HData with SUCCESS), and its next command can reach us before our own send
   // completion does: the identifier is free from here on; the request's slot stays busy until its
@@ -1063,12 +1065,15 @@ void TcpQpair::complete(TcpReq* r) {
     // flow control (otherwise every completion must carry the SQ head).
     const bool success = target_.options().c2h_success && sqflow_disabled_;
     send_c2h(r, r->buf, r->data_len, success);
-    if (success) return;
-  } else if (ok && !r->admin_out.empty()) {
-    uint32_t len = std::min<uint32_t>(uint32_t(r->admin_out.size()), r->data_len);
-    if (len) send_c2h(r, r->admin_out.data(), len, false);
+    if (!success) send_response(r);
+  } else {
+    if (ok && !r->admin_out.empty()) {
+      uint32_t len = std::min<uint32_t>(uint32_t(r->admin_out.size()), r->data_len);
+      if (len) send_c2h(r, r->admin_out.data(), len, false);
+    }
+    send_response(r);
   }
-  send_response(r);
+  if (--r->sends == 0) request_done(r);  // every PDU already went (or failed) inside send()
 }
 
 void TcpQpair::send_c2h(TcpReq* r, const uint8_t* data, uint32_t len, bool success_flag) {

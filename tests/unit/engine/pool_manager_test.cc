@@ -187,6 +187,10 @@ TEST_F(PoolManagerTest, IdenticalCreateIsTheExistingObjectAndADifferenceIsNamed)
   ASSERT_TRUE(shared.ok()) << shared.status().ToString();
   ASSERT_TRUE(shared->share.has_value());
   EXPECT_EQ(shared->share->protocol, ShareProtocol::kNvmf);
+  // A retry asking for another share is a different clone, as for replicas.
+  d = clone(clone_of("s", "c", std::nullopt, ShareProtocol::kNbd));
+  ASSERT_EQ(d.code(), Errc::kExist);
+  EXPECT_NE(d.status().message().find("share"), std::string::npos) << d.status().message();
   d = clone(clone_of("s", "r"));
   EXPECT_EQ(d.status().message(), "'r' already exists on pool 'p0' and is not a clone of 's'");
   d = replica(replica_on("p0", "c"));
