@@ -290,8 +290,13 @@ Task<void> MetaLog::writer() {
       w->result = s;
       w->done = true;
     }
+    // Waiters resume from the loop, not from this frame: one of them may drop the log (a pool dropped
+    // without an export, as after a crash), and the writer must have ended by then.
     for (Waiter* w : take) {
-      if (w->h) w->h.resume();
+      if (!w->h) continue;
+      w->resume.owner = w;
+      w->resume.run = [](Deferred* d) { static_cast<OwnedDeferred<Waiter>*>(d)->owner->h.resume(); };
+      Reactor::current()->defer(&w->resume);
     }
   }
   writing_ = false;

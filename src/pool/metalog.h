@@ -43,7 +43,8 @@ class MetaLog {
     std::vector<uint8_t> record;
     Status result;
     bool done = false;
-    std::coroutine_handle<> h;  // resumed when done, if someone waits
+    std::coroutine_handle<> h;  // resumed when done, if someone waits (from the loop: `resume`)
+    OwnedDeferred<Waiter> resume;
   };
 
   static constexpr uint64_t kBatchAlign = 4096;
