@@ -57,6 +57,7 @@ void NexusChannel::submit(BdevIo* io) {
   ++inflight_;
   NexusIo* n = nio(io);
   n->sent = n->failed = n->synced = 0;
+  n->fenced = false;
   n->first_error = Errc::kOk;
   n->tries = 0;
   n->next = nullptr;
@@ -140,6 +141,10 @@ void NexusChannel::read_done(BdevIo* parent, uint32_t slot, Errc e) {
     complete(parent, Errc::kOk);
     return;
   }
+  if (e == Errc::kAccess) {
+    complete(parent, Errc::kShutdown);  // fenced off: nothing more is served here
+    return;
+  }
   n->failed |= 1u << slot;
   if (n->first_error == Errc::kOk) n->first_error = e;
   nexus_->report_fault(slot, n->version, e);
@@ -205,6 +210,7 @@ void NexusChannel::on_child_done(BdevIo* cio, void* arg) {
   if (self->outstanding_[slot] > 0) --self->outstanding_[slot];  // reset if the slot changed child meanwhile
   self->count(slot, *cio);
   self->pool_.put(c);
+  if (e == Errc::kAccess) self->nexus_->fenced_off(slot);  // Reservation Conflict: a newer nexus took over
   if (parent->type == IoType::kRead) {
     if (nio(parent)->join.arrive(Errc::kOk)) self->read_done(parent, slot, e);
     return;
@@ -213,6 +219,7 @@ void NexusChannel::on_child_done(BdevIo* cio, void* arg) {
   if (e != Errc::kOk) {
     n->failed |= 1u << slot;
     if (n->first_error == Errc::kOk) n->first_error = e;
+    if (e == Errc::kAccess) n->fenced = true;
   }
   if (n->join.arrive(Errc::kOk)) self->fanout_done(parent);
 }
@@ -221,6 +228,12 @@ void NexusChannel::fanout_done(BdevIo* parent) {
   NexusIo* n = nio(parent);
   if (n->failed == 0) {
     complete(parent, Errc::kOk);
+    return;
+  }
+  if (n->fenced) {
+    // A child answered Reservation Conflict: a newer nexus holds the volume. Nothing is retired (the
+    // children are healthy; this nexus is not) and the host is told to go elsewhere.
+    complete(parent, Errc::kShutdown);
     return;
   }
   const uint32_t failed_synced = n->failed & n->synced;

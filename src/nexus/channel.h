@@ -38,6 +38,7 @@ struct NexusIo {
   uint32_t synced = 0;   // slots that were in sync when it went out
   Errc first_error = Errc::kOk;
   uint8_t tries = 0;     // reads: children tried
+  bool fenced = false;   // a child answered Reservation Conflict
   uint64_t version = 0;  // the view it went out with
   BdevIo* next = nullptr;  // held or parked lists
 };

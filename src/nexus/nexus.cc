@@ -7,7 +7,10 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/uri.h"
+#include "common/endian.h"
 #include "nexus/channel.h"
+#include "nvmf/host/host_qpair.h"
+#include "nvmf/host/nvmf_bdev.h"
 #include "reactor/reactor_set.h"
 
 namespace tern::nexus {
@@ -261,12 +264,14 @@ Task<Result<std::unique_ptr<Nexus::Child>>> Nexus::open_child(const std::string&
     b = registry_.find(p.name);
     if (!b) co_return Status::Errorf(Errc::kNoDev, "child {}: no device '{}' on this node", uri, p.name);
   } else {
-    // A remote child: our initiator's device for it, made for this nexus.
+    // A remote child: our initiator's device for it, made for this nexus (as this node's host).
+    std::string dev_uri = uri;
+    if (!opts_.host_nqn.empty() && !p.uri.param("hostnqn")) dev_uri += "&hostnqn=" + opts_.host_nqn;
     Bdev* existing = registry_.find(p.uuid.ToString());
     if (existing && existing->props().uuid == p.uuid && !creating) {
       b = existing;
     } else {
-      auto made = co_await registry_.create(uri);
+      auto made = co_await registry_.create(dev_uri);
       if (!made.ok()) co_return made.status().WithContext(fmt::format("child {}", uri));
       b = *made;
       c->created = true;
@@ -312,7 +317,103 @@ Task<Result<std::unique_ptr<Nexus::Child>>> Nexus::open_child(const std::string&
     }
   }
   c->flushable = b->props().write_cache && b->supports(IoType::kFlush);
+  if (!p.local && opts_.resv_key) {
+    Status st = co_await fence(*c);
+    if (!st.ok()) {
+      co_await release_child(*c);
+      co_return st.WithContext(fmt::format("child {}", uri));
+    }
+  }
   co_return c;
+}
+
+// Reservations (NVMe Base 2.0, 8.19): register our key (replacing an older key of ours), then acquire the
+// reservation, or preempt its holder. Reservation commands are I/O commands: they go on this reactor's
+// I/O queue of the child's device.
+Task<Status> Nexus::fence(Child& c) {
+  using namespace nvme;
+  Bdev& dev = c.desc->bdev();
+  auto keys = [](uint64_t a, uint64_t b) {
+    std::vector<uint8_t> d(16);
+    store_le<uint64_t>(d.data(), a);
+    store_le<uint64_t>(d.data() + 8, b);
+    return d;
+  };
+  Sqe s;
+  std::memset(&s, 0, sizeof(s));
+  s.opc = opc::kReservationRegister;
+  s.cdw10 = 0;  // register
+  std::vector<uint8_t> d = keys(0, opts_.resv_key);
+  auto reg = co_await nvmf::io_passthru(dev, s, std::move(d), 0);
+  if (!reg.ok()) co_return reg.status().WithContext("reservation register");
+  if (reg->status.sc == sc::kReservationConflict) {
+    // Registered already with another key (an earlier nexus of ours on this node): replace it.
+    s.cdw10 = 2 | (1u << 3);  // replace, ignoring the current key
+    d = keys(0, opts_.resv_key);
+    reg = co_await nvmf::io_passthru(dev, s, std::move(d), 0);
+    if (!reg.ok()) co_return reg.status().WithContext("reservation register (replace)");
+  }
+  if (!reg->status.ok()) {
+    co_return Status::Errorf(Errc::kAccess, "reservation register: {}", nvmf::describe_status(reg->status));
+  }
+  // Who holds it now?
+  std::memset(&s, 0, sizeof(s));
+  s.opc = opc::kReservationReport;
+  const uint32_t len = 4096;
+  s.cdw10 = len / 4 - 1;
+  s.cdw11 = 1;  // extended data structure (128-bit host identifiers)
+  auto rep = co_await nvmf::io_passthru(dev, s, {}, len);
+  if (!rep.ok()) co_return rep.status().WithContext("reservation report");
+  if (!rep->status.ok() || rep->data.size() < sizeof(ResvStatusExtHeader)) {
+    co_return Status::Errorf(Errc::kIo, "reservation report: {}", nvmf::describe_status(rep->status));
+  }
+  ResvStatusExtHeader h;
+  std::memcpy(&h, rep->data.data(), sizeof(h));
+  bool held = h.rtype != 0, ours = false;
+  uint64_t holder_key = 0;
+  for (uint16_t i = 0; i < uint16_t(h.regctl); ++i) {
+    const size_t off = sizeof(h) + size_t(i) * sizeof(ResvRegisteredControllerExt);
+    if (off + sizeof(ResvRegisteredControllerExt) > rep->data.size()) break;
+    ResvRegisteredControllerExt e;
+    std::memcpy(&e, rep->data.data() + off, sizeof(e));
+    if (e.rcsts & 1) {
+      holder_key = e.rkey;
+      ours = holder_key == opts_.resv_key;
+    }
+  }
+  if (held && ours && ResvType(h.rtype) == opts_.resv_type) co_return Status::Ok();
+  std::memset(&s, 0, sizeof(s));
+  s.opc = opc::kReservationAcquire;
+  const bool preempting = held && !ours;
+  if (preempting && !opts_.preempt) {
+    co_return Status::Errorf(Errc::kAccess, "another nexus (key {:#x}) holds the reservation and preempting is off",
+                             holder_key);
+  }
+  s.cdw10 = (preempting ? 1u : 0u) | (uint32_t(opts_.resv_type) << 8);
+  d = keys(opts_.resv_key, preempting ? holder_key : 0);
+  auto acq = co_await nvmf::io_passthru(dev, s, std::move(d), 0);
+  if (!acq.ok()) co_return acq.status().WithContext("reservation acquire");
+  if (!acq->status.ok()) {
+    co_return Status::Errorf(Errc::kAccess, "reservation {}: {}", preempting ? "preempt" : "acquire",
+                             nvmf::describe_status(acq->status));
+  }
+  if (preempting) {
+    TLOG_WARN("nexus", "nexus {}: child {}: took the reservation from key {:#x} (an older nexus of this volume is "
+              "fenced off)", name(), c.uri, holder_key);
+  }
+  co_return Status::Ok();
+}
+
+void Nexus::fenced_off(uint32_t slot) {
+  registry_.reactors().post(0, [this, slot] {
+    tasks_.spawn([](Nexus* nx, uint32_t s) -> Task<void> {
+      std::string who = "a child";
+      for (auto& c : nx->children_)
+        if (c->slot == s) who = c->uri;
+      TLOG_ERROR("nexus", "nexus {}: {} answered Reservation Conflict: a newer nexus holds the volume", nx->name(), who);
+      co_await nx->self_shutdown("fenced off by a newer nexus (Reservation Conflict)");
+    }(this, slot));
+  });
 }
 
 Task<Status> Nexus::write_label(Child& c, bool in_sync) {

@@ -33,6 +33,7 @@
 #include "common/uuid.h"
 #include "nexus/layout.h"
 #include "nexus/record.h"
+#include "nvmf/spec.h"
 #include "reactor/async_mutex.h"
 #include "reactor/task_scope.h"
 #include "reactor/timer.h"
@@ -60,6 +61,16 @@ struct NexusOptions {
   // what it could not record; retried every `persist_retry_ns` meanwhile.
   uint64_t persist_timeout_ns = 30'000'000'000ull;
   uint64_t persist_retry_ns = 1'000'000'000ull;
+  // Fencing with NVMe reservations on remote children (0 = off). The nexus registers `resv_key` on each
+  // remote child and holds a reservation of `resv_type`; with `preempt` it takes the reservation from
+  // whoever holds it (an older nexus of the volume, which from then on cannot write a block and shuts
+  // itself down at its first Reservation Conflict). Local children are claimed instead.
+  uint64_t resv_key = 0;
+  nvme::ResvType resv_type = nvme::ResvType::kWriteExclusive;
+  bool preempt = true;
+  // The host NQN our initiator connects remote children as (reservations tell nexuses apart by the host
+  // identifier derived from it). Empty: the initiator's default.
+  std::string host_nqn;
 };
 
 struct ChildIoCounters {
@@ -139,6 +150,10 @@ class Nexus final : public Bdev {
   // Opening and labelling a child.
   Task<Result<std::unique_ptr<Child>>> open_child(const std::string& uri, bool creating);
   Task<Status> write_label(Child& c, bool in_sync);
+  // Registers our key on a remote child and acquires (or preempts) its reservation.
+  Task<Status> fence(Child& c);
+  // A child answered Reservation Conflict: a newer nexus fenced this one off.
+  void fenced_off(uint32_t slot);
   Task<void> release_child(Child& c);
   // Republishes the children view and waits until every reactor's channel has taken it.
   Task<void> publish();

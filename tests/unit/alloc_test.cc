@@ -9,6 +9,7 @@
 
 #include "bdev/bdev.h"
 #include "common/aligned_buffer.h"
+#include "nexus/nexus.h"
 #include "test_util.h"
 
 namespace {
@@ -191,6 +192,33 @@ TEST(NoAllocation, ErrorAndDelayWrappers) {
   DriveResult r = drive(env, "d0", 8, 20'000, 200'000);
   EXPECT_EQ(r.errors, 0u);
   EXPECT_EQ(r.allocs, 0u);
+}
+
+// A nexus mirroring to three RAM children: the fan-out to every child, the join, the read choice, all from
+// pools and the request's own context.
+TEST(NoAllocation, NexusOverThreeChildren) {
+  DeviceEnv env(1);
+  const uint64_t vol = 32 << 20;
+  const uint64_t child_mb = nexus::required_child_bytes(vol) >> 20;
+  nexus::NexusOptions o;
+  o.uuid = Uuid::Generate();
+  o.size_bytes = vol;
+  for (int i = 0; i < 3; ++i) {
+    const Uuid u = Uuid::Generate();
+    ASSERT_TRUE(env.create(fmt::format("malloc:///c{}?size_mb={}&uuid={}", i, child_mb, u.ToString())).ok());
+    o.children.push_back(fmt::format("bdev:///c{}?uuid={}", i, u.ToString()));
+  }
+  auto nx = env.on_primary([&]() -> Task<Result<nexus::Nexus*>> {
+    co_return co_await nexus::Nexus::Create(*env.registry, o, nullptr);
+  });
+  ASSERT_TRUE(nx.ok()) << nx.status();
+  DriveResult r = drive(env, o.uuid.ToString(), 8, 50'000, 300'000);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(r.allocs, 0u) << "heap allocations on the nexus's I/O path";
+  env.on_primary([&]() -> Task<void> {
+    co_await (*nx)->close_children();
+    (void)co_await env.registry->destroy(o.uuid.ToString(), true);
+  });
 }
 
 TEST(NoAllocation, UringFile) {

@@ -76,7 +76,7 @@ Errc errc_from_status(CmdStatus s) {
       case sc::kInvalidOpcode: return Errc::kInval;
       case sc::kAbortRequested:
       case sc::kAbortSqDeleted: return Errc::kCanceled;
-      case 0x20: return Errc::kPerm;  // write protected
+      case sc::kNamespaceWriteProtected: return Errc::kPerm;
       case sc::kReservationConflict: return Errc::kAccess;
       default: return Errc::kIo;
     }

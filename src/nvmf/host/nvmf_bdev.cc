@@ -219,6 +219,9 @@ class NvmfBdev final : public Bdev {
     // The loop turn's time (no clock read per request): a deadline of seconds needs no better.
     c->deadline_ns = Reactor::current()->now() + opts_.timeout_ns;
     q.qp->submit(c);
+    // Deadlines are checked only while commands are out: an idle queue has no timer (hundreds of idle
+    // devices would otherwise wake their reactor thousands of times a second for nothing).
+    if (!q.scan.armed()) q.scan.arm(kTimeoutScanNs);
     return true;
   }
 
@@ -281,7 +284,6 @@ class NvmfBdev final : public Bdev {
       set_.post(0, [this, r, e] { controller_failed(fmt::format("I/O queue {}", r + 1).c_str(), e); });
     });
     q.scan.set_callback([this, r] { scan_timeouts(r); });
-    q.scan.arm(kTimeoutScanNs, kTimeoutScanNs);
     co_return Status::Ok();
   }
 
@@ -295,9 +297,11 @@ class NvmfBdev final : public Bdev {
     q.qp.reset();
   }
 
+  // Armed by the first command out on an idle queue; re-armed while any remain out.
   void scan_timeouts(unsigned r) {
     IoQueue& q = queues_[r];
     if (!q.qp || q.qp->failed()) return;
+    if (q.qp->outstanding() > 0) q.scan.arm(kTimeoutScanNs);
     const uint64_t now = Reactor::current()->now();  // the reactor's clock: deadlines were set on it
     // A command past its deadline first gets an Abort; if it is still there a grace period later, the
     // controller is reset (fresh connections: no late data can land in buffers we already gave back).
@@ -592,6 +596,27 @@ Task<Result<std::unique_ptr<Bdev>>> make_nvmf_bdev(const Uri& uri, BdevRegistry&
 }
 
 }  // namespace
+
+Task<Result<PassthruReply>> io_passthru(Bdev& dev, nvme::Sqe sqe, std::vector<uint8_t> data_out, uint32_t data_in_len) {
+  auto* nv = dynamic_cast<NvmfBdev*>(&dev);
+  if (!nv) co_return Status::Errorf(Errc::kNotSup, "device '{}' is not an NVMe/TCP (nvmf://) device", dev.name());
+  const unsigned r = Reactor::current()->id();
+  if (r >= nv->queues_.size() || r >= nv->io_queue_count_) {
+    co_return Status::Errorf(Errc::kNotSup, "device '{}' has no I/O queue on reactor {}", dev.name(), r);
+  }
+  IoQueue& q = nv->queues_[r];
+  if (!q.qp || q.qp->failed()) co_return Status::Errorf(Errc::kAgain, "device '{}' is reconnecting", dev.name());
+  sqe.nsid = nv->opts_.nsid;
+  auto rep = co_await q.qp->command(sqe, std::move(data_out), data_in_len, nv->opts_.timeout_ns);
+  if (rep.transport != Errc::kOk) {
+    co_return Status::Errorf(rep.transport, "device '{}': command {:#x}: {}", dev.name(), sqe.opc, errc_describe(rep.transport));
+  }
+  PassthruReply out;
+  out.status = rep.status();
+  out.dw0 = rep.cqe.dw0;
+  out.data = std::move(rep.data);
+  co_return out;
+}
 
 void register_nvmf_backend(BdevRegistry& registry) {
   registry.register_scheme("nvmf", make_nvmf_bdev);

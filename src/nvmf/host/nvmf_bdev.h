@@ -12,8 +12,20 @@
 #pragma once
 
 #include "bdev/registry.h"
+#include "nvmf/spec.h"
 
 namespace tern::nvmf {
+
+// An NVM command the device layer does not carry (reservations), sent on the calling reactor's I/O queue
+// of an nvmf:// device: `data_out` goes to the controller, `data_in_len` bytes come back. The reply's NVMe
+// status is in `status` (kOk: the command was carried; the status says how it went). Errors: kNotSup for
+// a device that is not nvmf://, kAgain while it reconnects, the transport's error otherwise.
+struct PassthruReply {
+  nvme::CmdStatus status;
+  uint32_t dw0 = 0;
+  std::vector<uint8_t> data;
+};
+Task<Result<PassthruReply>> io_passthru(Bdev& dev, nvme::Sqe sqe, std::vector<uint8_t> data_out, uint32_t data_in_len);
 
 // Adds the nvmf:// (and nvmf+tcp://) scheme to `registry`.
 void register_nvmf_backend(BdevRegistry& registry);

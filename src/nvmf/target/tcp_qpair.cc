@@ -29,6 +29,10 @@ CmdStatus status_from_errc(Errc e, IoType t) {
       return t == IoType::kRead ? CmdStatus::Media(sc::kUnrecoveredReadError) : CmdStatus::Media(sc::kWriteFault);
     case Errc::kNoDev:
     case Errc::kBusy: return CmdStatus::Generic(sc::kNamespaceNotReady, false);
+    // The device behind this path stopped serving (a nexus shut itself down, fenced off or unable to
+    // record a retire): a multipath host retries on another path.
+    case Errc::kShutdown: return CmdStatus::Path(sc::kAnaInaccessible);
+    case Errc::kAccess: return CmdStatus::Generic(sc::kReservationConflict);
     case Errc::kPerm: return CmdStatus::Generic(sc::kNamespaceWriteProtected);
     case Errc::kTimedOut:
     case Errc::kCanceled: return CmdStatus::Generic(sc::kAbortRequested, false);
