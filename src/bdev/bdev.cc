@@ -416,7 +416,7 @@ BdevDesc::~BdevDesc() {
   v.erase(std::remove(v.begin(), v.end(), this), v.end());
 }
 
-Status BdevDesc::claim(std::string owner) {
+Status BdevDesc::claim(std::string owner, bool exclusive_writer) {
   Bdev& b = *bdev_;
   if (b.claim_desc_ == this) return Status::Ok();
   if (b.claim_desc_) {
@@ -424,6 +424,7 @@ Status BdevDesc::claim(std::string owner) {
   }
   if (!writable_) return Status::Errorf(Errc::kPerm, "claiming device '{}' needs a writable descriptor", b.name());
   for (BdevDesc* d : b.descs_) {
+    if (!exclusive_writer) break;
     if (d != this && d->writable_) {
       return Status::Errorf(Errc::kBusy, "device '{}' cannot be claimed by {}: another writer has it open", b.name(),
                             owner);
@@ -431,6 +432,7 @@ Status BdevDesc::claim(std::string owner) {
   }
   b.claim_desc_ = this;
   b.claim_owner_ = std::move(owner);
+  b.claim_exclusive_ = exclusive_writer;
   return Status::Ok();
 }
 

@@ -142,6 +142,7 @@ class Bdev {
   std::vector<BdevDesc*> descs_;
   std::string claim_owner_;
   BdevDesc* claim_desc_ = nullptr;
+  bool claim_exclusive_ = true;
   std::atomic<bool> removing_{false};
   std::atomic<bool> fault_pending_{false};  // a kFaulted event is on its way to the primary
   BdevRegistry* registry_ = nullptr;
@@ -208,7 +209,10 @@ class BdevDesc {
 
   // Makes this descriptor the device's only writer: refused while another writable descriptor is
   // open; afterwards, writable opens are refused. `owner` names the claimer in error messages.
-  Status claim(std::string owner);
+  // `exclusive_writer = false` claims the device for one owner only (a second claim is refused) but
+  // lets other writers be open: a nexus's local child that the NVMe/TCP target also exposes, whose
+  // remote writers the namespace's reservations govern.
+  Status claim(std::string owner, bool exclusive_writer = true);
   void release_claim();
 
  private:

@@ -107,7 +107,7 @@ Result<std::unique_ptr<BdevDesc>> BdevRegistry::open(std::string_view name, bool
   Bdev* b = find(name);
   if (!b) return Status::Errorf(Errc::kNoDev, "no device named '{}'", name);
   if (b->removing_.load()) return Status::Errorf(Errc::kNoDev, "device '{}' is being removed", name);
-  if (writable && b->claim_desc_) {
+  if (writable && b->claim_desc_ && b->claim_exclusive_) {
     return Status::Errorf(Errc::kBusy, "device '{}' is claimed by {}; it cannot be opened for writing", name,
                           b->claim_owner_);
   }

@@ -59,7 +59,9 @@ Task<Status> Engine::start() {
     etcd_ = std::move(*c);
     store_ = std::make_unique<store::EtcdRecordStore>(etcd_.get());
   }
-  nexuses_ = std::make_unique<NexusManager>(registry_, *target_, *shares_, ep.nvmf, store_.get());
+  nexuses_ = std::make_unique<NexusManager>(registry_, *target_, *shares_, ep.nvmf, store_.get(),
+                                            opts_.node_name.empty() ? nvmf::default_host_nqn()
+                                                                    : kNodeNqnPrefix + opts_.node_name);
   co_return co_await pools_->start(opts_.pools);
 }
 

@@ -3,12 +3,34 @@
 #include <algorithm>
 
 #include "common/log.h"
+#include "nvmf/target/controller.h"
 
 namespace tern::engine {
 
+Result<nvmf::PassthruReply> TargetReservations::command(const std::string& device, const std::array<uint8_t, 16>& hostid,
+                                                        const nvme::Sqe& sqe, const std::vector<uint8_t>& data,
+                                                        uint32_t in_len) {
+  TERN_ASSIGN_OR_RETURN(nvmf::AdminResult r, target_.local_reservation_command(device, hostid, sqe, data, in_len));
+  nvmf::PassthruReply out;
+  out.status = r.status;
+  out.data = std::move(r.data);
+  if (out.data.size() > in_len) out.data.resize(in_len);
+  return out;
+}
+
+void TargetReservations::watch(const std::string& device, const std::array<uint8_t, 16>& hostid,
+                               std::function<void()> fenced) {
+  target_.watch_local_reservation(device, hostid, std::move(fenced));
+}
+
 NexusManager::NexusManager(BdevRegistry& registry, nvmf::Target& target, Shares& shares, nvmf::ListenAddr listener,
-                           nexus::RecordStore* store)
-    : registry_(registry), target_(target), shares_(shares), listener_(std::move(listener)), store_(store) {}
+                           nexus::RecordStore* store, std::string host_nqn)
+    : registry_(registry),
+      target_(target),
+      shares_(shares),
+      listener_(std::move(listener)),
+      store_(store),
+      host_nqn_(std::move(host_nqn)) {}
 
 bool NexusManager::is_nexus(const std::string& device) const {
   auto u = Uuid::Parse(device);
@@ -24,6 +46,9 @@ Result<NexusManager::Entry*> NexusManager::find(const Uuid& uuid) {
 Task<NexusDesc> NexusManager::describe(Entry& e) {
   NexusDesc d;
   d.info = co_await e.nx->info();
+  d.resv_key = e.args.resv_key;
+  d.resv_type = e.args.resv_type;
+  d.preempt = e.args.preempt;
   if (const ShareInfo* s = shares_.find(e.nx->name())) d.share = *s;
   if (e.published) {
     d.cntlid_min = e.published->cntlid_min;
@@ -48,6 +73,16 @@ Task<Result<NexusDesc>> NexusManager::create(CreateNexusArgs args) {
     if (have.persistence_key != args.persistence_key) {
       co_return differ("persistence_key", "'" + have.persistence_key + "'", "'" + args.persistence_key + "'");
     }
+    if (have.resv_key != args.resv_key) {
+      co_return differ("resv_key", fmt::format("{:#x}", have.resv_key), fmt::format("{:#x}", args.resv_key));
+    }
+    if (have.resv_type != args.resv_type) {
+      co_return differ("resv_type", std::to_string(int(have.resv_type)), std::to_string(int(args.resv_type)));
+    }
+    if (have.cntlid_min != args.cntlid_min || have.cntlid_max != args.cntlid_max) {
+      co_return differ("controller IDs", fmt::format("{}..{}", have.cntlid_min, have.cntlid_max),
+                       fmt::format("{}..{}", args.cntlid_min, args.cntlid_max));
+    }
     if (have.children != args.children) {
       co_return differ("children", fmt::format("[{}]", fmt::join(have.children, ", ")),
                        fmt::format("[{}]", fmt::join(args.children, ", ")));
@@ -59,6 +94,12 @@ Task<Result<NexusDesc>> NexusManager::create(CreateNexusArgs args) {
   o.size_bytes = args.size;
   o.children = args.children;
   o.persistence_key = args.persistence_key;
+  o.resv_key = args.resv_key;
+  o.resv_type = args.resv_type;
+  o.preempt = args.preempt;
+  o.preempt_key = args.preempt_key;
+  o.host_nqn = host_nqn_;
+  o.local_resv = &local_resv_;
   auto nx = co_await nexus::Nexus::Create(registry_, o, store_);
   if (!nx.ok()) co_return nx.status();
   Entry& e = nexuses_[args.uuid];
@@ -136,6 +177,8 @@ Task<Result<NexusDesc>> NexusManager::publish(Uuid uuid, PublishNexusArgs args) 
   if (args.protocol != ShareProtocol::kNvmf && args.protocol != ShareProtocol::kNbd) {
     co_return Status(Errc::kInval, "protocol: choose nvmf or nbd");
   }
+  if (args.cntlid_min == 0) args.cntlid_min = e->args.cntlid_min ? e->args.cntlid_min : 1;
+  if (args.cntlid_max == 0) args.cntlid_max = e->args.cntlid_max ? e->args.cntlid_max : 0xFFEF;
   if (args.cntlid_min == 0 || args.cntlid_min > args.cntlid_max || args.cntlid_max > 0xFFEF) {
     co_return Status::Errorf(Errc::kInval, "cntlid range {}..{} is invalid (1 <= min <= max <= 65519)", args.cntlid_min,
                              args.cntlid_max);

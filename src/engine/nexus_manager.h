@@ -26,29 +26,53 @@ struct CreateNexusArgs {
   uint64_t size = 0;
   std::vector<std::string> children;
   std::string persistence_key;
+  // Fencing (see nexus::NexusOptions): 0 = no reservations.
+  uint64_t resv_key = 0;
+  nvme::ResvType resv_type = nvme::ResvType::kWriteExclusive;
+  nexus::NexusOptions::Preempt preempt = nexus::NexusOptions::Preempt::kHolder;
+  uint64_t preempt_key = 0;
+  // Controller IDs used when publishing (0: publish's own, else 1..0xFFEF).
+  uint16_t cntlid_min = 0, cntlid_max = 0;
 };
 
 struct PublishNexusArgs {
   ShareProtocol protocol = ShareProtocol::kNvmf;
   std::vector<std::string> allowed_hosts;
-  uint16_t cntlid_min = 1;
-  uint16_t cntlid_max = 0xFFEF;
+  uint16_t cntlid_min = 0;  // 0: the create's range, else 1..0xFFEF
+  uint16_t cntlid_max = 0;
   std::string ana_state;  // "" = optimized
 };
 
 struct NexusDesc {
   nexus::NexusInfo info;
+  uint64_t resv_key = 0;
+  nvme::ResvType resv_type = nvme::ResvType::kWriteExclusive;
+  nexus::NexusOptions::Preempt preempt = nexus::NexusOptions::Preempt::kHolder;
   std::optional<ShareInfo> share;
   uint16_t cntlid_min = 1, cntlid_max = 0xFFEF;
   std::string ana_state;
   uint64_t required_child_size = 0;
 };
 
+// The nexus's view of the node's target reservations (local children that are also shared).
+class TargetReservations final : public nexus::LocalReservations {
+ public:
+  explicit TargetReservations(nvmf::Target& t) : target_(t) {}
+  Result<nvmf::PassthruReply> command(const std::string& device, const std::array<uint8_t, 16>& hostid,
+                                      const nvme::Sqe& sqe, const std::vector<uint8_t>& data, uint32_t in_len) override;
+  void watch(const std::string& device, const std::array<uint8_t, 16>& hostid, std::function<void()> fenced) override;
+
+ private:
+  nvmf::Target& target_;
+};
+
 class NexusManager {
  public:
   // `store` may be null (no record store configured): nexuses with a persistence key are refused then.
+  // `host_nqn`: the NQN this node's nexuses connect to remote children as (reservations tell nexuses of
+  // different nodes apart by it).
   NexusManager(BdevRegistry& registry, nvmf::Target& target, Shares& shares, nvmf::ListenAddr listener,
-               nexus::RecordStore* store);
+               nexus::RecordStore* store, std::string host_nqn);
 
   Task<Result<NexusDesc>> create(CreateNexusArgs args);
   Task<Status> destroy(Uuid uuid);
@@ -83,6 +107,8 @@ class NexusManager {
   Shares& shares_;
   nvmf::ListenAddr listener_;
   nexus::RecordStore* store_;
+  std::string host_nqn_;
+  TargetReservations local_resv_{target_};
   std::map<Uuid, Entry> nexuses_;
   AsyncMutex mu_;
 };

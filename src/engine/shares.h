@@ -26,6 +26,8 @@ class Server;
 namespace tern::engine {
 
 inline constexpr const char* kNqnPrefix = "nqn.2026-11.io.tern:";
+// The host NQN of a node's nexuses (and of our initiator by default): the prefix and the node name.
+inline constexpr const char* kNodeNqnPrefix = "nqn.2026-11.io.tern:node-name:";
 
 // How a device is exported, beyond the protocol and the hosts. Trivially destructible on purpose: it is
 // passed (and defaulted) inside co_await expressions, where GCC 12 may destroy a temporary twice.

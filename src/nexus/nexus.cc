@@ -67,6 +67,7 @@ Result<FaultReason> parse_fault_reason(std::string_view s) {
 
 struct Nexus::Child {
   std::string uri;
+  bool watched = false;        // a local child whose reservation we watch (opts_.local_resv)
   Uuid uuid;
   std::string device;          // the device's name in the registry
   bool created = false;        // the nexus created the device (nvmf://) and destroys it again
@@ -309,15 +310,17 @@ Task<Result<std::unique_ptr<Nexus::Child>>> Nexus::open_child(const std::string&
   }
   c->desc = std::move(*desc);
   if (p.local) {
-    // One nexus per local replica: a second one is refused here, not left to overwrite the first.
-    Status st = c->desc->claim(fmt::format("nexus {}", opts_.uuid.ToString()));
+    // One nexus per local replica: a second one is refused here, not left to overwrite the first. The
+    // node's NVMe/TCP target may expose the replica too (to a nexus elsewhere): those writers are
+    // governed by the namespace's reservations, which this nexus takes part in (fence()).
+    Status st = c->desc->claim(fmt::format("nexus {}", opts_.uuid.ToString()), /*exclusive_writer=*/false);
     if (!st.ok()) {
       c->desc.reset();
       co_return st.WithContext(fmt::format("child {}", uri));
     }
   }
   c->flushable = b->props().write_cache && b->supports(IoType::kFlush);
-  if (!p.local && opts_.resv_key) {
+  if (opts_.resv_key && (!p.local || opts_.local_resv)) {
     Status st = co_await fence(*c);
     if (!st.ok()) {
       co_await release_child(*c);
@@ -330,9 +333,18 @@ Task<Result<std::unique_ptr<Nexus::Child>>> Nexus::open_child(const std::string&
 // Reservations (NVMe Base 2.0, 8.19): register our key (replacing an older key of ours), then acquire the
 // reservation, or preempt its holder. Reservation commands are I/O commands: they go on this reactor's
 // I/O queue of the child's device.
+std::array<uint8_t, 16> Nexus::host_id() const {
+  return nvmf::host_id_for(opts_.host_nqn.empty() ? nvmf::default_host_nqn() : opts_.host_nqn);
+}
+
+Task<Result<nvmf::PassthruReply>> Nexus::resv_command(Child& c, nvme::Sqe sqe, std::vector<uint8_t> data,
+                                                      uint32_t in_len) {
+  if (c.local) co_return opts_.local_resv->command(c.device, host_id(), sqe, data, in_len);
+  co_return co_await nvmf::io_passthru(c.desc->bdev(), sqe, std::move(data), in_len);
+}
+
 Task<Status> Nexus::fence(Child& c) {
   using namespace nvme;
-  Bdev& dev = c.desc->bdev();
   auto keys = [](uint64_t a, uint64_t b) {
     std::vector<uint8_t> d(16);
     store_le<uint64_t>(d.data(), a);
@@ -344,13 +356,14 @@ Task<Status> Nexus::fence(Child& c) {
   s.opc = opc::kReservationRegister;
   s.cdw10 = 0;  // register
   std::vector<uint8_t> d = keys(0, opts_.resv_key);
-  auto reg = co_await nvmf::io_passthru(dev, s, std::move(d), 0);
+  auto reg = co_await resv_command(c, s, std::move(d), 0);
+  if (!reg.ok() && c.local && reg.status().code() == Errc::kNoEnt) co_return Status::Ok();  // not shared
   if (!reg.ok()) co_return reg.status().WithContext("reservation register");
   if (reg->status.sc == sc::kReservationConflict) {
     // Registered already with another key (an earlier nexus of ours on this node): replace it.
     s.cdw10 = 2 | (1u << 3);  // replace, ignoring the current key
     d = keys(0, opts_.resv_key);
-    reg = co_await nvmf::io_passthru(dev, s, std::move(d), 0);
+    reg = co_await resv_command(c, s, std::move(d), 0);
     if (!reg.ok()) co_return reg.status().WithContext("reservation register (replace)");
   }
   if (!reg->status.ok()) {
@@ -362,7 +375,7 @@ Task<Status> Nexus::fence(Child& c) {
   const uint32_t len = 4096;
   s.cdw10 = len / 4 - 1;
   s.cdw11 = 1;  // extended data structure (128-bit host identifiers)
-  auto rep = co_await nvmf::io_passthru(dev, s, {}, len);
+  auto rep = co_await resv_command(c, s, {}, len);
   if (!rep.ok()) co_return rep.status().WithContext("reservation report");
   if (!rep->status.ok() || rep->data.size() < sizeof(ResvStatusExtHeader)) {
     co_return Status::Errorf(Errc::kIo, "reservation report: {}", nvmf::describe_status(rep->status));
@@ -381,39 +394,66 @@ Task<Status> Nexus::fence(Child& c) {
       ours = holder_key == opts_.resv_key;
     }
   }
-  if (held && ours && ResvType(h.rtype) == opts_.resv_type) co_return Status::Ok();
+  if (held && ours && ResvType(h.rtype) == opts_.resv_type) {
+    watch_local(c);
+    co_return Status::Ok();
+  }
   std::memset(&s, 0, sizeof(s));
   s.opc = opc::kReservationAcquire;
-  const bool preempting = held && !ours;
-  if (preempting && !opts_.preempt) {
-    co_return Status::Errorf(Errc::kAccess, "another nexus (key {:#x}) holds the reservation and preempting is off",
+  // Held by us with another type (a nexus re-created with a new type): preempting our own key changes it.
+  const bool preempting = held && (!ours || ResvType(h.rtype) != opts_.resv_type);
+  if (preempting && !ours && opts_.preempt == NexusOptions::Preempt::kNone) {
+    co_return Status::Errorf(Errc::kAccess, "another host (key {:#x}) holds the reservation and the preempt policy is none",
                              holder_key);
+  }
+  if (preempting && !ours && opts_.preempt == NexusOptions::Preempt::kKey && holder_key != opts_.preempt_key) {
+    co_return Status::Errorf(Errc::kAccess, "another host holds the reservation with key {:#x}, not the preempt key {:#x}",
+                             holder_key, opts_.preempt_key);
   }
   s.cdw10 = (preempting ? 1u : 0u) | (uint32_t(opts_.resv_type) << 8);
   d = keys(opts_.resv_key, preempting ? holder_key : 0);
-  auto acq = co_await nvmf::io_passthru(dev, s, std::move(d), 0);
+  auto acq = co_await resv_command(c, s, std::move(d), 0);
   if (!acq.ok()) co_return acq.status().WithContext("reservation acquire");
   if (!acq->status.ok()) {
     co_return Status::Errorf(Errc::kAccess, "reservation {}: {}", preempting ? "preempt" : "acquire",
                              nvmf::describe_status(acq->status));
   }
-  if (preempting) {
+  if (preempting && !ours) {
     TLOG_WARN("nexus", "nexus {}: child {}: took the reservation from key {:#x} (an older nexus of this volume is "
               "fenced off)", name(), c.uri, holder_key);
   }
+  watch_local(c);
   co_return Status::Ok();
 }
 
+void Nexus::watch_local(Child& c) {
+  if (!c.local || !opts_.local_resv) return;
+  opts_.local_resv->watch(c.device, host_id(), [this, who = c.uri] { fenced_off_by(who); });
+  c.watched = true;
+}
+
 void Nexus::fenced_off(uint32_t slot) {
+  if (fenced_.exchange(true)) return;  // one shutdown, however many requests were refused
   registry_.reactors().post(0, [this, slot] {
-    tasks_.spawn([](Nexus* nx, uint32_t s) -> Task<void> {
-      std::string who = "a child";
-      for (auto& c : nx->children_)
-        if (c->slot == s) who = c->uri;
-      TLOG_ERROR("nexus", "nexus {}: {} answered Reservation Conflict: a newer nexus holds the volume", nx->name(), who);
-      co_await nx->self_shutdown("fenced off by a newer nexus (Reservation Conflict)");
-    }(this, slot));
+    std::string who = "a child";
+    for (auto& c : children_)
+      if (c->slot == slot) who = c->uri;
+    fence_shutdown(std::move(who));
   });
+}
+
+void Nexus::fenced_off_by(std::string who) {
+  // Primary reactor (the target's reservation change): nothing new reaches the children from here on.
+  if (fenced_.exchange(true)) return;
+  shutdown_.store(true, std::memory_order_release);
+  fence_shutdown(std::move(who));
+}
+
+void Nexus::fence_shutdown(std::string who) {
+  tasks_.spawn([](Nexus* nx, std::string w) -> Task<void> {
+    TLOG_ERROR("nexus", "nexus {}: {}: another host took the reservation: a newer nexus holds the volume", nx->name(), w);
+    co_await nx->self_shutdown("fenced off by a newer nexus (reservation taken)");
+  }(this, std::move(who)));
 }
 
 Task<Status> Nexus::write_label(Child& c, bool in_sync) {
@@ -466,6 +506,10 @@ Task<Status> Nexus::write_label(Child& c, bool in_sync) {
 }
 
 Task<void> Nexus::release_child(Child& c) {
+  if (c.watched) {
+    opts_.local_resv->watch(c.device, host_id(), {});
+    c.watched = false;
+  }
   c.desc.reset();
   if (c.created) {
     Status st = co_await registry_.destroy(c.device, true);

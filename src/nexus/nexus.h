@@ -20,7 +20,9 @@
 #pragma once
 
 #include <array>
+#include <array>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,6 +35,7 @@
 #include "common/uuid.h"
 #include "nexus/layout.h"
 #include "nexus/record.h"
+#include "nvmf/host/nvmf_bdev.h"
 #include "nvmf/spec.h"
 #include "reactor/async_mutex.h"
 #include "reactor/task_scope.h"
@@ -52,6 +55,24 @@ const char* sync_state_name(SyncState s);
 const char* nexus_status_name(NexusStatus s);
 Result<FaultReason> parse_fault_reason(std::string_view s);
 
+// How a nexus takes part in the reservations of a local child that this node's NVMe/TCP target also
+// exposes (the engine's target, through an adapter: the nexus does not reach into the target). Without
+// it an older nexus on another node could keep writing the child over the network after this one took
+// the volume over, and this one would not notice being taken over itself. Primary reactor.
+class LocalReservations {
+ public:
+  virtual ~LocalReservations() = default;
+  // Runs a reservation command as host `hostid` on the namespace(s) exposing `device`; kNoEnt when none
+  // does (nobody else can reach the device: nothing to fence).
+  virtual Result<nvmf::PassthruReply> command(const std::string& device, const std::array<uint8_t, 16>& hostid,
+                                              const nvme::Sqe& sqe, const std::vector<uint8_t>& data,
+                                              uint32_t in_len) = 0;
+  // `fenced` runs when another host takes `hostid`'s registration or reservation there; an empty
+  // function stops watching.
+  virtual void watch(const std::string& device, const std::array<uint8_t, 16>& hostid,
+                     std::function<void()> fenced) = 0;
+};
+
 struct NexusOptions {
   Uuid uuid;                          // the volume's UUID: the device's name and UUID
   uint64_t size_bytes = 0;            // the volume's size
@@ -62,15 +83,20 @@ struct NexusOptions {
   uint64_t persist_timeout_ns = 30'000'000'000ull;
   uint64_t persist_retry_ns = 1'000'000'000ull;
   // Fencing with NVMe reservations on remote children (0 = off). The nexus registers `resv_key` on each
-  // remote child and holds a reservation of `resv_type`; with `preempt` it takes the reservation from
-  // whoever holds it (an older nexus of the volume, which from then on cannot write a block and shuts
-  // itself down at its first Reservation Conflict). Local children are claimed instead.
+  // remote child and holds a reservation of `resv_type`. When another host holds it: kHolder takes it from
+  // the holder (an older nexus of the volume, which from then on cannot write a block and shuts itself
+  // down at its first Reservation Conflict), kKey only from the holder whose key is `preempt_key`, kNone
+  // never (opening the child fails). Local children are claimed instead.
+  enum class Preempt : uint8_t { kHolder, kKey, kNone };
   uint64_t resv_key = 0;
   nvme::ResvType resv_type = nvme::ResvType::kWriteExclusive;
-  bool preempt = true;
+  Preempt preempt = Preempt::kHolder;
+  uint64_t preempt_key = 0;
   // The host NQN our initiator connects remote children as (reservations tell nexuses apart by the host
   // identifier derived from it). Empty: the initiator's default.
   std::string host_nqn;
+  // Reservations on local children that the node's target exposes (null: local children are not fenced).
+  LocalReservations* local_resv = nullptr;
 };
 
 struct ChildIoCounters {
@@ -150,10 +176,17 @@ class Nexus final : public Bdev {
   // Opening and labelling a child.
   Task<Result<std::unique_ptr<Child>>> open_child(const std::string& uri, bool creating);
   Task<Status> write_label(Child& c, bool in_sync);
-  // Registers our key on a remote child and acquires (or preempts) its reservation.
+  // Registers our key on a child and acquires (or preempts) its reservation: remote children over their
+  // NVMe/TCP connection, local ones through the node's target (opts_.local_resv).
   Task<Status> fence(Child& c);
-  // A child answered Reservation Conflict: a newer nexus fenced this one off.
+  Task<Result<nvmf::PassthruReply>> resv_command(Child& c, nvme::Sqe sqe, std::vector<uint8_t> data, uint32_t in_len);
+  std::array<uint8_t, 16> host_id() const;
+  // A child answered Reservation Conflict, or a local child's reservation was taken: a newer nexus
+  // fenced this one off.
   void fenced_off(uint32_t slot);
+  void fenced_off_by(std::string who);
+  void fence_shutdown(std::string who);
+  void watch_local(Child& c);
   Task<void> release_child(Child& c);
   // Republishes the children view and waits until every reactor's channel has taken it.
   Task<void> publish();
@@ -196,6 +229,7 @@ class Nexus final : public Bdev {
   std::vector<NexusChannel*> channels_;
   std::atomic<bool> frozen_{false};
   std::atomic<bool> shutdown_{false};  // no more I/O: held forever (shutdown) or failed (destroy)
+  std::atomic<bool> fenced_{false};    // a child answered Reservation Conflict (any reactor sets it once)
   bool shutting_down_ = false;  // shutdown_nexus (or a self-shutdown) began
   bool shut_done_ = false;      // ...and finished
   bool failing_held_ = false;   // held requests fail instead of waiting (destroy, self-shutdown)

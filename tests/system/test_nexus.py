@@ -216,3 +216,62 @@ def test_create_errors_name_what_is_wrong(cluster, pb):
     with pytest.raises(grpc.RpcError) as ei:
         e.api.nexus.CreateNexus(N.CreateNexusRequest(uuid="nope", size=VOL, children=["x"]), timeout=60)
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "uuid" in ei.value.details()
+
+
+def test_a_newer_nexus_fences_the_older_one(cluster, pb):
+    """Two nexuses of one volume on two nodes, over the same remote replicas: the newer one preempts the
+    older one's NVMe reservation, and from then on the older one cannot write a single block — its first
+    write fails (the host is told to go elsewhere) and it shuts itself down."""
+    etcd, engines = cluster
+    R, C, N = pb.replica_pb2, pb.common_pb2, pb.nexus_pb2
+    vol = str(uuid.uuid4())
+    reps, uris = [], []
+    for i in (1, 2):
+        r = engines[i].api.replica.CreateReplica(R.CreateReplicaRequest(
+            name=f"f-{vol[:8]}-{i}", pool=f"p{i}", size=required_child_bytes(VOL), thin=False,
+            share=C.SHARE_PROTOCOL_NVMF), timeout=60)
+        reps.append((engines[i], r.uuid))
+        uris.append(f"{r.share.uri}?uuid={r.uuid}&timeout_ms=2000&ctrl_loss_tmo_s=2&reconnect_delay_ms=100")
+    old = engines[0].api.nexus.CreateNexus(N.CreateNexusRequest(uuid=vol, size=VOL, children=uris, resv_key=0xA1),
+                                           timeout=60)
+    assert old.resv_key == 0xA1 and old.resv_type == N.RESERVATION_TYPE_WRITE_EXCLUSIVE
+    pattern(engines[0], pb, vol, 3, 0, 4 * MiB)
+    # A nexus that may not preempt is refused while the old one holds the children.
+    with pytest.raises(grpc.RpcError) as ei:
+        engines[2].api.nexus.CreateNexus(N.CreateNexusRequest(
+            uuid=vol, size=VOL, children=uris, resv_key=0xC3, preempt_policy=N.PREEMPT_POLICY_NONE), timeout=60)
+    assert "0xa1" in ei.value.details() and "preempt" in ei.value.details(), ei.value.details()
+    with pytest.raises(grpc.RpcError) as ei:
+        engines[2].api.nexus.CreateNexus(N.CreateNexusRequest(
+            uuid=vol, size=VOL, children=uris, resv_key=0xC3, preempt_policy=N.PREEMPT_POLICY_KEY,
+            preempt_key=0x77), timeout=60)
+    assert "0x77" in ei.value.details(), ei.value.details()
+    # The newer nexus takes over on node 1, where one replica is local: that one is fenced through node
+    # 1's own target (the old nexus reaches it over the network), the other over NVMe/TCP.
+    r1 = reps[0][1]
+    new = engines[1].api.nexus.CreateNexus(N.CreateNexusRequest(
+        uuid=vol, size=VOL, children=[f"bdev:///{r1}?uuid={r1}", uris[1]], resv_key=0xB2), timeout=60)
+    assert new.state == N.NEXUS_STATE_ONLINE
+    # Each child alone refuses the old nexus: the local one through node 1's target...
+    with pytest.raises(grpc.RpcError):
+        pattern(engines[0], pb, vol, 5, 0, 4 * MiB)
+
+    def old_state():
+        return engines[0].api.nexus.ListNexuses(N.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0].state
+
+    deadline = time.monotonic() + 30
+    while old_state() != N.NEXUS_STATE_SHUTDOWN and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert old_state() == N.NEXUS_STATE_SHUTDOWN
+    with pytest.raises(grpc.RpcError):
+        pattern(engines[0], pb, vol, 5, 0, 4 * MiB)
+    # Not one block of the fenced nexus's writes reached a replica.
+    for e, r in reps:
+        v = verify(e, pb, r, 3, 0, 4 * MiB)
+        assert v.ok, f"replica {r}: {v.mismatch}"
+    # The newer nexus writes.
+    pattern(engines[1], pb, vol, 9, 0, 4 * MiB)
+    for e, r in reps:
+        assert verify(e, pb, r, 9, 0, 4 * MiB).ok
+    engines[0].api.nexus.DestroyNexus(N.NexusRef(uuid=vol), timeout=60)
+    engines[1].api.nexus.DestroyNexus(N.NexusRef(uuid=vol), timeout=60)

@@ -2,7 +2,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <map>
 #include <memory>
 
 #include "common/units.h"
@@ -236,6 +239,7 @@ struct Args {
   uint32_t group = 1;
   uint64_t read_us = 0, write_us = 0, other_us = 0, jitter_us = 0, generation = 1;
   std::string offset = "0", length;
+  std::string resv_key, resv_type, preempt = "holder", preempt_key;
 };
 Args a;
 
@@ -891,6 +895,20 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
                      "nvmf://host:port/<nqn>?uuid=<replica uuid> (remote)")
       ->required();
   create->add_option("--persistence-key", a.key, "Where the nexus keeps its record in etcd (default: none)");
+  create->add_option("--resv-key", a.resv_key,
+                     "Fence with NVMe reservations: the key (non-zero, e.g. 0x1234) registered on every remote child; a "
+                     "nexus that finds another holding it takes over per --preempt, and the one taken over from shuts "
+                     "down at its next write (default: no reservations)");
+  create->add_option("--resv-type", a.resv_type,
+                     "Reservation type: write_exclusive (default), exclusive_access, write_exclusive_registrants, "
+                     "exclusive_access_registrants");
+  create->add_option("--preempt", a.preempt,
+                     "When another host holds the reservation: holder (take it, the default), key (only from "
+                     "--preempt-key), none (fail)")
+      ->capture_default_str();
+  create->add_option("--preempt-key", a.preempt_key, "The key that may be preempted with --preempt key");
+  create->add_option("--cntlid-min", a.cntlid_min, "Lowest controller ID when published (default 1)");
+  create->add_option("--cntlid-max", a.cntlid_max, "Highest controller ID when published (default 65519)");
   create->callback([run] {
     *run = [] {
       v1::CreateNexusRequest r;
@@ -900,6 +918,38 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
       r.set_size(*size);
       for (auto& c : a.children) r.add_children(c);
       r.set_persistence_key(a.key);
+      auto key = [](const std::string& what, const std::string& v) -> Result<uint64_t> {
+        if (v.empty()) return uint64_t{0};
+        errno = 0;
+        char* end = nullptr;
+        unsigned long long k = std::strtoull(v.c_str(), &end, 0);
+        if (errno || !end || *end || k == 0) {
+          return Status::Errorf(Errc::kInval, "{}: '{}' is not a non-zero 64-bit number", what, v);
+        }
+        return uint64_t(k);
+      };
+      auto rk = key("--resv-key", a.resv_key);
+      if (!rk.ok()) return bad(rk.status());
+      auto pk = key("--preempt-key", a.preempt_key);
+      if (!pk.ok()) return bad(pk.status());
+      r.set_resv_key(*rk);
+      r.set_preempt_key(*pk);
+      static const std::map<std::string, v1::ReservationType> types = {
+          {"", v1::RESERVATION_TYPE_DEFAULT},
+          {"write_exclusive", v1::RESERVATION_TYPE_WRITE_EXCLUSIVE},
+          {"exclusive_access", v1::RESERVATION_TYPE_EXCLUSIVE_ACCESS},
+          {"write_exclusive_registrants", v1::RESERVATION_TYPE_WRITE_EXCLUSIVE_REGISTRANTS_ONLY},
+          {"exclusive_access_registrants", v1::RESERVATION_TYPE_EXCLUSIVE_ACCESS_REGISTRANTS_ONLY}};
+      static const std::map<std::string, v1::PreemptPolicy> policies = {
+          {"holder", v1::PREEMPT_POLICY_HOLDER}, {"key", v1::PREEMPT_POLICY_KEY}, {"none", v1::PREEMPT_POLICY_NONE}};
+      auto t = types.find(a.resv_type);
+      if (t == types.end()) return bad(Status::Errorf(Errc::kInval, "--resv-type: unknown type '{}'", a.resv_type));
+      auto p = policies.find(a.preempt);
+      if (p == policies.end()) return bad(Status::Errorf(Errc::kInval, "--preempt: choose holder, key or none"));
+      r.set_resv_type(t->second);
+      r.set_preempt_policy(p->second);
+      r.set_cntlid_min(a.cntlid_min);
+      r.set_cntlid_max(a.cntlid_max);
       v1::Nexus n;
       if (int rc = call(&v1::NexusService::Stub::CreateNexus, r, &n)) return rc;
       return nexus_reply(n);

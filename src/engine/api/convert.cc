@@ -319,6 +319,39 @@ Result<CreateNexusArgs> to_domain(const v1::CreateNexusRequest& r) {
   a.children.assign(r.children().begin(), r.children().end());
   if (a.children.empty()) return Status(Errc::kInval, "children: at least one child URI is required");
   a.persistence_key = r.persistence_key();
+  a.resv_key = r.resv_key();
+  switch (r.resv_type()) {
+    case v1::RESERVATION_TYPE_DEFAULT:
+    case v1::RESERVATION_TYPE_WRITE_EXCLUSIVE: a.resv_type = nvme::ResvType::kWriteExclusive; break;
+    case v1::RESERVATION_TYPE_EXCLUSIVE_ACCESS: a.resv_type = nvme::ResvType::kExclusiveAccess; break;
+    case v1::RESERVATION_TYPE_WRITE_EXCLUSIVE_REGISTRANTS_ONLY:
+      a.resv_type = nvme::ResvType::kWriteExclusiveRegsOnly;
+      break;
+    case v1::RESERVATION_TYPE_EXCLUSIVE_ACCESS_REGISTRANTS_ONLY:
+      a.resv_type = nvme::ResvType::kExclusiveAccessRegsOnly;
+      break;
+    default: return Status::Errorf(Errc::kInval, "resv_type: unknown reservation type {}", int(r.resv_type()));
+  }
+  switch (r.preempt_policy()) {
+    case v1::PREEMPT_POLICY_HOLDER: a.preempt = nexus::NexusOptions::Preempt::kHolder; break;
+    case v1::PREEMPT_POLICY_KEY: a.preempt = nexus::NexusOptions::Preempt::kKey; break;
+    case v1::PREEMPT_POLICY_NONE: a.preempt = nexus::NexusOptions::Preempt::kNone; break;
+    default: return Status::Errorf(Errc::kInval, "preempt_policy: unknown policy {}", int(r.preempt_policy()));
+  }
+  a.preempt_key = r.preempt_key();
+  if (a.preempt == nexus::NexusOptions::Preempt::kKey && a.preempt_key == 0) {
+    return Status(Errc::kInval, "preempt_key: required with the preempt policy 'key'");
+  }
+  if (a.resv_key == 0 && (r.resv_type() != v1::RESERVATION_TYPE_DEFAULT || a.preempt_key != 0)) {
+    return Status(Errc::kInval, "resv_key: required when a reservation type or preempt key is given");
+  }
+  if (r.cntlid_min() > 0xFFEF || r.cntlid_max() > 0xFFEF ||
+      (r.cntlid_min() && r.cntlid_max() && r.cntlid_min() > r.cntlid_max())) {
+    return Status::Errorf(Errc::kInval, "cntlid range {}..{} is invalid (1 <= min <= max <= 65519)", r.cntlid_min(),
+                          r.cntlid_max());
+  }
+  a.cntlid_min = uint16_t(r.cntlid_min());
+  a.cntlid_max = uint16_t(r.cntlid_max());
   return a;
 }
 
@@ -331,8 +364,8 @@ Result<PublishNexusArgs> to_domain(const v1::PublishNexusRequest& r) {
     return Status::Errorf(Errc::kInval, "cntlid range {}..{} is invalid (1 <= min <= max <= 65519)", r.cntlid_min(),
                           r.cntlid_max());
   }
-  a.cntlid_min = r.cntlid_min() ? uint16_t(r.cntlid_min()) : 1;
-  a.cntlid_max = r.cntlid_max() ? uint16_t(r.cntlid_max()) : 0xFFEF;
+  a.cntlid_min = uint16_t(r.cntlid_min());  // 0: the create's range, else the whole range
+  a.cntlid_max = uint16_t(r.cntlid_max());
   a.ana_state = r.ana_state();
   return a;
 }
@@ -413,6 +446,22 @@ void to_message(const NexusDesc& n, v1::Nexus* out) {
   out->set_cntlid_max(n.cntlid_max);
   out->set_ana_state(n.share ? n.ana_state : "");
   out->set_required_child_size(n.required_child_size);
+  out->set_resv_key(n.resv_key);
+  switch (n.resv_type) {
+    case nvme::ResvType::kExclusiveAccess: out->set_resv_type(v1::RESERVATION_TYPE_EXCLUSIVE_ACCESS); break;
+    case nvme::ResvType::kWriteExclusiveRegsOnly:
+      out->set_resv_type(v1::RESERVATION_TYPE_WRITE_EXCLUSIVE_REGISTRANTS_ONLY);
+      break;
+    case nvme::ResvType::kExclusiveAccessRegsOnly:
+      out->set_resv_type(v1::RESERVATION_TYPE_EXCLUSIVE_ACCESS_REGISTRANTS_ONLY);
+      break;
+    default: out->set_resv_type(v1::RESERVATION_TYPE_WRITE_EXCLUSIVE); break;
+  }
+  switch (n.preempt) {
+    case nexus::NexusOptions::Preempt::kKey: out->set_preempt_policy(v1::PREEMPT_POLICY_KEY); break;
+    case nexus::NexusOptions::Preempt::kNone: out->set_preempt_policy(v1::PREEMPT_POLICY_NONE); break;
+    default: out->set_preempt_policy(v1::PREEMPT_POLICY_HOLDER); break;
+  }
 }
 
 }  // namespace tern::engine::api

@@ -21,7 +21,7 @@ using namespace tern::nvme;
 std::string default_host_nqn() {
   char h[256] = {};
   gethostname(h, sizeof(h) - 1);
-  return std::string("nqn.2019-05.io.openebs:node-name:") + h;
+  return std::string("nqn.2026-11.io.tern:node-name:") + h;
 }
 
 std::array<uint8_t, 16> host_id_for(const std::string& hostnqn) {

@@ -30,7 +30,7 @@ Task<Result<PassthruReply>> io_passthru(Bdev& dev, nvme::Sqe sqe, std::vector<ui
 // Adds the nvmf:// (and nvmf+tcp://) scheme to `registry`.
 void register_nvmf_backend(BdevRegistry& registry);
 
-// The host NQN used when none is given: nqn.2019-05.io.openebs:node-name:<hostname>.
+// The host NQN used when none is given: nqn.2026-11.io.tern:node-name:<hostname>.
 std::string default_host_nqn();
 // A stable 128-bit host identifier derived from a host NQN.
 std::array<uint8_t, 16> host_id_for(const std::string& hostnqn);

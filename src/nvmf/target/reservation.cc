@@ -2,6 +2,7 @@
 // (release / clear) and Report, with all six reservation types. State lives on the primary reactor in
 // the namespace; the I/O path sees it through the subsystem view and enforces it per command.
 #include <cstring>
+#include <optional>
 
 #include "common/log.h"
 #include "nvmf/target/controller.h"
@@ -35,11 +36,38 @@ constexpr uint8_t kNoticeReservationPreempted = 3;
 
 AdminResult Target::reservation_command(Subsystem* s, Controller* ctrl, const Sqe& sqe, std::vector<uint8_t> data,
                                         uint32_t xfer_len) {
+  return reservation_command_as(s, ctrl, ctrl->hostid(), sqe, std::move(data), xfer_len);
+}
+
+Result<AdminResult> Target::local_reservation_command(const std::string& bdev, const std::array<uint8_t, 16>& hostid,
+                                                      const Sqe& sqe, const std::vector<uint8_t>& data,
+                                                      uint32_t xfer_len) {
+  std::optional<AdminResult> first;
+  for (auto& [nqn, s] : subsystems_) {
+    for (auto& [nsid, ns] : s->namespaces()) {
+      if (!ns.desc || ns.desc->bdev().name() != bdev) continue;
+      Sqe c = sqe;
+      c.nsid = nsid;
+      AdminResult r = reservation_command_as(s.get(), nullptr, hostid, c, data, xfer_len);
+      if (!first) first = std::move(r);
+    }
+  }
+  if (!first) return Status::Errorf(Errc::kNoEnt, "no namespace exposes device '{}'", bdev);
+  return std::move(*first);
+}
+
+void Target::watch_local_reservation(const std::string& bdev, const std::array<uint8_t, 16>& hostid,
+                                     std::function<void()> fenced) {
+  std::erase_if(local_resv_watches_, [&](const LocalResvWatch& w) { return w.bdev == bdev && w.hostid == hostid; });
+  if (fenced) local_resv_watches_.push_back({bdev, hostid, std::move(fenced)});
+}
+
+AdminResult Target::reservation_command_as(Subsystem* s, Controller* ctrl, const std::array<uint8_t, 16>& me,
+                                           const Sqe& sqe, std::vector<uint8_t> data, uint32_t xfer_len) {
   const uint32_t nsid = sqe.nsid;
   Subsystem::Namespace* ns = s->ns(nsid);
   if (!ns) return status_only(CmdStatus::Generic(sc::kInvalidNamespace));
   Reservation& rv = ns->resv;
-  const auto& me = ctrl->hostid();
   const uint32_t cdw10 = sqe.cdw10;
   const uint8_t action = uint8_t(cdw10 & 7);
   const bool iekey = cdw10 & (1u << 3);
@@ -53,6 +81,10 @@ AdminResult Target::reservation_command(Subsystem* s, Controller* ctrl, const Sq
   auto notify = [&](const std::array<uint8_t, 16>& host, uint8_t type) {
     for (Controller* c : s->controllers())
       if (c->hostid() == host && c != ctrl) c->reservation_notice(type, nsid);
+    // A local host (a nexus's local child) loses its registration or the reservation: it is fenced.
+    if (type == kNoticeReservationReleased || host == me || !ns->desc) return;
+    for (auto& w : local_resv_watches_)
+      if (w.hostid == host && w.bdev == ns->desc->bdev().name() && w.fenced) w.fenced();
   };
   auto holds = [&](const std::array<uint8_t, 16>& id) {
     if (!rv.held()) return false;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -157,6 +158,20 @@ class Target {
   // `xfer_len` is the command's data transfer length (its SGL).
   AdminResult reservation_command(Subsystem* s, Controller* ctrl, const nvme::Sqe& sqe, std::vector<uint8_t> data,
                                   uint32_t xfer_len);
+
+  // --- reservations of hosts on this node that reach a namespace's device directly (a nexus's local
+  // child): they take part in the namespace's reservations as a connected host with `hostid` would, so a
+  // nexus elsewhere cannot keep writing the device over the network once a local nexus took it over
+  // (primary reactor) ---
+  // Runs a Reservation Register/Acquire/Release/Report on every namespace exposing device `bdev`; the
+  // first one's answer is returned. kNoEnt when no namespace exposes the device.
+  Result<AdminResult> local_reservation_command(const std::string& bdev, const std::array<uint8_t, 16>& hostid,
+                                                const nvme::Sqe& sqe, const std::vector<uint8_t>& data,
+                                                uint32_t xfer_len);
+  // `fenced` runs (primary reactor) when another host removes `hostid`'s registration or takes its
+  // reservation on a namespace exposing `bdev`. One per (bdev, hostid); an empty function removes it.
+  void watch_local_reservation(const std::string& bdev, const std::array<uint8_t, 16>& hostid,
+                               std::function<void()> fenced);
   ReactorSlice& slice(unsigned reactor) { return slices_[reactor]; }
   uint64_t discovery_genctr() const { return discovery_genctr_; }
   void bump_discovery_genctr();
@@ -183,6 +198,14 @@ class Target {
   std::vector<ReactorSlice> slices_;
   std::map<ListenAddr, std::unique_ptr<net::TcpListener>> listeners_;
   std::map<std::string, std::unique_ptr<Subsystem>, std::less<>> subsystems_;
+  struct LocalResvWatch {
+    std::string bdev;
+    std::array<uint8_t, 16> hostid;
+    std::function<void()> fenced;
+  };
+  std::vector<LocalResvWatch> local_resv_watches_;
+  AdminResult reservation_command_as(Subsystem* s, Controller* ctrl, const std::array<uint8_t, 16>& me,
+                                     const nvme::Sqe& sqe, std::vector<uint8_t> data, uint32_t xfer_len);
   std::unique_ptr<Subsystem> discovery_;
   std::vector<Controller*> controllers_;
   uint64_t discovery_genctr_ = 1;
