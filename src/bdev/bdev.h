@@ -97,6 +97,9 @@ class Bdev {
   virtual Result<uint64_t> rescan() {
     return Status::Errorf(Errc::kNotSup, "device '{}' cannot change its size", props_.name);
   }
+  // rescan() for devices that must ask someone (a remote controller): the same contract, awaited.
+  // Primary reactor.
+  virtual Task<Result<uint64_t>> rescan_async() { co_return rescan(); }
   // The number of blocks, read atomically (it may grow by rescan() while requests run).
   uint64_t num_blocks() const {
     return std::atomic_ref<uint64_t>(const_cast<uint64_t&>(props_.num_blocks)).load(std::memory_order_relaxed);

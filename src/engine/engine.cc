@@ -61,7 +61,8 @@ Task<Status> Engine::start() {
   }
   nexuses_ = std::make_unique<NexusManager>(registry_, *target_, *shares_, ep.nvmf, store_.get(),
                                             opts_.node_name.empty() ? nvmf::default_host_nqn()
-                                                                    : kNodeNqnPrefix + opts_.node_name);
+                                                                    : kNodeNqnPrefix + opts_.node_name,
+                                            opts_.nexus_persist_timeout_ms * 1'000'000ull);
   co_return co_await pools_->start(opts_.pools);
 }
 

@@ -24,13 +24,14 @@ void TargetReservations::watch(const std::string& device, const std::array<uint8
 }
 
 NexusManager::NexusManager(BdevRegistry& registry, nvmf::Target& target, Shares& shares, nvmf::ListenAddr listener,
-                           nexus::RecordStore* store, std::string host_nqn)
+                           nexus::RecordStore* store, std::string host_nqn, uint64_t persist_timeout_ns)
     : registry_(registry),
       target_(target),
       shares_(shares),
       listener_(std::move(listener)),
       store_(store),
-      host_nqn_(std::move(host_nqn)) {}
+      host_nqn_(std::move(host_nqn)),
+      persist_timeout_ns_(persist_timeout_ns) {}
 
 bool NexusManager::is_nexus(const std::string& device) const {
   auto u = Uuid::Parse(device);
@@ -99,6 +100,7 @@ Task<Result<NexusDesc>> NexusManager::create(CreateNexusArgs args) {
   o.preempt = args.preempt;
   o.preempt_key = args.preempt_key;
   o.host_nqn = host_nqn_;
+  o.persist_timeout_ns = persist_timeout_ns_;
   o.local_resv = &local_resv_;
   auto nx = co_await nexus::Nexus::Create(registry_, o, store_);
   if (!nx.ok()) co_return nx.status();
@@ -200,6 +202,7 @@ Task<Result<NexusDesc>> NexusManager::publish(Uuid uuid, PublishNexusArgs args) 
   so.cntlid_min = args.cntlid_min;
   so.cntlid_max = args.cntlid_max;
   so.model = "tern volume";
+  so.ana = ana;
   const std::string id = uuid.ToString();  // named: no temporaries inside a co_await (GCC 12)
   auto r = co_await shares_.share(dev, id, args.protocol, args.allowed_hosts, so);
   if (!r.ok()) co_return r.status();
@@ -208,6 +211,16 @@ Task<Result<NexusDesc>> NexusManager::publish(Uuid uuid, PublishNexusArgs args) 
     if (!st.ok()) co_return st;
   }
   e->published = args;
+  co_return co_await describe(*e);
+}
+
+Task<Result<NexusDesc>> NexusManager::resize(Uuid uuid, uint64_t bytes) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  if (bytes == 0) co_return Status(Errc::kInval, "size: required (bytes)");
+  TERN_CO_RETURN_IF_ERROR(co_await e->nx->resize(bytes));
+  e->args.size = bytes;  // a create repeated with the new size is this nexus
+  // (A published namespace tells its hosts by itself: the target hears the nexus's kResized event.)
   co_return co_await describe(*e);
 }
 

@@ -72,10 +72,12 @@ class NexusManager {
   // `host_nqn`: the NQN this node's nexuses connect to remote children as (reservations tell nexuses of
   // different nodes apart by it).
   NexusManager(BdevRegistry& registry, nvmf::Target& target, Shares& shares, nvmf::ListenAddr listener,
-               nexus::RecordStore* store, std::string host_nqn);
+               nexus::RecordStore* store, std::string host_nqn, uint64_t persist_timeout_ns);
 
   Task<Result<NexusDesc>> create(CreateNexusArgs args);
   Task<Status> destroy(Uuid uuid);
+  // Grows the nexus (its children grew first); a published namespace tells its hosts.
+  Task<Result<NexusDesc>> resize(Uuid uuid, uint64_t bytes);
   Task<Result<NexusDesc>> shutdown(Uuid uuid);
   Task<std::vector<NexusDesc>> list(std::optional<Uuid> uuid);
   Task<Result<NexusDesc>> add_child(Uuid uuid, std::string uri);
@@ -108,6 +110,7 @@ class NexusManager {
   nvmf::ListenAddr listener_;
   nexus::RecordStore* store_;
   std::string host_nqn_;
+  uint64_t persist_timeout_ns_;
   TargetReservations local_resv_{target_};
   std::map<Uuid, Entry> nexuses_;
   AsyncMutex mu_;

@@ -33,6 +33,9 @@ struct EngineOptions {
   // nexuses with a persistence key are refused).
   std::string etcd;
   uint64_t etcd_timeout_ms = 5000;  // each etcd request
+  // How long a nexus keeps retrying a record write (a child's retire) with host I/O held before it shuts
+  // itself down rather than acknowledge what it could not record.
+  uint64_t nexus_persist_timeout_ms = 30000;
   std::string log_level = "info";
   std::string log_format = "text";         // text | json
 };

@@ -117,9 +117,9 @@ Task<Result<ReplicaInfo>> PoolManager::resize_replica(ReplicaRef ref, uint64_t s
   if (size == 0) co_return Status(Errc::kInval, "size: required");
   TERN_CO_ASSIGN_OR_RETURN(Locked l, co_await lock_object(ref));
   std::string dev = l.meta.uuid.ToString();
-  if (shares_.find(dev)) {
-    co_return Status::Errorf(Errc::kBusy, "'{}' is shared; unshare it before resizing (hosts see a fixed size)",
-                             l.meta.name);
+  // A shared replica can grow (its hosts see a namespace change); shrinking under hosts is refused.
+  if (shares_.find(dev) && size < l.meta.size) {
+    co_return Status::Errorf(Errc::kBusy, "'{}' is shared; unshare it before shrinking it", l.meta.name);
   }
   auto m = co_await l.entry->pool->ResizeReplica(l.meta.uuid, size, allow_shrink);
   if (!m.ok()) co_return m.status();

@@ -74,6 +74,14 @@ Task<Result<ShareInfo>> Shares::share(std::string device, std::string id, ShareP
   cfg.listeners = {ep_.nvmf};
   auto sub = target_.create_subsystem(cfg);
   if (!sub.ok()) co_return sub.status();
+  if (opts.ana) {
+    // Before any connection is served (nothing awaited since the subsystem appeared).
+    Status st = target_.set_ana_state(cfg.nqn, ep_.nvmf, 1, *opts.ana);
+    if (!st.ok()) {
+      (void)co_await target_.delete_subsystem(cfg.nqn);
+      co_return st;
+    }
+  }
   auto ns = target_.add_namespace(cfg.nqn, device, 1);
   if (!ns.ok()) {
     Status undo = co_await target_.delete_subsystem(cfg.nqn);

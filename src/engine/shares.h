@@ -11,6 +11,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,9 @@ struct ShareOptions {
   uint16_t cntlid_min = 1;
   uint16_t cntlid_max = 0xFFEF;
   const char* model = "tern volume";
+  // NVMe/TCP: the ANA state of the namespace's group on our listener from the first connection on (a
+  // standby path must never be seen optimized, not even briefly). Empty: optimized.
+  std::optional<nvme::AnaState> ana;
 };
 
 struct ShareEndpoints {

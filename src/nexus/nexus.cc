@@ -382,6 +382,7 @@ Task<Status> Nexus::fence(Child& c) {
   }
   ResvStatusExtHeader h;
   std::memcpy(&h, rep->data.data(), sizeof(h));
+  const std::array<uint8_t, 16> me = host_id();
   bool held = h.rtype != 0, ours = false;
   uint64_t holder_key = 0;
   for (uint16_t i = 0; i < uint16_t(h.regctl); ++i) {
@@ -391,7 +392,8 @@ Task<Status> Nexus::fence(Child& c) {
     std::memcpy(&e, rep->data.data() + off, sizeof(e));
     if (e.rcsts & 1) {
       holder_key = e.rkey;
-      ours = holder_key == opts_.resv_key;
+      // Ours: our key *and* our host (another node's nexus given the same key is not us).
+      ours = holder_key == opts_.resv_key && std::memcmp(e.hostid, me.data(), 16) == 0;
     }
   }
   if (held && ours && ResvType(h.rtype) == opts_.resv_type) {
@@ -456,13 +458,14 @@ void Nexus::fence_shutdown(std::string who) {
   }(this, std::move(who)));
 }
 
-Task<Status> Nexus::write_label(Child& c, bool in_sync) {
+Task<Status> Nexus::write_label(Child& c, bool in_sync, const Layout* at_layout) {
+  const Layout& layout = at_layout ? *at_layout : layout_;
   auto ch = ChannelRef::Get(*c.desc);
   if (!ch.ok()) co_return ch.status();
-  const uint32_t bs = layout_.block_size;
+  const uint32_t bs = layout.block_size;
   const uint64_t nb = Layout::kLabelSize / bs;
   AlignedBuffer buf(2 * Layout::kLabelSize, 4096);
-  Errc e = co_await ch->read(buf.data(), layout_.label_a / bs, 2 * nb);
+  Errc e = co_await ch->read(buf.data(), layout.label_a / bs, 2 * nb);
   if (e != Errc::kOk) co_return Status::Errorf(e, "child {}: reading its labels failed: {}", c.uri, errc_describe(e));
   auto a = ChildLabel::Decode(buf.data(), fmt::format("child {} label A", c.uri));
   auto b = ChildLabel::Decode(buf.data() + Layout::kLabelSize, fmt::format("child {} label B", c.uri));
@@ -488,16 +491,16 @@ Task<Status> Nexus::write_label(Child& c, bool in_sync) {
   l.sequence = seq + 1;
   l.nexus = opts_.uuid;
   l.child = c.uuid;
-  l.volume_bytes = layout_.volume_bytes;
+  l.volume_bytes = layout.volume_bytes;
   l.block_size = bs;
-  l.meta_offset = layout_.meta_offset;
-  l.meta_bytes = layout_.meta_bytes;
+  l.meta_offset = layout.meta_offset;
+  l.meta_bytes = layout.meta_bytes;
   l.in_sync = in_sync;
   l.written_ns = wall_clock_ns();
   l.Encode(buf.data());
   // The slot not holding the newest copy: a torn write leaves the other one intact.
   const bool to_a = !(a.ok() && newest_a);
-  const uint64_t at = (to_a ? layout_.label_a : layout_.label_b) / bs;
+  const uint64_t at = (to_a ? layout.label_a : layout.label_b) / bs;
   e = co_await ch->write(buf.data(), at, nb, /*fua=*/true);
   if (e != Errc::kOk) co_return Status::Errorf(e, "child {}: writing its label failed: {}", c.uri, errc_describe(e));
   c.label_seq = l.sequence;
@@ -781,6 +784,70 @@ Task<Status> Nexus::add_child(std::string uri) {
     co_return st;
   }
   TLOG_INFO("nexus", "nexus {}: child {} added (out of sync)", name(), uri);
+  co_return Status::Ok();
+}
+
+Task<Status> Nexus::resize(uint64_t new_bytes) {
+  auto g = co_await ops_mu_.lock();
+  if (shutdown_.load() || shutting_down_) co_return Status::Errorf(Errc::kShutdown, "nexus {} is shut down", name());
+  const uint32_t bs = layout_.block_size;
+  if (new_bytes == layout_.volume_bytes) co_return Status::Ok();
+  if (new_bytes < layout_.volume_bytes) {
+    co_return Status::Errorf(Errc::kInval, "nexus {} holds {} bytes; shrinking to {} is not supported", name(),
+                             layout_.volume_bytes, new_bytes);
+  }
+  auto nl = Layout::For(new_bytes, bs);
+  if (!nl.ok()) co_return nl.status();
+  for (auto& c : children_) {
+    if (c->state != ChildState::kOnline || c->sync != SyncState::kSynced || !c->desc) {
+      co_return Status::Errorf(Errc::kBusy, "child {} of nexus {} is {} ({}): every child must be online and in sync to "
+                               "resize; rebuild or remove it first",
+                               c->uri, name(), child_state_name(c->state), sync_state_name(c->sync));
+    }
+  }
+  // Every child must have grown already (a remote one's controller is asked for its size now).
+  for (auto& c : children_) {
+    Bdev& b = c->desc->bdev();
+    auto sz = co_await b.rescan_async();
+    if (!sz.ok() && sz.status().code() != Errc::kNotSup) co_return sz.status().WithContext(fmt::format("child {}", c->uri));
+    const uint64_t have = b.num_blocks() * bs;
+    if (have < nl->required_child_bytes()) {
+      co_return Status::Errorf(Errc::kNoSpc, "child {} holds {} bytes; a {}-byte volume needs {} bytes on every child: grow "
+                               "the replica first",
+                               c->uri, have, new_bytes, nl->required_child_bytes());
+    }
+  }
+  // 1. Labels in the new region (beyond the current volume: no host I/O reaches it). A crash here leaves
+  //    the old labels in place: the volume opens at either size.
+  for (auto& c : children_) {
+    Status st = co_await write_label(*c, true, &*nl);
+    if (!st.ok()) co_return st.WithContext("resize");
+  }
+  // 2. The old region becomes volume space: zeroed, so the host never reads our metadata as data.
+  const uint64_t zero_from = layout_.volume_bytes;
+  const uint64_t zero_to = std::min(new_bytes, layout_.meta_offset + layout_.meta_bytes);
+  if (zero_to > zero_from) {
+    AlignedBuffer zeros(kMiB, 4096);
+    std::memset(zeros.data(), 0, kMiB);
+    for (auto& c : children_) {
+      auto ch = ChannelRef::Get(*c->desc);
+      if (!ch.ok()) co_return ch.status();
+      for (uint64_t off = zero_from; off < zero_to;) {
+        const uint64_t n = std::min<uint64_t>(kMiB, zero_to - off);
+        Errc e = co_await ch->write(zeros.data(), off / bs, n / bs, /*fua=*/true);
+        if (e != Errc::kOk) {
+          co_return Status::Errorf(e, "resize: child {}: zeroing the old metadata region failed: {}", c->uri,
+                                   errc_describe(e));
+        }
+        off += n;
+      }
+    }
+  }
+  // 3. The new size for every request submitted from now on; holders hear of it.
+  const uint64_t old_bytes = layout_.volume_bytes;
+  layout_ = *nl;
+  grow_to(new_bytes / bs);
+  TLOG_INFO("nexus", "nexus {} grew from {} to {} bytes", name(), old_bytes, new_bytes);
   co_return Status::Ok();
 }
 

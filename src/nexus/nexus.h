@@ -150,6 +150,15 @@ class Nexus final : public Bdev {
   Task<Status> fault_child(Uuid child, FaultReason reason);
   // Opens a faulted or closed child again; it comes back out of sync.
   Task<Status> online_child(Uuid child);
+  // Grows the volume to `new_bytes` after every child grew (each must hold the new volume plus the
+  // metadata region; remote children's sizes are re-read from their controllers). The metadata region
+  // moves to after the new end: labels are written there first, then the old region (now volume space)
+  // is zeroed, then the size grows and holders (the NVMe/TCP target: a namespace change for hosts) get
+  // kResized. Every child must be online and in sync (a dirty-region log is sized for one volume size).
+  // The same size again: OK. Smaller: kInval.
+  Task<Status> resize(uint64_t new_bytes);
+  // The nexus's own size (the target's rescan of a namespace asks): growing is resize()'s job.
+  Result<uint64_t> rescan() override { return num_blocks() * props().block_size; }
 
   // Holds all I/O (hosts wait rather than see errors), closes the children, writes clean_shutdown.
   // Idempotent once done; the device stays until destroyed.
@@ -175,7 +184,8 @@ class Nexus final : public Bdev {
 
   // Opening and labelling a child.
   Task<Result<std::unique_ptr<Child>>> open_child(const std::string& uri, bool creating);
-  Task<Status> write_label(Child& c, bool in_sync);
+  // Writes the child's label (in `at`'s metadata region; default: the current layout).
+  Task<Status> write_label(Child& c, bool in_sync, const Layout* at = nullptr);
   // Registers our key on a child and acquires (or preempts) its reservation: remote children over their
   // NVMe/TCP connection, local ones through the node's target (opts_.local_resv).
   Task<Status> fence(Child& c);

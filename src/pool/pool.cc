@@ -834,6 +834,22 @@ Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool all
   if (size == 0 || size % 4096) {
     co_return Status::Errorf(Errc::kInval, "size {} is not a positive multiple of 4096", size);
   }
+  // Growing a replica in use (a nexus's child, a shared namespace): its requests are held while the map
+  // grows, then it grows under them. Paused before the metadata lock: a write in flight may need it.
+  std::shared_ptr<ReplicaShared> sh;
+  if (auto it = shared_.find(uuid); it != shared_.end()) {
+    const ReplicaMeta* r = state_->find(uuid);
+    if (r && size > r->size) sh = it->second;
+  }
+  if (!sh) co_return co_await resize_replica(uuid, size, allow_shrink, nullptr);
+  co_await replica_pause(sh);
+  auto m = co_await resize_replica(uuid, size, allow_shrink, sh);
+  co_await replica_resume(sh);
+  co_return m;
+}
+
+Task<Result<ReplicaMeta>> Pool::resize_replica(Uuid uuid, uint64_t size, bool allow_shrink,
+                                               std::shared_ptr<ReplicaShared> online) {
   const uint64_t cs = sb_.cluster_size;
   for (;;) {
     if (!desc_) co_return Status::Errorf(Errc::kBadF, "pool '{}' is closed", sb_.name);
@@ -850,8 +866,9 @@ Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool all
                            "(allow shrink) if that is meant", r->name, r->size, size);
     } else if (size > r->size && !metadata_room(4 * ((size - r->size) / cs + 1)).ok()) {
       bad = metadata_room(4 * ((size - r->size) / cs + 1));
-    } else if (Bdev* b = reg_.find(uuid.ToString()); b && b->open_count() > 0) {
-      bad = Status::Errorf(Errc::kBusy, "replica '{}' is open (shared or in use); unshare it before resizing", r->name);
+    } else if (Bdev* b = reg_.find(uuid.ToString()); b && b->open_count() > 0 && !(online && size > r->size)) {
+      bad = Status::Errorf(Errc::kBusy, "replica '{}' is open (shared or in use); only growing is possible while it is",
+                           r->name);
     } else {
       bad = refuse_if_failed();
     }
@@ -876,7 +893,8 @@ Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool all
       }
       tail_pc = e;
     }
-    const bool was_exposed = shared_.count(uuid) != 0;
+    // Online (paused): the device stays; its map and size grow below.
+    const bool was_exposed = !online && shared_.count(uuid) != 0;
     if (was_exposed) {
       const std::optional<Uuid> only = uuid;
       Status u = co_await unexpose(only);
@@ -907,6 +925,11 @@ Task<Result<ReplicaMeta>> Pool::ResizeReplica(Uuid uuid, uint64_t size, bool all
     }
     std::optional<ReplicaMeta> now;
     if (s.ok()) now = *state_->find(uuid);
+    if (s.ok() && online) {
+      if (Bdev* b = reg_.find(uuid.ToString()); b && shared_.count(uuid) && shared_[uuid] == online) {
+        replica_grow(*b, online, state_->resolve_all(uuid), size / b->props().block_size);
+      }
+    }
     if (was_exposed) {
       auto b = ExposeReplica(uuid);
       if (!b.ok() && s.ok()) s = b.status();

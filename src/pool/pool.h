@@ -117,8 +117,9 @@ class Pool {
   Task<Result<ReplicaMeta>> CreateClone(Uuid snapshot, ReplicaCreateOptions opts);
   // New size (a multiple of 4096). Shrinking frees the clusters past the end and needs `allow_shrink`
   // (kInval without it: data past the end is lost). A thick replica reserves its grown clusters (kNoSpc).
-  // Growing makes the new range read zeros. kBusy while the replica's bdev is open (the size of an open
-  // device does not change under its users); kInval for a snapshot.
+  // Growing makes the new range read zeros. An open replica (a nexus's child, a shared namespace) can
+  // only grow: its requests are held while the map grows, then its device grows under its users (they
+  // get kResized). Shrinking an open one: kBusy. kInval for a snapshot.
   Task<Result<ReplicaMeta>> ResizeReplica(Uuid uuid, uint64_t size, bool allow_shrink);
   // Sets a property of a replica, snapshot or clone (an empty value removes it); durable on return.
   // kInval for a bad name or value (PoolState::ValidateProperty), kNoSpc past 4 KiB per object.
@@ -148,6 +149,8 @@ class Pool {
   const std::string& repair_note() const { return repair_note_; }
 
  private:
+  Task<Result<ReplicaMeta>> resize_replica(Uuid uuid, uint64_t size, bool allow_shrink,
+                                           std::shared_ptr<struct ReplicaShared> online);
   Pool(BdevRegistry& reg, std::string device, std::unique_ptr<BdevDesc> desc)
       : reg_(reg), device_(std::move(device)), desc_(std::move(desc)) {}
   // Writes the superblock: backup, flush, primary, flush — so a cut leaves at least one good copy.

@@ -31,6 +31,7 @@ constexpr uint32_t kInherited = PoolState::kInheritedBit;
 
 class ReplicaBdev final : public Bdev {
  public:
+  void grow(uint64_t num_blocks) { grow_to(num_blocks); }
   ReplicaBdev(BdevProps p, std::shared_ptr<BdevDesc> dev, std::shared_ptr<ReplicaShared> shared,
               uint64_t cluster_blocks, uint64_t data_off)
       : Bdev(std::move(p)), dev_(std::move(dev)), shared_(std::move(shared)), cluster_blocks_(cluster_blocks),
@@ -246,6 +247,17 @@ Task<void> replica_resume(std::shared_ptr<ReplicaShared> shared) {
     co_return;
   });
   shared->draining = false;
+}
+
+void replica_grow(Bdev& replica, std::shared_ptr<ReplicaShared> shared, const std::vector<uint32_t>& resolved,
+                  uint64_t num_blocks) {
+  TERN_CHECK(shared->paused.load(), "replica_grow outside a pause");
+  auto map = std::make_unique<std::atomic<uint32_t>[]>(resolved.size());
+  for (size_t i = 0; i < resolved.size(); ++i) map[i].store(resolved[i], std::memory_order_relaxed);
+  // Paused and drained: no reactor reads the map until replica_resume (its stores release this).
+  shared->map = std::move(map);
+  shared->clusters = resolved.size();
+  static_cast<ReplicaBdev&>(replica).grow(num_blocks);
 }
 
 }  // namespace tern::pool

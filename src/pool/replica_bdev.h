@@ -60,5 +60,10 @@ Task<void> replica_drain(std::shared_ptr<ReplicaShared> shared);
 // ones. Between the two the pool may change what the map means (a snapshot).
 Task<void> replica_pause(std::shared_ptr<ReplicaShared> shared);
 Task<void> replica_resume(std::shared_ptr<ReplicaShared> shared);
+// Between replica_pause and replica_resume: the replica grew to `clusters` clusters and `num_blocks`
+// blocks. Swaps in a map of the new length (`resolved`: its entries) and grows the device (holders get
+// kResized: a target tells its hosts).
+void replica_grow(Bdev& replica, std::shared_ptr<ReplicaShared> shared, const std::vector<uint32_t>& resolved,
+                  uint64_t num_blocks);
 
 }  // namespace tern::pool

@@ -172,10 +172,13 @@ def test_replica_list_filters_resize_and_stats(node, pb):
     s = api.ResizeReplica(R.ResizeReplicaRequest(replica=R.ReplicaRef(name="b"), size=4 * MiB, allow_shrink=True),
                           timeout=60)
     assert s.size == 4 * MiB
-    # Shared: resize refused (hosts see a fixed size).
+    # Shared: grows under its hosts (a namespace change for them); shrinking is refused.
     api.ShareReplica(R.ShareReplicaRequest(replica=R.ReplicaRef(name="a"), protocol=pb.common_pb2.SHARE_PROTOCOL_NVMF),
                      timeout=60)
-    c, msg = code_of(api.ResizeReplica, R.ResizeReplicaRequest(replica=R.ReplicaRef(name="a"), size=16 * MiB))
+    assert api.ResizeReplica(R.ResizeReplicaRequest(replica=R.ReplicaRef(name="a"), size=16 * MiB),
+                             timeout=60).size == 16 * MiB
+    c, msg = code_of(api.ResizeReplica, R.ResizeReplicaRequest(replica=R.ReplicaRef(name="a"), size=8 * MiB,
+                                                                allow_shrink=True))
     assert c == grpc.StatusCode.FAILED_PRECONDITION and "shared" in msg
     # Stats move with I/O.
     T = pb.test_pb2
@@ -434,7 +437,7 @@ def test_cli_walkthrough_and_exit_codes(node, scratch):
         (["replica", "create", "x", "--pool", "p0", "--size", "1000"], 9, "size"),
         (["replica", "create", "x", "--pool", "p0", "--size", "12parsecs"], 2, "size"),
         (["replica", "create", "huge", "--pool", "p0", "--size", "10GiB"], 6, "free cluster"),
-        (["replica", "resize", "vol", "32MiB"], 5, "shared"),
+        (["replica", "resize", "vol", "4MiB", "--allow-shrink"], 5, "shared"),
         (["pool", "create", "p1"], 2, "disk"),
     ]
     for args, rc, words in cases:

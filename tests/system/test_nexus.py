@@ -275,3 +275,38 @@ def test_a_newer_nexus_fences_the_older_one(cluster, pb):
         assert verify(e, pb, r, 9, 0, 4 * MiB).ok
     engines[0].api.nexus.DestroyNexus(N.NexusRef(uuid=vol), timeout=60)
     engines[1].api.nexus.DestroyNexus(N.NexusRef(uuid=vol), timeout=60)
+
+
+def test_resize_after_the_children_grew(cluster, pb):
+    """Grow a published volume with a local and a remote child: refused until every replica grew (the
+    remote one's size is read from its controller), then the volume and everything written stay whole."""
+    etcd, engines = cluster
+    R, N = pb.replica_pb2, pb.nexus_pb2
+    vol, reps, nx = make_volume(cluster, pb, children=2)
+    engines[0].api.nexus.PublishNexus(N.PublishNexusRequest(uuid=vol), timeout=60)
+    pattern(engines[0], pb, vol, 4)
+    big = 2 * VOL
+    with pytest.raises(grpc.RpcError) as ei:
+        engines[0].api.nexus.ResizeNexus(N.ResizeNexusRequest(uuid=vol, size=big), timeout=60)
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "grow the replica" in ei.value.details()
+    for i, r in enumerate(reps):
+        engines[i].api.replica.ResizeReplica(R.ResizeReplicaRequest(
+            replica=R.ReplicaRef(uuid=r), size=required_child_bytes(big)), timeout=60)
+    with pytest.raises(grpc.RpcError) as ei:
+        engines[0].api.nexus.ResizeNexus(N.ResizeNexusRequest(uuid=vol, size=VOL // 2), timeout=60)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    n = engines[0].api.nexus.ResizeNexus(N.ResizeNexusRequest(uuid=vol, size=big), timeout=60)
+    assert n.size == big and n.required_child_size == required_child_bytes(big)
+    assert engines[0].api.nexus.ResizeNexus(N.ResizeNexusRequest(uuid=vol, size=big), timeout=60).size == big
+    # What was written is there; the grown part takes writes on every child.
+    assert verify(engines[0], pb, vol, 4).ok
+    pattern(engines[0], pb, vol, 5, VOL, VOL)
+    for i, r in enumerate(reps):
+        assert verify(engines[i], pb, r, 4).ok
+        assert verify(engines[i], pb, r, 5, VOL, VOL).ok
+    # A create repeated with the new size is this nexus.
+    again = engines[0].api.nexus.CreateNexus(N.CreateNexusRequest(
+        uuid=vol, size=big, children=[c.uri for c in nx.children],
+        persistence_key=f"/tern/test/volume/{vol}/nexus"), timeout=60)
+    assert again.size == big
+    destroy(cluster, pb, vol)

@@ -126,6 +126,11 @@ Result<EngineOptions> parse_flags(int argc, char** argv, int* exit_code) {
       ->envname(env("ETCD"));
   app.add_option("--etcd-timeout-ms", o.etcd_timeout_ms, "Time limit of each etcd request")
       ->envname(env("ETCD_TIMEOUT_MS"))->capture_default_str();
+  app.add_option("--nexus-persist-timeout-ms", o.nexus_persist_timeout_ms,
+                 "How long a nexus holds host I/O while its record (a child's retire) cannot be written to etcd, "
+                 "before it shuts itself down rather than acknowledge what it could not record")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t(100), uint64_t(3'600'000)));
   app.add_option("--log-level", o.log_level, "Log level, or per module: info,nvmf=debug,engine=trace")
       ->envname(env("LOG_LEVEL"))->capture_default_str();
   app.add_option("--log-format", o.log_format, "Log format")

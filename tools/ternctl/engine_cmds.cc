@@ -998,6 +998,22 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
       };
     });
   }
+  auto* rs = nx->add_subcommand("resize", "Grow the volume after every child grew (each must hold the new "
+                                          "required_child_size); hosts on NVMe/TCP see a namespace change");
+  rs->add_option("uuid", a.uuid, "The nexus UUID")->required();
+  rs->add_option("--size", a.size, "The new volume size (20GiB, 21474836480)")->required();
+  rs->callback([run] {
+    *run = [] {
+      v1::ResizeNexusRequest r;
+      r.set_uuid(a.uuid);
+      auto size = size_arg(a.size);
+      if (!size.ok()) return bad(size.status());
+      r.set_size(*size);
+      v1::Nexus n;
+      if (int rc = call(&v1::NexusService::Stub::ResizeNexus, r, &n)) return rc;
+      return nexus_reply(n);
+    };
+  });
   auto* add = nx->add_subcommand("add-child", "Add a child (it joins out of sync: written, not read, until rebuilt)");
   add->add_option("uuid", a.uuid, "The nexus UUID")->required();
   add->add_option("uri", a.uri, "The child's URI, with ?uuid=")->required();

@@ -365,6 +365,11 @@ class NexusApi final : public v1::NexusService::Service {
     if (!u.ok()) return reply(u.status());
     return reply(on_primary(e_, [&] { return e_.nexuses().set_ana_state(*u, r->ana_state()); }), out);
   }
+  GStatus ResizeNexus(ServerContext*, const v1::ResizeNexusRequest* r, v1::Nexus* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    if (!u.ok()) return reply(u.status());
+    return reply(on_primary(e_, [&] { return e_.nexuses().resize(*u, r->size()); }), out);
+  }
 
  private:
   Engine& e_;

@@ -323,6 +323,32 @@ class NvmfBdev final : public Bdev {
     }
   }
 
+  // The namespace grew on the target (a replica resized): Identify Namespace, and take the larger size.
+  Task<Result<uint64_t>> rescan_async() override {
+    if (!admin_ || resetting_ || removing_) {
+      co_return Status::Errorf(Errc::kAgain, "device '{}' is reconnecting; its size cannot be read now", name());
+    }
+    Sqe s;
+    std::memset(&s, 0, sizeof(s));
+    s.opc = opc::kIdentify;
+    s.nsid = opts_.nsid;
+    s.cdw10 = cns::kNamespace;
+    auto rep = co_await admin_->command(s, {}, 4096, opts_.host.admin_timeout_ns);
+    if (!rep.ok()) {
+      co_return Status::Errorf(rep.transport != Errc::kOk ? rep.transport : Errc::kIo, "device '{}': Identify Namespace: {}",
+                               name(), describe_status(rep.status()));
+    }
+    IdentifyNamespace id;
+    std::memset(&id, 0, sizeof(id));
+    std::memcpy(&id, rep.data.data(), std::min(rep.data.size(), sizeof(id)));
+    const uint32_t lbads = id.lbaf[id.flbas & 0xf].lbads;
+    if ((1u << lbads) != props_.block_size) {
+      co_return Status::Errorf(Errc::kInval, "device '{}': namespace {} changed its block size", name(), opts_.nsid);
+    }
+    grow_to(uint64_t(id.nsze));
+    co_return num_blocks() * props_.block_size;
+  }
+
   void send_abort(uint16_t sqid, uint16_t cid) {
     if (!admin_ || resetting_ || removing_) return;
     spawn_background([](NvmfBdev* self, uint16_t sqid, uint16_t cid) -> Task<void> {
@@ -475,9 +501,12 @@ Task<Status> NvmfBdev::reconnect_once() {
   auto up = co_await bring_up_admin(opts_);
   if (!up.ok()) co_return up.status();
   const uint32_t lbads = up->ns.lbaf[up->ns.flbas & 0xf].lbads;
-  if (uint64_t(up->ns.nsze) != props_.num_blocks || (1u << lbads) != props_.block_size) {
+  // A namespace may have grown while we were away (a replica resized); a smaller one or another block
+  // size is another device.
+  if (uint64_t(up->ns.nsze) < num_blocks() || (1u << lbads) != props_.block_size) {
     co_return Status::Errorf(Errc::kInval, "namespace {} changed geometry; refusing to resume I/O on it", opts_.nsid);
   }
+  grow_to(uint64_t(up->ns.nsze));
   admin_ = std::move(up->admin);
   admin_cntlid_ = admin_->cntlid();
   Sqe s;

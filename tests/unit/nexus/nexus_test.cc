@@ -5,6 +5,7 @@
 // writes the test can hold or fail (the system tests use a real etcd).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -476,6 +477,54 @@ TEST_F(NexusTest, ShutdownHoldsIoAndRecordsACleanShutdown) {
   EXPECT_EQ(p.status.load(), int(Errc::kNoDev));
   st = env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->shutdown_nexus(); });
   EXPECT_TRUE(st.ok());  // idempotent
+}
+
+
+TEST_F(NexusTest, ResizeMovesTheMetadataAndZeroesWhereItWas) {
+  // Children sized for kVolBytes; the volume starts at half of that.
+  constexpr uint64_t kSmall = kVolBytes / 2;
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/r", kSmall).ok());
+  const Layout before = nx_->layout();
+  auto data = pattern(64 << 10, 21);
+  ASSERT_EQ(write(0, data), Errc::kOk);
+  auto resize = [&](uint64_t bytes) {
+    return env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->resize(bytes); });
+  };
+  EXPECT_EQ(resize(kSmall / 2).code(), Errc::kInval);            // shrinking
+  EXPECT_TRUE(resize(kSmall).ok());                                // the same size
+  Status st = resize(kVolBytes + (8 << 20));                       // the children are too small
+  EXPECT_EQ(st.code(), Errc::kNoSpc);
+  EXPECT_NE(st.message().find("grow the replica"), std::string::npos) << st;
+  EXPECT_EQ(read(kSmall / 512, 4096).code(), Errc::kRange);
+  // An out-of-sync or faulted child: refused (the dirty-region logs are sized for one volume size).
+  ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> {
+    co_return co_await nx_->fault_child(*Uuid::Parse(kC[1]), FaultReason::kOffline);
+  }).ok());
+  EXPECT_EQ(resize(kVolBytes).code(), Errc::kBusy);
+  ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->online_child(*Uuid::Parse(kC[1])); }).ok());
+  // (Back online it is out of sync until rebuilt: still refused. Remove it and grow on one child.)
+  EXPECT_EQ(resize(kVolBytes).code(), Errc::kBusy);
+  ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->remove_child(*Uuid::Parse(kC[1])); }).ok());
+  st = resize(kVolBytes);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(nx_->num_blocks(), kVolBytes / 512);
+  EXPECT_EQ(info().size_bytes, kVolBytes);
+  // The old metadata region is volume space now, and reads as zeros; the data before it is intact.
+  auto old_meta = read(before.meta_offset / 512, 2 * Layout::kLabelSize);
+  ASSERT_TRUE(old_meta.ok()) << old_meta.status();
+  EXPECT_TRUE(std::all_of(old_meta->begin(), old_meta->end(), [](uint8_t b) { return b == 0; }));
+  auto back = read(0, 64 << 10);
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(*back == data);
+  // The label lives after the new end, and says so.
+  auto label = read_device("m0", nx_->layout().label_a / 512, 4096);
+  auto l = ChildLabel::Decode(label.data(), "A");
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->volume_bytes, kVolBytes);
+  EXPECT_EQ(l->meta_offset, nx_->layout().meta_offset);
+  // The last block of the grown volume takes writes.
+  ASSERT_EQ(write(kVolBytes / 512 - 8, pattern(4096, 22)), Errc::kOk);
+  EXPECT_TRUE(read_device("m0", kVolBytes / 512 - 8, 4096) == pattern(4096, 22));
 }
 
 }  // namespace

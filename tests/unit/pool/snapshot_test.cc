@@ -363,8 +363,18 @@ TEST(Resize, GrowShrinkAndTheRangesTheyExpose) {
   {
     auto d = t.expose_and_open(r.uuid);
     ASSERT_EQ(t.write_seed(*d, 0, 6 * kMiB, 1), Errc::kOk);
-    EXPECT_EQ(t.resize(r.uuid, 8 * kMiB).code(), Errc::kBusy) << "not while open";
+    EXPECT_EQ(t.resize(r.uuid, 4 * kMiB, true).code(), Errc::kBusy) << "no shrinking while open";
+    // Growing while open: the device grows under its user, which can write the new range at once.
+    EXPECT_EQ(d->bdev().props().size_bytes(), 6 * kMiB);
+    auto g = t.resize(r.uuid, 7 * kMiB);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(d->bdev().num_blocks() * d->bdev().props().block_size, 7 * kMiB);
+    EXPECT_TRUE(t.read(*d, 6 * kMiB, kMiB) == std::vector<uint8_t>(kMiB, 0)) << "the grown range reads zeros";
+    ASSERT_EQ(t.write_seed(*d, 6 * kMiB, kMiB, 2), Errc::kOk);
+    EXPECT_TRUE(t.read(*d, 6 * kMiB, kMiB) == pattern(kMiB, 2));
+    ASSERT_TRUE(t.resize(r.uuid, 6 * kMiB, true).code() == Errc::kBusy);
     t.env.close(d);
+    ASSERT_TRUE(t.resize(r.uuid, 6 * kMiB, true).ok());
   }
   auto s = t.snapshot(r.uuid, "s");
   ASSERT_TRUE(s.ok());
