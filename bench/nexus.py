@@ -87,8 +87,10 @@ class Cluster:
         self.pb = stubs()
         self.f = EngineFactory(build, wd)
         self.engines = []
-        size = 4 * VOL if backing == "file" else 3 * VOL
         for i, core in enumerate(cores):
+            # A holds the four local replicas (one per variant), B and C three remote ones each.
+            # Plus room for the idle-cost nexuses' thin replicas (each allocates a cluster for its label).
+            size = (4 if i == 0 else 3) * required_child_bytes(VOL) + 1024 * MiB
             if backing == "file":
                 disk = wd / f"pool{i}.img"
                 # Written once in full, so that reads of the replicas reach the disk.
