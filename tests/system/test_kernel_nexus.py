@@ -5,6 +5,7 @@ three io-engines with file-backed pools and a real etcd, as in test_nexus.py).
 - A fio crc32c verify run through the published nexus while the engine holding one remote child is
   killed (SIGKILL): the kernel sees no error, the nexus is degraded with that child faulted, the etcd
   record says so, and the surviving remote replica alone holds everything fio wrote.
+- A published nexus grown online: the kernel sees the namespace grow without a rescan.
 - One volume published by two engines as two paths of one subsystem (controller-ID ranges 1..1000 and
   1001..2000, ANA optimized / inaccessible): the kernel joins them, sends I/O only to the optimized path,
   and follows an ANA swap made in the middle of a verify run.
@@ -349,3 +350,45 @@ def _multipath_and_swap(cl, vol, nqn, reps):
     finally:
         stop_background(g, "mpfio")
         disconnect(g, nqn)
+
+
+# --- online resize: the kernel sees the namespace grow -------------------------------------------------
+
+def test_the_kernel_sees_a_resized_nexus_grow(cl):
+    """A published nexus (a local and a remote replica) written by the kernel, then grown online: both
+    replicas grow in place under it, ResizeNexus moves the metadata, and the kernel — still connected,
+    no rescan asked for — sees the namespace's new size (Namespace Attribute Changed) and can write and
+    read the grown range; what it wrote before is intact."""
+    pb, g, engines = cl.pb, cl.g, cl.engines
+    N, R = pb.nexus_pb2, pb.replica_pb2
+    vol = str(uuid.uuid4())
+    reps = [replica(cl, i, vol, "grow") for i in range(2)]
+    e0 = engines[0]
+    e0.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=vol, size=VOL, children=[reps[0][1], reps[1][2]]), timeout=60)
+    p = e0.api.nexus.PublishNexus(N.PublishNexusRequest(uuid=vol, allowed_hosts=[GUEST_HOSTNQN]), timeout=60)
+    nqn = p.share.uri.rsplit("/", 1)[1]
+    big = 2 * VOL
+    try:
+        connect(g, nqn, slot=0)
+        dev = blockdev(g, nqn)
+        sysfs = f"/sys/block/{dev[5:]}/size"
+        assert int(g.run_ok(f"cat {sysfs}")) * 512 == VOL
+        g.run_ok(f"dd if=/dev/urandom of=/tmp/before bs=1M count=4 status=none && "
+                 f"dd if=/tmp/before of={dev} bs=1M oflag=direct status=none", timeout=60)
+        for i, (r, _, _) in enumerate(reps):
+            engines[i].api.replica.ResizeReplica(R.ResizeReplicaRequest(
+                replica=R.ReplicaRef(uuid=r), size=required_child_bytes(big)), timeout=60)
+        n = e0.api.nexus.ResizeNexus(N.ResizeNexusRequest(uuid=vol, size=big), timeout=60)
+        assert n.size == big
+        wait_guest(g, "the kernel to see the grown namespace", f"test $(cat {sysfs}) -eq {big // 512}", timeout=30)
+        # The grown range takes writes and reads them back; the first 4 MiB are what was written before.
+        g.run_ok(f"dd if=/dev/urandom of=/tmp/after bs=1M count=4 status=none && "
+                 f"dd if=/tmp/after of={dev} bs=1M seek={VOL // MiB + 8} oflag=direct status=none && "
+                 f"dd if={dev} bs=1M skip={VOL // MiB + 8} count=4 iflag=direct status=none | cmp - /tmp/after && "
+                 f"dd if={dev} bs=1M count=4 iflag=direct status=none | cmp - /tmp/before && "
+                 # where the nexus's labels were: zeros now, never our metadata
+                 f"dd if={dev} bs=1M skip={VOL // MiB} count=2 iflag=direct status=none | cmp -n {2 * MiB} - /dev/zero",
+                 timeout=60)
+    finally:
+        disconnect(g, nqn)
+        e0.api.nexus.DestroyNexus(N.NexusRef(uuid=vol), timeout=60)
