@@ -42,6 +42,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests/system"))
 sys.path.insert(0, str(ROOT / "bench"))
 from foundation import run  # noqa: E402
+from nexus_util import required_child_bytes  # noqa: E402
 
 MiB = 1 << 20
 VOL = 1024 * MiB
@@ -53,13 +54,6 @@ ROWS = [
     ("128k write QD8", "write", "128k", 8),
 ]
 VARIANTS = ["replica", "nexus-1", "nexus-2", "nexus-3"]
-
-
-def required_child_bytes(volume):
-    regions = (volume + (64 << 10) - 1) // (64 << 10)
-    slot = ((regions + 7) // 8 + 4095) // 4096 * 4096
-    meta = (2 * MiB + 8 * slot + MiB - 1) // MiB * MiB
-    return (volume + MiB - 1) // MiB * MiB + meta
 
 
 def cpu_seconds(pid):
@@ -145,7 +139,7 @@ def main():
             print(json.dumps(results))
             return
         cl = Cluster(build, wd, a.backing, [a_core, host_core, host_core])
-        N, C = cl.pb.nexus_pb2, cl.pb.common_pb2
+        N = cl.pb.nexus_pb2
         A = cl.engines[0]
         try:
             local = [cl.replica(0, f"local{k}", share=(k == 0)) for k in range(4)]

@@ -926,7 +926,8 @@ Task<Result<ReplicaMeta>> Pool::resize_replica(Uuid uuid, uint64_t size, bool al
     std::optional<ReplicaMeta> now;
     if (s.ok()) now = *state_->find(uuid);
     if (s.ok() && online) {
-      if (Bdev* b = reg_.find(uuid.ToString()); b && shared_.count(uuid) && shared_[uuid] == online) {
+      auto it = shared_.find(uuid);
+      if (Bdev* b = reg_.find(uuid.ToString()); b && it != shared_.end() && it->second == online) {
         replica_grow(*b, online, state_->resolve_all(uuid), size / b->props().block_size);
       }
     }

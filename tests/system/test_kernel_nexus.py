@@ -15,7 +15,6 @@ replicas). The guest reaches engine 0's NVMe/TCP port at 10.0.2.100:4420 (forwar
 at 10.0.2.100:4421 (slot 1)."""
 import json
 import os
-import time
 import uuid
 
 import pytest
@@ -23,6 +22,8 @@ import pytest
 from conftest import make_file
 from etcd import Etcd
 from io_engine import EngineFactory
+from nexus_util import nexus_of, required_child_bytes
+from nvme_tcp import wait_until as wait_for
 from kernel_guest import GUEST_HOSTNQN
 from kernel_nvme import blockdev, connect, controller_state, disconnect, fio_ok, fio_verify_cmd, wait_guest
 
@@ -31,14 +32,6 @@ pytestmark = pytest.mark.kernel
 MiB = 1 << 20
 VOL = 64 * MiB
 CHILD_OPTS = "timeout_ms=2000&ctrl_loss_tmo_s=2&reconnect_delay_ms=100"
-
-
-def required_child_bytes(volume):
-    """The nexus layout (src/nexus/layout.cc): the volume, then the metadata region from the next MiB."""
-    regions = (volume + (64 << 10) - 1) // (64 << 10)
-    slot = ((regions + 7) // 8 + 4095) // 4096 * 4096
-    meta = (2 * MiB + 8 * slot + MiB - 1) // MiB * MiB
-    return (volume + MiB - 1) // MiB * MiB + meta
 
 
 class Cluster:
@@ -73,17 +66,6 @@ def cl(build_dir, kernel_guest, tmp_path_factory, pb):
 
 # --- helpers -----------------------------------------------------------------------------------------
 
-def wait_for(what, cond, timeout, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def replica(cl, i, vol, tag):
     """A thick replica for `vol` on engine i, shared over NVMe/TCP (so a nexus elsewhere can reach it).
     Returns (uuid, local child URI, remote child URI)."""
@@ -94,13 +76,9 @@ def replica(cl, i, vol, tag):
     return r.uuid, f"bdev:///{r.uuid}?uuid={r.uuid}", f"{r.share.uri}?uuid={r.uuid}&{CHILD_OPTS}"
 
 
-def nexus(engine, pb, vol):
-    return engine.api.nexus.ListNexuses(pb.nexus_pb2.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0]
-
-
 def child_writes(engine, pb, vol):
     """Writes each child of the nexus on `engine` has been sent, by child UUID."""
-    return {c.uuid: c.io.writes for c in nexus(engine, pb, vol).children}
+    return {c.uuid: c.io.writes for c in nexus_of(engine, pb, vol).children}
 
 
 def path_io(engine, pb, nqn):
@@ -180,7 +158,7 @@ def test_fio_verify_through_a_nexus_survives_a_killed_child_engine(cl):
         fio_ok(out)
         assert controller_state(g, ctrl) == "live"
 
-        l = nexus(e0, pb, vol)
+        l = nexus_of(e0, pb, vol)
         assert l.state == N.NEXUS_STATE_DEGRADED, l
         st = {c.uuid: c for c in l.children}
         assert st[r2].state == N.CHILD_STATE_FAULTED, l
@@ -194,9 +172,9 @@ def test_fio_verify_through_a_nexus_survives_a_killed_child_engine(cl):
 
         # Engine 1's replica alone: reads can only go there once the local child is out.
         e0.api.nexus.FaultChild(N.FaultChildRequest(uuid=vol, child_uuid=r0), timeout=60)
-        before = nexus(e0, pb, vol)
+        before = nexus_of(e0, pb, vol)
         fio_ok(g.run_ok(f"{job} --verify_only", timeout=300))
-        l = nexus(e0, pb, vol)
+        l = nexus_of(e0, pb, vol)
         reads = {c.uuid: c.io.reads for c in l.children}
         was = {c.uuid: c.io.reads for c in before.children}
         assert reads[r1] - was[r1] >= 2048 and reads[r0] == was[r0], (was, reads)
@@ -248,7 +226,7 @@ def test_multipath_over_two_engines_follows_an_ana_swap(cl):
     failed); B is made optimized: the rest of the run goes through B and fio's verify passes. Afterwards B
     reads back what was written through A (fio verify-only) and takes new verified writes, with A's path
     and A's nexus idle."""
-    pb, g, engines = cl.pb, cl.g, cl.engines
+    pb, engines = cl.pb, cl.engines
     N = pb.nexus_pb2
     A, B = engines[0], engines[1]
     vol = str(uuid.uuid4())
@@ -346,7 +324,7 @@ def _multipath_and_swap(cl, vol, nqn, reps):
         assert all(wb3[r] - wb2[r] >= 512 for r in reps), (wb2, wb3)
         assert child_writes(A, pb, vol) == held_a
         for e in (A, B):
-            assert nexus(e, pb, vol).state == N.NEXUS_STATE_ONLINE
+            assert nexus_of(e, pb, vol).state == N.NEXUS_STATE_ONLINE
     finally:
         stop_background(g, "mpfio")
         disconnect(g, nqn)

@@ -5,7 +5,6 @@ verified writes (degraded, no host-visible error, the record says which child is
 a retire must be recorded (host I/O is held, then flows), the last healthy child, the CLI.
 
 One etcd and one set of engines for the module (each test builds its own nexus on fresh replicas)."""
-import json
 import threading
 import time
 import uuid
@@ -16,17 +15,10 @@ import pytest
 from conftest import make_file
 from etcd import Etcd
 from io_engine import EngineFactory
+from nexus_util import required_child_bytes, verify_pattern, write_pattern
 
 MiB = 1 << 20
 VOL = 32 * MiB
-
-
-def required_child_bytes(volume):
-    """The nexus layout (src/nexus/layout.cc): the volume, then the metadata region from the next MiB."""
-    regions = (volume + (64 << 10) - 1) // (64 << 10)
-    slot = ((regions + 7) // 8 + 4095) // 4096 * 4096
-    meta = (2 * MiB + 8 * slot + MiB - 1) // MiB * MiB
-    return (volume + MiB - 1) // MiB * MiB + meta
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +62,11 @@ def make_volume(cluster, pb, children=3, key=True):
 
 
 def pattern(engine, pb, device, gen, offset=0, length=VOL):
-    T = pb.test_pb2
-    engine.api.test.WritePattern(T.PatternRequest(device=device, offset=offset, length=length, generation=gen),
-                                 timeout=120)
+    write_pattern(engine, pb, device, gen, offset, length)
 
 
 def verify(engine, pb, device, gen, offset=0, length=VOL):
-    T = pb.test_pb2
-    return engine.api.test.VerifyPattern(T.PatternRequest(device=device, offset=offset, length=length,
-                                                          generation=gen), timeout=120)
+    return verify_pattern(engine, pb, device, gen, offset, length)
 
 
 def destroy(cluster, pb, vol):

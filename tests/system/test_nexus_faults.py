@@ -20,45 +20,12 @@ import pytest
 from conftest import make_file
 from etcd import Etcd
 from io_engine import EngineFactory
+from nexus_util import nexus_of, required_child_bytes, verify_pattern as verify, write_pattern as pattern
+from nvme_tcp import wait_until as wait_for
 
 MiB = 1 << 20
 # The nexus's persist timeout (the engine's --nexus-persist-timeout-ms; 30 s by default).
 PERSIST_TIMEOUT_S = 6.0
-
-
-def required_child_bytes(volume):
-    """The nexus layout (src/nexus/layout.cc; the same as test_nexus.py's): the volume, then the metadata
-    region from the next MiB."""
-    regions = (volume + (64 << 10) - 1) // (64 << 10)
-    slot = ((regions + 7) // 8 + 4095) // 4096 * 4096
-    meta = (2 * MiB + 8 * slot + MiB - 1) // MiB * MiB
-    return (volume + MiB - 1) // MiB * MiB + meta
-
-
-def pattern(engine, pb, device, gen, offset, length):
-    engine.api.test.WritePattern(pb.test_pb2.PatternRequest(device=device, offset=offset, length=length,
-                                                            generation=gen), timeout=120)
-
-
-def verify(engine, pb, device, gen, offset, length):
-    return engine.api.test.VerifyPattern(pb.test_pb2.PatternRequest(device=device, offset=offset, length=length,
-                                                                    generation=gen), timeout=120)
-
-
-def nexus_of(engine, pb, vol):
-    return engine.api.nexus.ListNexuses(pb.nexus_pb2.ListNexusesRequest(uuid=vol), timeout=30).nexuses[0]
-
-
-def wait_for(what, cond, timeout):
-    """Polls cond() until it returns something true; fails naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def etcd_kv(etcd, key):

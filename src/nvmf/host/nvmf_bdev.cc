@@ -55,6 +55,9 @@ constexpr uint64_t kAbortGraceNs = 1'000'000'000ull;
 constexpr uint32_t kFuaBit = 1u << 30;  // Write / Write Zeroes CDW12: Force Unit Access
 constexpr uint64_t kTimeoutScanNs = 100'000'000ull;
 
+// log2 of the namespace's block size: its current LBA format's LBADS.
+uint32_t lba_shift(const IdentifyNamespace& ns) { return ns.lbaf[ns.flbas & 0xf].lbads; }
+
 class NvmfBdev;
 
 // Per-I/O state in BdevIo::driver_ctx.
@@ -341,8 +344,7 @@ class NvmfBdev final : public Bdev {
     IdentifyNamespace id;
     std::memset(&id, 0, sizeof(id));
     std::memcpy(&id, rep.data.data(), std::min(rep.data.size(), sizeof(id)));
-    const uint32_t lbads = id.lbaf[id.flbas & 0xf].lbads;
-    if ((1u << lbads) != props_.block_size) {
+    if ((1u << lba_shift(id)) != props_.block_size) {
       co_return Status::Errorf(Errc::kInval, "device '{}': namespace {} changed its block size", name(), opts_.nsid);
     }
     grow_to(uint64_t(id.nsze));
@@ -500,7 +502,7 @@ Task<Result<AdminUp>> bring_up_admin(const Options& o) {
 Task<Status> NvmfBdev::reconnect_once() {
   auto up = co_await bring_up_admin(opts_);
   if (!up.ok()) co_return up.status();
-  const uint32_t lbads = up->ns.lbaf[up->ns.flbas & 0xf].lbads;
+  const uint32_t lbads = lba_shift(up->ns);
   // A namespace may have grown while we were away (a replica resized); a smaller one or another block
   // size is another device.
   if (uint64_t(up->ns.nsze) < num_blocks() || (1u << lbads) != props_.block_size) {
@@ -582,7 +584,7 @@ Task<Result<std::unique_ptr<Bdev>>> make_nvmf_bdev(const Uri& uri, BdevRegistry&
   p.name = name;
   p.product = "nvmf";
   const IdentifyNamespace& ns = up->ns;
-  const uint32_t lbads = ns.lbaf[ns.flbas & 0xf].lbads;
+  const uint32_t lbads = lba_shift(ns);
   if (lbads < 9 || lbads > 12) {
     co_return Status::Errorf(Errc::kNotSup, "namespace {} has {}-byte blocks; only 512 and 4096 are supported",
                              opts->nsid, 1u << lbads);

@@ -226,14 +226,11 @@ Result<uint32_t> Target::add_namespace(const std::string& nqn, const std::string
                                        uint32_t anagrpid) {
   Subsystem* s = find_subsystem(nqn);
   if (!s || s == discovery_.get()) return Status::Errorf(Errc::kNoEnt, "no subsystem '{}'", nqn);
-  // A device that grows (a nexus or replica resized) is a namespace change for the hosts. The event
-  // comes later from the primary's loop: the namespace is looked up then (it may be gone).
+  // A device that grows (a nexus or replica resized) is a namespace change for the hosts. Events reach
+  // only open descriptors, and this one lives in the subsystem's namespace: `s` is alive when it runs.
   Bdev* dev = devices_.find(bdev);
   auto desc = devices_.open(bdev, true, [this, s, dev](BdevEvent ev) {
     if (ev != BdevEvent::kResized) return;
-    bool alive = false;
-    for (auto& [n, sub] : subsystems_) alive |= sub.get() == s;
-    if (!alive) return;
     for (auto& [id, ns] : s->namespaces()) {
       if (ns.desc && &ns.desc->bdev() == dev) {
         s->publish();  // the I/O path's range checks take the new size
