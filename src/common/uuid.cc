@@ -26,6 +26,28 @@ Uuid Uuid::Generate() {
   return Uuid(b);
 }
 
+Uuid Uuid::Derive(const Uuid& base, std::string_view name) {
+  auto fnv = [&](uint64_t h) {
+    auto mix = [&h](uint8_t c) {
+      h ^= c;
+      h *= 0x100000001b3ull;
+    };
+    for (uint8_t c : base.bytes()) mix(c);
+    mix(0xff);  // separates base from name
+    for (char c : name) mix(uint8_t(c));
+    return h;
+  };
+  const uint64_t a = fnv(0xcbf29ce484222325ull), b2 = fnv(0x84222325cbf29ce4ull);
+  std::array<uint8_t, 16> b;
+  for (int i = 0; i < 8; ++i) {
+    b[i] = uint8_t(a >> (8 * i));
+    b[8 + i] = uint8_t(b2 >> (8 * i));
+  }
+  b[6] = uint8_t((b[6] & 0x0f) | 0x80);
+  b[8] = uint8_t((b[8] & 0x3f) | 0x80);
+  return Uuid(b);
+}
+
 static int hexval(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;

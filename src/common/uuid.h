@@ -21,6 +21,10 @@ class Uuid {
 
   // A random (version 4, RFC 4122 variant) UUID from the kernel's CSPRNG.
   static Uuid Generate();
+  // A name-based UUID (version 8, RFC 9562 variant): the same `base` and `name` always give the same UUID,
+  // different ones almost surely differ (two FNV-1a 64-bit hashes; not meant to resist an adversary).
+  // For identifiers that retries must reproduce (e.g. the snapshots of a volume snapshot's replicas).
+  static Uuid Derive(const Uuid& base, std::string_view name);
   // Accepts the canonical form, any hex case; anything else is an error naming the position.
   static Result<Uuid> Parse(std::string_view s);
 

@@ -59,7 +59,9 @@ Task<Status> Engine::start() {
     etcd_ = std::move(*c);
     store_ = std::make_unique<store::EtcdRecordStore>(etcd_.get());
   }
-  nexuses_ = std::make_unique<NexusManager>(registry_, *target_, *shares_, ep.nvmf, store_.get(),
+  snapshots_ = std::make_unique<ReplicaSnapshots>(*pools_);
+  snapshots_->serve(*target_);
+  nexuses_ = std::make_unique<NexusManager>(registry_, *target_, *shares_, ep.nvmf, store_.get(), snapshots_.get(),
                                             opts_.node_name.empty() ? nvmf::default_host_nqn()
                                                                     : kNodeNqnPrefix + opts_.node_name,
                                             opts_.nexus_persist_timeout_ms * 1'000'000ull);
@@ -96,6 +98,7 @@ Task<void> Engine::shutdown() {
   if (shares_) co_await shares_->unshare_all();
   if (nbd_) co_await nbd_->stop();
   co_await target_->shutdown();
+  if (snapshots_) snapshots_->stop(*target_);
   if (pools_) co_await pools_->export_all();
   co_await registry_.destroy_all();
   if (etcd_) co_await etcd_->close();

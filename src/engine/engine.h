@@ -24,6 +24,7 @@
 #include "engine/nexus_manager.h"
 #include "engine/options.h"
 #include "engine/pool_manager.h"
+#include "engine/replica_snapshots.h"
 #include "engine/shares.h"
 #include "engine/test_hooks.h"
 #include "engine/types.h"
@@ -83,6 +84,7 @@ class Engine {
   std::unique_ptr<TestHooks> test_hooks_;
   std::unique_ptr<store::EtcdClient> etcd_;         // when --etcd is given
   std::unique_ptr<nexus::RecordStore> store_;       // where nexuses keep their records (none: not configured)
+  std::unique_ptr<ReplicaSnapshots> snapshots_;  // replicas' snapshots for nexuses here and elsewhere
   std::unique_ptr<NexusManager> nexuses_;
   Uuid instance_ = Uuid::Generate();
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

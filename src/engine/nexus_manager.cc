@@ -24,12 +24,14 @@ void TargetReservations::watch(const std::string& device, const std::array<uint8
 }
 
 NexusManager::NexusManager(BdevRegistry& registry, nvmf::Target& target, Shares& shares, nvmf::ListenAddr listener,
-                           nexus::RecordStore* store, std::string host_nqn, uint64_t persist_timeout_ns)
+                           nexus::RecordStore* store, nexus::LocalSnapshots* snapshots, std::string host_nqn,
+                           uint64_t persist_timeout_ns)
     : registry_(registry),
       target_(target),
       shares_(shares),
       listener_(std::move(listener)),
       store_(store),
+      snapshots_(snapshots),
       host_nqn_(std::move(host_nqn)),
       persist_timeout_ns_(persist_timeout_ns) {}
 
@@ -102,6 +104,7 @@ Task<Result<NexusDesc>> NexusManager::create(CreateNexusArgs args) {
   o.host_nqn = host_nqn_;
   o.persist_timeout_ns = persist_timeout_ns_;
   o.local_resv = &local_resv_;
+  o.local_snap = snapshots_;
   auto nx = co_await nexus::Nexus::Create(registry_, o, store_);
   if (!nx.ok()) co_return nx.status();
   Entry& e = nexuses_[args.uuid];
@@ -243,6 +246,12 @@ Task<Result<NexusDesc>> NexusManager::set_ana_state(Uuid uuid, std::string state
   TERN_CO_RETURN_IF_ERROR(target_.set_ana_state(kNqnPrefix + uuid.ToString(), listener_, 1, *s));
   e->published->ana_state = state;
   co_return co_await describe(*e);
+}
+
+Task<Result<nexus::SnapshotResult>> NexusManager::snapshot(Uuid uuid, nexus::SnapshotArgs args) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  co_return co_await e->nx->snapshot(std::move(args));
 }
 
 Task<void> NexusManager::shutdown_all() {

@@ -71,8 +71,11 @@ class NexusManager {
   // `store` may be null (no record store configured): nexuses with a persistence key are refused then.
   // `host_nqn`: the NQN this node's nexuses connect to remote children as (reservations tell nexuses of
   // different nodes apart by it).
+  // `snapshots`: how local children's replicas are snapshotted (may be null: snapshots of a nexus with a
+  // local child are then refused).
   NexusManager(BdevRegistry& registry, nvmf::Target& target, Shares& shares, nvmf::ListenAddr listener,
-               nexus::RecordStore* store, std::string host_nqn, uint64_t persist_timeout_ns);
+               nexus::RecordStore* store, nexus::LocalSnapshots* snapshots, std::string host_nqn,
+               uint64_t persist_timeout_ns);
 
   Task<Result<NexusDesc>> create(CreateNexusArgs args);
   Task<Status> destroy(Uuid uuid);
@@ -87,6 +90,8 @@ class NexusManager {
   Task<Result<NexusDesc>> publish(Uuid uuid, PublishNexusArgs args);
   Task<Result<NexusDesc>> unpublish(Uuid uuid);
   Task<Result<NexusDesc>> set_ana_state(Uuid uuid, std::string state);
+  // A snapshot of every in-sync child at one point of the write stream (nexus::Nexus::snapshot).
+  Task<Result<nexus::SnapshotResult>> snapshot(Uuid uuid, nexus::SnapshotArgs args);
 
   // Engine shutdown: every nexus unpublished, shut down cleanly (the record says so) and destroyed.
   Task<void> shutdown_all();
@@ -109,6 +114,7 @@ class NexusManager {
   Shares& shares_;
   nvmf::ListenAddr listener_;
   nexus::RecordStore* store_;
+  nexus::LocalSnapshots* snapshots_;
   std::string host_nqn_;
   uint64_t persist_timeout_ns_;
   TargetReservations local_resv_{target_};

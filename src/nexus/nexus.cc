@@ -11,6 +11,7 @@
 #include "nexus/channel.h"
 #include "nvmf/host/host_qpair.h"
 #include "nvmf/host/nvmf_bdev.h"
+#include "nvmf/vendor.h"
 #include "reactor/reactor_set.h"
 
 namespace tern::nexus {
@@ -49,6 +50,17 @@ const char* nexus_status_name(NexusStatus s) {
     case NexusStatus::kFaulted: return "faulted";
     case NexusStatus::kShuttingDown: return "shutting_down";
     case NexusStatus::kShutdown: return "shutdown";
+  }
+  return "?";
+}
+
+const char* snapshot_outcome_name(SnapshotOutcome o) {
+  switch (o) {
+    case SnapshotOutcome::kTaken: return "taken";
+    case SnapshotOutcome::kExisted: return "existed";
+    case SnapshotOutcome::kSkipped: return "skipped";
+    case SnapshotOutcome::kFailed: return "failed";
+    case SnapshotOutcome::kRolledBack: return "rolled_back";
   }
   return "?";
 }
@@ -606,9 +618,12 @@ size_t Nexus::healthy_children() const {
   return n;
 }
 
-void Nexus::freeze() { frozen_.store(true, std::memory_order_release); }
+void Nexus::freeze() {
+  if (freezes_++ == 0) frozen_.store(true, std::memory_order_release);
+}
 
 void Nexus::unfreeze() {
+  if (freezes_ == 0 || --freezes_ > 0) return;
   frozen_.store(false, std::memory_order_release);
   ReactorSet& set = registry_.reactors();
   for (unsigned r = 0; r < set.size(); ++r) {
@@ -939,18 +954,8 @@ Task<Status> Nexus::shutdown_nexus() {
   shutdown_.store(true, std::memory_order_release);  // new requests are held: hosts wait, they do not fail
   // What is on the children finishes first, and so do retires those requests wait for (they may still
   // write the record: a request they hold back must not complete unrecorded).
-  ReactorSet& set = registry_.reactors();
-  for (int i = 0; i < 30'000; ++i) {
-    uint64_t busy = 0;
-    for (unsigned r = 0; r < set.size(); ++r) {
-      busy += co_await set.submit_to(r, [this, r]() -> uint64_t {
-        NexusChannel* ch = channels_[r];
-        return ch ? ch->on_children() + ch->parked() : 0;
-      });
-    }
-    if (busy == 0) break;
-    co_await Reactor::sleep_for(1'000'000);
-  }
+  Status drained = co_await drain(30'000'000'000ull);
+  if (!drained.ok()) TLOG_WARN("nexus", "nexus {}: shutting down anyway: {}", name(), drained);
   auto g = co_await ops_mu_.lock();
   Status st = co_await persist();  // clean_shutdown: true (record() says so while shutting down)
   for (auto& c : children_) {
@@ -961,6 +966,28 @@ Task<Status> Nexus::shutdown_nexus() {
   shut_done_ = true;
   TLOG_INFO("nexus", "nexus {} shut down{}", name(), st.ok() ? "" : fmt::format(" (record: {})", st.message()));
   co_return st;
+}
+
+Task<Status> Nexus::drain(uint64_t timeout_ns) {
+  ReactorSet& set = registry_.reactors();
+  const uint64_t until = now_ns() + timeout_ns;
+  uint64_t wait_ns = 50'000;
+  for (;;) {
+    uint64_t busy = 0;
+    for (unsigned r = 0; r < set.size(); ++r) {
+      busy += co_await set.submit_to(r, [this, r]() -> uint64_t {
+        NexusChannel* ch = channels_[r];
+        return ch ? ch->on_children() + ch->parked() : 0;
+      });
+    }
+    if (busy == 0) co_return Status::Ok();
+    if (now_ns() >= until) {
+      co_return Status::Errorf(Errc::kTimedOut, "nexus {}: {} requests still on the children after {} ms", name(), busy,
+                               timeout_ns / 1'000'000);
+    }
+    co_await Reactor::sleep_for(wait_ns);
+    wait_ns = std::min<uint64_t>(wait_ns * 2, 1'000'000);
+  }
 }
 
 Task<void> Nexus::self_shutdown(const char* why) {
@@ -993,6 +1020,163 @@ Task<void> Nexus::close_children() {
   }
   co_await publish();
   for (auto& c : children_) co_await release_child(*c);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Snapshots
+
+Task<Result<bool>> Nexus::take_child_snapshot(Child& c, const std::string& snap_name, Uuid snap) {
+  if (c.local) {
+    if (!opts_.local_snap) {
+      co_return Status::Errorf(Errc::kNotSup, "child {} is local and this nexus has no way to snapshot local replicas", c.uri);
+    }
+    auto r = co_await opts_.local_snap->take(c.device, snap_name, snap);
+    if (!r.ok()) co_return r.status().WithContext(fmt::format("child {}", c.uri));
+    co_return *r;
+  }
+  nvme::Sqe s;
+  std::memset(&s, 0, sizeof(s));
+  s.opc = nvmf::vendor::kSnapshot;
+  auto rep = co_await nvmf::admin_passthru(c.desc->bdev(), s, nvmf::vendor::encode({snap, snap_name}), 0);
+  if (!rep.ok()) co_return rep.status().WithContext(fmt::format("child {}", c.uri));
+  if (!rep->status.ok()) {
+    const Errc e = nvmf::vendor::errc_of(rep->status);
+    if (rep->status.sct == nvme::Sct::kGeneric && rep->status.sc == nvme::sc::kInvalidOpcode) {
+      co_return Status::Errorf(Errc::kNotSup, "child {}: its engine does not take snapshots over NVMe/TCP", c.uri);
+    }
+    if (e == Errc::kAccess) {
+      // Fenced: another nexus holds the child's reservation now.
+      fenced_off_by(c.uri);
+      co_return Status::Errorf(Errc::kAccess, "child {}: reservation conflict (a newer nexus took the volume over)", c.uri);
+    }
+    co_return Status::Errorf(e, "child {}: its engine refused the snapshot: {} ({})", c.uri, errc_describe(e),
+                             nvmf::describe_status(rep->status));
+  }
+  co_return bool(rep->dw0 & 1);
+}
+
+Task<Status> Nexus::drop_child_snapshot(Child& c, Uuid snap) {
+  if (c.local) {
+    if (!opts_.local_snap) co_return Status(Errc::kNotSup, "no way to drop local snapshots");
+    co_return co_await opts_.local_snap->drop(c.device, snap);
+  }
+  if (!c.desc) co_return Status::Errorf(Errc::kNoDev, "child {} is closed", c.uri);
+  nvme::Sqe s;
+  std::memset(&s, 0, sizeof(s));
+  s.opc = nvmf::vendor::kDropSnapshot;
+  auto rep = co_await nvmf::admin_passthru(c.desc->bdev(), s, nvmf::vendor::encode({snap, "-"}), 0);
+  if (!rep.ok()) co_return rep.status();
+  if (!rep->status.ok()) {
+    const Errc e = nvmf::vendor::errc_of(rep->status);
+    co_return Status::Errorf(e, "child {}: dropping snapshot {}: {}", c.uri, snap.ToString(), errc_describe(e));
+  }
+  co_return Status::Ok();
+}
+
+Task<Result<SnapshotResult>> Nexus::snapshot(SnapshotArgs args) {
+  if (args.name.empty() || args.name.size() > nvmf::vendor::kMaxSnapshotName ||
+      args.name.find('\0') != std::string::npos) {
+    co_return Status::Errorf(Errc::kInval, "snapshot name: 1 to {} bytes, no NUL", nvmf::vendor::kMaxSnapshotName);
+  }
+  auto sg = co_await snap_mu_.lock();
+  if (shutdown_.load() || shutting_down_) co_return Status::Errorf(Errc::kShutdown, "nexus {} is shut down", name());
+  SnapshotResult res;
+  res.name = args.name;
+  res.uuid = args.uuid.is_nil() ? Uuid::Derive(opts_.uuid, args.name) : args.uuid;
+
+  // 1. Hold new host requests and let the ones on the children finish (and any retire they wait for):
+  //    from here until the thaw, no child's content changes.
+  const uint64_t t0 = now_ns();
+  freeze();
+  Status st = co_await drain(opts_.drain_timeout_ns);
+  if (!st.ok()) {
+    unfreeze();
+    co_return st.WithContext("snapshot");
+  }
+  // 2. Every in-sync child's replica, in parallel.
+  std::vector<Child*> taking;
+  Errc first_error = Errc::kOk;
+  {
+    auto g = co_await ops_mu_.lock();
+    for (auto& c : children_) {
+      ChildSnapshot cs;
+      cs.child = c->uuid;
+      cs.uri = c->uri;
+      auto it = args.child_snapshots.find(c->uuid);
+      cs.snapshot = it != args.child_snapshots.end() ? it->second : Uuid::Derive(res.uuid, c->uuid.ToString());
+      if (c->state != ChildState::kOnline || !c->desc) {
+        cs.detail = fmt::format("child is {} ({})", child_state_name(c->state), fault_reason_name(c->reason));
+      } else if (c->sync != SyncState::kSynced) {
+        cs.detail = "child is out of sync: its data is not the volume's";
+      } else {
+        taking.push_back(c.get());
+      }
+      res.children.push_back(std::move(cs));
+    }
+    if (taking.empty()) {
+      unfreeze();
+      co_return Status::Errorf(Errc::kNoDev, "nexus {} has no in-sync child to snapshot", name());
+    }
+    std::vector<Task<Result<bool>>> tasks;
+    for (Child* c : taking) {
+      for (auto& cs : res.children)
+        if (cs.child == c->uuid) tasks.push_back(take_child_snapshot(*c, args.name, cs.snapshot));
+    }
+    auto outcomes = co_await when_all(std::move(tasks));
+    // 3. Thaw: the snapshots are taken (or failed); host requests flow again.
+    unfreeze();
+    res.frozen_us = (now_ns() - t0) / 1000;
+    size_t k = 0;
+    for (auto& cs : res.children) {
+      if (k < taking.size() && taking[k]->uuid == cs.child) {
+        Result<bool>& o = outcomes[k++];
+        if (!o.ok()) {
+          cs.outcome = SnapshotOutcome::kFailed;
+          cs.detail = o.status().ToString();
+          if (first_error == Errc::kOk) first_error = o.status().code();
+        } else {
+          cs.outcome = *o ? SnapshotOutcome::kExisted : SnapshotOutcome::kTaken;
+        }
+      }
+    }
+  }
+  // 4. All or nothing for this call.
+  size_t taken = 0, existed = 0, failed = 0;
+  std::string first_failure;
+  for (auto& cs : res.children) {
+    taken += cs.outcome == SnapshotOutcome::kTaken;
+    existed += cs.outcome == SnapshotOutcome::kExisted;
+    if (cs.outcome == SnapshotOutcome::kFailed) {
+      if (failed++ == 0) first_failure = cs.detail;
+    }
+  }
+  if (failed == 0 && (existed == 0 || taken == 0)) {
+    TLOG_INFO("nexus", "nexus {}: snapshot '{}' ({}) of {} children{}; host I/O held {} us", name(), res.name,
+              res.uuid.ToString(), taking.size(), taken == 0 ? " (all existed already)" : "", res.frozen_us);
+    co_return res;
+  }
+  std::string why = failed ? first_failure
+                           : fmt::format("snapshot '{}' existed on {} children but not on {} (an earlier attempt that did "
+                                         "not finish, or another snapshot of that name): destroy those first",
+                                         res.name, existed, taken);
+  // Roll back what this call took, so no set of snapshots from different points is left behind.
+  for (auto& cs : res.children) {
+    if (cs.outcome != SnapshotOutcome::kTaken) continue;
+    auto g = co_await ops_mu_.lock();
+    Child* c = find_child(cs.child);
+    Status d(Errc::kNoEnt, "the child was removed meanwhile");
+    if (c) d = co_await drop_child_snapshot(*c, cs.snapshot);  // (not `c ? co_await x : y`: see retire)
+    if (d.ok()) {
+      cs.outcome = SnapshotOutcome::kRolledBack;
+    } else {
+      TLOG_WARN("nexus", "nexus {}: snapshot '{}': could not destroy the snapshot {} of child {} again: {}", name(),
+                res.name, cs.snapshot.ToString(), cs.uri, d);
+      why += fmt::format("; snapshot {} of child {} could not be destroyed again: {}", cs.snapshot.ToString(), cs.uri,
+                         d.message());
+    }
+  }
+  TLOG_WARN("nexus", "nexus {}: snapshot '{}' failed: {}", name(), res.name, why);
+  co_return Status::Errorf(failed ? first_error : Errc::kExist, "nexus {}: snapshot '{}': {}", name(), res.name, why);
 }
 
 // ---------------------------------------------------------------------------------------------------

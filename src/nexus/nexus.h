@@ -20,7 +20,7 @@
 #pragma once
 
 #include <array>
-#include <array>
+#include <map>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -73,6 +73,44 @@ class LocalReservations {
                      std::function<void()> fenced) = 0;
 };
 
+// Snapshots of local children: the replica behind a device, snapshotted through the node's pools (the
+// engine, through an adapter). Remote children's replicas are snapshotted by their own engines, asked
+// with a vendor admin command on the child's NVMe/TCP connection (nvmf/vendor.h). Primary reactor.
+class LocalSnapshots {
+ public:
+  virtual ~LocalSnapshots() = default;
+  // Takes snapshot `name` / `uuid` of the replica behind `device`; true when that identical snapshot
+  // (same UUID, name and source) was there already. kNotSup when the device is no pool replica.
+  virtual Task<Result<bool>> take(std::string device, std::string name, Uuid uuid) = 0;
+  // Destroys snapshot `uuid` of the replica behind `device` (gone already: OK).
+  virtual Task<Status> drop(std::string device, Uuid uuid) = 0;
+};
+
+// A snapshot of the volume: one snapshot of each in-sync child's replica, all at the same point of the
+// write stream.
+struct SnapshotArgs {
+  std::string name;  // each replica snapshot's name (1..255 bytes)
+  Uuid uuid;         // the volume snapshot's identity (nil: derived from the nexus and the name)
+  // A child's snapshot's UUID; a child not listed gets Uuid::Derive(uuid, <child uuid>), so a retry
+  // names the same snapshots.
+  std::map<Uuid, Uuid> child_snapshots;
+};
+enum class SnapshotOutcome : uint8_t { kTaken, kExisted, kSkipped, kFailed, kRolledBack };
+const char* snapshot_outcome_name(SnapshotOutcome o);
+struct ChildSnapshot {
+  Uuid child;
+  std::string uri;
+  Uuid snapshot;
+  SnapshotOutcome outcome = SnapshotOutcome::kSkipped;
+  std::string detail;  // skipped: why; failed: the error
+};
+struct SnapshotResult {
+  Uuid uuid;
+  std::string name;
+  std::vector<ChildSnapshot> children;
+  uint64_t frozen_us = 0;  // how long host I/O was held
+};
+
 struct NexusOptions {
   Uuid uuid;                          // the volume's UUID: the device's name and UUID
   uint64_t size_bytes = 0;            // the volume's size
@@ -97,6 +135,10 @@ struct NexusOptions {
   std::string host_nqn;
   // Reservations on local children that the node's target exposes (null: local children are not fenced).
   LocalReservations* local_resv = nullptr;
+  // Snapshots of local children (null: a nexus with a local child cannot take snapshots).
+  LocalSnapshots* local_snap = nullptr;
+  // How long a snapshot may wait for the requests on the children to finish before it gives up.
+  uint64_t drain_timeout_ns = 30'000'000'000ull;
 };
 
 struct ChildIoCounters {
@@ -160,6 +202,15 @@ class Nexus final : public Bdev {
   // The nexus's own size (the target's rescan of a namespace asks): growing is resize()'s job.
   Result<uint64_t> rescan() override { return num_blocks() * props().block_size; }
 
+  // A snapshot of every in-sync child at one point of the write stream: new host requests are held
+  // (not failed), the ones on the children finish, each child's replica is snapshotted (local ones
+  // through opts.local_snap, remote ones by their engine), and the requests flow again. Faulted and
+  // out-of-sync children are skipped (and reported so). When any in-sync child fails, or only some
+  // had the snapshot already (an earlier attempt that did not finish), the snapshots this call took are
+  // destroyed again and the error names the child: a set of snapshots from different points is never
+  // left behind by this call. Every child had it already: OK (a retry of a snapshot that was taken).
+  Task<Result<SnapshotResult>> snapshot(SnapshotArgs args);
+
   // Holds all I/O (hosts wait rather than see errors), closes the children, writes clean_shutdown.
   // Idempotent once done; the device stays until destroyed.
   Task<Status> shutdown_nexus();
@@ -211,8 +262,15 @@ class Nexus final : public Bdev {
   // From a reactor: `slots` failed `parent`; complete it once they are retired (or with an error).
   void request_retire(unsigned reactor, BdevIo* parent, uint32_t failed_slots, Errc first_error);
   void report_fault(uint32_t slot, uint64_t version, Errc e);
+  // Host requests are held while any freeze is in force (a retire, a snapshot); unfreeze releases them
+  // when the last one ends. Primary reactor.
   void freeze();
   void unfreeze();
+  // Waits until no request is on a child and none waits for a retire, on every reactor (kTimedOut after
+  // `timeout_ns`).
+  Task<Status> drain(uint64_t timeout_ns);
+  Task<Result<bool>> take_child_snapshot(Child& c, const std::string& name, Uuid snap);
+  Task<Status> drop_child_snapshot(Child& c, Uuid snap);
   Task<void> self_shutdown(const char* why);
   Child* find_child(const Uuid& u);
   size_t healthy_children() const;
@@ -238,6 +296,7 @@ class Nexus final : public Bdev {
   // Per reactor: its channel, when it has one (set and cleared on that reactor).
   std::vector<NexusChannel*> channels_;
   std::atomic<bool> frozen_{false};
+  uint32_t freezes_ = 0;  // primary: freezes in force
   std::atomic<bool> shutdown_{false};  // no more I/O: held forever (shutdown) or failed (destroy)
   std::atomic<bool> fenced_{false};    // a child answered Reservation Conflict (any reactor sets it once)
   bool shutting_down_ = false;  // shutdown_nexus (or a self-shutdown) began
@@ -245,6 +304,7 @@ class Nexus final : public Bdev {
   bool failing_held_ = false;   // held requests fail instead of waiting (destroy, self-shutdown)
   uint64_t record_writes_ = 0;
   AsyncMutex ops_mu_;   // one reconfiguration at a time (retire, add, remove, fault, online, shutdown)
+  AsyncMutex snap_mu_;  // one snapshot at a time (taken before ops_mu_)
   TaskScope tasks_{"nexus"};  // retires, self-shutdown (primary reactor)
 };
 

@@ -240,6 +240,8 @@ struct Args {
   uint64_t read_us = 0, write_us = 0, other_us = 0, jitter_us = 0, generation = 1;
   std::string offset = "0", length;
   std::string resv_key, resv_type, preempt = "holder", preempt_key;
+  std::string snapshot_uuid;
+  std::vector<std::string> child_snapshots;  // CHILD=SNAPSHOT
 };
 Args a;
 
@@ -1090,6 +1092,47 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
       v1::Nexus n;
       if (int rc = call(&v1::NexusService::Stub::SetNexusAnaState, r, &n)) return rc;
       return nexus_reply(n);
+    };
+  });
+  auto* snap = nx->add_subcommand(
+      "snapshot",
+      "Snapshot the volume: every in-sync child's replica at the same point of the write stream (host I/O is "
+      "held, not failed, meanwhile). Each replica snapshot is a pool snapshot named NAME on the child's node "
+      "('ternctl snapshot list' there). All or nothing: if a child fails, what was taken is destroyed again");
+  snap->add_option("uuid", a.uuid, "The nexus UUID")->required();
+  snap->add_option("name", a.name, "The snapshot's name on every replica's pool")->required();
+  snap->add_option("--snapshot-uuid", a.snapshot_uuid,
+                   "The volume snapshot's UUID (default: derived from the nexus and the name, so a retry is the same "
+                   "snapshot)");
+  snap->add_option("--child-snapshot", a.child_snapshots,
+                   "CHILD_UUID=SNAPSHOT_UUID: that child's snapshot UUID, repeatable (default: derived from the "
+                   "volume snapshot's UUID and the child's)");
+  snap->callback([run] {
+    *run = [] {
+      v1::CreateNexusSnapshotRequest r;
+      r.set_uuid(a.uuid);
+      r.set_name(a.name);
+      r.set_snapshot_uuid(a.snapshot_uuid);
+      for (auto& cs : a.child_snapshots) {
+        const size_t eq = cs.find('=');
+        if (eq == std::string::npos) {
+          return bad(Status::Errorf(Errc::kInval, "--child-snapshot '{}': expected CHILD_UUID=SNAPSHOT_UUID", cs));
+        }
+        auto* c = r.add_replicas();
+        c->set_child_uuid(cs.substr(0, eq));
+        c->set_snapshot_uuid(cs.substr(eq + 1));
+      }
+      v1::NexusSnapshot out;
+      if (int rc = call(&v1::NexusService::Stub::CreateNexusSnapshot, r, &out)) return rc;
+      return show(out, [&] {
+        fmt::print("snapshot '{}' ({}) of nexus {}: host I/O held {} us\n\n", out.name(), out.uuid(), out.nexus_uuid(),
+                   out.frozen_us());
+        print_rows<v1::ChildSnapshot>({{"CHILD", [](auto& c) { return c.child_uuid(); }},
+                                       {"SNAPSHOT", [](auto& c) { return c.snapshot_uuid(); }},
+                                       {"OUTCOME", [](auto& c) { return c.outcome(); }},
+                                       {"DETAIL", [](auto& c) { return c.detail(); }}},
+                                      out.children(), "children");
+      });
     };
   });
 }

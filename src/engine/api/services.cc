@@ -370,6 +370,40 @@ class NexusApi final : public v1::NexusService::Service {
     if (!u.ok()) return reply(u.status());
     return reply(on_primary(e_, [&] { return e_.nexuses().resize(*u, r->size()); }), out);
   }
+  GStatus CreateNexusSnapshot(ServerContext*, const v1::CreateNexusSnapshotRequest* r, v1::NexusSnapshot* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    if (!u.ok()) return reply(u.status());
+    nexus::SnapshotArgs args;
+    args.name = r->name();
+    if (args.name.empty()) return reply(Status(Errc::kInval, "name: required"));
+    if (!r->snapshot_uuid().empty()) {
+      auto su = api::required_uuid("snapshot_uuid", r->snapshot_uuid());
+      if (!su.ok()) return reply(su.status());
+      args.uuid = *su;
+    }
+    for (auto& c : r->replicas()) {
+      auto cu = api::required_uuid("replicas.child_uuid", c.child_uuid());
+      if (!cu.ok()) return reply(cu.status());
+      auto su = api::required_uuid("replicas.snapshot_uuid", c.snapshot_uuid());
+      if (!su.ok()) return reply(su.status());
+      args.child_snapshots[*cu] = *su;
+    }
+    auto res = on_primary(e_, [&] { return e_.nexuses().snapshot(*u, args); });
+    if (!res.ok()) return reply(res.status());
+    out->set_uuid(res->uuid.ToString());
+    out->set_name(res->name);
+    out->set_nexus_uuid(u->ToString());
+    out->set_frozen_us(res->frozen_us);
+    for (auto& c : res->children) {
+      auto* o = out->add_children();
+      o->set_child_uuid(c.child.ToString());
+      o->set_uri(c.uri);
+      o->set_snapshot_uuid(c.snapshot.ToString());
+      o->set_outcome(nexus::snapshot_outcome_name(c.outcome));
+      o->set_detail(c.detail);
+    }
+    return GStatus::OK;
+  }
 
  private:
   Engine& e_;

@@ -326,24 +326,38 @@ class NvmfBdev final : public Bdev {
     }
   }
 
+ public:
+  // One admin command for this device's namespace (primary reactor).
+  Task<Result<PassthruReply>> admin_command(Sqe s, std::vector<uint8_t> data_out, uint32_t data_in_len) {
+    if (!admin_ || resetting_ || removing_) co_return Status::Errorf(Errc::kAgain, "device '{}' is reconnecting", name());
+    s.nsid = opts_.nsid;
+    auto rep = co_await admin_->command(s, std::move(data_out), data_in_len, opts_.host.admin_timeout_ns);
+    if (rep.transport != Errc::kOk) {
+      co_return Status::Errorf(rep.transport, "device '{}': admin command {:#x}: {}", name(), s.opc,
+                               errc_describe(rep.transport));
+    }
+    PassthruReply out;
+    out.status = rep.status();
+    out.dw0 = rep.cqe.dw0;
+    out.data = std::move(rep.data);
+    co_return out;
+  }
+
+ private:
   // The namespace grew on the target (a replica resized): Identify Namespace, and take the larger size.
   Task<Result<uint64_t>> rescan_async() override {
-    if (!admin_ || resetting_ || removing_) {
-      co_return Status::Errorf(Errc::kAgain, "device '{}' is reconnecting; its size cannot be read now", name());
-    }
     Sqe s;
     std::memset(&s, 0, sizeof(s));
     s.opc = opc::kIdentify;
-    s.nsid = opts_.nsid;
     s.cdw10 = cns::kNamespace;
-    auto rep = co_await admin_->command(s, {}, 4096, opts_.host.admin_timeout_ns);
-    if (!rep.ok()) {
-      co_return Status::Errorf(rep.transport != Errc::kOk ? rep.transport : Errc::kIo, "device '{}': Identify Namespace: {}",
-                               name(), describe_status(rep.status()));
+    auto rep = co_await admin_command(s, {}, 4096);
+    if (!rep.ok()) co_return rep.status();
+    if (!rep->status.ok()) {
+      co_return Status::Errorf(Errc::kIo, "device '{}': Identify Namespace: {}", name(), describe_status(rep->status));
     }
     IdentifyNamespace id;
     std::memset(&id, 0, sizeof(id));
-    std::memcpy(&id, rep.data.data(), std::min(rep.data.size(), sizeof(id)));
+    std::memcpy(&id, rep->data.data(), std::min(rep->data.size(), sizeof(id)));
     if ((1u << lba_shift(id)) != props_.block_size) {
       co_return Status::Errorf(Errc::kInval, "device '{}': namespace {} changed its block size", name(), opts_.nsid);
     }
@@ -647,6 +661,13 @@ Task<Result<PassthruReply>> io_passthru(Bdev& dev, nvme::Sqe sqe, std::vector<ui
   out.dw0 = rep.cqe.dw0;
   out.data = std::move(rep.data);
   co_return out;
+}
+
+Task<Result<PassthruReply>> admin_passthru(Bdev& dev, nvme::Sqe sqe, std::vector<uint8_t> data_out,
+                                           uint32_t data_in_len) {
+  auto* nv = dynamic_cast<NvmfBdev*>(&dev);
+  if (!nv) co_return Status::Errorf(Errc::kNotSup, "device '{}' is not an NVMe/TCP (nvmf://) device", dev.name());
+  co_return co_await nv->admin_command(sqe, std::move(data_out), data_in_len);
 }
 
 void register_nvmf_backend(BdevRegistry& registry) {

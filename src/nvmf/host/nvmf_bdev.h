@@ -27,6 +27,11 @@ struct PassthruReply {
 };
 Task<Result<PassthruReply>> io_passthru(Bdev& dev, nvme::Sqe sqe, std::vector<uint8_t> data_out, uint32_t data_in_len);
 
+// An admin command on the admin queue of an nvmf:// device (primary reactor): its namespace ID is the
+// device's. Same reply and errors as io_passthru.
+Task<Result<PassthruReply>> admin_passthru(Bdev& dev, nvme::Sqe sqe, std::vector<uint8_t> data_out,
+                                           uint32_t data_in_len);
+
 // Adds the nvmf:// (and nvmf+tcp://) scheme to `registry`.
 void register_nvmf_backend(BdevRegistry& registry);
 

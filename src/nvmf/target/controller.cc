@@ -253,9 +253,39 @@ Task<AdminResult> Controller::execute(AdminCommand cmd) {
       // Commands are never held back long enough to be worth aborting: report "not aborted".
       co_return ok_result(1);
     default:
+      if (s.opc >= 0xC0 && !disc) co_return co_await vendor_command(std::move(cmd));
       break;
   }
   co_return error_result(CmdStatus::Generic(sc::kInvalidOpcode));
+}
+
+Task<AdminResult> Controller::vendor_command(AdminCommand cmd) {
+  const VendorHandler* found = target_.vendor_handler(cmd.sqe.opc);
+  if (!found) co_return error_result(CmdStatus::Generic(sc::kInvalidOpcode));
+  Subsystem::Namespace* ns = subsys_.ns(cmd.sqe.nsid);
+  if (!ns || !ns->desc) co_return error_result(CmdStatus::Generic(sc::kInvalidNamespace));
+  switch (subsys_.ana_state(listener_, ns->anagrpid)) {
+    case AnaState::kOptimized:
+    case AnaState::kNonOptimized: break;
+    case AnaState::kInaccessible: co_return error_result(CmdStatus::Path(sc::kAnaInaccessible));
+    case AnaState::kPersistentLoss: co_return error_result(CmdStatus::Path(sc::kAnaPersistentLoss));
+    case AnaState::kChange: co_return error_result(CmdStatus::Path(sc::kAnaTransition));
+  }
+  // Vendor commands change what the namespace holds (a snapshot of it, at least): a write, for the
+  // reservation rules, so a fenced host cannot use them.
+  if (!reservation_allows(ns->resv, hostid_, false, true)) {
+    co_return error_result(CmdStatus::Generic(sc::kReservationConflict));
+  }
+  VendorCommand vc;
+  vc.sqe = cmd.sqe;
+  vc.subnqn = subsys_.nqn();
+  vc.nsid = cmd.sqe.nsid;
+  vc.bdev = ns->desc->bdev().name();
+  vc.hostnqn = hostnqn_;
+  vc.hostid = hostid_;
+  vc.data = std::move(cmd.data);
+  const VendorHandler handler = *found;  // the frame keeps it, even if it is replaced meanwhile
+  co_return co_await handler(std::move(vc));
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -113,6 +113,7 @@ class Controller {
   AdminResult get_features(const nvme::Sqe& s);
   AdminResult set_features(const nvme::Sqe& s, const std::vector<uint8_t>& data);
   AdminResult async_event_request(const nvme::Sqe& s);
+  Task<AdminResult> vendor_command(AdminCommand cmd);
   void fill_identify_controller(nvme::IdentifyController& id);
   std::vector<uint8_t> discovery_log();
   std::vector<uint8_t> ana_log(bool groups_only);

@@ -34,6 +34,23 @@ constexpr uint8_t kNoticeReservationPreempted = 3;
 
 }  // namespace
 
+bool reservation_allows(const Reservation& rv, const std::array<uint8_t, 16>& hostid, bool is_read, bool is_write) {
+  if (!rv.held()) return true;
+  const bool holder = !all_registrants(rv.type) && rv.holder == hostid;
+  bool registered = false;
+  for (auto& reg : rv.registrants) registered |= reg.hostid == hostid;
+  switch (rv.type) {
+    case ResvType::kWriteExclusive: return holder || !is_write;
+    case ResvType::kExclusiveAccess: return holder || (!is_write && !is_read);
+    case ResvType::kWriteExclusiveRegsOnly:
+    case ResvType::kWriteExclusiveAllRegs: return holder || registered || !is_write;
+    case ResvType::kExclusiveAccessRegsOnly:
+    case ResvType::kExclusiveAccessAllRegs: return holder || registered || (!is_write && !is_read);
+    case ResvType::kNone: break;
+  }
+  return true;
+}
+
 AdminResult Target::reservation_command(Subsystem* s, Controller* ctrl, const Sqe& sqe, std::vector<uint8_t> data,
                                         uint32_t xfer_len) {
   return reservation_command_as(s, ctrl, ctrl->hostid(), sqe, std::move(data), xfer_len);

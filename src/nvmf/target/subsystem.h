@@ -47,6 +47,10 @@ struct Reservation {
   bool held() const { return type != nvme::ResvType::kNone; }
 };
 
+// Whether host `hostid` may run a command that reads (`is_read`) or changes (`is_write`) the namespace's
+// data under reservation `rv` (NVMe Base 2.0, 8.19: access by reservation type and registration).
+bool reservation_allows(const Reservation& rv, const std::array<uint8_t, 16>& hostid, bool is_read, bool is_write);
+
 // What the I/O path needs to know about a namespace.
 struct NamespaceView {
   uint32_t nsid = 0;

@@ -68,6 +68,16 @@ Target::~Target() {
 
 Status Target::check_nqn(std::string_view nqn) const { return validate_nqn(nqn); }
 
+void Target::set_vendor_handler(uint8_t opcode, VendorHandler h) {
+  if (h) vendor_handlers_[opcode] = std::move(h);
+  else vendor_handlers_.erase(opcode);
+}
+
+const VendorHandler* Target::vendor_handler(uint8_t opcode) const {
+  auto it = vendor_handlers_.find(opcode);
+  return it == vendor_handlers_.end() ? nullptr : &it->second;
+}
+
 Status validate_nqn(std::string_view nqn) {
   if (nqn.size() < 11 || nqn.size() > 223) {
     return Status::Errorf(Errc::kInval, "NQN '{}' must be 11 to 223 characters long", nqn);

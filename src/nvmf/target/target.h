@@ -32,6 +32,20 @@ class TcpQpair;
 struct QpairRef;
 struct AdminResult;
 
+// A vendor-specific admin command (opcodes C0h-FFh; tern's are in nvmf/vendor.h) for one namespace,
+// after the target checked that the namespace exists and that the host's reservation access allows a
+// write. The handler answers with the command's status (and DW0).
+struct VendorCommand {
+  nvme::Sqe sqe;
+  std::string subnqn;
+  uint32_t nsid = 0;
+  std::string bdev;  // the namespace's device
+  std::string hostnqn;
+  std::array<uint8_t, 16> hostid{};
+  std::vector<uint8_t> data;  // host-to-controller data
+};
+using VendorHandler = std::function<Task<AdminResult>(VendorCommand)>;
+
 struct ConnectResult {
   nvme::CmdStatus status;
   uint32_t dw0 = 0;  // CNTLID on success; IATTR/IPO for Invalid Parameters
@@ -172,6 +186,13 @@ class Target {
   // reservation on a namespace exposing `bdev`. One per (bdev, hostid); an empty function removes it.
   void watch_local_reservation(const std::string& bdev, const std::array<uint8_t, 16>& hostid,
                                std::function<void()> fenced);
+
+  // --- vendor-specific admin commands: the handler for `opcode` (C0h-FFh), primary reactor. An empty
+  // function removes it; an opcode nobody handles is an Invalid Opcode. ---
+  void set_vendor_handler(uint8_t opcode, VendorHandler h);
+  // The handler, or null.
+  const VendorHandler* vendor_handler(uint8_t opcode) const;
+
   ReactorSlice& slice(unsigned reactor) { return slices_[reactor]; }
   uint64_t discovery_genctr() const { return discovery_genctr_; }
   void bump_discovery_genctr();
@@ -204,6 +225,7 @@ class Target {
     std::function<void()> fenced;
   };
   std::vector<LocalResvWatch> local_resv_watches_;
+  std::map<uint8_t, VendorHandler> vendor_handlers_;
   AdminResult reservation_command_as(Subsystem* s, Controller* ctrl, const std::array<uint8_t, 16>& me,
                                      const nvme::Sqe& sqe, std::vector<uint8_t> data, uint32_t xfer_len);
   std::unique_ptr<Subsystem> discovery_;

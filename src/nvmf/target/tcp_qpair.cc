@@ -850,21 +850,7 @@ CmdStatus TcpQpair::check_access(const NamespaceView& ns, uint8_t o) const {
   }
   const bool is_read = o == opc::kRead || o == opc::kCompare;
   const bool is_write = !is_read && o != opc::kFlush;  // writes, write zeroes, dataset management
-  const bool holder = (rv.type == ResvType::kWriteExclusiveAllRegs || rv.type == ResvType::kExclusiveAccessAllRegs)
-                          ? false
-                          : rv.holder == hostid_;
-  bool registered = false;
-  for (auto& reg : rv.registrants) registered |= reg.hostid == hostid_;
-  bool allowed = true;
-  switch (rv.type) {
-    case ResvType::kWriteExclusive: allowed = holder || !is_write; break;
-    case ResvType::kExclusiveAccess: allowed = holder || (!is_write && !is_read); break;
-    case ResvType::kWriteExclusiveRegsOnly:
-    case ResvType::kWriteExclusiveAllRegs: allowed = holder || registered || !is_write; break;
-    case ResvType::kExclusiveAccessRegsOnly:
-    case ResvType::kExclusiveAccessAllRegs: allowed = holder || registered || (!is_write && !is_read); break;
-    case ResvType::kNone: break;
-  }
+  const bool allowed = reservation_allows(rv, hostid_, is_read, is_write);
   return allowed ? CmdStatus::Ok() : CmdStatus::Generic(sc::kReservationConflict);
 }
 

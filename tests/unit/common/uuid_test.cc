@@ -55,5 +55,17 @@ TEST(Uuid, RejectsMalformed) {
   }
 }
 
+TEST(Uuid, DeriveIsStableVersion8AndSeparatesItsInputs) {
+  const Uuid base = *Uuid::Parse("6d0a3c1e-1111-4a2b-9c3d-000000000001");
+  const Uuid a = Uuid::Derive(base, "snap-1");
+  EXPECT_EQ(a, Uuid::Derive(base, "snap-1"));  // what a retry relies on
+  EXPECT_EQ(a.bytes()[6] >> 4, 8);
+  EXPECT_EQ(a.bytes()[8] & 0xc0, 0x80);
+  EXPECT_NE(a, Uuid::Derive(base, "snap-2"));
+  EXPECT_NE(a, Uuid::Derive(Uuid(), "snap-1"));
+  EXPECT_NE(Uuid::Derive(base, ""), Uuid::Derive(base, std::string_view("\0", 1)));
+  EXPECT_FALSE(a.is_nil());
+}
+
 }  // namespace
 }  // namespace tern

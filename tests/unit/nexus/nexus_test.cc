@@ -67,6 +67,45 @@ class TestStore : public RecordStore {
   std::vector<std::string> history;
 };
 
+// Local snapshots as copies: take() reads the child's device (the volume's first kSnapBytes) at the moment
+// it runs, so a test sees exactly what a snapshot taken then would hold. It can fail for one device, and
+// runs `on_take` first (a test's probe of what the nexus lets through meanwhile).
+constexpr uint64_t kSnapBytes = 1 << 20;
+class CopySnapshots : public LocalSnapshots {
+ public:
+  explicit CopySnapshots(BdevRegistry& reg) : reg_(reg) {}
+  Task<Result<bool>> take(std::string device, std::string name, Uuid uuid) override {
+    if (on_take) on_take();
+    if (device == fail_device) co_return Status(Errc::kNoSpc, "test: no room for the snapshot");
+    auto key = std::make_pair(device, uuid);
+    if (copies.count(key)) co_return true;
+    auto d = reg_.open(device, false);
+    if (!d.ok()) co_return d.status();
+    AlignedBuffer b(kSnapBytes, 4096);
+    Errc e;
+    {
+      auto ch = ChannelRef::Get(**d);
+      if (!ch.ok()) co_return ch.status();
+      e = co_await ch->read(b.data(), 0, kSnapBytes / 512);
+    }
+    if (e != Errc::kOk) co_return Status(e, "test: reading the child");
+    copies[key] = std::vector<uint8_t>(b.data(), b.data() + kSnapBytes);
+    names[key] = name;
+    co_return false;
+  }
+  Task<Status> drop(std::string device, Uuid uuid) override {
+    copies.erase(std::make_pair(device, uuid));
+    ++drops;
+    co_return Status::Ok();
+  }
+  BdevRegistry& reg_;
+  std::function<void()> on_take;
+  std::string fail_device;
+  std::map<std::pair<std::string, Uuid>, std::vector<uint8_t>> copies;
+  std::map<std::pair<std::string, Uuid>, std::string> names;
+  int drops = 0;
+};
+
 std::string child_uri(const std::string& dev, int i) { return fmt::format("bdev:///{}?uuid={}", dev, kC[i]); }
 
 class NexusTest : public ::testing::Test {
@@ -81,6 +120,7 @@ class NexusTest : public ::testing::Test {
       ASSERT_TRUE(env_->create(fmt::format("error:///e{}?base=m{}&uuid={}", i, i, kC[i])).ok());
     }
     env_->set->run_sync(1, [&] { writes_ = new TaskScope("test writes"); });
+    snaps_ = std::make_unique<CopySnapshots>(*env_->registry);
   }
   void TearDown() override {
     if (nx_) destroy();  // fails whatever a test left held in the nexus
@@ -100,6 +140,7 @@ class NexusTest : public ::testing::Test {
     o.persistence_key = std::move(key);
     o.persist_timeout_ns = persist_timeout_ns;
     o.persist_retry_ns = 20'000'000;
+    o.local_snap = snaps_.get();
     auto r = env_->on_primary([&]() -> Task<Result<Nexus*>> {
       co_return co_await Nexus::Create(*env_->registry, o, &store_);
     });
@@ -162,21 +203,21 @@ class NexusTest : public ::testing::Test {
     AlignedBuffer buf{4096, 4096};
   };
   void start_write(Pending* p, uint64_t lba) {
-    std::memset(p->buf.data(), 0x5c, 4096);
     BdevDesc* d = desc_.get();
-    env_->set->run_sync(1, [&] {
-      writes_->spawn([](BdevDesc* dd, Pending* pp, uint64_t l) -> Task<void> {
-        auto ch = ChannelRef::Get(*dd);
-        Errc e = co_await ch->write(pp->buf.data(), l, 8);
-        pp->status = int(e);
-        pp->done = true;
-      }(d, p, lba));
-    });
+    env_->set->run_sync(1, [&] { writes_->spawn(write_task(d, p, lba)); });
+  }
+  static Task<void> write_task(BdevDesc* d, Pending* p, uint64_t lba) {
+    std::memset(p->buf.data(), 0x5c, 4096);
+    auto ch = ChannelRef::Get(*d);
+    Errc e = co_await ch->write(p->buf.data(), lba, 8);
+    p->status = int(e);
+    p->done = true;
   }
 
   std::unique_ptr<DeviceEnv> env_;
   TaskScope* writes_ = nullptr;  // writes the tests start and check later (reactor 1)
   TestStore store_;
+  std::unique_ptr<CopySnapshots> snaps_;
   Nexus* nx_ = nullptr;
   std::unique_ptr<BdevDesc> desc_;
 };
@@ -525,6 +566,100 @@ TEST_F(NexusTest, ResizeMovesTheMetadataAndZeroesWhereItWas) {
   // The last block of the grown volume takes writes.
   ASSERT_EQ(write(kVolBytes / 512 - 8, pattern(4096, 22)), Errc::kOk);
   EXPECT_TRUE(read_device("m0", kVolBytes / 512 - 8, 4096) == pattern(4096, 22));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Snapshots
+
+TEST_F(NexusTest, ASnapshotCatchesEveryChildAtOnePointOfTheWriteStream) {
+  // Child 3 is slow to write: a write is still on it when the snapshot is asked for.
+  ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await env_->registry->destroy("e3"); }).ok());
+  ASSERT_TRUE(env_->create(fmt::format("delay:///d3?base=m3&write_us=200000&uuid={}", kC[3])).ok());
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("d3", 3), child_uri("e2", 2)}, "vol/s").ok());
+  ASSERT_EQ(write(0, pattern(kSnapBytes, 1)), Errc::kOk);
+  Pending before;
+  start_write(&before, 16);  // on the children, completing 200 ms from now
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_FALSE(before.done.load());
+  // A write submitted while the snapshot is being taken must wait for it, and not be in it.
+  Pending during;
+  bool before_done_at_take = false, during_held_at_take = false;
+  int takes = 0;
+  snaps_->on_take = [&] {
+    if (takes++ > 0) return;
+    before_done_at_take = before.done.load();
+    // (posted: this runs on the primary reactor, which must not wait for another)
+    BdevDesc* d = desc_.get();
+    env_->set->post(1, [this, d, p = &during] { writes_->spawn(write_task(d, p, 32)); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    during_held_at_take = !during.done.load();
+  };
+  SnapshotArgs a;
+  a.name = "s1";
+  auto r = env_->on_primary([&]() -> Task<Result<SnapshotResult>> { co_return co_await nx_->snapshot(a); });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(before_done_at_take);  // drained first
+  EXPECT_TRUE(during_held_at_take);  // held, not failed
+  ASSERT_TRUE(eventually([&] { return during.done.load(); }));
+  EXPECT_EQ(during.status.load(), 0);
+  EXPECT_EQ(before.status.load(), 0);
+  EXPECT_EQ(r->uuid, Uuid::Derive(*Uuid::Parse(kVol), "s1"));
+  ASSERT_EQ(r->children.size(), 3u);
+  // Three copies, identical, holding the slow write and not the held one.
+  std::vector<std::vector<uint8_t>> got;
+  for (auto& c : r->children) {
+    EXPECT_EQ(c.outcome, SnapshotOutcome::kTaken) << c.uri;
+    EXPECT_EQ(c.snapshot, Uuid::Derive(r->uuid, c.child.ToString()));
+    for (auto& [k, v] : snaps_->copies)
+      if (k.second == c.snapshot) got.push_back(v);
+  }
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_TRUE(got[0] == got[1] && got[1] == got[2]);
+  std::vector<uint8_t> x5c(4096, 0x5c);
+  EXPECT_TRUE(std::equal(x5c.begin(), x5c.end(), got[0].begin() + 16 * 512));
+  EXPECT_FALSE(std::equal(x5c.begin(), x5c.end(), got[0].begin() + 32 * 512));
+  // The same request again: every child had it, nothing new is taken.
+  auto again = env_->on_primary([&]() -> Task<Result<SnapshotResult>> { co_return co_await nx_->snapshot(a); });
+  ASSERT_TRUE(again.ok()) << again.status();
+  for (auto& c : again->children) EXPECT_EQ(c.outcome, SnapshotOutcome::kExisted);
+}
+
+TEST_F(NexusTest, ASnapshotIsAllOrNothingAndSkipsFaultedChildren) {
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1), child_uri("e2", 2)}, "vol/t").ok());
+  Status st = env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->fault_child(*Uuid::Parse(kC[2]), FaultReason::kNone); });
+  ASSERT_TRUE(st.ok()) << st;
+  // One in-sync child fails its snapshot: the other's is destroyed again, the error names the child.
+  snaps_->fail_device = "e1";
+  SnapshotArgs a;
+  a.name = "s2";
+  auto r = env_->on_primary([&]() -> Task<Result<SnapshotResult>> { co_return co_await nx_->snapshot(a); });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.code(), Errc::kNoSpc);
+  EXPECT_NE(r.status().message().find("e1"), std::string::npos) << r.status();
+  EXPECT_TRUE(snaps_->copies.empty());
+  EXPECT_EQ(snaps_->drops, 1);
+  // Host I/O flows again.
+  ASSERT_EQ(write(0, pattern(4096, 3)), Errc::kOk);
+  // Now it works; the faulted child is skipped and says why.
+  snaps_->fail_device.clear();
+  r = env_->on_primary([&]() -> Task<Result<SnapshotResult>> { co_return co_await nx_->snapshot(a); });
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->children.size(), 3u);
+  EXPECT_EQ(r->children[0].outcome, SnapshotOutcome::kTaken);
+  EXPECT_EQ(r->children[1].outcome, SnapshotOutcome::kTaken);
+  EXPECT_EQ(r->children[2].outcome, SnapshotOutcome::kSkipped);
+  EXPECT_NE(r->children[2].detail.find("faulted"), std::string::npos) << r->children[2].detail;
+  // A snapshot that only some children have (taken behind the nexus's back) is refused, and what this
+  // call took is destroyed again.
+  snaps_->copies.erase(std::make_pair(std::string("e1"), r->children[1].snapshot));
+  auto mixed = env_->on_primary([&]() -> Task<Result<SnapshotResult>> { co_return co_await nx_->snapshot(a); });
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_EQ(mixed.code(), Errc::kExist);
+  EXPECT_EQ(snaps_->copies.count(std::make_pair(std::string("e1"), r->children[1].snapshot)), 0u);
+  // Bad names.
+  a.name = "";
+  auto bad = env_->on_primary([&]() -> Task<Result<SnapshotResult>> { co_return co_await nx_->snapshot(a); });
+  EXPECT_EQ(bad.code(), Errc::kInval);
 }
 
 }  // namespace
