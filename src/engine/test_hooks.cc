@@ -4,6 +4,7 @@
 
 #include "common/aligned_buffer.h"
 #include "common/log.h"
+#include "common/crc32c.h"
 #include "common/verify_pattern.h"
 #include "pool/device_io.h"
 
@@ -86,6 +87,21 @@ Task<Result<PatternCheck>> TestHooks::verify_pattern(PatternArgs a) {
   }
   check.bytes_checked = a.length;
   co_return check;
+}
+
+Task<Result<std::vector<uint32_t>>> TestHooks::checksum(PatternArgs a) {
+  auto desc = registry_.open(a.device, /*writable=*/false);
+  if (!desc.ok()) co_return Status::Errorf(desc.code(), "device: {}", desc.status().message());
+  TERN_CO_RETURN_IF_ERROR(check_pattern_range((*desc)->bdev(), a));
+  AlignedBuffer buf(kPatternChunk);
+  std::vector<uint32_t> out;
+  for (uint64_t off = a.offset; off < a.offset + a.length; off += kPatternChunk) {
+    uint64_t len = std::min(kPatternChunk, a.offset + a.length - off);
+    Errc e = co_await pool::device_io(**desc, IoType::kRead, off, buf.data(), len);
+    if (e != Errc::kOk) co_return Status::Errorf(e, "reading at byte {}: {}", off, errc_describe(e));
+    out.push_back(crc32c(buf.data(), len));
+  }
+  co_return out;
 }
 
 }  // namespace tern::engine

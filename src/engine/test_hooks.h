@@ -27,6 +27,8 @@ class TestHooks {
   Task<Status> write_pattern(PatternArgs args);
   // Reads the range back; a mismatch is a result (ok = false), not an error.
   Task<Result<PatternCheck>> verify_pattern(PatternArgs args);
+  // CRC-32C of each MiB of the range (the generation is ignored).
+  Task<Result<std::vector<uint32_t>>> checksum(PatternArgs args);
 
  private:
   BdevRegistry& registry_;

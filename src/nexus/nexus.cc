@@ -1037,7 +1037,9 @@ Task<Result<bool>> Nexus::take_child_snapshot(Child& c, const std::string& snap_
   nvme::Sqe s;
   std::memset(&s, 0, sizeof(s));
   s.opc = nvmf::vendor::kSnapshot;
-  auto rep = co_await nvmf::admin_passthru(c.desc->bdev(), s, nvmf::vendor::encode({snap, snap_name}), 0);
+  // (named first: GCC 12 destroys a temporary with a destructor inside a co_await expression twice)
+  std::vector<uint8_t> data = nvmf::vendor::encode(nvmf::vendor::SnapshotCommand{snap, snap_name});
+  auto rep = co_await nvmf::admin_passthru(c.desc->bdev(), s, std::move(data), 0);
   if (!rep.ok()) co_return rep.status().WithContext(fmt::format("child {}", c.uri));
   if (!rep->status.ok()) {
     const Errc e = nvmf::vendor::errc_of(rep->status);
@@ -1064,7 +1066,8 @@ Task<Status> Nexus::drop_child_snapshot(Child& c, Uuid snap) {
   nvme::Sqe s;
   std::memset(&s, 0, sizeof(s));
   s.opc = nvmf::vendor::kDropSnapshot;
-  auto rep = co_await nvmf::admin_passthru(c.desc->bdev(), s, nvmf::vendor::encode({snap, "-"}), 0);
+  std::vector<uint8_t> data = nvmf::vendor::encode(nvmf::vendor::SnapshotCommand{snap, "-"});
+  auto rep = co_await nvmf::admin_passthru(c.desc->bdev(), s, std::move(data), 0);
   if (!rep.ok()) co_return rep.status();
   if (!rep->status.ok()) {
     const Errc e = nvmf::vendor::errc_of(rep->status);
@@ -1115,7 +1118,7 @@ Task<Result<SnapshotResult>> Nexus::snapshot(SnapshotArgs args) {
     }
     if (taking.empty()) {
       unfreeze();
-      co_return Status::Errorf(Errc::kNoDev, "nexus {} has no in-sync child to snapshot", name());
+      co_return Status::Errorf(Errc::kBusy, "nexus {} has no in-sync child to snapshot", name());
     }
     std::vector<Task<Result<bool>>> tasks;
     for (Child* c : taking) {

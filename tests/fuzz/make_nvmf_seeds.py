@@ -87,6 +87,10 @@ resv = [
     cmd(sqe(0x15, 6, nsid=1, cdw10=1, sgl_len=8), struct.pack("<Q", 0x1111)),              # clear
 ]
 seeds["reservations"] = bytes([PRE_IO | FRAMED]) + b"".join(resv)
+# tern's vendor admin commands (src/nvmf/vendor.h): snapshot, then drop, of namespace 1's device.
+snap = struct.pack("<IHH16s8s256s", 0x504E5354, 1, 2, bytes(range(1, 17)), bytes(8), b"s1")
+seeds["vendor_snapshot"] = bytes([PRE_ADMIN | FRAMED]) + cmd(sqe(0xC1, 1, nsid=1, sgl_len=len(snap)), snap) + \
+    cmd(sqe(0xC5, 2, nsid=1, sgl_len=len(snap)), snap) + cmd(sqe(0xC1, 3, nsid=9, sgl_len=len(snap)), snap)
 
 OUT.mkdir(parents=True, exist_ok=True)
 for name, data in seeds.items():

@@ -40,6 +40,7 @@
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "nvmf/target/target.h"
+#include "nvmf/vendor.h"
 #include "reactor/reactor_set.h"
 
 using namespace tern;
@@ -313,6 +314,16 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     for (const char* d : {"fz0", "fz1"}) {
       auto id = w->target->add_namespace(kSubNqn, d, 0, 0);
       if (!id.ok()) co_return id.status();
+    }
+    // Vendor commands (a nexus's snapshot request): the payload decoder runs on what arrives.
+    for (uint8_t opc : {nvmf::vendor::kSnapshot, nvmf::vendor::kDropSnapshot}) {
+      w->target->set_vendor_handler(opc, [](nvmf::VendorCommand c) -> Task<nvmf::AdminResult> {
+        nvmf::AdminResult r;
+        auto d = nvmf::vendor::decode_snapshot_command(c.data.data(), c.data.size());
+        if (!d.ok()) r.status = nvmf::vendor::status_for(d.code());
+        else if (d->name.empty() || d->uuid.is_nil()) std::abort();
+        co_return r;
+      });
     }
     co_return Status::Ok();
   });

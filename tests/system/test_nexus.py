@@ -298,3 +298,66 @@ def test_resize_after_the_children_grew(cluster, pb):
         persistence_key=f"/tern/test/volume/{vol}/nexus"), timeout=60)
     assert again.size == big
     destroy(cluster, pb, vol)
+
+
+def test_a_snapshot_catches_every_replica_at_one_point_of_the_write_stream(cluster, pb, ioperf):
+    """CreateNexusSnapshot on a published volume under verified host writes: the local replica's snapshot
+    and the two taken by the remote engines (asked over the children's NVMe/TCP connections) hold the same
+    bytes, the host saw no error, a retry is the same snapshot, and a snapshot one child cannot take leaves
+    none behind on the others."""
+    etcd, engines = cluster
+    N, S, R, T = pb.nexus_pb2, pb.snapshot_pb2, pb.replica_pb2, pb.test_pb2
+    vol, reps, nx = make_volume(cluster, pb)
+    host = "nqn.2014-08.org.nvmexpress:uuid:snap-host"
+    p = engines[0].api.nexus.PublishNexus(N.PublishNexusRequest(uuid=vol, allowed_hosts=[host]), timeout=60)
+    pattern(engines[0], pb, vol, 3)
+    result = {}
+
+    def load():
+        result["p"] = ioperf.run("--uri", f"{p.share.uri}?hostnqn={host}", "--rw", "randwrite", "--bs", "4k",
+                                 "--qd", "16", "--time", "3s", "--verify", timeout=180)
+
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(1.0)
+    snap = engines[0].api.nexus.CreateNexusSnapshot(N.CreateNexusSnapshotRequest(uuid=vol, name=f"s-{vol[:8]}"),
+                                                    timeout=60)
+    t.join(timeout=200)
+    assert result["p"].returncode == 0, f"host saw an error:\n{result['p'].stdout}\n{result['p'].stderr}"
+    assert [c.outcome for c in snap.children] == ["taken"] * 3
+    assert [c.child_uuid for c in snap.children] == reps
+    for i, c in enumerate(snap.children):
+        listed = engines[i].api.snapshot.ListSnapshots(S.ListSnapshotsRequest(source_uuid=reps[i]), timeout=60).replicas
+        assert [(s.uuid, s.name) for s in listed] == [(c.snapshot_uuid, f"s-{vol[:8]}")]
+    # One point of the write stream: every replica's snapshot holds the same bytes, and the host's writes
+    # had begun to change the volume by then.
+    sums = [engines[i].api.test.Checksum(T.PatternRequest(device=c.snapshot_uuid, offset=0, length=VOL),
+                                         timeout=60).crc_per_mib for i, c in enumerate(snap.children)]
+    assert len(sums[0]) == VOL // MiB
+    for i in (1, 2):
+        bad = [m for m in range(len(sums[0])) if sums[0][m] != sums[i][m]]
+        assert not bad, f"replica {i}'s snapshot differs from replica 0's in MiB {bad[:8]}"
+    assert not verify(engines[0], pb, snap.children[0].snapshot_uuid, 3).ok
+    # The same request again: the same snapshot, nothing new taken.
+    again = engines[0].api.nexus.CreateNexusSnapshot(N.CreateNexusSnapshotRequest(uuid=vol, name=f"s-{vol[:8]}"),
+                                                     timeout=60)
+    assert again.uuid == snap.uuid and [c.outcome for c in again.children] == ["existed"] * 3
+    assert [c.snapshot_uuid for c in again.children] == [c.snapshot_uuid for c in snap.children]
+    # A name that child 2's pool has for something else: refused there, and the snapshots the other two
+    # took (one local, one through its engine) are destroyed again.
+    engines[2].api.replica.CreateReplica(R.CreateReplicaRequest(name=f"t-{vol[:8]}", pool="p2", size=MiB, thin=True),
+                                         timeout=60)
+    with pytest.raises(grpc.RpcError) as ei:
+        engines[0].api.nexus.CreateNexusSnapshot(N.CreateNexusSnapshotRequest(uuid=vol, name=f"t-{vol[:8]}"),
+                                                 timeout=60)
+    assert ei.value.code() == grpc.StatusCode.ALREADY_EXISTS and reps[2] in ei.value.details(), ei.value.details()
+    for i in (0, 1):
+        listed = engines[i].api.snapshot.ListSnapshots(S.ListSnapshotsRequest(source_uuid=reps[i]), timeout=60).replicas
+        assert [s.name for s in listed] == [f"s-{vol[:8]}"]
+    # The CLI.
+    out = engines[0].ternctl_json("nexus", "snapshot", vol, f"s-{vol[:8]}")
+    assert [c["outcome"] for c in out["children"]] == ["existed"] * 3
+    destroy(cluster, pb, vol)
+    for i, c in enumerate(snap.children):
+        engines[i].api.snapshot.DestroySnapshot(R.ReplicaRef(uuid=c.snapshot_uuid), timeout=60)
+    engines[2].api.replica.DestroyReplica(R.ReplicaRef(name=f"t-{vol[:8]}", pool="p2"), timeout=60)

@@ -282,6 +282,13 @@ class TestApi final : public v1::TestService::Service {
     PatternArgs args = to_domain(*r);
     return reply(on_primary(e_, [&] { return e_.test_hooks().write_pattern(args); }));
   }
+  GStatus Checksum(ServerContext*, const v1::PatternRequest* r, v1::ChecksumReply* out) override {
+    PatternArgs args = to_domain(*r);
+    auto sums = on_primary(e_, [&] { return e_.test_hooks().checksum(args); });
+    if (!sums.ok()) return reply(sums.status());
+    for (uint32_t c : *sums) out->add_crc_per_mib(c);
+    return GStatus::OK;
+  }
   GStatus VerifyPattern(ServerContext*, const v1::PatternRequest* r, v1::VerifyPatternReply* out) override {
     PatternArgs args = to_domain(*r);
     return reply(on_primary(e_, [&] { return e_.test_hooks().verify_pattern(args); }), out);
