@@ -537,3 +537,59 @@ def test_concurrent_requests_are_serialized_per_pool(engines, scratch, pb):
     assert set(outcomes) <= {"ok", grpc.StatusCode.NOT_FOUND}, outcomes
     back = e.api.pool.ImportPool(pb.pool_pb2.ImportPoolRequest(disk=disks[1]), timeout=60)
     assert back.replica_count == 2 + outcomes.count("ok")  # r1, r3 and the creates that made it
+
+
+def test_vendor_snapshot_commands_over_nvme_tcp(node, pb):
+    """tern's vendor admin commands as any NVMe/TCP host can send them (src/nvmf/vendor.h): a snapshot of
+    the namespace's replica (C1h), its retry, its drop (C5h); a payload that is not ours, a namespace that
+    does not exist and an opcode nobody handles get clear NVMe errors; a host fenced off by another's
+    reservation gets Reservation Conflict and takes nothing."""
+    import struct
+    import uuid as uuidlib
+    import nvme_tcp as nt
+    R, S = pb.replica_pb2, pb.snapshot_pb2
+    r = node.api.replica.CreateReplica(R.CreateReplicaRequest(name="vr", pool="p0", size=8 * MiB, thin=True,
+                                                             share=pb.common_pb2.SHARE_PROTOCOL_NVMF), timeout=60)
+    nqn = f"nqn.2026-11.io.tern:{r.uuid}"
+    snap_uuid = uuidlib.uuid4()
+
+    def payload(name=b"vs1", u=snap_uuid, magic=0x504E5354, version=1):
+        return struct.pack("<IHH16s8s256s", magic, version, len(name), u.bytes, bytes(8), name)
+
+    def vendor(admin, opc, data, nsid=1):
+        c, _ = admin.command(nt.sqe(opc, admin.next_cid(), nsid=nsid, sgl=(0, len(data), nt.SGL_ICD)), data)
+        return c
+
+    def snaps():
+        return [(s.uuid, s.name) for s in
+                node.api.snapshot.ListSnapshots(S.ListSnapshotsRequest(source_uuid=r.uuid), timeout=60).replicas]
+
+    with nt.Association(node.nvmf_port, nqn, hostnqn="nqn.2014-08.org.nvmexpress:uuid:vendor-a") as a:
+        c = vendor(a.admin, 0xC1, payload())
+        assert c.ok and c.dw0 & 1 == 0, c
+        assert snaps() == [(str(snap_uuid), "vs1")]
+        c = vendor(a.admin, 0xC1, payload())
+        assert c.ok and c.dw0 & 1 == 1, c  # existed
+        # Not our payload; no such namespace; an opcode nobody handles.
+        assert vendor(a.admin, 0xC1, payload(magic=0x12345678)).is_(0, 0x02)
+        assert vendor(a.admin, 0xC1, payload(version=9)).is_(0, 0x02)
+        assert vendor(a.admin, 0xC1, payload(name=b"")).is_(0, 0x02)
+        assert vendor(a.admin, 0xC1, payload()[:100]).is_(0, 0x02)
+        assert vendor(a.admin, 0xC1, payload(), nsid=7).is_(0, 0x0B)
+        assert vendor(a.admin, 0xC9, payload()).is_(0, 0x01)
+        # The name taken by another object on the pool: EEXIST, as a vendor-specific status.
+        c = vendor(a.admin, 0xC1, payload(name=b"vr", u=uuidlib.uuid4()))
+        assert c.is_(7, 17), c
+        # Host A holds a write-exclusive reservation: host B may not take a snapshot.
+        assert a.q.resv_register(1, 0, nrkey=0xA).ok
+        assert a.q.resv_acquire(1, 0, 1, crkey=0xA).ok
+        with nt.Association(node.nvmf_port, nqn, hostnqn="nqn.2014-08.org.nvmexpress:uuid:vendor-b") as b:
+            other = uuidlib.uuid4()
+            assert vendor(b.admin, 0xC1, payload(name=b"vs2", u=other)).is_(0, 0x83)
+            assert vendor(b.admin, 0xC5, payload()).is_(0, 0x83)
+        assert snaps() == [(str(snap_uuid), "vs1")]
+        # The holder drops it; dropping again is fine.
+        assert vendor(a.admin, 0xC5, payload()).ok
+        assert snaps() == []
+        assert vendor(a.admin, 0xC5, payload()).ok
+    node.api.replica.DestroyReplica(R.ReplicaRef(name="vr"), timeout=60)
