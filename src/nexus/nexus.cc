@@ -93,6 +93,8 @@ struct Nexus::Child {
   SyncState sync = SyncState::kSynced;
   uint64_t label_seq = 0;
   bool newest_in_a = false;
+  uint64_t data_gen = 0;     // the generation of the data the child holds (its label's)
+  bool labelled = false;     // it had a label of this volume when opened
 };
 
 namespace {
@@ -240,15 +242,18 @@ Task<Result<Nexus*>> Nexus::Create(BdevRegistry& registry, NexusOptions opts, Re
     nx->props_.buf_align = align;
     nx->props_.write_cache = cache;
     nx->props_.unmap_reads_zeroes = zeroes;
-    for (auto& c : nx->children_) {
-      Status st = co_await nx->write_label(*c, true);
-      if (!st.ok()) {
-        failed = st;
-        break;
-      }
-    }
   }
+  // Generations (docs/design/rebuild.md): the new nexus starts one past both what the record says and
+  // what any child's label says; a child behind the newest label (or without a label, when others have
+  // one) holds older data and joins out of sync.
+  if (failed.ok()) failed = co_await nx->settle_generations();
+  // The record first, then the labels: a crash between them leaves the labels behind the record, which
+  // makes them look stale (a rebuild), never current when they are not.
   if (failed.ok()) failed = co_await nx->persist();
+  for (auto& c : nx->children_) {
+    if (!failed.ok()) break;
+    failed = co_await nx->write_label(*c, c->sync == SyncState::kSynced);
+  }
   if (!failed.ok()) {
     co_await undo();
     co_return failed;
@@ -470,14 +475,12 @@ void Nexus::fence_shutdown(std::string who) {
   }(this, std::move(who)));
 }
 
-Task<Status> Nexus::write_label(Child& c, bool in_sync, const Layout* at_layout) {
-  const Layout& layout = at_layout ? *at_layout : layout_;
+Task<Result<Nexus::LabelRead>> Nexus::read_label(Child& c, const Layout& layout) {
   auto ch = ChannelRef::Get(*c.desc);
   if (!ch.ok()) co_return ch.status();
   const uint32_t bs = layout.block_size;
-  const uint64_t nb = Layout::kLabelSize / bs;
   AlignedBuffer buf(2 * Layout::kLabelSize, 4096);
-  Errc e = co_await ch->read(buf.data(), layout.label_a / bs, 2 * nb);
+  Errc e = co_await ch->read(buf.data(), layout.label_a / bs, 2 * Layout::kLabelSize / bs);
   if (e != Errc::kOk) co_return Status::Errorf(e, "child {}: reading its labels failed: {}", c.uri, errc_describe(e));
   auto a = ChildLabel::Decode(buf.data(), fmt::format("child {} label A", c.uri));
   auto b = ChildLabel::Decode(buf.data() + Layout::kLabelSize, fmt::format("child {} label B", c.uri));
@@ -489,18 +492,28 @@ Task<Status> Nexus::write_label(Child& c, bool in_sync, const Layout* at_layout)
                                c.uri, (*l)->nexus.ToString());
     }
   }
-  uint64_t seq = 0;
-  bool newest_a = false;
+  LabelRead r;
   if (a.ok()) {
-    seq = a->sequence;
-    newest_a = true;
+    r.newest = *a;
+    r.newest_in_a = true;
   }
-  if (b.ok() && b->sequence > seq) {
-    seq = b->sequence;
-    newest_a = false;
+  if (b.ok() && (!r.newest || b->sequence > r.newest->sequence)) {
+    r.newest = *b;
+    r.newest_in_a = false;
   }
+  co_return r;
+}
+
+Task<Status> Nexus::write_label(Child& c, bool in_sync, const Layout* at_layout) {
+  const Layout& layout = at_layout ? *at_layout : layout_;
+  TERN_CO_ASSIGN_OR_RETURN(LabelRead old, co_await read_label(c, layout));
+  auto ch = ChannelRef::Get(*c.desc);
+  if (!ch.ok()) co_return ch.status();
+  const uint32_t bs = layout.block_size;
+  const uint64_t nb = Layout::kLabelSize / bs;
+  AlignedBuffer buf(Layout::kLabelSize, 4096);
   ChildLabel l;
-  l.sequence = seq + 1;
+  l.sequence = (old.newest ? old.newest->sequence : 0) + 1;
   l.nexus = opts_.uuid;
   l.child = c.uuid;
   l.volume_bytes = layout.volume_bytes;
@@ -508,15 +521,78 @@ Task<Status> Nexus::write_label(Child& c, bool in_sync, const Layout* at_layout)
   l.meta_offset = layout.meta_offset;
   l.meta_bytes = layout.meta_bytes;
   l.in_sync = in_sync;
+  // In sync: the volume's generation. Out of sync: the data is still what it was.
+  l.generation = in_sync ? generation_ : (old.newest ? old.newest->generation : 0);
   l.written_ns = wall_clock_ns();
   l.Encode(buf.data());
   // The slot not holding the newest copy: a torn write leaves the other one intact.
-  const bool to_a = !(a.ok() && newest_a);
+  const bool to_a = !(old.newest && old.newest_in_a);
   const uint64_t at = (to_a ? layout.label_a : layout.label_b) / bs;
-  e = co_await ch->write(buf.data(), at, nb, /*fua=*/true);
+  Errc e = co_await ch->write(buf.data(), at, nb, /*fua=*/true);
   if (e != Errc::kOk) co_return Status::Errorf(e, "child {}: writing its label failed: {}", c.uri, errc_describe(e));
   c.label_seq = l.sequence;
   c.newest_in_a = to_a;
+  c.data_gen = l.generation;
+  co_return Status::Ok();
+}
+
+Task<Status> Nexus::settle_generations() {
+  uint64_t recorded = 0;
+  bool have_record = false;
+  if (store_ && !opts_.persistence_key.empty()) {
+    std::string key = opts_.persistence_key;
+    auto got = co_await store_->get(std::move(key));
+    if (got.ok()) {
+      auto rec = NexusRecord::FromJson(*got);
+      if (!rec.ok()) co_return rec.status().WithContext(fmt::format("the record at '{}'", opts_.persistence_key));
+      recorded = rec->generation;
+      have_record = true;
+    } else if (got.code() != Errc::kNoEnt) {
+      co_return got.status().WithContext(fmt::format("reading the record at '{}'", opts_.persistence_key));
+    }
+  }
+  uint64_t newest = 0;
+  std::string newest_uri;
+  for (auto& c : children_) {
+    TERN_CO_ASSIGN_OR_RETURN(LabelRead lr, co_await read_label(*c, layout_));
+    if (!lr.newest) continue;
+    c->labelled = true;
+    c->data_gen = lr.newest->generation;
+    if (c->data_gen > newest) {
+      newest = c->data_gen;
+      newest_uri = c->uri;
+    }
+  }
+  if (have_record && recorded > 0 && newest > recorded) {
+    co_return Status::Errorf(Errc::kInval,
+                             "child {} holds generation {} of the volume but its record at '{}' says {}: the record is "
+                             "older than the data (restored or rolled back?); fix the record before creating the nexus",
+                             newest_uri, newest, opts_.persistence_key, recorded);
+  }
+  generation_ = std::max(recorded, newest) + 1;
+  for (auto& c : children_) {
+    if (newest > 0 && (!c->labelled || c->data_gen < newest)) {
+      c->sync = SyncState::kOutOfSync;
+      TLOG_WARN("nexus", "nexus {}: child {} holds generation {}, the newest is {}: it joins out of sync", name(), c->uri,
+                c->labelled ? c->data_gen : 0, newest);
+    }
+  }
+  co_return Status::Ok();
+}
+
+Task<Status> Nexus::new_generation(const char* why) {
+  ++generation_;
+  Status st = co_await persist();
+  if (!st.ok()) co_return st;
+  for (auto& c : children_) {
+    if (c->state != ChildState::kOnline || c->sync != SyncState::kSynced || !c->desc) continue;
+    Status ls = co_await write_label(*c, true);
+    if (!ls.ok()) {
+      TLOG_WARN("nexus", "nexus {}: generation {} ({}): child {}'s label: {}; it will look stale", name(), generation_, why,
+                c->uri, ls);
+    }
+  }
+  TLOG_INFO("nexus", "nexus {}: generation {} ({})", name(), generation_, why);
   co_return Status::Ok();
 }
 
@@ -576,6 +652,7 @@ Task<void> Nexus::publish() {
 NexusRecord Nexus::record() const {
   NexusRecord r;
   r.clean_shutdown = shutting_down_ && !failing_held_ && !shut_done_;
+  r.generation = generation_;
   for (auto& c : children_) {
     r.children.push_back({c->uuid, c->state == ChildState::kOnline && c->sync == SyncState::kSynced});
   }
@@ -650,7 +727,7 @@ Task<Status> Nexus::retire(Uuid id, FaultReason reason) {
   c->reason = reason;
   co_await publish();
   Status st;
-  if (synced) st = co_await persist();  // (not `c ? co_await x : y`: GCC 12 destroys that temporary twice)
+  if (synced) st = co_await new_generation("a child was retired");  // (not `c ? co_await x : y`: GCC 12)
   if (!st.ok()) {
     TLOG_ERROR("nexus", "nexus {}: {}; shutting down rather than acknowledge what it could not record", name(), st);
     g.release();
@@ -722,6 +799,7 @@ Task<NexusInfo> Nexus::info() {
   i.block_size = layout_.block_size;
   i.status = status();
   i.persistence_key = opts_.persistence_key;
+  i.generation = generation_;
   for (auto& c : children_) {
     ChildInfo ci;
     ci.uri = c->uri;
@@ -731,6 +809,7 @@ Task<NexusInfo> Nexus::info() {
     ci.reason = c->reason;
     ci.sync = c->sync;
     ci.local = c->local;
+    ci.generation = c->data_gen;
     i.children.push_back(ci);
   }
   // I/O counters live in each reactor's channel, per slot and child incarnation.
@@ -889,7 +968,12 @@ Task<Status> Nexus::remove_child(Uuid id) {
       break;
     }
   }
-  Status st = co_await persist();
+  Status st;
+  if (healthy) {
+    st = co_await new_generation("a healthy child was removed");
+  } else {
+    st = co_await persist();
+  }
   co_await release_child(*owned);
   co_await publish();  // the slot is free
   if (!st.ok()) {

@@ -154,11 +154,13 @@ struct ChildInfo {
   FaultReason reason = FaultReason::kNone;
   SyncState sync = SyncState::kSynced;
   bool local = false;
+  uint64_t generation = 0;  // of the data the child holds, as its label says
   ChildIoCounters io;
 };
 
 struct NexusInfo {
   Uuid uuid;
+  uint64_t generation = 0;  // the volume's data generation (docs/design/rebuild.md)
   uint64_t size_bytes = 0;
   uint32_t block_size = 0;
   NexusStatus status = NexusStatus::kOnline;
@@ -219,6 +221,7 @@ class Nexus final : public Bdev {
 
   // Tests: how many record writes were done, and requests held right now.
   uint64_t record_writes() const { return record_writes_; }
+  uint64_t generation() const { return generation_; }
 
   // --- Bdev ---
   bool supports(IoType t) const override;
@@ -235,8 +238,20 @@ class Nexus final : public Bdev {
 
   // Opening and labelling a child.
   Task<Result<std::unique_ptr<Child>>> open_child(const std::string& uri, bool creating);
-  // Writes the child's label (in `at`'s metadata region; default: the current layout).
+  // Writes the child's label (in `at`'s metadata region; default: the current layout). In sync: the label
+  // carries the nexus's generation; out of sync: the generation of the data the child held before.
   Task<Status> write_label(Child& c, bool in_sync, const Layout* at = nullptr);
+  // The child's newest valid label of this volume, if any (kExist for another volume's label).
+  struct LabelRead {
+    std::optional<ChildLabel> newest;
+    bool newest_in_a = false;
+  };
+  Task<Result<LabelRead>> read_label(Child& c, const Layout& at);
+  // A new generation: recorded first, then written to every in-sync child's label (best effort: a child
+  // whose label could not be written looks stale later, which costs a rebuild, never data).
+  Task<Status> new_generation(const char* why);
+  // At create: the generation to start at, and which children are stale (out of sync).
+  Task<Status> settle_generations();
   // Registers our key on a child and acquires (or preempts) its reservation: remote children over their
   // NVMe/TCP connection, local ones through the node's target (opts_.local_resv).
   Task<Status> fence(Child& c);
@@ -303,6 +318,7 @@ class Nexus final : public Bdev {
   bool shut_done_ = false;      // ...and finished
   bool failing_held_ = false;   // held requests fail instead of waiting (destroy, self-shutdown)
   uint64_t record_writes_ = 0;
+  uint64_t generation_ = 0;  // primary
   AsyncMutex ops_mu_;   // one reconfiguration at a time (retire, add, remove, fault, online, shutdown)
   AsyncMutex snap_mu_;  // one snapshot at a time (taken before ops_mu_)
   TaskScope tasks_{"nexus"};  // retires, self-shutdown (primary reactor)

@@ -9,6 +9,7 @@ using json = nlohmann::json;
 std::string NexusRecord::ToJson() const {
   json j;
   j["clean_shutdown"] = clean_shutdown;
+  j["generation"] = generation;
   j["children"] = json::array();
   for (const Child& c : children) j["children"].push_back({{"uuid", c.uuid.ToString()}, {"healthy", c.healthy}});
   return j.dump();
@@ -21,6 +22,10 @@ Result<NexusRecord> NexusRecord::FromJson(std::string_view text) {
   auto cs = j.find("clean_shutdown");
   if (cs == j.end() || !cs->is_boolean()) return Status(Errc::kInval, "nexus record: 'clean_shutdown' (a boolean) is missing");
   r.clean_shutdown = cs->get<bool>();
+  if (auto g = j.find("generation"); g != j.end()) {
+    if (!g->is_number_unsigned()) return Status(Errc::kInval, "nexus record: 'generation' is not a non-negative integer");
+    r.generation = g->get<uint64_t>();
+  }
   auto ch = j.find("children");
   if (ch == j.end() || !ch->is_array()) return Status(Errc::kInval, "nexus record: 'children' (an array) is missing");
   for (size_t i = 0; i < ch->size(); ++i) {

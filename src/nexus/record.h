@@ -1,6 +1,6 @@
 // The nexus's record in the store (etcd): which children hold the volume's current data.
 //
-//   {"clean_shutdown": false, "children": [{"uuid": "<replica uuid>", "healthy": true}, ...]}
+//   {"clean_shutdown": false, "generation": 3, "children": [{"uuid": "<replica uuid>", "healthy": true}, ...]}
 //
 // Written by the nexus before it acknowledges any host I/O that depended on a child being retired, and on
 // create, add/remove child, rebuild completion and clean shutdown, under the key given at create. A control
@@ -28,6 +28,9 @@ struct NexusRecord {
     friend bool operator==(const Child&, const Child&) = default;
   };
   bool clean_shutdown = false;
+  // The volume's data generation (docs/design/rebuild.md): healthy children's labels carry it. 0 in a
+  // record written before generations existed.
+  uint64_t generation = 0;
   std::vector<Child> children;
 
   std::string ToJson() const;

@@ -83,7 +83,8 @@ def test_every_child_holds_what_the_host_wrote(cluster, pb):
     assert [c.local for c in nx.children] == [True, False, False]
     assert nx.required_child_size == required_child_bytes(VOL)
     rec = etcd.get_json(f"/tern/test/volume/{vol}/nexus")
-    assert rec == {"clean_shutdown": False, "children": [{"uuid": r, "healthy": True} for r in reps]}
+    assert rec == {"clean_shutdown": False, "generation": 1, "children": [{"uuid": r, "healthy": True} for r in reps]}
+    assert nx.generation == 1 and [c.generation for c in nx.children] == [1, 1, 1]
     # Written through the nexus; each replica, read on its own engine, is the volume.
     pattern(engines[0], pb, vol, 7)
     assert verify(engines[0], pb, vol, 7).ok
@@ -123,7 +124,18 @@ def test_host_io_through_the_published_nexus_survives_a_dead_child(cluster, pb, 
     assert dead.state == N.CHILD_STATE_FAULTED
     rec = etcd.get_json(f"/tern/test/volume/{vol}/nexus")
     assert [c["healthy"] for c in rec["children"]] == [True, True, False]
+    assert rec["generation"] == 2 and l.generation == 2, rec  # the retire started a generation
     engines[2].start()
+    # A new nexus of the volume over all three (the engine that died is back): the child that missed
+    # writes holds generation 1 and joins out of sync, never read from; the others are current.
+    destroy(cluster, pb, vol)
+    again = engines[0].api.nexus.CreateNexus(N.CreateNexusRequest(
+        uuid=vol, size=VOL, children=[c.uri for c in nx.children], persistence_key=f"/tern/test/volume/{vol}/nexus"),
+        timeout=60)
+    assert again.generation == 3
+    assert [(c.synced, c.generation) for c in again.children] == [(True, 3), (True, 3), (False, 1)], again
+    assert again.state == N.NEXUS_STATE_DEGRADED
+    assert [c["healthy"] for c in etcd.get_json(f"/tern/test/volume/{vol}/nexus")["children"]] == [True, True, False]
     destroy(cluster, pb, vol)
 
 

@@ -115,7 +115,7 @@ def test_etcd_down_holds_io_then_the_nexus_shuts_down_and_nothing_is_acknowledge
     try:
         # Acknowledged while every child is healthy: every child holds generation 21 in [0, 2 MiB).
         pattern(engines[0], pb, vol, 21, 0, 2 * MiB)
-        healthy = {"clean_shutdown": False, "children": [{"uuid": r, "healthy": True} for r in reps]}
+        healthy = {"clean_shutdown": False, "generation": 1, "children": [{"uuid": r, "healthy": True} for r in reps]}
         assert etcd.get_json(key) == healthy
         before = etcd_kv(etcd, key)
 
@@ -230,7 +230,7 @@ def test_enospc_on_a_thin_child_faults_only_that_child(cluster, pb):
         assert states == [("CHILD_STATE_ONLINE", "CHILD_REASON_NONE"), ("CHILD_STATE_ONLINE", "CHILD_REASON_NONE"),
                           ("CHILD_STATE_FAULTED", "CHILD_REASON_NO_SPACE")], states
         assert nx.state == N.NEXUS_STATE_DEGRADED, N.NexusState.Name(nx.state)
-        assert etcd.get_json(key) == {"clean_shutdown": False, "children": [
+        assert etcd.get_json(key) == {"clean_shutdown": False, "generation": 2, "children": [
             {"uuid": r, "healthy": ok} for r, ok in zip(reps, (True, True, False))]}
         v = verify(engines[0], pb, vol, 31, 0, vol_bytes)
         assert v.ok, v.mismatch

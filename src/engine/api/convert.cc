@@ -424,6 +424,7 @@ void to_message(const NexusDesc& n, v1::Nexus* out) {
   out->set_block_size(n.info.block_size);
   out->set_state(to_wire(n.info.status));
   out->set_persistence_key(n.info.persistence_key);
+  out->set_generation(n.info.generation);
   for (const nexus::ChildInfo& c : n.info.children) {
     v1::Child* m = out->add_children();
     m->set_uri(c.uri);
@@ -433,6 +434,7 @@ void to_message(const NexusDesc& n, v1::Nexus* out) {
     m->set_reason(to_wire(c.reason));
     m->set_synced(c.sync == nexus::SyncState::kSynced);
     m->set_local(c.local);
+    m->set_generation(c.generation);
     v1::ChildIoStats* io = m->mutable_io();
     io->set_reads(c.io.reads);
     io->set_writes(c.io.writes);

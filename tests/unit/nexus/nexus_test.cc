@@ -274,6 +274,7 @@ TEST(NexusLayout, LabelRoundTripsAndRefusesDamage) {
 TEST(NexusRecordCodec, RoundTripsAndNamesWhatIsWrong) {
   NexusRecord r;
   r.clean_shutdown = true;
+  r.generation = 7;
   r.children = {{*Uuid::Parse(kC[0]), true}, {*Uuid::Parse(kC[1]), false}};
   auto back = NexusRecord::FromJson(r.ToJson());
   ASSERT_TRUE(back.ok());
@@ -284,8 +285,10 @@ TEST(NexusRecordCodec, RoundTripsAndNamesWhatIsWrong) {
   EXPECT_NE(missing.status().message().find("clean_shutdown"), std::string::npos);
   auto bad = NexusRecord::FromJson(R"({"clean_shutdown": false, "children": [{"uuid": "x", "healthy": true}]})");
   EXPECT_NE(bad.status().message().find("children[0].uuid"), std::string::npos);
-  // Fields a newer writer adds do not stop an older reader.
-  EXPECT_TRUE(NexusRecord::FromJson(R"({"clean_shutdown": false, "children": [], "generation": 4})").ok());
+  // Fields a newer writer adds do not stop an older reader; a record from before generations reads as 0.
+  EXPECT_TRUE(NexusRecord::FromJson(R"({"clean_shutdown": false, "children": [], "newer": 4})").ok());
+  EXPECT_EQ(NexusRecord::FromJson(R"({"clean_shutdown": false, "children": []})")->generation, 0u);
+  EXPECT_EQ(NexusRecord::FromJson(R"({"clean_shutdown": false, "children": [], "generation": -1})").code(), Errc::kInval);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -317,7 +320,7 @@ TEST_F(NexusTest, CreateChecksGeometryAndLeavesNothingBehindWhenItFails) {
 TEST_F(NexusTest, TheVolumeIsAtOffsetZeroOfEveryChild) {
   ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1), child_uri("e2", 2)}, "vol/1").ok());
   EXPECT_EQ(info().status, NexusStatus::kOnline);
-  EXPECT_EQ(store_.last("vol/1"), (NexusRecord{false, {{*Uuid::Parse(kC[0]), true}, {*Uuid::Parse(kC[1]), true},
+  EXPECT_EQ(store_.last("vol/1"), (NexusRecord{false, 1, {{*Uuid::Parse(kC[0]), true}, {*Uuid::Parse(kC[1]), true},
                                                      {*Uuid::Parse(kC[2]), true}}}));
   auto data = pattern(64 << 10, 1);
   ASSERT_EQ(write(2048, data), Errc::kOk);
@@ -660,6 +663,63 @@ TEST_F(NexusTest, ASnapshotIsAllOrNothingAndSkipsFaultedChildren) {
   a.name = "";
   auto bad = env_->on_primary([&]() -> Task<Result<SnapshotResult>> { co_return co_await nx_->snapshot(a); });
   EXPECT_EQ(bad.code(), Errc::kInval);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Generations (docs/design/rebuild.md)
+
+TEST_F(NexusTest, GenerationsSayWhichChildrenAreCurrent) {
+  auto label_gen = [&](const std::string& dev) {
+    Layout l = *Layout::For(kVolBytes, 512);
+    auto a = read_device(dev, l.label_a / 512, Layout::kLabelSize);
+    auto b = read_device(dev, l.label_b / 512, Layout::kLabelSize);
+    auto la = ChildLabel::Decode(a.data(), "A"), lb = ChildLabel::Decode(b.data(), "B");
+    if (la.ok() && (!lb.ok() || la->sequence > lb->sequence)) return la->generation;
+    return lb.ok() ? lb->generation : uint64_t(0);
+  };
+  std::vector<std::string> three = {child_uri("e0", 0), child_uri("e1", 1), child_uri("e2", 2)};
+  ASSERT_TRUE(create(three, "vol/g").ok());
+  EXPECT_EQ(nx_->generation(), 1u);
+  EXPECT_EQ(store_.last("vol/g").generation, 1u);
+  for (auto* d : {"m0", "m1", "m2"}) EXPECT_EQ(label_gen(d), 1u) << d;
+  // A retire starts a generation: recorded, then on the children that stay; the retired one keeps 1.
+  rule(1, "op=write");
+  ASSERT_EQ(write(0, pattern(4096, 1)), Errc::kOk);
+  ASSERT_TRUE(eventually([&] { return info().children[1].state == ChildState::kFaulted; }));
+  EXPECT_EQ(store_.last("vol/g").generation, 2u);
+  EXPECT_EQ(info().generation, 2u);
+  EXPECT_EQ(label_gen("m0"), 2u);
+  EXPECT_EQ(label_gen("m1"), 1u);
+  EXPECT_EQ(label_gen("m2"), 2u);
+  rule(1, "");
+  // A new nexus of the volume over all three: generation 3; the child left behind joins out of sync.
+  destroy();
+  ASSERT_TRUE(create(three, "vol/g").ok());
+  NexusInfo i = info();
+  EXPECT_EQ(i.generation, 3u);
+  EXPECT_EQ(i.children[0].sync, SyncState::kSynced);
+  EXPECT_EQ(i.children[1].sync, SyncState::kOutOfSync);
+  EXPECT_EQ(i.children[1].generation, 1u);
+  EXPECT_EQ(i.children[2].sync, SyncState::kSynced);
+  EXPECT_EQ(i.status, NexusStatus::kDegraded);
+  EXPECT_EQ(label_gen("m1"), 1u);  // out of sync: its label still names the data it holds
+  EXPECT_FALSE(store_.last("vol/g").children[1].healthy);
+  // Removing a healthy child starts one too.
+  Status st = env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->remove_child(*Uuid::Parse(kC[2])); });
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(store_.last("vol/g").generation, 4u);
+  destroy();
+  // A record older than the children's labels (restored from a backup?) is refused, naming both.
+  {
+    NexusRecord old = store_.last("vol/g");
+    old.generation = 2;
+    std::lock_guard lk(store_.mu);
+    store_.values["vol/g"] = old.ToJson();
+  }
+  auto r = create({child_uri("e0", 0)}, "vol/g");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.code(), Errc::kInval);
+  EXPECT_NE(r.status().message().find("older than the data"), std::string::npos) << r.status();
 }
 
 }  // namespace
