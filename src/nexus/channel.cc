@@ -12,6 +12,7 @@ NexusChannel::NexusChannel(Nexus* nexus, Reactor& r)
     : nexus_(nexus), reactor_(r), counters_(nexus->counters_[r.id()]) {
   nexus_->channels_[r.id()] = this;
   refresh();
+  if (auto l = nexus_->range_lock()) lock_range(l->first, l->second);  // a lock taken before this channel (no writes yet: it takes)
 }
 
 NexusChannel::~NexusChannel() { nexus_->channels_[reactor_.id()] = nullptr; }
@@ -61,6 +62,7 @@ void NexusChannel::submit(BdevIo* io) {
   n->first_error = Errc::kOk;
   n->tries = 0;
   n->next = nullptr;
+  n->counted = false;
   if (__builtin_expect(nexus_->frozen_.load(std::memory_order_acquire) ||
                            nexus_->shutdown_.load(std::memory_order_acquire),
                        0)) {
@@ -74,7 +76,25 @@ void NexusChannel::submit(BdevIo* io) {
   start(io);
 }
 
+namespace {
+bool changes_data(IoType t) { return t == IoType::kWrite || t == IoType::kWriteZeroes || t == IoType::kUnmap; }
+}  // namespace
+
 void NexusChannel::start(BdevIo* io) {
+  if (changes_data(io->type)) {
+    NexusIo* n = nio(io);
+    if (__builtin_expect(locked_, 0) && io->offset_blocks < lock_end_ && io->offset_blocks + io->num_blocks > lock_lba_) {
+      n->next = nullptr;  // waits for unlock_range
+      if (range_tail_) nio(range_tail_)->next = io; else range_head_ = io;
+      range_tail_ = io;
+      return;
+    }
+    if (!n->counted) {
+      n->epoch = uint8_t(epoch_ & 1);
+      n->counted = true;
+      ++epoch_writes_[n->epoch];
+    }
+  }
   maybe_refresh();
   nio(io)->version = version_;
   if (io->type == IoType::kRead) start_read(io);
@@ -96,12 +116,15 @@ void NexusChannel::release_held() {
 }
 
 void NexusChannel::fail_held(Errc e) {
-  BdevIo* io = held_head_;
-  held_head_ = held_tail_ = nullptr;
-  while (io) {
-    BdevIo* next = nio(io)->next;
-    complete(io, e);
-    io = next;
+  // Detach both lists first: a completion may end the channel (its owner closes on the last one).
+  std::array<BdevIo*, 2> lists{held_head_, range_head_};
+  held_head_ = held_tail_ = range_head_ = range_tail_ = nullptr;
+  for (BdevIo* io : lists) {
+    while (io) {
+      BdevIo* next = nio(io)->next;
+      complete(io, e);
+      io = next;
+    }
   }
 }
 
@@ -268,12 +291,53 @@ void NexusChannel::resolve(BdevIo* parent, Errc status) {
 
 void NexusChannel::complete(BdevIo* parent, Errc e) {
   --inflight_;
+  NexusIo* n = nio(parent);
+  if (n->counted) {
+    --epoch_writes_[n->epoch];
+    n->counted = false;
+  }
   bdev_io_complete(parent, e);
 }
 
 void NexusChannel::complete_later(BdevIo* parent, Errc e) {
   --inflight_;
+  NexusIo* n = nio(parent);
+  if (n->counted) {
+    --epoch_writes_[n->epoch];
+    n->counted = false;
+  }
   bdev_io_complete_deferred(parent, e);
+}
+
+bool NexusChannel::lock_range(uint64_t lba, uint64_t end) {
+  if (epoch_writes_[(epoch_ + 1) & 1] != 0) return false;
+  locked_ = true;
+  lock_lba_ = lba;
+  lock_end_ = end;
+  ++epoch_;  // what started before counts in the other epoch, which the locker waits out
+  return true;
+}
+
+void NexusChannel::unlock_range() {
+  locked_ = false;
+  BdevIo* io = range_head_;
+  range_head_ = range_tail_ = nullptr;
+  if (nexus_->failing_held_) {  // going away: the requests fail (a completion may end the channel)
+    while (io) {
+      BdevIo* next = nio(io)->next;
+      complete(io, Errc::kNoDev);
+      io = next;
+    }
+    return;
+  }
+  const bool hold_them =
+      nexus_->frozen_.load(std::memory_order_acquire) || nexus_->shutdown_.load(std::memory_order_acquire);
+  while (io) {
+    BdevIo* next = nio(io)->next;
+    if (hold_them) hold(io);  // the nexus froze meanwhile: they wait for the thaw instead
+    else start(io);
+    io = next;
+  }
 }
 
 }  // namespace tern::nexus

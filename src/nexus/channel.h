@@ -41,6 +41,8 @@ struct NexusIo {
   bool fenced = false;   // a child answered Reservation Conflict
   uint64_t version = 0;  // the view it went out with
   BdevIo* next = nullptr;  // held or parked lists
+  uint8_t epoch = 0;       // the range-lock epoch a data-changing request counts in
+  bool counted = false;    // ...and whether it does
 };
 static_assert(sizeof(NexusIo) <= BdevIo::kDriverCtxSize);
 
@@ -66,6 +68,16 @@ class NexusChannel final : public ChannelCtx {
     return n;
   }
   uint64_t parked() const { return parked_; }
+
+  // Range lock (a rebuild copying a segment): from now on, new requests that change data in
+  // [lba, end) wait here; the caller then waits for old_writes() — the data-changing requests started
+  // before the lock, on any range — to reach zero. One lock at a time per nexus.
+  // Refuses (false, nothing changed) while requests counted two locks ago are still out — an earlier
+  // lock that timed out waiting for them — since they would count as new ones.
+  bool lock_range(uint64_t lba, uint64_t end);
+  uint64_t old_writes() const { return epoch_writes_[(epoch_ + 1) & 1]; }
+  // Resubmits the requests the lock held.
+  void unlock_range();
 
  private:
   void maybe_refresh() {
@@ -98,6 +110,13 @@ class NexusChannel final : public ChannelCtx {
   BdevIo* held_tail_ = nullptr;
   uint64_t inflight_ = 0;  // nexus requests between submit and completion (held ones included)
   uint64_t parked_ = 0;    // waiting for a retire to be recorded
+  // Range lock.
+  bool locked_ = false;
+  uint64_t lock_lba_ = 0, lock_end_ = 0;
+  uint32_t epoch_ = 0;
+  std::array<uint64_t, 2> epoch_writes_{};
+  BdevIo* range_head_ = nullptr;
+  BdevIo* range_tail_ = nullptr;
 };
 
 }  // namespace tern::nexus

@@ -1052,6 +1052,57 @@ Task<Status> Nexus::shutdown_nexus() {
   co_return st;
 }
 
+Task<Status> Nexus::lock_range(uint64_t lba, uint64_t blocks, uint64_t timeout_ns) {
+  {
+    std::lock_guard lk(view_mu_);
+    if (range_lock_) co_return Status::Errorf(Errc::kBusy, "nexus {}: a range is locked already", name());
+    range_lock_ = std::make_pair(lba, lba + blocks);
+  }
+  ReactorSet& set = registry_.reactors();
+  for (unsigned r = 0; r < set.size(); ++r) {
+    const bool took = co_await set.submit_to(r, [this, r, lba, blocks] {
+      NexusChannel* ch = channels_[r];
+      return ch ? ch->lock_range(lba, lba + blocks) : true;
+    });
+    if (!took) {
+      co_await unlock_range();
+      co_return Status::Errorf(Errc::kBusy, "nexus {}: writes from an earlier range lock are still out", name());
+    }
+  }
+  const uint64_t until = now_ns() + timeout_ns;
+  uint64_t wait_ns = 20'000;
+  for (;;) {
+    uint64_t busy = 0;
+    for (unsigned r = 0; r < set.size(); ++r) {
+      busy += co_await set.submit_to(r, [this, r]() -> uint64_t {
+        NexusChannel* ch = channels_[r];
+        return ch ? ch->old_writes() : 0;
+      });
+    }
+    if (busy == 0) co_return Status::Ok();
+    if (now_ns() >= until) {
+      co_await unlock_range();
+      co_return Status::Errorf(Errc::kTimedOut, "nexus {}: {} writes still out after {} ms; range not locked", name(),
+                               busy, timeout_ns / 1'000'000);
+    }
+    co_await Reactor::sleep_for(wait_ns);
+    wait_ns = std::min<uint64_t>(wait_ns * 2, 1'000'000);
+  }
+}
+
+Task<void> Nexus::unlock_range() {
+  {
+    std::lock_guard lk(view_mu_);
+    range_lock_.reset();
+  }
+  ReactorSet& set = registry_.reactors();
+  for (unsigned r = 0; r < set.size(); ++r) {
+    co_await set.submit_to(r, [this, r] {
+      if (NexusChannel* ch = channels_[r]) ch->unlock_range();
+    });
+  }
+}
+
 Task<Status> Nexus::drain(uint64_t timeout_ns) {
   ReactorSet& set = registry_.reactors();
   const uint64_t until = now_ns() + timeout_ns;

@@ -213,6 +213,18 @@ class Nexus final : public Bdev {
   // left behind by this call. Every child had it already: OK (a retry of a snapshot that was taken).
   Task<Result<SnapshotResult>> snapshot(SnapshotArgs args);
 
+  // Range lock, for a rebuild copying [lba, lba + blocks) to a child: new host requests that change data
+  // there wait (on every reactor), requests elsewhere and reads go on; returns once every data-changing
+  // request started before the lock has completed (kTimedOut after `timeout_ns`, the lock released). One
+  // at a time; never while holding the nexus's reconfiguration lock (a parked write's retire needs it).
+  Task<Status> lock_range(uint64_t lba, uint64_t blocks, uint64_t timeout_ns);
+  Task<void> unlock_range();
+  // The lock in force ([lba, end)), if any: what a channel created meanwhile must apply. Any thread.
+  std::optional<std::pair<uint64_t, uint64_t>> range_lock() const {
+    std::lock_guard lk(view_mu_);
+    return range_lock_;
+  }
+
   // Holds all I/O (hosts wait rather than see errors), closes the children, writes clean_shutdown.
   // Idempotent once done; the device stays until destroyed.
   Task<Status> shutdown_nexus();
@@ -306,6 +318,7 @@ class Nexus final : public Bdev {
   // The children as the I/O path sees them (see publish()).
   mutable std::mutex view_mu_;
   std::shared_ptr<const ChildView> view_;
+  std::optional<std::pair<uint64_t, uint64_t>> range_lock_;  // under view_mu_
   std::atomic<uint64_t> view_version_{0};
   std::vector<ReactorCounters> counters_;
   // Per reactor: its channel, when it has one (set and cleared on that reactor).
