@@ -9,6 +9,7 @@
 #include "common/uri.h"
 #include "common/endian.h"
 #include "nexus/channel.h"
+#include "nexus/nexus_internal.h"
 #include "nvmf/host/host_qpair.h"
 #include "nvmf/host/nvmf_bdev.h"
 #include "nvmf/vendor.h"
@@ -77,25 +78,6 @@ Result<FaultReason> parse_fault_reason(std::string_view s) {
 // ---------------------------------------------------------------------------------------------------
 // Children
 
-struct Nexus::Child {
-  std::string uri;
-  bool watched = false;        // a local child whose reservation we watch (opts_.local_resv)
-  Uuid uuid;
-  std::string device;          // the device's name in the registry
-  bool created = false;        // the nexus created the device (nvmf://) and destroys it again
-  bool local = false;
-  bool flushable = false;
-  uint32_t slot = 0;
-  uint64_t incarnation = 0;    // new each time the child is (re)opened
-  std::unique_ptr<BdevDesc> desc;
-  ChildState state = ChildState::kOnline;
-  FaultReason reason = FaultReason::kNone;
-  SyncState sync = SyncState::kSynced;
-  uint64_t label_seq = 0;
-  bool newest_in_a = false;
-  uint64_t data_gen = 0;     // the generation of the data the child holds (its label's)
-  bool labelled = false;     // it had a label of this volume when opened
-};
 
 namespace {
 
@@ -168,6 +150,7 @@ Task<Result<Nexus*>> Nexus::Create(BdevRegistry& registry, NexusOptions opts, Re
   if (opts.children.size() > kMaxChildren) {
     co_return Status::Errorf(Errc::kInval, "children: at most {} children, got {}", kMaxChildren, opts.children.size());
   }
+  if (Status st = opts.rebuild.Validate(512); !st.ok()) co_return st;
   if (!opts.persistence_key.empty() && !store) {
     co_return Status(Errc::kInval, "persistence_key: this engine has no record store (start it with --etcd)");
   }
@@ -267,6 +250,7 @@ Task<Result<Nexus*>> Nexus::Create(BdevRegistry& registry, NexusOptions opts, Re
   }
   TLOG_INFO("nexus", "nexus {} created: {} bytes, {} children{}", name, opts.size_bytes, opts.children.size(),
             opts.persistence_key.empty() ? "" : fmt::format(", record at '{}'", opts.persistence_key));
+  raw->auto_rebuilds();  // stale children
   co_return raw;
 }
 
@@ -597,6 +581,7 @@ Task<Status> Nexus::new_generation(const char* why) {
 }
 
 Task<void> Nexus::release_child(Child& c) {
+  while (c.pins > 0) co_await Reactor::sleep_for(1'000'000);  // a rebuild's request on it ends first
   if (c.watched) {
     opts_.local_resv->watch(c.device, host_id(), {});
     c.watched = false;
@@ -810,6 +795,7 @@ Task<NexusInfo> Nexus::info() {
     ci.sync = c->sync;
     ci.local = c->local;
     ci.generation = c->data_gen;
+    if (RebuildJob* j = rebuild_job(c->uuid)) ci.rebuild = j->stats();
     i.children.push_back(ci);
   }
   // I/O counters live in each reactor's channel, per slot and child incarnation.
@@ -878,6 +864,7 @@ Task<Status> Nexus::add_child(std::string uri) {
     co_return st;
   }
   TLOG_INFO("nexus", "nexus {}: child {} added (out of sync)", name(), uri);
+  auto_rebuilds();
   co_return Status::Ok();
 }
 
@@ -946,6 +933,11 @@ Task<Status> Nexus::resize(uint64_t new_bytes) {
 }
 
 Task<Status> Nexus::remove_child(Uuid id) {
+  if (RebuildJob* j = rebuild_job(id); j && find_child(id)) {
+    // Its rebuild ends first (the job may be finishing: that takes the reconfiguration lock).
+    j->stop("the child is being removed");
+    co_await j->wait();
+  }
   auto g = co_await ops_mu_.lock();
   Child* c = find_child(id);
   if (!c) co_return Status::Errorf(Errc::kNoEnt, "nexus {} has no child {}", name(), id.ToString());
@@ -980,6 +972,7 @@ Task<Status> Nexus::remove_child(Uuid id) {
     co_await self_shutdown("the record could not be written");
     co_return st;
   }
+  std::erase_if(rebuilds_, [&](const std::unique_ptr<RebuildJob>& j) { return j->child() == id && j->finished(); });
   TLOG_INFO("nexus", "nexus {}: child {} removed", name(), owned->uri);
   co_return Status::Ok();
 }
@@ -1028,6 +1021,7 @@ Task<Status> Nexus::online_child(Uuid id) {
     co_return st;
   }
   TLOG_INFO("nexus", "nexus {}: child {} is online again (out of sync)", name(), c->uri);
+  auto_rebuilds();
   co_return Status::Ok();
 }
 
@@ -1036,6 +1030,7 @@ Task<Status> Nexus::shutdown_nexus() {
   if (shutting_down_) co_return Status::Errorf(Errc::kBusy, "nexus {} is already shutting down", name());
   shutting_down_ = true;
   shutdown_.store(true, std::memory_order_release);  // new requests are held: hosts wait, they do not fail
+  co_await stop_rebuilds("the nexus is shutting down");  // each at its window's end (its range lock released)
   // What is on the children finishes first, and so do retires those requests wait for (they may still
   // write the record: a request they hold back must not complete unrecorded).
   Status drained = co_await drain(30'000'000'000ull);
@@ -1149,12 +1144,142 @@ Task<void> Nexus::close_children() {
       if (NexusChannel* ch = channels_[r]) ch->fail_held(Errc::kNoDev);
     });
   }
+  co_await stop_rebuilds("the nexus is being destroyed");
   auto g = co_await ops_mu_.lock();
   for (auto& c : children_) {
     if (c->state == ChildState::kOnline) c->state = ChildState::kClosed;
   }
   co_await publish();
   for (auto& c : children_) co_await release_child(*c);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Rebuild (the job itself: rebuild.cc)
+
+Task<Status> Nexus::start_rebuild(Uuid id, std::optional<RebuildOptions> opts) {
+  if (shutdown_.load() || shutting_down_) co_return Status::Errorf(Errc::kShutdown, "nexus {} is shut down", name());
+  Child* c = find_child(id);
+  if (!c) co_return Status::Errorf(Errc::kNoEnt, "nexus {} has no child {}", name(), id.ToString());
+  if (RebuildJob* j = rebuild_job(id); j && !j->finished()) co_return Status::Ok();  // running or paused already
+  if (c->state != ChildState::kOnline || !c->desc) {
+    co_return Status::Errorf(Errc::kBusy, "child {} of nexus {} is {}: online it first", c->uri, name(),
+                             child_state_name(c->state));
+  }
+  if (c->sync == SyncState::kSynced) {
+    co_return Status::Errorf(Errc::kInval, "child {} of nexus {} is in sync: there is nothing to rebuild", c->uri, name());
+  }
+  const RebuildOptions o = opts ? *opts : opts_.rebuild;
+  if (Status st = o.Validate(layout_.block_size); !st.ok()) co_return st;
+  if (!rebuild_source(id, 0)) {
+    co_return Status::Errorf(Errc::kNoDev, "nexus {} has no in-sync child to rebuild {} from", name(), c->uri);
+  }
+  std::string reason = c->labelled || c->data_gen > 0
+                           ? fmt::format("the child holds generation {}, the volume is at {}; no dirty-region log yet",
+                                         c->data_gen, generation_)
+                           : std::string("the child is new to the volume");
+  auto job = std::make_unique<RebuildJob>(*this, id, c->incarnation, o, std::move(reason));
+  RebuildJob* j = job.get();
+  for (auto& x : rebuilds_) {
+    if (x->child() == id) {
+      x = std::move(job);  // the last one ended: replaced
+      break;
+    }
+  }
+  if (job) rebuilds_.push_back(std::move(job));
+  if (!tasks_.spawn(j->run())) co_return Status::Errorf(Errc::kShutdown, "nexus {} is shutting down", name());
+  co_return Status::Ok();
+}
+
+RebuildJob* Nexus::rebuild_job(const Uuid& child) {
+  for (auto& j : rebuilds_)
+    if (j->child() == child) return j.get();
+  return nullptr;
+}
+
+Nexus::Child* Nexus::rebuild_source(const Uuid& dest, uint32_t exclude_slots) {
+  Child* best = nullptr;
+  for (auto& c : children_) {
+    if (c->uuid == dest || c->state != ChildState::kOnline || c->sync != SyncState::kSynced || !c->desc) continue;
+    if (exclude_slots & (1u << c->slot)) continue;
+    if (!best || (c->local && !best->local)) best = c.get();
+  }
+  return best;
+}
+
+Nexus::Child* Nexus::rebuild_destination(const Uuid& dest, uint64_t incarnation) {
+  Child* c = find_child(dest);
+  if (!c || c->incarnation != incarnation || c->state != ChildState::kOnline || !c->desc ||
+      c->sync != SyncState::kOutOfSync) {
+    return nullptr;
+  }
+  return c;
+}
+
+Task<Status> Nexus::complete_rebuild(Uuid dest, uint64_t incarnation) {
+  auto g = co_await ops_mu_.lock();
+  Child* c = rebuild_destination(dest, incarnation);
+  if (!c) co_return Status(Errc::kNoDev, "the destination went away before it could be made in sync");
+  if (shutdown_.load() || shutting_down_) co_return Status(Errc::kShutdown, "the nexus shut down");
+  // Durable before the label says so: the copy went without FUA.
+  if (c->flushable) {
+    Errc e;
+    {
+      Child::Pin pin(*c);
+      auto ch = ChannelRef::Get(*c->desc);
+      if (ch.ok()) {
+        e = co_await ch->flush();  // (not `ok ? co_await x : y`: GCC 12)
+      } else {
+        e = ch.status().code();
+      }
+    }
+    if (e != Errc::kOk) co_return Status::Errorf(Errc::kIo, "flushing the destination failed: {}", errc_describe(e));
+  }
+  // The label first, then the view, then the record: the record never calls a child current that its
+  // label does not back (a nexus made from the record's healthy children alone must find the data).
+  if (Status st = co_await write_label(*c, true); !st.ok()) co_return Status(Errc::kIo, std::string(st.message()));
+  c->sync = SyncState::kSynced;
+  c->labelled = true;
+  co_await publish();
+  Status st = co_await persist();
+  if (!st.ok()) {
+    g.release();
+    co_await self_shutdown("the record could not be written");
+    co_return st;
+  }
+  TLOG_INFO("nexus", "nexus {}: child {} is in sync (generation {})", name(), c->uri, generation_);
+  co_return Status::Ok();
+}
+
+Task<void> Nexus::rebuild_failed(Uuid dest, uint64_t incarnation) {
+  if (!rebuild_destination(dest, incarnation)) co_return;
+  Status st = co_await retire(dest, FaultReason::kRebuildFailed);
+  if (!st.ok()) TLOG_WARN("nexus", "nexus {}: faulting child {} after its rebuild failed: {}", name(), dest.ToString(), st);
+}
+
+void Nexus::rebuild_ended(RebuildJob& job) {
+  rebuild_history_.push_back(job.stats());
+  while (rebuild_history_.size() > 64) rebuild_history_.pop_front();
+}
+
+Task<void> Nexus::stop_rebuilds(const char* why) {
+  for (auto& j : rebuilds_) j->stop(why);
+  for (auto& j : rebuilds_) co_await j->wait();
+}
+
+void Nexus::auto_rebuilds() {
+  if (!opts_.auto_rebuild) return;
+  tasks_.spawn([](Nexus* nx) -> Task<void> {
+    std::vector<Uuid> todo;
+    for (auto& c : nx->children_) {
+      if (c->state != ChildState::kOnline || !c->desc || c->sync != SyncState::kOutOfSync) continue;
+      if (RebuildJob* j = nx->rebuild_job(c->uuid); j && !j->finished()) continue;
+      todo.push_back(c->uuid);
+    }
+    for (const Uuid& u : todo) {
+      Status st = co_await nx->start_rebuild(u);
+      if (!st.ok()) TLOG_WARN("nexus", "nexus {}: rebuild of {} not started: {}", nx->name(), u.ToString(), st);
+    }
+  }(this));
 }
 
 // ---------------------------------------------------------------------------------------------------

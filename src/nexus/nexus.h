@@ -20,6 +20,7 @@
 #pragma once
 
 #include <array>
+#include <deque>
 #include <map>
 #include <atomic>
 #include <functional>
@@ -34,6 +35,7 @@
 #include "common/result.h"
 #include "common/uuid.h"
 #include "nexus/layout.h"
+#include "nexus/rebuild.h"
 #include "nexus/record.h"
 #include "nvmf/host/nvmf_bdev.h"
 #include "nvmf/spec.h"
@@ -139,6 +141,10 @@ struct NexusOptions {
   LocalSnapshots* local_snap = nullptr;
   // How long a snapshot may wait for the requests on the children to finish before it gives up.
   uint64_t drain_timeout_ns = 30'000'000'000ull;
+  // Rebuilds: started by themselves for every child that joins or comes back out of sync (added,
+  // onlined, stale at create) unless `auto_rebuild` is off; with these options unless a start says others.
+  bool auto_rebuild = true;
+  RebuildOptions rebuild;
 };
 
 struct ChildIoCounters {
@@ -156,6 +162,7 @@ struct ChildInfo {
   bool local = false;
   uint64_t generation = 0;  // of the data the child holds, as its label says
   ChildIoCounters io;
+  std::optional<RebuildStats> rebuild;  // its rebuild job (running, paused, or the last one's result)
 };
 
 struct NexusInfo {
@@ -187,7 +194,7 @@ class Nexus final : public Bdev {
   NexusStatus status() const;
 
   // --- children (primary reactor) ---
-  // Adds a child; it joins out of sync (a write-only member until the rebuild design makes it in sync).
+  // Adds a child; it joins out of sync (a write-only member until a rebuild makes it in sync).
   Task<Status> add_child(std::string uri);
   Task<Status> remove_child(Uuid child);
   // Faults a child by request (reason offline unless given). The last healthy child cannot be faulted.
@@ -225,6 +232,16 @@ class Nexus final : public Bdev {
     return range_lock_;
   }
 
+  // --- rebuild (primary reactor; rebuild.h) ---
+  // Starts copying the volume to `child` (online, out of sync) from an in-sync child. A job already
+  // running or paused for it: OK (its options stay; set_rate() changes the rate). `opts`: the nexus's
+  // rebuild options unless given.
+  Task<Status> start_rebuild(Uuid child, std::optional<RebuildOptions> opts = std::nullopt);
+  // The child's current job or its last one (null: none since the nexus started).
+  RebuildJob* rebuild_job(const Uuid& child);
+  // Finished jobs, oldest first (the last 64).
+  const std::deque<RebuildStats>& rebuild_history() const { return rebuild_history_; }
+
   // Holds all I/O (hosts wait rather than see errors), closes the children, writes clean_shutdown.
   // Idempotent once done; the device stays until destroyed.
   Task<Status> shutdown_nexus();
@@ -244,6 +261,7 @@ class Nexus final : public Bdev {
 
  private:
   friend class NexusChannel;
+  friend class RebuildJob;
   struct Child;
 
   Nexus(BdevProps props, NexusOptions opts, Layout layout, BdevRegistry& reg, RecordStore* store);
@@ -299,6 +317,18 @@ class Nexus final : public Bdev {
   Task<Result<bool>> take_child_snapshot(Child& c, const std::string& name, Uuid snap);
   Task<Status> drop_child_snapshot(Child& c, Uuid snap);
   Task<void> self_shutdown(const char* why);
+  // Rebuild jobs' side of the nexus: the source for a segment (in sync, online, local first, not in
+  // `exclude`), the destination if it is still the one the job began with, the end of a copy (label,
+  // view, record), a destination that failed (faulted: rebuild_failed), a job's end (history).
+  Child* rebuild_source(const Uuid& dest, uint32_t exclude_slots);
+  Child* rebuild_destination(const Uuid& dest, uint64_t incarnation);
+  Task<Status> complete_rebuild(Uuid dest, uint64_t incarnation);
+  Task<void> rebuild_failed(Uuid dest, uint64_t incarnation);
+  void rebuild_ended(RebuildJob& job);
+  // Stops every job and waits for them to end (shutdown, destroy).
+  Task<void> stop_rebuilds(const char* why);
+  // Auto-rebuild: a job for each online, out-of-sync child without one.
+  void auto_rebuilds();
   Child* find_child(const Uuid& u);
   size_t healthy_children() const;
   static FaultReason reason_for(Errc e);
@@ -334,7 +364,9 @@ class Nexus final : public Bdev {
   uint64_t generation_ = 0;  // primary
   AsyncMutex ops_mu_;   // one reconfiguration at a time (retire, add, remove, fault, online, shutdown)
   AsyncMutex snap_mu_;  // one snapshot at a time (taken before ops_mu_)
-  TaskScope tasks_{"nexus"};  // retires, self-shutdown (primary reactor)
+  std::vector<std::unique_ptr<RebuildJob>> rebuilds_;  // one per child at most (the current or last job)
+  std::deque<RebuildStats> rebuild_history_;
+  TaskScope tasks_{"nexus"};  // retires, self-shutdown, rebuild jobs (primary reactor)
 };
 
 }  // namespace tern::nexus

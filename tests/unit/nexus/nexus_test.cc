@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <random>
 #include <thread>
 
 #include "bdev/fault_bdevs.h"
@@ -141,6 +142,8 @@ class NexusTest : public ::testing::Test {
     o.persist_timeout_ns = persist_timeout_ns;
     o.persist_retry_ns = 20'000'000;
     o.local_snap = snaps_.get();
+    o.auto_rebuild = auto_rebuild_;
+    o.rebuild = rebuild_opts_;
     auto r = env_->on_primary([&]() -> Task<Result<Nexus*>> {
       co_return co_await Nexus::Create(*env_->registry, o, &store_);
     });
@@ -214,6 +217,9 @@ class NexusTest : public ::testing::Test {
     p->done = true;
   }
 
+  // Rebuilds: the tests of out-of-sync children keep them out of sync; the rebuild tests turn this on.
+  bool auto_rebuild_ = false;
+  RebuildOptions rebuild_opts_;
   std::unique_ptr<DeviceEnv> env_;
   TaskScope* writes_ = nullptr;  // writes the tests start and check later (reactor 1)
   TestStore store_;
@@ -770,6 +776,151 @@ TEST_F(NexusTest, ARangeLockHoldsOnlyTheWritesThatOverlapIt) {
   ASSERT_TRUE(st.ok()) << st;
   env_->on_primary([&]() -> Task<void> { co_await nx_->unlock_range(); });
   ASSERT_EQ(write(0, pattern(4096, 5)), Errc::kOk);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Rebuild
+
+TEST_F(NexusTest, ARebuildCopiesTheVolumeUnderHostWritesAndMakesTheChildCurrent) {
+  auto_rebuild_ = true;
+  rebuild_opts_.segment_bytes = 256 << 10;
+  rebuild_opts_.concurrency = 2;
+  rebuild_opts_.rate_bytes_per_s = 8 << 20;  // about a second for the volume: host writes land meanwhile
+  // The source is slow to read: host writes into the window being copied would land between the job's
+  // read and its write if the window were not locked (and the copy would then undo them on the child).
+  ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await env_->registry->destroy("e0"); }).ok());
+  ASSERT_TRUE(env_->create(fmt::format("delay:///d0?base=m0&read_us=5000&uuid={}", kC[0])).ok());
+  ASSERT_TRUE(create({child_uri("d0", 0), child_uri("e1", 1)}, "vol/rb").ok());
+  for (uint64_t lba = 0; lba < kVolBytes / 512; lba += 2048) ASSERT_EQ(write(lba, pattern(64 << 10, lba)), Errc::kOk);
+  const uint64_t gen = info().generation;
+  Status st = env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->add_child(child_uri("e2", 2)); });
+  ASSERT_TRUE(st.ok()) << st;
+  // Host writes all over the volume while it copies, into windows before, at and after the copy.
+  uint64_t seed = 1000, writes = 0;
+  std::mt19937_64 rng(7);
+  auto done = [&] {
+    auto c = info().children[2];
+    return c.rebuild && c.rebuild->finished();
+  };
+  while (!done() && writes < 20000) {
+    const uint64_t lba = (rng() % (kVolBytes / 512 / 8)) * 8;
+    ASSERT_EQ(write(lba, pattern(4096, ++seed)), Errc::kOk);
+    ++writes;
+  }
+  NexusInfo i = info();
+  ASSERT_TRUE(i.children[2].rebuild.has_value());
+  const RebuildStats& r = *i.children[2].rebuild;
+  ASSERT_EQ(r.state, RebuildState::kCompleted) << r.error;
+  EXPECT_GT(writes, 50u);  // the copy did overlap host writes
+  EXPECT_EQ(r.kind, RebuildKind::kFull);
+  EXPECT_EQ(r.done_bytes, kVolBytes);
+  EXPECT_EQ(r.copied_bytes, kVolBytes);
+  EXPECT_EQ(r.source, child_uri("d0", 0));
+  EXPECT_EQ(i.children[2].sync, SyncState::kSynced);
+  EXPECT_EQ(i.status, NexusStatus::kOnline);
+  EXPECT_EQ(i.children[2].generation, gen);  // its label: the volume's generation, in sync
+  EXPECT_TRUE(store_.last("vol/rb").children[2].healthy);
+  // The copy equals the source, block for block.
+  EXPECT_TRUE(read_device("m2", 0, kVolBytes) == read_device("m0", 0, kVolBytes));
+  ASSERT_EQ(nx_->rebuild_history().size(), 1u);
+  EXPECT_EQ(nx_->rebuild_history().back().state, RebuildState::kCompleted);
+  // It serves reads now: alone, once the others are faulted, it returns the volume.
+  const auto volume = read_device("m0", 0, kVolBytes);
+  auto op = [&](auto fn) { return env_->on_primary([&]() -> Task<Status> { co_return co_await fn(); }); };
+  ASSERT_TRUE(op([&] { return nx_->fault_child(*Uuid::Parse(kC[0]), FaultReason::kOffline); }).ok());
+  ASSERT_TRUE(op([&] { return nx_->fault_child(*Uuid::Parse(kC[1]), FaultReason::kOffline); }).ok());
+  auto got = read(0, kVolBytes);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(*got == volume);
+  EXPECT_GT(info().children[2].io.reads, 0u);
+}
+
+TEST_F(NexusTest, ARebuildPausesResumesStopsAndKeepsItsRate) {
+  rebuild_opts_.segment_bytes = 64 << 10;
+  rebuild_opts_.concurrency = 1;
+  rebuild_opts_.rate_bytes_per_s = 2 << 20;
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/rc").ok());
+  auto op = [&](auto fn) { return env_->on_primary([&]() -> Task<Status> { co_return co_await fn(); }); };
+  const Uuid c2 = *Uuid::Parse(kC[2]);
+  ASSERT_TRUE(op([&] { return nx_->add_child(child_uri("e2", 2)); }).ok());
+  EXPECT_FALSE(info().children[2].rebuild.has_value());  // auto_rebuild is off here
+  // Refusals say why.
+  EXPECT_EQ(op([&] { return nx_->start_rebuild(*Uuid::Parse(kC[0])); }).code(), Errc::kInval);  // in sync
+  EXPECT_EQ(op([&] { return nx_->start_rebuild(*Uuid::Parse(kC[3])); }).code(), Errc::kNoEnt);
+  RebuildOptions bad;
+  bad.segment_bytes = 1000;
+  EXPECT_EQ(op([&] { return nx_->start_rebuild(c2, bad); }).code(), Errc::kInval);
+  ASSERT_TRUE(op([&] { return nx_->start_rebuild(c2); }).ok());
+  ASSERT_TRUE(op([&] { return nx_->start_rebuild(c2); }).ok());  // running already: the same call again
+  auto stats = [&] { return *info().children[2].rebuild; };
+  // The rate holds: 2 MiB/s for 300 ms is about 600 KiB, never the whole 8 MiB.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  RebuildStats s = stats();
+  EXPECT_EQ(s.state, RebuildState::kRunning);
+  EXPECT_GT(s.done_bytes, 0u);
+  EXPECT_LT(s.done_bytes, uint64_t(2) << 20);
+  EXPECT_GT(s.eta_ns, 0u);
+  // Paused: no progress.
+  env_->on_primary([&] { nx_->rebuild_job(c2)->pause(); });
+  ASSERT_TRUE(eventually([&] { return stats().state == RebuildState::kPaused; }));
+  const uint64_t at = stats().done_bytes;
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(stats().done_bytes, at);
+  // Resumed with the rate lifted; stopped before the end, it leaves the child out of sync.
+  env_->on_primary([&] {
+    nx_->rebuild_job(c2)->set_rate(512 << 10);
+    nx_->rebuild_job(c2)->resume();
+  });
+  ASSERT_TRUE(eventually([&] { return stats().done_bytes > at; }));
+  env_->on_primary([&] { nx_->rebuild_job(c2)->stop("test: stop"); });
+  ASSERT_TRUE(eventually([&] { return stats().state == RebuildState::kStopped; }));
+  EXPECT_EQ(stats().error, "test: stop");
+  EXPECT_EQ(info().children[2].sync, SyncState::kOutOfSync);
+  EXPECT_FALSE(store_.last("vol/rc").children[2].healthy);
+  // Started again (no checkpoint yet: from the start), at full speed: it completes.
+  env_->on_primary([&] { nx_->rebuild_job(c2)->set_rate(0); });
+  RebuildOptions fast;
+  ASSERT_TRUE(op([&] { return nx_->start_rebuild(c2, fast); }).ok());
+  ASSERT_TRUE(eventually([&] { return stats().finished(); }));
+  EXPECT_EQ(stats().state, RebuildState::kCompleted) << stats().error;
+  EXPECT_EQ(info().children[2].sync, SyncState::kSynced);
+  EXPECT_EQ(nx_->rebuild_history().size(), 2u);
+  EXPECT_TRUE(read_device("m2", 0, kVolBytes) == read_device("m0", 0, kVolBytes));
+}
+
+TEST_F(NexusTest, ARebuildReadsAroundABadSourceAndFaultsABadDestination) {
+  auto_rebuild_ = true;
+  rebuild_opts_.segment_bytes = 64 << 10;
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/re").ok());
+  for (uint64_t lba = 0; lba < kVolBytes / 512; lba += 1024) ASSERT_EQ(write(lba, pattern(4096, lba + 1)), Errc::kOk);
+  // The first source fails a read in the middle: that segment (and the rest) comes from the other child.
+  rule(0, "op=read,lba=4096-4100,kind=media");
+  ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->add_child(child_uri("e2", 2)); }).ok());
+  ASSERT_TRUE(eventually([&] { auto c = info().children[2]; return c.rebuild && c.rebuild->finished(); }));
+  RebuildStats s = *info().children[2].rebuild;
+  EXPECT_EQ(s.state, RebuildState::kCompleted) << s.error;
+  EXPECT_EQ(s.source_errors, 1u);
+  EXPECT_EQ(s.source, child_uri("e1", 1));
+  EXPECT_TRUE(read_device("m2", 0, kVolBytes) == read_device("m1", 0, kVolBytes));
+  rule(0, "");
+  // A destination that fails a write: the job fails and the child is faulted (rebuild_failed), never in sync.
+  rule(3, "op=write,lba=8192-8193");
+  ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->add_child(child_uri("e3", 3)); }).ok());
+  ASSERT_TRUE(eventually([&] { return info().children[3].state == ChildState::kFaulted; }));
+  ASSERT_TRUE(eventually([&] { auto c = info().children[3]; return c.rebuild && c.rebuild->finished(); }));
+  ChildInfo c3 = info().children[3];
+  EXPECT_EQ(c3.reason, FaultReason::kRebuildFailed);
+  EXPECT_EQ(c3.sync, SyncState::kOutOfSync);
+  EXPECT_EQ(c3.rebuild->state, RebuildState::kFailed);
+  EXPECT_NE(c3.rebuild->error.find("destination"), std::string::npos) << c3.rebuild->error;
+  EXPECT_LE(c3.rebuild->done_bytes, uint64_t(8192) * 512);
+  EXPECT_FALSE(store_.last("vol/re").children[3].healthy);
+  EXPECT_EQ(info().status, NexusStatus::kDegraded);
+  // Onlined again (the fault cleared), it is rebuilt by itself and ends in sync.
+  rule(3, "");
+  ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->online_child(*Uuid::Parse(kC[3])); }).ok());
+  ASSERT_TRUE(eventually([&] { return info().children[3].sync == SyncState::kSynced; }));
+  EXPECT_TRUE(read_device("m3", 0, kVolBytes) == read_device("m0", 0, kVolBytes));
 }
 
 }  // namespace

@@ -1,0 +1,236 @@
+#include "nexus/rebuild.h"
+
+#include <algorithm>
+
+#include "common/aligned_buffer.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "nexus/nexus.h"
+#include "nexus/nexus_internal.h"
+#include "reactor/reactor.h"
+#include "reactor/task_scope.h"
+
+namespace tern::nexus {
+
+const char* rebuild_state_name(RebuildState s) {
+  switch (s) {
+    case RebuildState::kRunning: return "running";
+    case RebuildState::kPaused: return "paused";
+    case RebuildState::kStopped: return "stopped";
+    case RebuildState::kCompleted: return "completed";
+    case RebuildState::kFailed: return "failed";
+  }
+  return "?";
+}
+
+const char* rebuild_kind_name(RebuildKind k) { return k == RebuildKind::kFull ? "full" : "partial"; }
+
+Status RebuildOptions::Validate(uint32_t block_size) const {
+  if (segment_bytes < 4096 || segment_bytes > (16u << 20) || segment_bytes % block_size != 0 ||
+      segment_bytes % 4096 != 0) {
+    return Status::Errorf(Errc::kInval, "rebuild segment: {} bytes; it must be a multiple of 4 KiB from 4 KiB to 16 MiB",
+                          segment_bytes);
+  }
+  if (concurrency < 1 || concurrency > 16) {
+    return Status::Errorf(Errc::kInval, "rebuild concurrency: {}; it must be 1 to 16", concurrency);
+  }
+  if (lock_timeout_ns == 0) return Status(Errc::kInval, "rebuild lock timeout: must be more than 0");
+  return Status::Ok();
+}
+
+RebuildJob::RebuildJob(Nexus& nx, Uuid child, uint64_t incarnation, RebuildOptions opts, std::string reason)
+    : nx_(nx), child_(child), incarnation_(incarnation), opts_(opts) {
+  stats_.child = child;
+  stats_.reason = std::move(reason);
+  stats_.total_bytes = nx.layout().volume_bytes;
+  stats_.rate_limit = opts.rate_bytes_per_s;
+  stats_.segment_bytes = uint32_t(opts.segment_bytes);
+  stats_.concurrency = opts.concurrency;
+  stats_.started_wall_ns = wall_clock_ns();
+  run_started_ns_ = now_ns();
+}
+
+void RebuildJob::account_running() {
+  if (stats_.state == RebuildState::kRunning) {
+    const uint64_t t = now_ns();
+    ran_ns_ += t - run_started_ns_;
+    run_started_ns_ = t;
+  }
+}
+
+void RebuildJob::pause() {
+  if (finished() || pause_) return;
+  pause_ = true;
+}
+
+void RebuildJob::resume() {
+  if (finished()) return;
+  pause_ = false;
+}
+
+void RebuildJob::stop(std::string why) {
+  if (finished() || stop_) return;
+  stop_ = true;
+  stats_.error = std::move(why);
+}
+
+RebuildStats RebuildJob::stats() const {
+  RebuildStats s = stats_;
+  s.elapsed_ns = ran_ns_ + (s.state == RebuildState::kRunning && !ended_ ? now_ns() - run_started_ns_ : 0);
+  if (s.elapsed_ns > 0) s.bytes_per_s = uint64_t(double(s.done_bytes) * 1e9 / double(s.elapsed_ns));
+  if (!s.finished() && s.bytes_per_s > 0) {
+    s.eta_ns = uint64_t(double(s.total_bytes - s.done_bytes) * 1e9 / double(s.bytes_per_s));
+  }
+  return s;
+}
+
+Task<void> RebuildJob::wait() {
+  while (!ended_) co_await Reactor::sleep_for(1'000'000);
+}
+
+void RebuildJob::finish(RebuildState s, std::string error) {
+  account_running();
+  stats_.state = s;
+  if (!error.empty()) stats_.error = std::move(error);
+  stats_.ended_wall_ns = wall_clock_ns();
+}
+
+Task<RebuildJob::SegmentResult> RebuildJob::copy_segment(uint64_t lba, uint64_t blocks, uint8_t* buf) {
+  // Read from an in-sync child; one that fails is not asked again during this job.
+  for (;;) {
+    Nexus::Child* src = nx_.rebuild_source(child_, bad_sources_);
+    if (!src) {
+      co_return SegmentResult{SegmentError::kNoSource,
+                              Status(Errc::kNoDev, "no in-sync child is left to copy from")};
+    }
+    Errc e;
+    {
+      Nexus::Child::Pin pin(*src);
+      auto ch = ChannelRef::Get(*src->desc);
+      if (!ch.ok()) {
+        e = ch.status().code();
+      } else {
+        e = co_await ch->read(buf, lba, blocks);
+      }
+    }
+    if (e == Errc::kOk) {
+      stats_.source = src->uri;
+      break;
+    }
+    ++stats_.source_errors;
+    bad_sources_ |= 1u << src->slot;
+    TLOG_WARN("nexus", "nexus {}: rebuild of {}: reading blocks {}+{} from {} failed ({}); trying another child",
+              nx_.name(), child_.ToString(), lba, blocks, src->uri, errc_describe(e));
+  }
+  Nexus::Child* d = nx_.rebuild_destination(child_, incarnation_);
+  if (!d) co_return SegmentResult{SegmentError::kNoSource, Status(Errc::kNoDev, "the destination went away")};
+  Errc e;
+  {
+    Nexus::Child::Pin pin(*d);
+    auto ch = ChannelRef::Get(*d->desc);
+    if (!ch.ok()) {
+      e = ch.status().code();
+    } else {
+      e = co_await ch->write(buf, lba, blocks);
+    }
+  }
+  if (e != Errc::kOk) {
+    co_return SegmentResult{SegmentError::kDestination,
+                            Status::Errorf(e, "writing blocks {}+{} to the destination failed: {}", lba, blocks,
+                                           errc_describe(e))};
+  }
+  stats_.copied_bytes += blocks * nx_.layout().block_size;
+  co_return SegmentResult{};
+}
+
+Task<void> RebuildJob::copy_all() {
+  const uint32_t bs = nx_.layout().block_size;
+  const uint64_t total = nx_.layout().volume_blocks();
+  const uint64_t seg = opts_.segment_bytes / bs;
+  const uint64_t window = seg * opts_.concurrency;
+  // One buffer per segment in flight, for the whole job.
+  AlignedBuffer bufs(opts_.segment_bytes * opts_.concurrency, 4096);
+  uint64_t lba = stats_.done_bytes / bs;
+  uint64_t lock_failing_since = 0;
+  while (lba < total) {
+    if (stop_) co_return finish(RebuildState::kStopped, {});
+    if (nx_.shutdown_.load(std::memory_order_acquire)) co_return finish(RebuildState::kStopped, "the nexus shut down");
+    if (pause_) {
+      account_running();
+      stats_.state = RebuildState::kPaused;
+      TLOG_INFO("nexus", "nexus {}: rebuild of {} paused at {} of {} bytes", nx_.name(), child_.ToString(),
+                stats_.done_bytes, stats_.total_bytes);
+      while (pause_ && !stop_ && !nx_.shutdown_.load(std::memory_order_acquire)) co_await Reactor::sleep_for(10'000'000);
+      run_started_ns_ = now_ns();
+      stats_.state = RebuildState::kRunning;
+      next_due_ns_ = 0;
+      continue;
+    }
+    if (!nx_.rebuild_destination(child_, incarnation_)) {
+      co_return finish(RebuildState::kFailed, "the destination went away (faulted, closed or removed)");
+    }
+    const uint64_t n = std::min(window, total - lba);
+    // Rate limit: each window is paid for before it starts.
+    if (opts_.rate_bytes_per_s > 0) {
+      const uint64_t t = now_ns();
+      if (next_due_ns_ > t) co_await Reactor::sleep_for(next_due_ns_ - t);
+      const uint64_t cost = uint64_t(double(n * bs) * 1e9 / double(opts_.rate_bytes_per_s));
+      next_due_ns_ = std::max(next_due_ns_, now_ns()) + cost;
+    }
+    Status locked = co_await nx_.lock_range(lba, n, opts_.lock_timeout_ns);
+    if (!locked.ok()) {
+      // Busy (host writes would not drain, or another lock): try again; give up after the timeout.
+      const uint64_t t = now_ns();
+      if (lock_failing_since == 0) lock_failing_since = t;
+      if (t - lock_failing_since > opts_.lock_timeout_ns) {
+        co_return finish(RebuildState::kFailed, fmt::format("could not lock blocks {}+{}: {}", lba, n, locked.message()));
+      }
+      co_await Reactor::sleep_for(10'000'000);
+      continue;
+    }
+    lock_failing_since = 0;
+    std::vector<Task<SegmentResult>> parts;
+    for (uint64_t off = 0, i = 0; off < n; off += seg, ++i) {
+      parts.push_back(copy_segment(lba + off, std::min(seg, n - off), bufs.data() + i * opts_.segment_bytes));
+    }
+    std::vector<SegmentResult> results = co_await when_all(std::move(parts));
+    co_await nx_.unlock_range();
+    for (auto& r : results) {
+      if (r.error == SegmentError::kNone) continue;
+      dest_failed_ = r.error == SegmentError::kDestination;
+      co_return finish(RebuildState::kFailed, std::string(r.status.message()));
+    }
+    lba += n;
+    stats_.done_bytes = lba * bs;
+  }
+  co_return finish(RebuildState::kCompleted, {});
+}
+
+Task<void> RebuildJob::run() {
+  TLOG_INFO("nexus", "nexus {}: rebuild of {} started ({}, {} bytes{})", nx_.name(), child_.ToString(),
+            rebuild_kind_name(stats_.kind), stats_.total_bytes,
+            opts_.rate_bytes_per_s ? fmt::format(", at most {} bytes/s", opts_.rate_bytes_per_s) : std::string());
+  if (Nexus::Child* d = nx_.rebuild_destination(child_, incarnation_)) stats_.uri = d->uri;
+  co_await copy_all();
+  if (stats_.state == RebuildState::kCompleted) {
+    Status st = co_await nx_.complete_rebuild(child_, incarnation_);
+    if (!st.ok()) {
+      stats_.state = st.code() == Errc::kShutdown ? RebuildState::kStopped : RebuildState::kFailed;
+      stats_.error = std::string(st.message());
+      dest_failed_ = st.code() == Errc::kIo;
+    }
+  }
+  if (dest_failed_) co_await nx_.rebuild_failed(child_, incarnation_);
+  const RebuildStats s = stats();
+  if (s.state == RebuildState::kCompleted) {
+    TLOG_INFO("nexus", "nexus {}: rebuild of {} completed: {} bytes copied in {} ms ({} MB/s)", nx_.name(), s.uri,
+              s.copied_bytes, s.elapsed_ns / 1'000'000, s.bytes_per_s / 1'000'000);
+  } else {
+    TLOG_WARN("nexus", "nexus {}: rebuild of {} {} at {} of {} bytes: {}", nx_.name(), s.uri, rebuild_state_name(s.state),
+              s.done_bytes, s.total_bytes, s.error);
+  }
+  nx_.rebuild_ended(*this);
+  ended_ = true;
+}
+
+}  // namespace tern::nexus
