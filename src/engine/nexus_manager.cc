@@ -105,6 +105,8 @@ Task<Result<NexusDesc>> NexusManager::create(CreateNexusArgs args) {
   o.persist_timeout_ns = persist_timeout_ns_;
   o.local_resv = &local_resv_;
   o.local_snap = snapshots_;
+  o.auto_rebuild = args.auto_rebuild;
+  o.rebuild = args.rebuild;
   auto nx = co_await nexus::Nexus::Create(registry_, o, store_);
   if (!nx.ok()) co_return nx.status();
   Entry& e = nexuses_[args.uuid];
@@ -174,6 +176,44 @@ Task<Result<NexusDesc>> NexusManager::online_child(Uuid uuid, Uuid child) {
   TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
   TERN_CO_RETURN_IF_ERROR(co_await e->nx->online_child(child));
   co_return co_await describe(*e);
+}
+
+Task<Result<nexus::RebuildStats>> NexusManager::rebuild(Uuid uuid, Uuid child, RebuildCommand cmd) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  nexus::Nexus& nx = *e->nx;
+  using Op = RebuildCommand::Op;
+  if (cmd.op == Op::kStart) {
+    TERN_CO_RETURN_IF_ERROR(co_await nx.start_rebuild(child, cmd.opts));
+    co_return nx.rebuild_job(child)->stats();
+  }
+  nexus::RebuildJob* job = nx.rebuild_job(child);
+  if (!job || job->finished()) {
+    if (cmd.op == Op::kStop && job) co_return job->stats();  // stopped or ended already
+    co_return Status::Errorf(Errc::kNoEnt, "no rebuild of child {} of nexus {} is running or paused", child.ToString(),
+                             uuid.ToString());
+  }
+  switch (cmd.op) {
+    case Op::kPause: job->pause(); break;
+    case Op::kResume: job->resume(); break;
+    case Op::kStop: job->stop("stopped by request"); break;
+    case Op::kSetRate: job->set_rate(cmd.rate_bytes_per_s); break;
+    case Op::kStart: break;
+  }
+  co_return job->stats();
+}
+
+Task<Result<RebuildList>> NexusManager::rebuilds(Uuid uuid) {
+  auto g = co_await mu_.lock();
+  TERN_CO_ASSIGN_OR_RETURN(Entry * e, find(uuid));
+  RebuildList l;
+  auto info = co_await e->nx->info();
+  for (const auto& c : info.children) {
+    if (c.rebuild && !c.rebuild->finished()) l.current.push_back(*c.rebuild);
+  }
+  const auto& h = e->nx->rebuild_history();
+  l.history.assign(h.begin(), h.end());
+  co_return l;
 }
 
 Task<Result<NexusDesc>> NexusManager::publish(Uuid uuid, PublishNexusArgs args) {

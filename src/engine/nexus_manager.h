@@ -33,6 +33,22 @@ struct CreateNexusArgs {
   uint64_t preempt_key = 0;
   // Controller IDs used when publishing (0: publish's own, else 1..0xFFEF).
   uint16_t cntlid_min = 0, cntlid_max = 0;
+  // Rebuilds (tuning: a repeated create with other values is the same nexus, unchanged).
+  bool auto_rebuild = true;
+  nexus::RebuildOptions rebuild;
+};
+
+// What to do with a child's rebuild (nexus/rebuild.h).
+struct RebuildCommand {
+  enum class Op : uint8_t { kStart, kPause, kResume, kStop, kSetRate };
+  Op op = Op::kStart;
+  std::optional<nexus::RebuildOptions> opts;  // kStart: the nexus's options unless given
+  uint64_t rate_bytes_per_s = 0;              // kSetRate (0: no limit)
+};
+
+struct RebuildList {
+  std::vector<nexus::RebuildStats> current;  // running or paused
+  std::vector<nexus::RebuildStats> history;  // finished since the nexus started, oldest first
 };
 
 struct PublishNexusArgs {
@@ -92,6 +108,11 @@ class NexusManager {
   Task<Result<NexusDesc>> set_ana_state(Uuid uuid, std::string state);
   // A snapshot of every in-sync child at one point of the write stream (nexus::Nexus::snapshot).
   Task<Result<nexus::SnapshotResult>> snapshot(Uuid uuid, nexus::SnapshotArgs args);
+
+  // Rebuild control: start, pause, resume, stop, rate; the job's stats after the command. Pause, resume and
+  // rate with no job running or paused: kNoEnt; stop with none: OK (the last job's stats, if any).
+  Task<Result<nexus::RebuildStats>> rebuild(Uuid uuid, Uuid child, RebuildCommand cmd);
+  Task<Result<RebuildList>> rebuilds(Uuid uuid);
 
   // Engine shutdown: every nexus unpublished, shut down cleanly (the record says so) and destroyed.
   Task<void> shutdown_all();

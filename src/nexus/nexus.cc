@@ -1160,6 +1160,8 @@ Task<Status> Nexus::start_rebuild(Uuid id, std::optional<RebuildOptions> opts) {
   if (shutdown_.load() || shutting_down_) co_return Status::Errorf(Errc::kShutdown, "nexus {} is shut down", name());
   Child* c = find_child(id);
   if (!c) co_return Status::Errorf(Errc::kNoEnt, "nexus {} has no child {}", name(), id.ToString());
+  const RebuildOptions o = opts ? *opts : opts_.rebuild;
+  if (Status st = o.Validate(layout_.block_size); !st.ok()) co_return st;
   if (RebuildJob* j = rebuild_job(id); j && !j->finished()) co_return Status::Ok();  // running or paused already
   if (c->state != ChildState::kOnline || !c->desc) {
     co_return Status::Errorf(Errc::kBusy, "child {} of nexus {} is {}: online it first", c->uri, name(),
@@ -1168,10 +1170,8 @@ Task<Status> Nexus::start_rebuild(Uuid id, std::optional<RebuildOptions> opts) {
   if (c->sync == SyncState::kSynced) {
     co_return Status::Errorf(Errc::kInval, "child {} of nexus {} is in sync: there is nothing to rebuild", c->uri, name());
   }
-  const RebuildOptions o = opts ? *opts : opts_.rebuild;
-  if (Status st = o.Validate(layout_.block_size); !st.ok()) co_return st;
   if (!rebuild_source(id, 0)) {
-    co_return Status::Errorf(Errc::kNoDev, "nexus {} has no in-sync child to rebuild {} from", name(), c->uri);
+    co_return Status::Errorf(Errc::kBusy, "nexus {} has no in-sync child to rebuild {} from", name(), c->uri);
   }
   std::string reason = c->labelled || c->data_gen > 0
                            ? fmt::format("the child holds generation {}, the volume is at {}; no dirty-region log yet",

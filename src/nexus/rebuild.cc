@@ -203,7 +203,7 @@ Task<void> RebuildJob::copy_all() {
     lba += n;
     stats_.done_bytes = lba * bs;
   }
-  co_return finish(RebuildState::kCompleted, {});
+  copied_ = true;  // completed once the nexus has made the child in sync (run())
 }
 
 Task<void> RebuildJob::run() {
@@ -212,11 +212,12 @@ Task<void> RebuildJob::run() {
             opts_.rate_bytes_per_s ? fmt::format(", at most {} bytes/s", opts_.rate_bytes_per_s) : std::string());
   if (Nexus::Child* d = nx_.rebuild_destination(child_, incarnation_)) stats_.uri = d->uri;
   co_await copy_all();
-  if (stats_.state == RebuildState::kCompleted) {
+  if (copied_) {
     Status st = co_await nx_.complete_rebuild(child_, incarnation_);
-    if (!st.ok()) {
-      stats_.state = st.code() == Errc::kShutdown ? RebuildState::kStopped : RebuildState::kFailed;
-      stats_.error = std::string(st.message());
+    if (st.ok()) {
+      finish(RebuildState::kCompleted, {});
+    } else {
+      finish(st.code() == Errc::kShutdown ? RebuildState::kStopped : RebuildState::kFailed, std::string(st.message()));
       dest_failed_ = st.code() == Errc::kIo;
     }
   }

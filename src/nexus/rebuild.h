@@ -104,6 +104,7 @@ class RebuildJob {
   RebuildStats stats_;
   bool pause_ = false, stop_ = false;
   bool ended_ = false;          // run() returned
+  bool copied_ = false;         // every window is copied
   bool dest_failed_ = false;    // the destination failed a write: the nexus faults it
   uint32_t bad_sources_ = 0;    // slots whose reads failed during this job
   uint64_t run_started_ns_ = 0; // monotonic; the start of the current running stretch

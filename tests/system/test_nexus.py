@@ -40,7 +40,7 @@ def cluster(build_dir, tmp_path_factory):
             etcd.stop()
 
 
-def make_volume(cluster, pb, children=3, key=True):
+def make_volume(cluster, pb, children=3, key=True, rebuild=None):
     """Replicas on `children` engines (the first local to the nexus, the others shared over NVMe/TCP), and
     the nexus on engine 0. Returns (volume uuid, [replica uuid], nexus reply)."""
     etcd, engines = cluster
@@ -56,8 +56,8 @@ def make_volume(cluster, pb, children=3, key=True):
         uris.append(f"bdev:///{r.uuid}?uuid={r.uuid}" if i == 0 else
                     f"{r.share.uri}?uuid={r.uuid}&timeout_ms=2000&ctrl_loss_tmo_s=2&reconnect_delay_ms=100")
     nx = engines[0].api.nexus.CreateNexus(N.CreateNexusRequest(
-        uuid=vol, size=VOL, children=uris, persistence_key=f"/tern/test/volume/{vol}/nexus" if key else ""),
-        timeout=60)
+        uuid=vol, size=VOL, children=uris, persistence_key=f"/tern/test/volume/{vol}/nexus" if key else "",
+        rebuild=rebuild), timeout=60)
     return vol, reps, nx
 
 
@@ -72,6 +72,31 @@ def verify(engine, pb, device, gen, offset=0, length=VOL):
 def destroy(cluster, pb, vol):
     etcd, engines = cluster
     engines[0].api.nexus.DestroyNexus(pb.nexus_pb2.NexusRef(uuid=vol), timeout=60)
+
+
+def wait_rebuilt(engine, pb, vol, child, timeout=120):
+    """Waits until `child`'s rebuild has ended; asserts it completed. Returns the nexus."""
+    N = pb.nexus_pb2
+    deadline = time.monotonic() + timeout
+    while True:
+        l = engine.api.nexus.ListNexuses(N.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0]
+        c = [c for c in l.children if c.uuid == child][0]
+        if c.HasField("rebuild") and c.rebuild.state not in (N.REBUILD_STATE_RUNNING, N.REBUILD_STATE_PAUSED):
+            assert c.rebuild.state == N.REBUILD_STATE_COMPLETED, c.rebuild
+            assert c.synced
+            return l
+        assert time.monotonic() < deadline, f"rebuild of {child} still not done: {c}"
+        time.sleep(0.05)
+
+
+def assert_replicas_equal(engines, pb, reps, length=VOL):
+    """Every replica (read on its own engine) holds the same bytes, MiB by MiB."""
+    T = pb.test_pb2
+    sums = [engines[i].api.test.Checksum(T.PatternRequest(device=r, offset=0, length=length), timeout=60).crc_per_mib
+            for i, r in enumerate(reps)]
+    for i in range(1, len(reps)):
+        bad = [m for m in range(len(sums[0])) if sums[0][m] != sums[i][m]]
+        assert not bad, f"replica {i} differs from replica 0 in MiB {bad[:8]}"
 
 
 def test_every_child_holds_what_the_host_wrote(cluster, pb):
@@ -130,12 +155,20 @@ def test_host_io_through_the_published_nexus_survives_a_dead_child(cluster, pb, 
     # writes holds generation 1 and joins out of sync, never read from; the others are current.
     destroy(cluster, pb, vol)
     again = engines[0].api.nexus.CreateNexus(N.CreateNexusRequest(
-        uuid=vol, size=VOL, children=[c.uri for c in nx.children], persistence_key=f"/tern/test/volume/{vol}/nexus"),
-        timeout=60)
+        uuid=vol, size=VOL, children=[c.uri for c in nx.children], persistence_key=f"/tern/test/volume/{vol}/nexus",
+        no_auto_rebuild=True), timeout=60)
     assert again.generation == 3
     assert [(c.synced, c.generation) for c in again.children] == [(True, 3), (True, 3), (False, 1)], again
     assert again.state == N.NEXUS_STATE_DEGRADED
     assert [c["healthy"] for c in etcd.get_json(f"/tern/test/volume/{vol}/nexus")["children"]] == [True, True, False]
+    # Rebuilt (copied from the local child), it is current again: generation 3, healthy, the same bytes.
+    rb = engines[0].api.nexus.StartRebuild(N.StartRebuildRequest(uuid=vol, child_uuid=reps[2]), timeout=60)
+    assert rb.state == N.REBUILD_STATE_RUNNING and rb.kind == "full", rb
+    l = wait_rebuilt(engines[0], pb, vol, reps[2])
+    assert [(c.synced, c.generation) for c in l.children] == [(True, 3)] * 3, l
+    assert l.children[2].rebuild.source == nx.children[0].uri
+    assert [c["healthy"] for c in etcd.get_json(f"/tern/test/volume/{vol}/nexus")["children"]] == [True] * 3
+    assert_replicas_equal(engines, pb, reps)
     destroy(cluster, pb, vol)
 
 
@@ -184,11 +217,17 @@ def test_cli_and_child_operations(cluster, pb):
     assert p.returncode == 0, p.stderr
     p = e.ternctl("nexus", "fault-child", vol, reps[0])
     assert p.returncode == 5 and "last healthy" in p.stderr, p.stderr
+    assert etcd.get_json(f"/tern/test/volume/{vol}/nexus")["children"][1]["healthy"] is False
     p = e.ternctl("nexus", "online-child", vol, reps[1])
     assert p.returncode == 0, p.stderr
+    # Back out of sync, it is rebuilt by itself: the CLI waits for that, then both are current.
+    p = e.ternctl("nexus", "rebuild", "status", vol, "--watch", "--interval", "0.1", timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
     j = e.ternctl_json("nexus", "list", vol)
-    assert [c.get("synced", False) for c in j["children"]] == [True, False]
-    assert etcd.get_json(f"/tern/test/volume/{vol}/nexus")["children"][1]["healthy"] is False
+    assert [c.get("synced", False) for c in j["children"]] == [True, True]
+    assert etcd.get_json(f"/tern/test/volume/{vol}/nexus")["children"][1]["healthy"] is True
+    h = e.ternctl_json("nexus", "rebuild", "history", vol)
+    assert [(b["child_uuid"], b["state"]) for b in h["history"]] == [(reps[1], "REBUILD_STATE_COMPLETED")], h
     # Shutdown records a clean shutdown.
     p = e.ternctl("nexus", "shutdown", vol)
     assert p.returncode == 0, p.stderr
@@ -373,3 +412,82 @@ def test_a_snapshot_catches_every_replica_at_one_point_of_the_write_stream(clust
     for i, c in enumerate(snap.children):
         engines[i].api.snapshot.DestroySnapshot(R.ReplicaRef(uuid=c.snapshot_uuid), timeout=60)
     engines[2].api.replica.DestroyReplica(R.ReplicaRef(name=f"t-{vol[:8]}", pool="p2"), timeout=60)
+
+
+def test_a_child_that_comes_back_is_rebuilt_under_verified_host_writes(cluster, pb, ioperf):
+    """A remote child faulted and onlined while a host writes and verifies through the published nexus: it
+    is rebuilt by itself from the local child while the writes go on (into the windows being copied too),
+    paused, stopped and started again with the CLI, and ends in sync: every replica holds the same bytes,
+    the record and the labels say it is current, the host saw no error."""
+    etcd, engines = cluster
+    N = pb.nexus_pb2
+    # Slow rebuilds by default (4 MiB/s: 8 s for the volume), so that the CLI can catch one.
+    vol, reps, nx = make_volume(cluster, pb, rebuild=N.RebuildSettings(rate_bytes_per_s=4 * MiB, segment_bytes=256 << 10))
+    e = engines[0]
+    host = "nqn.2014-08.org.nvmexpress:uuid:rebuild-host"
+    p = e.api.nexus.PublishNexus(N.PublishNexusRequest(uuid=vol, allowed_hosts=[host]), timeout=60)
+    pattern(e, pb, vol, 5)
+    e.api.nexus.FaultChild(N.FaultChildRequest(uuid=vol, child_uuid=reps[2]), timeout=60)
+    result = {}
+
+    def load():
+        result["p"] = ioperf.run("--uri", f"{p.share.uri}?hostnqn={host}", "--rw", "randwrite", "--bs", "4k",
+                                 "--qd", "8", "--time", "8s", "--verify", timeout=180)
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        time.sleep(0.5)
+        e.api.nexus.OnlineChild(N.ChildRef(uuid=vol, child_uuid=reps[2]), timeout=60)  # the rebuild starts by itself
+        time.sleep(0.5)
+        j = e.ternctl_json("nexus", "rebuild", "pause", vol, reps[2])
+        assert j["state"] in ("REBUILD_STATE_RUNNING", "REBUILD_STATE_PAUSED"), j  # paused at its next window
+        deadline = time.monotonic() + 10
+        while True:
+            cur = e.ternctl_json("nexus", "rebuild", "status", vol)["current"]
+            if cur and cur[0]["state"] == "REBUILD_STATE_PAUSED":
+                break
+            assert time.monotonic() < deadline, cur
+            time.sleep(0.05)
+        done = int(cur[0]["done_bytes"])
+        assert 0 < done < VOL and cur[0]["source"] == nx.children[0].uri, cur
+        time.sleep(0.3)
+        assert int(e.ternctl_json("nexus", "rebuild", "status", vol)["current"][0]["done_bytes"]) == done
+        # Stopped: the child stays an out-of-sync member (written, not read).
+        j = e.ternctl_json("nexus", "rebuild", "stop", vol, reps[2])
+        deadline = time.monotonic() + 10
+        while e.ternctl_json("nexus", "rebuild", "status", vol)["current"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        l = e.api.nexus.ListNexuses(N.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0]
+        assert not l.children[2].synced and l.children[2].rebuild.state == N.REBUILD_STATE_STOPPED
+        # Started again from the CLI, then the limit lifted; --watch waits for the end.
+        p2 = e.ternctl("nexus", "rebuild", "start", vol, reps[2], "--rate", "8MiB/s")
+        assert p2.returncode == 0, p2.stderr
+        j = e.ternctl_json("nexus", "rebuild", "rate", vol, reps[2], "0")
+        assert int(j["rate_limit"]) == 0
+        p2 = e.ternctl("nexus", "rebuild", "status", vol, "--watch", "--interval", "0.1", timeout=120)
+        assert p2.returncode == 0, p2.stdout + p2.stderr  # (it may have ended before the watch began)
+    finally:
+        t.join(timeout=200)
+    r = result["p"]
+    assert r.returncode == 0, f"host saw an error:\n{r.stdout}\n{r.stderr}"
+    l = wait_rebuilt(e, pb, vol, reps[2])
+    assert l.state == N.NEXUS_STATE_ONLINE
+    assert len({c.generation for c in l.children} | {l.generation}) == 1, l
+    rec = etcd.get_json(f"/tern/test/volume/{vol}/nexus")
+    assert [c["healthy"] for c in rec["children"]] == [True] * 3
+    assert_replicas_equal(engines, pb, reps)
+    hist = e.api.nexus.ListRebuilds(N.NexusRef(uuid=vol), timeout=60).history
+    assert [b.state for b in hist] == [N.REBUILD_STATE_STOPPED, N.REBUILD_STATE_COMPLETED], hist
+    assert hist[1].copied_bytes == VOL and hist[1].total_bytes == VOL and hist[0].error == "stopped by request"
+    # Errors name what is wrong.
+    with pytest.raises(grpc.RpcError) as ei:
+        e.api.nexus.StartRebuild(N.StartRebuildRequest(uuid=vol, child_uuid=reps[1]), timeout=60)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "in sync" in ei.value.details()
+    with pytest.raises(grpc.RpcError) as ei:
+        e.api.nexus.PauseRebuild(N.ChildRef(uuid=vol, child_uuid=reps[1]), timeout=60)
+    assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+    p2 = e.ternctl("nexus", "rebuild", "start", vol, reps[2], "--segment", "1000")
+    assert p2.returncode == 9 and "segment" in p2.stderr, p2.stderr
+    destroy(cluster, pb, vol)

@@ -10,7 +10,9 @@
 
 #include "common/units.h"
 #include "common/uuid.h"
+#include "engine_client.h"
 #include "output.h"
+#include "rebuild_cmds.h"
 #include "tern/engine/v1/bdev.grpc.pb.h"
 #include "tern/engine/v1/nexus.grpc.pb.h"
 #include "tern/engine/v1/node.grpc.pb.h"
@@ -27,92 +29,6 @@ namespace v1 = ::tern::engine::v1;
 
 namespace {
 
-struct Globals {
-  std::string engine = "127.0.0.1:10124";
-  std::string output = "table";
-  double timeout_s = 60;
-  Format format() const { return output == "json" ? Format::kJson : output == "yaml" ? Format::kYaml : Format::kTable; }
-};
-Globals g;
-
-int exit_code(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::OK:
-      return 0;
-    case grpc::StatusCode::NOT_FOUND:
-      return 3;
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return 4;
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return 5;
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return 6;
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return 7;
-    case grpc::StatusCode::DATA_LOSS:
-      return 8;
-    case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return 9;
-    default:
-      return 1;
-  }
-}
-
-// What to run to see what exists, for a NOT_FOUND from this service.
-template <typename Stub>
-const char* list_hint() {
-  if constexpr (std::is_same_v<Stub, v1::PoolService::Stub>) return " (see 'ternctl pool list')";
-  if constexpr (std::is_same_v<Stub, v1::ReplicaService::Stub>) return " (see 'ternctl replica list --all')";
-  if constexpr (std::is_same_v<Stub, v1::SnapshotService::Stub>) return " (see 'ternctl replica list --all')";
-  if constexpr (std::is_same_v<Stub, v1::BdevService::Stub>) return " (see 'ternctl bdev list')";
-  if constexpr (std::is_same_v<Stub, v1::NvmfService::Stub>) return " (see 'ternctl nvmf subsystems')";
-  if constexpr (std::is_same_v<Stub, v1::NexusService::Stub>) return " (see 'ternctl nexus list')";
-  return "";
-}
-
-std::shared_ptr<grpc::Channel> channel() {
-  static std::shared_ptr<grpc::Channel> ch = grpc::CreateChannel(g.engine, grpc::InsecureChannelCredentials());
-  return ch;
-}
-
-// One call: prints the error (and returns its exit code) or leaves the reply in `resp`.
-template <typename Stub, typename Req, typename Resp>
-int call(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req, Resp* resp) {
-  auto stub = std::decay_t<decltype(*std::declval<Stub*>())>(channel());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(int64_t(g.timeout_s * 1000)));
-  grpc::Status s = (stub.*method)(&ctx, req, resp);
-  if (s.ok()) return 0;
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE && s.error_message().find("failed to connect") != std::string::npos) {
-    fmt::print(stderr, "ternctl: cannot reach the io-engine at {} (is it running? choose another with --engine or "
-                       "TERN_ENGINE)\n", g.engine);
-  } else if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    fmt::print(stderr, "ternctl: no answer from the io-engine at {} within {} s (raise --timeout; the operation may "
-                       "still complete)\n", g.engine, g.timeout_s);
-  } else {
-    const char* hint = s.error_code() == grpc::StatusCode::NOT_FOUND    ? list_hint<Stub>()
-                       : s.error_code() == grpc::StatusCode::DATA_LOSS ? " (inspect the disk with 'ternctl offline pool check' once it is exported)"
-                                                                       : "";
-    fmt::print(stderr, "ternctl: {}{}\n", s.error_message(), hint);
-  }
-  return exit_code(s.error_code());
-}
-
-// Prints the reply in the chosen format; tables via `table`.
-template <typename Msg>
-int show(const Msg& m, const std::function<void()>& table) {
-  if (g.format() == Format::kTable) {
-    table();
-  } else {
-    print_message(m, g.format());
-  }
-  return 0;
-}
-
-std::string sz(uint64_t b) { return format_size(b); }
-
 // A replica by name or UUID.
 v1::ReplicaRef ref(const std::string& what, const std::string& pool) {
   v1::ReplicaRef r;
@@ -123,12 +39,6 @@ v1::ReplicaRef ref(const std::string& what, const std::string& pool) {
   }
   r.set_pool(pool);
   return r;
-}
-
-Result<uint64_t> size_arg(const std::string& s) {
-  auto v = parse_size(s);
-  if (!v.ok()) return Status::Errorf(Errc::kInval, "size '{}': {}", s, v.status().message());
-  return v;
 }
 
 v1::ShareProtocol protocol(const std::string& s) {
@@ -242,6 +152,9 @@ struct Args {
   std::string resv_key, resv_type, preempt = "holder", preempt_key;
   std::string snapshot_uuid;
   std::vector<std::string> child_snapshots;  // CHILD=SNAPSHOT
+  bool no_auto_rebuild = false;
+  std::string rebuild_rate, rebuild_segment;
+  uint32_t rebuild_concurrency = 0;
 };
 Args a;
 
@@ -870,6 +783,15 @@ int nexus_reply(const v1::Nexus& n) {
                              {"READS", [](auto& c) { return std::to_string(c.io().reads()); }},
                              {"WRITES", [](auto& c) { return std::to_string(c.io().writes()); }},
                              {"ERRORS", [](auto& c) { return std::to_string(c.io().errors()); }},
+                             {"GEN", [](auto& c) { return std::to_string(c.generation()); }},
+                             {"REBUILD", [](auto& c) {
+                                if (!c.has_rebuild()) return std::string("-");
+                                const auto& b = c.rebuild();
+                                static const char* names[] = {"?", "running", "paused", "stopped", "completed", "failed"};
+                                const int st = int(b.state());
+                                return fmt::format("{} {:.0f}%", names[st >= 0 && st <= 5 ? st : 0],
+                                                   b.total_bytes() ? 100.0 * double(b.done_bytes()) / double(b.total_bytes()) : 0.0);
+                              }},
                              {"URI", [](auto& c) { return c.uri(); }}},
                             n.children(), "children");
     }
@@ -911,6 +833,11 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
   create->add_option("--preempt-key", a.preempt_key, "The key that may be preempted with --preempt key");
   create->add_option("--cntlid-min", a.cntlid_min, "Lowest controller ID when published (default 1)");
   create->add_option("--cntlid-max", a.cntlid_max, "Highest controller ID when published (default 65519)");
+  create->add_flag("--no-auto-rebuild", a.no_auto_rebuild,
+                   "Do not rebuild a child by itself when it joins or comes back out of sync ('nexus rebuild start' does)");
+  create->add_option("--rebuild-rate", a.rebuild_rate, "Rebuilds copy at most this many bytes per second (default: no limit)");
+  create->add_option("--rebuild-segment", a.rebuild_segment, "Bytes per rebuild copy request, 4KiB..16MiB (default 1MiB)");
+  create->add_option("--rebuild-concurrency", a.rebuild_concurrency, "Rebuild segments copied at once, 1..16 (default 2)");
   create->callback([run] {
     *run = [] {
       v1::CreateNexusRequest r;
@@ -952,6 +879,23 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
       r.set_preempt_policy(p->second);
       r.set_cntlid_min(a.cntlid_min);
       r.set_cntlid_max(a.cntlid_max);
+      r.set_no_auto_rebuild(a.no_auto_rebuild);
+      if (!a.rebuild_rate.empty() || !a.rebuild_segment.empty() || a.rebuild_concurrency) {
+        auto* rs = r.mutable_rebuild();
+        if (!a.rebuild_rate.empty()) {
+          std::string v = a.rebuild_rate;
+          if (v.size() > 2 && v.substr(v.size() - 2) == "/s") v.resize(v.size() - 2);
+          auto rate = v == "0" ? Result<uint64_t>(uint64_t{0}) : size_arg(v);
+          if (!rate.ok()) return bad(rate.status());
+          rs->set_rate_bytes_per_s(*rate);
+        }
+        if (!a.rebuild_segment.empty()) {
+          auto seg = size_arg(a.rebuild_segment);
+          if (!seg.ok()) return bad(seg.status());
+          rs->set_segment_bytes(*seg);
+        }
+        rs->set_concurrency(a.rebuild_concurrency);
+      }
       v1::Nexus n;
       if (int rc = call(&v1::NexusService::Stub::CreateNexus, r, &n)) return rc;
       return nexus_reply(n);
@@ -1016,7 +960,7 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
       return nexus_reply(n);
     };
   });
-  auto* add = nx->add_subcommand("add-child", "Add a child (it joins out of sync: written, not read, until rebuilt)");
+  auto* add = nx->add_subcommand("add-child", "Add a child (it joins out of sync: written, not read, until rebuilt; the rebuild starts by itself)");
   add->add_option("uuid", a.uuid, "The nexus UUID")->required();
   add->add_option("uri", a.uri, "The child's URI, with ?uuid=")->required();
   add->callback([run] {
@@ -1030,7 +974,7 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
     };
   });
   for (auto [verb, help] : {std::pair{"remove-child", "Remove a child (not the only one, nor the last healthy one)"},
-                            std::pair{"online-child", "Reopen a faulted or closed child (it comes back out of sync)"},
+                            std::pair{"online-child", "Reopen a faulted or closed child (it comes back out of sync, and is rebuilt)"},
                             std::pair{"fault-child", "Fault a child by request (not the last healthy one)"}}) {
     auto* c = nx->add_subcommand(verb, help);
     c->add_option("uuid", a.uuid, "The nexus UUID")->required();
@@ -1094,6 +1038,7 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
       return nexus_reply(n);
     };
   });
+  add_rebuild_commands(nx, run);
   auto* snap = nx->add_subcommand(
       "snapshot",
       "Snapshot the volume: every in-sync child's replica at the same point of the write stream (host I/O is "

@@ -352,7 +352,46 @@ Result<CreateNexusArgs> to_domain(const v1::CreateNexusRequest& r) {
   }
   a.cntlid_min = uint16_t(r.cntlid_min());
   a.cntlid_max = uint16_t(r.cntlid_max());
+  a.auto_rebuild = !r.no_auto_rebuild();
+  if (r.has_rebuild()) a.rebuild = to_domain(r.rebuild());
   return a;
+}
+
+nexus::RebuildOptions to_domain(const v1::RebuildSettings& r) {
+  nexus::RebuildOptions o;
+  if (r.segment_bytes()) o.segment_bytes = r.segment_bytes();
+  if (r.concurrency()) o.concurrency = r.concurrency();
+  o.rate_bytes_per_s = r.rate_bytes_per_s();
+  return o;
+}
+
+void to_message(const Uuid& nexus, const nexus::RebuildStats& s, v1::Rebuild* out) {
+  out->set_nexus_uuid(nexus.ToString());
+  out->set_child_uuid(s.child.ToString());
+  out->set_uri(s.uri);
+  out->set_source(s.source);
+  out->set_kind(nexus::rebuild_kind_name(s.kind));
+  switch (s.state) {
+    case nexus::RebuildState::kRunning: out->set_state(v1::REBUILD_STATE_RUNNING); break;
+    case nexus::RebuildState::kPaused: out->set_state(v1::REBUILD_STATE_PAUSED); break;
+    case nexus::RebuildState::kStopped: out->set_state(v1::REBUILD_STATE_STOPPED); break;
+    case nexus::RebuildState::kCompleted: out->set_state(v1::REBUILD_STATE_COMPLETED); break;
+    case nexus::RebuildState::kFailed: out->set_state(v1::REBUILD_STATE_FAILED); break;
+  }
+  out->set_reason(s.reason);
+  out->set_error(s.error);
+  out->set_total_bytes(s.total_bytes);
+  out->set_done_bytes(s.done_bytes);
+  out->set_copied_bytes(s.copied_bytes);
+  out->set_source_errors(s.source_errors);
+  out->set_rate_limit(s.rate_limit);
+  out->set_bytes_per_s(s.bytes_per_s);
+  out->set_eta_ms(s.eta_ns / 1'000'000);
+  out->set_started_unix_ns(s.started_wall_ns);
+  out->set_ended_unix_ns(s.ended_wall_ns);
+  out->set_elapsed_ms(s.elapsed_ns / 1'000'000);
+  out->set_segment_bytes(s.segment_bytes);
+  out->set_concurrency(s.concurrency);
 }
 
 Result<PublishNexusArgs> to_domain(const v1::PublishNexusRequest& r) {
@@ -435,6 +474,7 @@ void to_message(const NexusDesc& n, v1::Nexus* out) {
     m->set_synced(c.sync == nexus::SyncState::kSynced);
     m->set_local(c.local);
     m->set_generation(c.generation);
+    if (c.rebuild) to_message(n.info.uuid, *c.rebuild, m->mutable_rebuild());
     v1::ChildIoStats* io = m->mutable_io();
     io->set_reads(c.io.reads);
     io->set_writes(c.io.writes);

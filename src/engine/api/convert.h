@@ -57,5 +57,7 @@ void to_message(const nvmf::SubsystemInfo& s, v1::Subsystem* out);
 void to_message(const NodeInfo& n, v1::NodeInfo* out);
 void to_message(const PatternCheck& c, v1::VerifyPatternReply* out);
 void to_message(const NexusDesc& n, v1::Nexus* out);
+nexus::RebuildOptions to_domain(const v1::RebuildSettings& r);
+void to_message(const Uuid& nexus, const nexus::RebuildStats& s, v1::Rebuild* out);
 
 }  // namespace tern::engine::api

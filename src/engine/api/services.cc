@@ -411,8 +411,46 @@ class NexusApi final : public v1::NexusService::Service {
     }
     return GStatus::OK;
   }
+  GStatus StartRebuild(ServerContext*, const v1::StartRebuildRequest* r, v1::Rebuild* out) override {
+    RebuildCommand cmd;
+    cmd.op = RebuildCommand::Op::kStart;
+    if (r->has_settings()) cmd.opts = to_domain(r->settings());
+    return rebuild(r->uuid(), r->child_uuid(), cmd, out);
+  }
+  GStatus PauseRebuild(ServerContext*, const v1::ChildRef* r, v1::Rebuild* out) override {
+    return rebuild(r->uuid(), r->child_uuid(), {RebuildCommand::Op::kPause, {}, 0}, out);
+  }
+  GStatus ResumeRebuild(ServerContext*, const v1::ChildRef* r, v1::Rebuild* out) override {
+    return rebuild(r->uuid(), r->child_uuid(), {RebuildCommand::Op::kResume, {}, 0}, out);
+  }
+  GStatus StopRebuild(ServerContext*, const v1::ChildRef* r, v1::Rebuild* out) override {
+    return rebuild(r->uuid(), r->child_uuid(), {RebuildCommand::Op::kStop, {}, 0}, out);
+  }
+  GStatus SetRebuildRate(ServerContext*, const v1::SetRebuildRateRequest* r, v1::Rebuild* out) override {
+    return rebuild(r->uuid(), r->child_uuid(), {RebuildCommand::Op::kSetRate, {}, r->rate_bytes_per_s()}, out);
+  }
+  GStatus ListRebuilds(ServerContext*, const v1::NexusRef* r, v1::ListRebuildsReply* out) override {
+    auto u = api::required_uuid("uuid", r->uuid());
+    if (!u.ok()) return reply(u.status());
+    auto l = on_primary(e_, [&] { return e_.nexuses().rebuilds(*u); });
+    if (!l.ok()) return reply(l.status());
+    for (const auto& s : l->current) to_message(*u, s, out->add_current());
+    for (const auto& s : l->history) to_message(*u, s, out->add_history());
+    return GStatus::OK;
+  }
 
  private:
+  GStatus rebuild(const std::string& nexus, const std::string& child, RebuildCommand cmd, v1::Rebuild* out) {
+    auto u = api::required_uuid("uuid", nexus);
+    if (!u.ok()) return reply(u.status());
+    auto c = api::required_uuid("child_uuid", child);
+    if (!c.ok()) return reply(c.status());
+    auto s = on_primary(e_, [&] { return e_.nexuses().rebuild(*u, *c, cmd); });
+    if (!s.ok()) return reply(s.status());
+    to_message(*u, *s, out);
+    return GStatus::OK;
+  }
+
   Engine& e_;
 };
 
