@@ -78,6 +78,15 @@ Task<std::string> metrics_page(Engine& engine) {
   w.declare("tern_nvmf_io_queues", MetricType::kGauge, "I/O queues of a subsystem's connected hosts");
   w.declare("tern_nvmf_listeners", MetricType::kGauge, "Addresses the NVMe/TCP target listens on");
 
+  w.declare("tern_nexus_state", MetricType::kGauge, "1 for a nexus's current state (label state)");
+  w.declare("tern_nexus_child_synced", MetricType::kGauge, "1 when a nexus child is online and in sync, else 0");
+  w.declare("tern_nexus_rebuild_running", MetricType::kGauge, "1 while a child's rebuild runs, 0 when paused");
+  w.declare("tern_nexus_rebuild_done_bytes", MetricType::kGauge, "Bytes of the volume a running or paused rebuild has done");
+  w.declare("tern_nexus_rebuild_total_bytes", MetricType::kGauge, "Bytes a running or paused rebuild copies in all");
+  w.declare("tern_nexus_rebuilds_total", MetricType::kCounter,
+            "Rebuilds that ended since the nexus started, by result (completed, stopped, failed)");
+  w.declare("tern_nexus_rebuild_copied_bytes_total", MetricType::kCounter, "Bytes copied by rebuilds that ended");
+
   w.info("tern_build_info", {{"version", TERN_VERSION}, {"revision", TERN_GIT_REV}, {"node", engine.options().node_name}});
   w.sample("tern_uptime_seconds", {}, std::chrono::duration<double>(engine.node_info().uptime).count());
 
@@ -134,6 +143,31 @@ Task<std::string> metrics_page(Engine& engine) {
     std::vector<metrics::Label> l = {{"nqn", s.nqn}};
     w.sample("tern_nvmf_connected_hosts", l, s.controllers.size());
     w.sample("tern_nvmf_io_queues", l, queues);
+  }
+  // Nexuses and their rebuilds.
+  NexusManager& nexuses = engine.nexuses();
+  for (const NexusDesc& n : co_await nexuses.list(std::nullopt)) {
+    const std::string id = n.info.uuid.ToString();
+    w.sample("tern_nexus_state", {{"nexus", id}, {"state", nexus::nexus_status_name(n.info.status)}}, 1);
+    for (const nexus::ChildInfo& c : n.info.children) {
+      const std::string child = c.uuid.ToString();
+      std::vector<metrics::Label> cl = {{"nexus", id}, {"child", child}};
+      w.sample("tern_nexus_child_synced", cl,
+               c.state == nexus::ChildState::kOnline && c.sync == nexus::SyncState::kSynced ? 1 : 0);
+      if (c.rebuild && !c.rebuild->finished()) {
+        w.sample("tern_nexus_rebuild_running", cl, c.rebuild->state == nexus::RebuildState::kRunning ? 1 : 0);
+        w.sample("tern_nexus_rebuild_done_bytes", cl, c.rebuild->done_bytes);
+        w.sample("tern_nexus_rebuild_total_bytes", cl, c.rebuild->total_bytes);
+      }
+    }
+    auto rl = co_await nexuses.rebuilds(n.info.uuid);
+    if (!rl.ok()) continue;
+    const auto& t = rl->totals;
+    for (auto [result, count] : {std::pair{"completed", t.completed}, std::pair{"stopped", t.stopped},
+                                 std::pair{"failed", t.failed}}) {
+      w.sample("tern_nexus_rebuilds_total", {{"nexus", id}, {"result", result}}, count);
+    }
+    w.sample("tern_nexus_rebuild_copied_bytes_total", {{"nexus", id}}, t.copied_bytes);
   }
   co_return w.str();
 }

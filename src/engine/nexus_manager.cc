@@ -213,6 +213,7 @@ Task<Result<RebuildList>> NexusManager::rebuilds(Uuid uuid) {
   }
   const auto& h = e->nx->rebuild_history();
   l.history.assign(h.begin(), h.end());
+  l.totals = e->nx->rebuild_totals();
   co_return l;
 }
 

@@ -48,7 +48,8 @@ struct RebuildCommand {
 
 struct RebuildList {
   std::vector<nexus::RebuildStats> current;  // running or paused
-  std::vector<nexus::RebuildStats> history;  // finished since the nexus started, oldest first
+  std::vector<nexus::RebuildStats> history;  // finished since the nexus started, oldest first (the last 64)
+  nexus::Nexus::RebuildTotals totals;         // every one that ended, counted
 };
 
 struct PublishNexusArgs {

@@ -1258,6 +1258,11 @@ Task<void> Nexus::rebuild_failed(Uuid dest, uint64_t incarnation) {
 
 void Nexus::rebuild_ended(RebuildJob& job) {
   rebuild_history_.push_back(job.stats());
+  const RebuildStats& s = rebuild_history_.back();
+  rebuild_totals_.copied_bytes += s.copied_bytes;
+  if (s.state == RebuildState::kCompleted) ++rebuild_totals_.completed;
+  else if (s.state == RebuildState::kStopped) ++rebuild_totals_.stopped;
+  else ++rebuild_totals_.failed;
   while (rebuild_history_.size() > 64) rebuild_history_.pop_front();
 }
 

@@ -241,6 +241,11 @@ class Nexus final : public Bdev {
   RebuildJob* rebuild_job(const Uuid& child);
   // Finished jobs, oldest first (the last 64).
   const std::deque<RebuildStats>& rebuild_history() const { return rebuild_history_; }
+  // Every job that ended since the nexus started, counted (metrics).
+  struct RebuildTotals {
+    uint64_t completed = 0, stopped = 0, failed = 0, copied_bytes = 0;
+  };
+  const RebuildTotals& rebuild_totals() const { return rebuild_totals_; }
 
   // Holds all I/O (hosts wait rather than see errors), closes the children, writes clean_shutdown.
   // Idempotent once done; the device stays until destroyed.
@@ -366,6 +371,7 @@ class Nexus final : public Bdev {
   AsyncMutex snap_mu_;  // one snapshot at a time (taken before ops_mu_)
   std::vector<std::unique_ptr<RebuildJob>> rebuilds_;  // one per child at most (the current or last job)
   std::deque<RebuildStats> rebuild_history_;
+  RebuildTotals rebuild_totals_;
   TaskScope tasks_{"nexus"};  // retires, self-shutdown, rebuild jobs (primary reactor)
 };
 

@@ -7,6 +7,7 @@ a retire must be recorded (host I/O is held, then flows), the last healthy child
 One etcd and one set of engines for the module (each test builds its own nexus on fresh replicas)."""
 import threading
 import time
+import urllib.request
 import uuid
 
 import grpc
@@ -481,6 +482,10 @@ def test_a_child_that_comes_back_is_rebuilt_under_verified_host_writes(cluster, 
     hist = e.api.nexus.ListRebuilds(N.NexusRef(uuid=vol), timeout=60).history
     assert [b.state for b in hist] == [N.REBUILD_STATE_STOPPED, N.REBUILD_STATE_COMPLETED], hist
     assert hist[1].copied_bytes == VOL and hist[1].total_bytes == VOL and hist[0].error == "stopped by request"
+    page = urllib.request.urlopen(f"http://127.0.0.1:{e.metrics_port}/metrics", timeout=30).read().decode()
+    assert f'tern_nexus_rebuilds_total{{nexus="{vol}",result="completed"}} 1' in page, page
+    assert f'tern_nexus_rebuilds_total{{nexus="{vol}",result="stopped"}} 1' in page
+    assert f'tern_nexus_child_synced{{nexus="{vol}",child="{reps[2]}"}} 1' in page
     # Errors name what is wrong.
     with pytest.raises(grpc.RpcError) as ei:
         e.api.nexus.StartRebuild(N.StartRebuildRequest(uuid=vol, child_uuid=reps[1]), timeout=60)
