@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan + coverage) into build/fuzz:
-#   parsers_fuzz      text parsers (URIs, error rules, sizes, durations, UUIDs)
+#   parsers_fuzz      text parsers (URIs, error rules, sizes, durations, UUIDs), the block-status reply
 #   nvmf_target_fuzz  the NVMe/TCP target: PDU parser, state machines, command handling
 #   metrics_http_fuzz the metrics HTTP parser and session, exposition escaping and number formatting
 #   nbd_fuzz          the NBD server: client flags, options and their answers, request headers and verdicts

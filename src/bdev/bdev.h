@@ -100,6 +100,18 @@ class Bdev {
   // rescan() for devices that must ask someone (a remote controller): the same contract, awaited.
   // Primary reactor.
   virtual Task<Result<uint64_t>> rescan_async() { co_return rescan(); }
+  // Thin devices: whether the blocks from `offset_blocks` are allocated, and for how many blocks (1 to
+  // `max_blocks`) that holds. Unallocated blocks read back as zeros: a copy need not read them. kNotSup:
+  // the device cannot tell (callers treat every block as allocated). Primary reactor.
+  struct BlockStatus {
+    bool allocated = true;
+    uint64_t blocks = 0;
+  };
+  virtual Task<Result<BlockStatus>> block_status(uint64_t offset_blocks, uint64_t max_blocks) {
+    (void)offset_blocks;
+    (void)max_blocks;
+    co_return Status::Errorf(Errc::kNotSup, "device '{}' does not report which blocks are allocated", props_.name);
+  }
   // The number of blocks, read atomically (it may grow by rescan() while requests run).
   uint64_t num_blocks() const {
     return std::atomic_ref<uint64_t>(const_cast<uint64_t&>(props_.num_blocks)).load(std::memory_order_relaxed);

@@ -74,6 +74,10 @@ class ErrorBdev final : public Bdev {
   Result<std::unique_ptr<ChannelCtx>> create_channel(Reactor& r) override;
   void submit(ChannelCtx* ctx, BdevIo* io) override;
   Task<void> shutdown() override;
+  // Passed through to the base (rules apply to I/O only).
+  Task<Result<BlockStatus>> block_status(uint64_t offset_blocks, uint64_t max_blocks) override {
+    co_return co_await base_->bdev().block_status(offset_blocks, max_blocks);
+  }
   Task<void> on_remove() override;
 
  private:
@@ -105,6 +109,9 @@ class DelayBdev final : public Bdev {
   Result<std::unique_ptr<ChannelCtx>> create_channel(Reactor& r) override;
   void submit(ChannelCtx* ctx, BdevIo* io) override;
   Task<void> shutdown() override;
+  Task<Result<BlockStatus>> block_status(uint64_t offset_blocks, uint64_t max_blocks) override {
+    co_return co_await base_->bdev().block_status(offset_blocks, max_blocks);
+  }
 
  private:
   friend class DelayChannel;

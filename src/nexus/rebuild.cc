@@ -1,6 +1,8 @@
 #include "nexus/rebuild.h"
 
 #include <algorithm>
+#include <cstring>
+#include <optional>
 
 #include "common/aligned_buffer.h"
 #include "common/clock.h"
@@ -95,6 +97,23 @@ void RebuildJob::finish(RebuildState s, std::string error) {
   stats_.ended_wall_ns = wall_clock_ns();
 }
 
+template <typename Child>
+Task<RebuildJob::Allocation> RebuildJob::allocation(Child& c, uint64_t lba, uint64_t blocks) {
+  if (no_status_ & (1u << c.slot)) co_return Allocation::kUnknown;
+  std::optional<Result<Bdev::BlockStatus>> got;
+  {
+    Nexus::Child::Pin pin(c);
+    got.emplace(co_await c.desc->bdev().block_status(lba, blocks));
+  }
+  const Result<Bdev::BlockStatus>& st = *got;
+  if (!st.ok()) {
+    if (st.code() == Errc::kNotSup) no_status_ |= 1u << c.slot;  // not asked again
+    co_return Allocation::kUnknown;
+  }
+  if (!st->allocated && st->blocks >= blocks) co_return Allocation::kUnallocated;
+  co_return Allocation::kAllocated;
+}
+
 Task<RebuildJob::SegmentResult> RebuildJob::copy_segment(uint64_t lba, uint64_t blocks, uint8_t* buf) {
   // Read from an in-sync child; one that fails is not asked again during this job.
   for (;;) {
@@ -102,6 +121,35 @@ Task<RebuildJob::SegmentResult> RebuildJob::copy_segment(uint64_t lba, uint64_t 
     if (!src) {
       co_return SegmentResult{SegmentError::kNoSource,
                               Status(Errc::kNoDev, "no in-sync child is left to copy from")};
+    }
+    // Thin sources: a segment the source never wrote reads as zeros there; the destination needs only
+    // to read as zeros too (asked under the window's lock: no host write can change either meanwhile).
+    if (co_await allocation(*src, lba, blocks) == Allocation::kUnallocated) {
+      stats_.source = src->uri;
+      Nexus::Child* d = nx_.rebuild_destination(child_, incarnation_);
+      if (!d) co_return SegmentResult{SegmentError::kNoSource, Status(Errc::kNoDev, "the destination went away")};
+      if (co_await allocation(*d, lba, blocks) != Allocation::kUnallocated) {
+        Errc e;
+        {
+          Nexus::Child::Pin pin(*d);
+          auto ch = ChannelRef::Get(*d->desc);
+          if (!ch.ok()) {
+            e = ch.status().code();
+          } else if (d->desc->bdev().supports(IoType::kWriteZeroes)) {
+            e = co_await ch->write_zeroes(lba, blocks);
+          } else {
+            std::memset(buf, 0, blocks * nx_.layout().block_size);
+            e = co_await ch->write(buf, lba, blocks);
+          }
+        }
+        if (e != Errc::kOk) {
+          co_return SegmentResult{SegmentError::kDestination,
+                                  Status::Errorf(e, "zeroing blocks {}+{} on the destination failed: {}", lba, blocks,
+                                                 errc_describe(e))};
+        }
+      }
+      stats_.skipped_bytes += blocks * nx_.layout().block_size;
+      co_return SegmentResult{};
     }
     Errc e;
     {

@@ -55,6 +55,7 @@ struct RebuildStats {
   uint64_t total_bytes = 0;  // the volume
   uint64_t done_bytes = 0;   // below this offset everything is copied
   uint64_t copied_bytes = 0;  // bytes read and written
+  uint64_t skipped_bytes = 0;  // bytes the source never wrote (thin): zeroed on the destination, not copied
   uint64_t source_errors = 0;  // segments read again from another source
   uint64_t rate_limit = 0;     // bytes/s; 0 = none
   uint64_t bytes_per_s = 0;    // measured over the job so far (paused time excluded)
@@ -88,6 +89,11 @@ class RebuildJob {
 
  private:
   enum class SegmentError : uint8_t { kNone, kDestination, kNoSource };
+  enum class Allocation : uint8_t { kAllocated, kUnallocated, kUnknown };
+  // Whether [lba, +blocks) of child `c` is wholly unallocated (a thin replica's unwritten clusters).
+  // (A template only because Nexus::Child is incomplete here; rebuild.cc has the one instance.)
+  template <typename Child>
+  Task<Allocation> allocation(Child& c, uint64_t lba, uint64_t blocks);
   struct SegmentResult {
     SegmentError error = SegmentError::kNone;
     Status status;
@@ -107,6 +113,7 @@ class RebuildJob {
   bool copied_ = false;         // every window is copied
   bool dest_failed_ = false;    // the destination failed a write: the nexus faults it
   uint32_t bad_sources_ = 0;    // slots whose reads failed during this job
+  uint32_t no_status_ = 0;      // slots whose devices cannot tell what is allocated
   uint64_t run_started_ns_ = 0; // monotonic; the start of the current running stretch
   uint64_t ran_ns_ = 0;         // running time before it
   uint64_t next_due_ns_ = 0;    // rate limit: when the next window may start

@@ -18,6 +18,37 @@ std::vector<uint8_t> encode(const SnapshotCommand& c) {
   return out;
 }
 
+std::vector<uint8_t> encode(const BlockStatusReply& r) {
+  BlockStatusWire w;
+  std::memset(&w, 0, sizeof(w));
+  w.magic = kBlockStatusMagic;
+  w.version = kBlockStatusVersion;
+  w.allocated = r.allocated ? 1 : 0;
+  w.blocks = r.blocks;
+  std::vector<uint8_t> out(sizeof(w));
+  std::memcpy(out.data(), &w, sizeof(w));
+  return out;
+}
+
+Result<BlockStatusReply> decode_block_status(const uint8_t* data, size_t len, uint64_t asked) {
+  if (len < sizeof(BlockStatusWire)) {
+    return Status::Errorf(Errc::kInval, "block status: {} bytes of data, {} expected", len, sizeof(BlockStatusWire));
+  }
+  BlockStatusWire w;
+  std::memcpy(&w, data, sizeof(w));
+  if (uint32_t(w.magic) != kBlockStatusMagic) return Status::Errorf(Errc::kInval, "block status: bad magic {:#x}", uint32_t(w.magic));
+  if (uint16_t(w.version) != kBlockStatusVersion) {
+    return Status::Errorf(Errc::kInval, "block status: version {} (this engine speaks {})", uint16_t(w.version),
+                          kBlockStatusVersion);
+  }
+  if (w.allocated > 1) return Status::Errorf(Errc::kInval, "block status: allocated is {}", w.allocated);
+  const uint64_t blocks = w.blocks;
+  if (blocks == 0 || blocks > asked) {
+    return Status::Errorf(Errc::kInval, "block status: a run of {} blocks for {} asked", blocks, asked);
+  }
+  return BlockStatusReply{w.allocated == 1, blocks};
+}
+
 Result<SnapshotCommand> decode_snapshot_command(const uint8_t* data, size_t len) {
   if (len < sizeof(SnapshotCommandWire)) {
     return Status::Errorf(Errc::kInval, "snapshot command: {} bytes of data, {} expected", len, sizeof(SnapshotCommandWire));

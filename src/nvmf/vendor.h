@@ -31,6 +31,14 @@ inline constexpr uint8_t kSnapshot = 0xC1;
 // source is that replica: anything else is refused. Already gone: success.
 inline constexpr uint8_t kDropSnapshot = 0xC5;
 
+// Which blocks of the namespace are allocated (a thin replica's unwritten clusters are not), from the
+// block in CDW10 (low) / CDW11 (high), for at most CDW12 blocks (1..2^32-1): the reply data (controller
+// to host: bits 1:0 = 10b) is a BlockStatusWire for the run of blocks that share the first block's
+// state. Answered by the target itself from the namespace's device (Bdev::block_status); INVALID
+// FIELD for a device that cannot tell. A read, for the reservation rules. A rebuild copies only what
+// its source has allocated.
+inline constexpr uint8_t kBlockStatus = 0xC2;
+
 inline constexpr uint32_t kSnapshotMagic = 0x504e5354;  // "TSNP" little-endian
 inline constexpr uint16_t kSnapshotVersion = 1;
 inline constexpr size_t kMaxSnapshotName = 255;
@@ -55,6 +63,27 @@ std::vector<uint8_t> encode(const SnapshotCommand& c);
 // kInval with a reason for anything that is not a well-formed SnapshotCommand (the bytes come from the
 // network).
 Result<SnapshotCommand> decode_snapshot_command(const uint8_t* data, size_t len);
+
+inline constexpr uint32_t kBlockStatusMagic = 0x54534254;  // "TBST" little-endian
+inline constexpr uint16_t kBlockStatusVersion = 1;
+
+struct BlockStatusWire {
+  nvme::le32 magic;
+  nvme::le16 version;
+  uint8_t allocated;  // 1: the run is allocated, 0: it reads as zeros
+  uint8_t reserved;
+  nvme::le64 blocks;  // the run's length from the first block asked for
+};
+static_assert(sizeof(BlockStatusWire) == 16);
+
+struct BlockStatusReply {
+  bool allocated = true;
+  uint64_t blocks = 0;
+};
+std::vector<uint8_t> encode(const BlockStatusReply& r);
+// kInval for anything that is not a well-formed reply, or a run that is empty or longer than `asked`
+// (the bytes come from the network).
+Result<BlockStatusReply> decode_block_status(const uint8_t* data, size_t len, uint64_t asked);
 
 // How a handler's error travels back: SCT 7, SC = the errno when it fits in 8 bits (EIO otherwise).
 nvme::CmdStatus status_for(Errc e);

@@ -47,6 +47,25 @@ class ReplicaBdev final : public Bdev {
 
   bool supports(IoType t) const override { return supported_ & bit(t); }
 
+  // From the resolved map: a cluster that resolves to nothing reads as zeros (an inherited one holds
+  // the snapshot's data: allocated, as far as a reader can tell).
+  Task<Result<BlockStatus>> block_status(uint64_t offset_blocks, uint64_t max_blocks) override {
+    const uint64_t n = num_blocks();
+    if (offset_blocks >= n || max_blocks == 0) {
+      co_return Status::Errorf(Errc::kRange, "block status: block {} (+{}) is beyond the end of '{}' ({} blocks)",
+                               offset_blocks, max_blocks, name(), n);
+    }
+    const uint64_t end = std::min(n, offset_blocks + max_blocks);
+    uint64_t vc = offset_blocks / cluster_blocks_;
+    const bool allocated = shared_->map[vc].load(std::memory_order_acquire) != 0;
+    uint64_t at = (vc + 1) * cluster_blocks_;
+    while (at < end && ++vc < shared_->clusters &&
+           (shared_->map[vc].load(std::memory_order_acquire) != 0) == allocated) {
+      at += cluster_blocks_;
+    }
+    co_return BlockStatus{allocated, std::min(at, end) - offset_blocks};
+  }
+
   Result<std::unique_ptr<ChannelCtx>> create_channel(Reactor& r) override {
     auto base = ChannelRef::Get(*dev_);
     if (!base.ok()) return base.status();

@@ -91,6 +91,11 @@ seeds["reservations"] = bytes([PRE_IO | FRAMED]) + b"".join(resv)
 snap = struct.pack("<IHH16s8s256s", 0x504E5354, 1, 2, bytes(range(1, 17)), bytes(8), b"s1")
 seeds["vendor_snapshot"] = bytes([PRE_ADMIN | FRAMED]) + cmd(sqe(0xC1, 1, nsid=1, sgl_len=len(snap)), snap) + \
     cmd(sqe(0xC5, 2, nsid=1, sgl_len=len(snap)), snap) + cmd(sqe(0xC1, 3, nsid=9, sgl_len=len(snap)), snap)
+# Block status (answered by the target itself): namespace 1 from block 0, then past the end, then a bad
+# count and an unknown namespace.
+seeds["vendor_block_status"] = bytes([PRE_ADMIN | FRAMED]) + cmd(sqe(0xC2, 1, nsid=1, cdw12=64, sgl_len=16, sgl_type=0x5A)) + \
+    cmd(sqe(0xC2, 2, nsid=1, cdw10=1 << 30, cdw12=8, sgl_len=16, sgl_type=0x5A)) + \
+    cmd(sqe(0xC2, 3, nsid=1, cdw12=0, sgl_len=16, sgl_type=0x5A)) + cmd(sqe(0xC2, 4, nsid=9, cdw12=8, sgl_len=16, sgl_type=0x5A))
 
 OUT.mkdir(parents=True, exist_ok=True)
 for name, data in seeds.items():

@@ -1,5 +1,6 @@
 // libFuzzer target for every parser that takes text from outside: device URIs (which arrive over gRPC
-// and in config files), error-injection rules, sizes, durations and UUIDs.
+// and in config files), error-injection rules, sizes, durations and UUIDs; and the reply of tern's
+// block-status vendor command (nvmf/vendor.h), which a rebuild reads from another engine.
 // The first byte picks the parser; the rest is its input. Properties checked besides "no crash, no
 // sanitizer report": accepted URIs keep their text and re-parse to the same parts; accepted rules
 // round-trip through ToString; accepted UUIDs round-trip through their canonical form.
@@ -12,6 +13,7 @@
 #include "common/units.h"
 #include "common/uri.h"
 #include "common/uuid.h"
+#include "nvmf/vendor.h"
 
 using namespace tern;
 
@@ -22,7 +24,7 @@ static void check(bool ok) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 5) {
+  switch (data[0] % 6) {
     case 0: {
       auto u = Uri::Parse(in);
       if (!u.ok()) {
@@ -59,6 +61,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 4: {
       auto u = Uuid::Parse(in);
       if (u.ok()) check(Uuid::Parse(u->ToString()).ok() && *Uuid::Parse(u->ToString()) == *u);
+      break;
+    }
+    case 5: {
+      // The first byte after the selector: how many blocks were asked for (1..256).
+      if (in.empty()) break;
+      const uint64_t asked = uint64_t(uint8_t(in[0])) + 1;
+      auto r = nvmf::vendor::decode_block_status(reinterpret_cast<const uint8_t*>(in.data()) + 1, in.size() - 1, asked);
+      if (!r.ok()) {
+        check(r.code() == Errc::kInval);
+        break;
+      }
+      check(r->blocks >= 1 && r->blocks <= asked);
+      auto back = nvmf::vendor::encode(*r);
+      auto again = nvmf::vendor::decode_block_status(back.data(), back.size(), asked);
+      check(again.ok() && again->blocks == r->blocks && again->allocated == r->allocated);
       break;
     }
   }

@@ -496,3 +496,51 @@ def test_a_child_that_comes_back_is_rebuilt_under_verified_host_writes(cluster, 
     p2 = e.ternctl("nexus", "rebuild", "start", vol, reps[2], "--segment", "1000")
     assert p2.returncode == 9 and "segment" in p2.stderr, p2.stderr
     destroy(cluster, pb, vol)
+
+
+def test_a_rebuild_copies_only_what_a_thin_source_holds(cluster, pb):
+    """Thin replicas, half the volume written: a new child is rebuilt by copying that half only — from a
+    local source (the pool's map) and from a remote one (tern's block-status command over NVMe/TCP) — and
+    stays thin; the replicas end identical."""
+    etcd, engines = cluster
+    N, R, C = pb.nexus_pb2, pb.replica_pb2, pb.common_pb2
+    vol = str(uuid.uuid4())
+
+    def thin_replica(i, tag, shared):
+        r = engines[i].api.replica.CreateReplica(R.CreateReplicaRequest(
+            name=f"t{tag}-{vol[:8]}", pool=f"p{i}", size=required_child_bytes(VOL), thin=True,
+            share=C.SHARE_PROTOCOL_NVMF if shared else C.SHARE_PROTOCOL_NONE), timeout=60)
+        uri = (f"{r.share.uri}?uuid={r.uuid}&timeout_ms=2000" if shared else f"bdev:///{r.uuid}?uuid={r.uuid}")
+        return r.uuid, uri
+
+    def allocated(i, rep):
+        return engines[i].api.replica.ListReplicas(R.ListReplicasRequest(uuid=rep), timeout=60).replicas[0].allocated
+
+    r0, u0 = thin_replica(0, 0, False)
+    r1, u1 = thin_replica(1, 1, True)
+    e = engines[0]
+    e.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=vol, size=VOL, children=[u0, u1],
+                                                 persistence_key=f"/tern/test/volume/{vol}/nexus"), timeout=60)
+    half = VOL // 2
+    pattern(e, pb, vol, 21, 0, half)
+    # A new remote child, rebuilt from the local one: half the volume copied, the rest skipped.
+    r2, u2 = thin_replica(2, 2, True)
+    e.api.nexus.AddChild(N.AddChildRequest(uuid=vol, uri=u2), timeout=60)
+    l = wait_rebuilt(e, pb, vol, r2)
+    b = l.children[2].rebuild
+    assert b.source == u0 and (b.copied_bytes, b.skipped_bytes) == (half, half), b
+    before = allocated(2, r2)
+    assert before <= half + 8 * MiB, before  # the written half, and the clusters of the metadata region
+    # The local child removed, a new local one is rebuilt from a remote source.
+    e.api.nexus.RemoveChild(N.ChildRef(uuid=vol, child_uuid=r0), timeout=60)
+    r3, u3 = thin_replica(0, 3, False)
+    e.api.nexus.AddChild(N.AddChildRequest(uuid=vol, uri=u3), timeout=60)
+    l = wait_rebuilt(e, pb, vol, r3)
+    b = [c for c in l.children if c.uuid == r3][0].rebuild
+    assert b.source in (u1, u2) and (b.copied_bytes, b.skipped_bytes) == (half, half), b
+    assert allocated(0, r3) <= half + 8 * MiB
+    assert verify(e, pb, vol, 21, 0, half).ok
+    assert_replicas_equal([engines[1], engines[2], engines[0]], pb, [r1, r2, r3])
+    destroy(cluster, pb, vol)
+    for i, r in ((0, r0), (1, r1), (2, r2), (0, r3)):
+        engines[i].api.replica.DestroyReplica(R.ReplicaRef(uuid=r), timeout=60)

@@ -383,6 +383,7 @@ void to_message(const Uuid& nexus, const nexus::RebuildStats& s, v1::Rebuild* ou
   out->set_total_bytes(s.total_bytes);
   out->set_done_bytes(s.done_bytes);
   out->set_copied_bytes(s.copied_bytes);
+  out->set_skipped_bytes(s.skipped_bytes);
   out->set_source_errors(s.source_errors);
   out->set_rate_limit(s.rate_limit);
   out->set_bytes_per_s(s.bytes_per_s);

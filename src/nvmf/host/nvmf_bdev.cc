@@ -13,6 +13,7 @@
 #include "nvmf/host/host_qpair.h"
 #include "reactor/reactor_set.h"
 #include "reactor/task_scope.h"
+#include "nvmf/vendor.h"
 
 namespace tern::nvmf {
 
@@ -341,6 +342,30 @@ class NvmfBdev final : public Bdev {
     out.dw0 = rep.cqe.dw0;
     out.data = std::move(rep.data);
     co_return out;
+  }
+
+  // Asked of the target with tern's vendor command (nvmf/vendor.h); kNotSup from a target that does not
+  // know it (another vendor's, or a device there that cannot tell).
+  Task<Result<BlockStatus>> block_status(uint64_t offset_blocks, uint64_t max_blocks) override {
+    Sqe s;
+    std::memset(&s, 0, sizeof(s));
+    s.opc = vendor::kBlockStatus;
+    s.cdw10 = uint32_t(offset_blocks);
+    s.cdw11 = uint32_t(offset_blocks >> 32);
+    const uint64_t asked = std::min<uint64_t>(max_blocks, 0xffffffffu);
+    s.cdw12 = uint32_t(asked);
+    auto rep = co_await admin_command(s, {}, sizeof(vendor::BlockStatusWire));
+    if (!rep.ok()) co_return rep.status();
+    if (!rep->status.ok()) {
+      if (rep->status.sct == Sct::kGeneric &&
+          (rep->status.sc == sc::kInvalidOpcode || rep->status.sc == sc::kInvalidField)) {
+        co_return Status::Errorf(Errc::kNotSup, "device '{}': the target does not report block status", name());
+      }
+      co_return Status::Errorf(Errc::kIo, "device '{}': block status: {}", name(), describe_status(rep->status));
+    }
+    auto r = vendor::decode_block_status(rep->data.data(), rep->data.size(), asked);
+    if (!r.ok()) co_return r.status().WithContext(fmt::format("device '{}'", name()));
+    co_return BlockStatus{r->allocated, r->blocks};
   }
 
  private:

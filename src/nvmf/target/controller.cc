@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "nvmf/target/target.h"
 #include "nvmf/target/tcp_qpair.h"
+#include "nvmf/vendor.h"
 #include "reactor/reactor_set.h"
 
 namespace tern::nvmf {
@@ -260,8 +261,9 @@ Task<AdminResult> Controller::execute(AdminCommand cmd) {
 }
 
 Task<AdminResult> Controller::vendor_command(AdminCommand cmd) {
-  const VendorHandler* found = target_.vendor_handler(cmd.sqe.opc);
-  if (!found) co_return error_result(CmdStatus::Generic(sc::kInvalidOpcode));
+  const bool builtin = cmd.sqe.opc == vendor::kBlockStatus;
+  const VendorHandler* found = builtin ? nullptr : target_.vendor_handler(cmd.sqe.opc);
+  if (!builtin && !found) co_return error_result(CmdStatus::Generic(sc::kInvalidOpcode));
   Subsystem::Namespace* ns = subsys_.ns(cmd.sqe.nsid);
   if (!ns || !ns->desc) co_return error_result(CmdStatus::Generic(sc::kInvalidNamespace));
   switch (subsys_.ana_state(listener_, ns->anagrpid)) {
@@ -270,6 +272,27 @@ Task<AdminResult> Controller::vendor_command(AdminCommand cmd) {
     case AnaState::kInaccessible: co_return error_result(CmdStatus::Path(sc::kAnaInaccessible));
     case AnaState::kPersistentLoss: co_return error_result(CmdStatus::Path(sc::kAnaPersistentLoss));
     case AnaState::kChange: co_return error_result(CmdStatus::Path(sc::kAnaTransition));
+  }
+  if (builtin) {
+    // Block status: a read of the namespace's allocation, answered from its device.
+    if (!reservation_allows(ns->resv, hostid_, true, false)) {
+      co_return error_result(CmdStatus::Generic(sc::kReservationConflict));
+    }
+    const uint64_t lba = uint64_t(cmd.sqe.cdw10) | (uint64_t(cmd.sqe.cdw11) << 32);
+    const uint64_t max = cmd.sqe.cdw12;
+    if (max == 0 || cmd.xfer_len < sizeof(vendor::BlockStatusWire)) {
+      co_return error_result(CmdStatus::Generic(sc::kInvalidField));
+    }
+    Bdev& dev = ns->desc->bdev();
+    if (lba >= dev.num_blocks()) co_return error_result(CmdStatus::Generic(sc::kLbaOutOfRange));
+    auto st = co_await dev.block_status(lba, max);
+    if (!st.ok()) {
+      co_return error_result(st.code() == Errc::kNotSup ? CmdStatus::Generic(sc::kInvalidField)
+                                                        : vendor::status_for(st.code()));
+    }
+    AdminResult r;
+    r.data = vendor::encode(vendor::BlockStatusReply{st->allocated, st->blocks});
+    co_return r;
   }
   // Vendor commands change what the namespace holds (a snapshot of it, at least): a write, for the
   // reservation rules, so a fenced host cannot use them.
