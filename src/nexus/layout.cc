@@ -47,6 +47,7 @@ Result<Layout> Layout::For(uint64_t volume_bytes, uint32_t block_size) {
   l.bitmap_slot_bytes = align_up<uint64_t>((regions + 7) / 8, 4096);
   l.label_a = l.meta_offset;
   l.label_b = l.meta_offset + kLabelSize;
+  l.checkpoint = l.meta_offset + kCheckpointOffset;
   l.activity_log = l.meta_offset + kLabelAreaSize;
   l.bitmaps = l.activity_log + kActivityLogSize;
   l.meta_bytes = align_up(kLabelAreaSize + kActivityLogSize + kMaxChildren * l.bitmap_slot_bytes, kMiB);
@@ -108,6 +109,51 @@ Result<ChildLabel> ChildLabel::Decode(const uint8_t* in, std::string_view where)
                           where, l.meta_offset, l.meta_bytes, l.volume_bytes);
   }
   return l;
+}
+
+namespace {
+constexpr char kCpMagic[8] = {'T', 'E', 'R', 'N', 'R', 'B', 'C', 'P'};
+constexpr size_t kCpVersion = 8, kCpNexus = 16, kCpChild = 32, kCpToken = 48, kCpVolume = 56, kCpDone = 64,
+                 kCpWritten = 72, kCpCrc = Layout::kCheckpointSize - 4;
+}  // namespace
+
+void RebuildCheckpoint::Encode(uint8_t* out) const {
+  std::memset(out, 0, Layout::kCheckpointSize);
+  std::memcpy(out, kCpMagic, sizeof(kCpMagic));
+  store_le<uint32_t>(out + kCpVersion, kVersion);
+  std::memcpy(out + kCpNexus, nexus.bytes().data(), 16);
+  std::memcpy(out + kCpChild, child.bytes().data(), 16);
+  store_le<uint64_t>(out + kCpToken, token);
+  store_le<uint64_t>(out + kCpVolume, volume_bytes);
+  store_le<uint64_t>(out + kCpDone, done_bytes);
+  store_le<uint64_t>(out + kCpWritten, written_ns);
+  store_le<uint32_t>(out + kCpCrc, crc32c(out, kCpCrc));
+}
+
+Result<RebuildCheckpoint> RebuildCheckpoint::Decode(const uint8_t* in) {
+  if (std::memcmp(in, kCpMagic, sizeof(kCpMagic)) != 0) return Status(Errc::kNoEnt, "no rebuild checkpoint");
+  if (load_le<uint32_t>(in + kCpCrc) != crc32c(in, kCpCrc)) {
+    return Status(Errc::kCorruption, "the rebuild checkpoint fails its checksum");
+  }
+  const uint32_t version = load_le<uint32_t>(in + kCpVersion);
+  if (version > kVersion) {
+    return Status::Errorf(Errc::kNotSup, "rebuild checkpoint version {}; this program reads up to {}", version, kVersion);
+  }
+  RebuildCheckpoint c;
+  std::array<uint8_t, 16> u;
+  std::memcpy(u.data(), in + kCpNexus, 16);
+  c.nexus = Uuid(u);
+  std::memcpy(u.data(), in + kCpChild, 16);
+  c.child = Uuid(u);
+  c.token = load_le<uint64_t>(in + kCpToken);
+  c.volume_bytes = load_le<uint64_t>(in + kCpVolume);
+  c.done_bytes = load_le<uint64_t>(in + kCpDone);
+  c.written_ns = load_le<uint64_t>(in + kCpWritten);
+  if (c.token == 0 || c.done_bytes > c.volume_bytes) {
+    return Status::Errorf(Errc::kCorruption, "rebuild checkpoint: token {}, {} of {} bytes done", c.token, c.done_bytes,
+                          c.volume_bytes);
+  }
+  return c;
 }
 
 }  // namespace tern::nexus

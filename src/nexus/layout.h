@@ -31,12 +31,15 @@ struct Layout {
   static constexpr uint64_t kLabelAreaSize = kMiB;       // two labels, then reserved
   static constexpr uint64_t kActivityLogSize = kMiB;     // the rebuild design's activity-log ring
   static constexpr uint64_t kMinRegionBytes = 64 << 10;  // the smallest dirty-region size a bitmap may use
+  static constexpr uint64_t kCheckpointOffset = 16 << 10;  // in the label area
+  static constexpr uint64_t kCheckpointSize = 4096;
 
   uint32_t block_size = 512;
   uint64_t volume_bytes = 0;
   uint64_t meta_offset = 0;      // bytes; a multiple of 1 MiB
   uint64_t meta_bytes = 0;       // bytes; a multiple of 1 MiB
   uint64_t label_a = 0, label_b = 0;
+  uint64_t checkpoint = 0;       // a rebuild's checkpoint (RebuildCheckpoint), in the label area
   uint64_t activity_log = 0;
   uint64_t bitmaps = 0;          // kMaxChildren slots of bitmap_slot_bytes each
   uint64_t bitmap_slot_bytes = 0;
@@ -73,6 +76,26 @@ struct ChildLabel {
   // kNoEnt: no label here (no magic); kCorruption: a bad checksum or inconsistent fields (named);
   // kNotSup: a newer version. `where` names the copy in messages.
   static Result<ChildLabel> Decode(const uint8_t* in, std::string_view where);
+};
+
+// A rebuild's progress on its destination (4 KiB at Layout::checkpoint, written with FUA after a flush):
+// every byte of the volume below `done_bytes` is on the destination. It counts only while the record's
+// entry for the child carries the same `token` (docs/design/rebuild.md, "Checkpoints"): the token is
+// cleared, before anything more is acknowledged, whenever the child stops getting every write.
+struct RebuildCheckpoint {
+  static constexpr uint32_t kVersion = 1;
+  Uuid nexus;
+  Uuid child;
+  uint64_t token = 0;
+  uint64_t volume_bytes = 0;
+  uint64_t done_bytes = 0;
+  uint64_t written_ns = 0;
+
+  // Exactly Layout::kCheckpointSize bytes, CRC32C in the last four.
+  void Encode(uint8_t* out) const;
+  // kNoEnt: none here (no magic, e.g. zeros after completion); kCorruption: a bad checksum or fields that
+  // do not hold together; kNotSup: a newer version.
+  static Result<RebuildCheckpoint> Decode(const uint8_t* in);
 };
 
 }  // namespace tern::nexus

@@ -531,6 +531,9 @@ Task<Status> Nexus::settle_generations() {
       if (!rec.ok()) co_return rec.status().WithContext(fmt::format("the record at '{}'", opts_.persistence_key));
       recorded = rec->generation;
       have_record = true;
+      for (const auto& rc : rec->children) {
+        if (Child* c = find_child(rc.uuid)) c->rebuild_token = rc.rebuild_token;  // kept for out-of-sync ones below
+      }
     } else if (got.code() != Errc::kNoEnt) {
       co_return got.status().WithContext(fmt::format("reading the record at '{}'", opts_.persistence_key));
     }
@@ -555,6 +558,7 @@ Task<Status> Nexus::settle_generations() {
   }
   generation_ = std::max(recorded, newest) + 1;
   for (auto& c : children_) {
+    if (c->labelled && c->data_gen == newest && newest > 0) c->rebuild_token = 0;  // current: nothing to resume
     if (newest > 0 && (!c->labelled || c->data_gen < newest)) {
       c->sync = SyncState::kOutOfSync;
       TLOG_WARN("nexus", "nexus {}: child {} holds generation {}, the newest is {}: it joins out of sync", name(), c->uri,
@@ -639,7 +643,7 @@ NexusRecord Nexus::record() const {
   r.clean_shutdown = shutting_down_ && !failing_held_ && !shut_done_;
   r.generation = generation_;
   for (auto& c : children_) {
-    r.children.push_back({c->uuid, c->state == ChildState::kOnline && c->sync == SyncState::kSynced});
+    r.children.push_back({c->uuid, c->state == ChildState::kOnline && c->sync == SyncState::kSynced, c->rebuild_token});
   }
   return r;
 }
@@ -707,19 +711,28 @@ Task<Status> Nexus::retire(Uuid id, FaultReason reason) {
     co_return Status::Errorf(Errc::kIo, "child {} is the last healthy child of nexus {}; it is not retired", c->uri, name());
   }
   TLOG_WARN("nexus", "nexus {}: retiring child {} ({})", name(), c->uri, fault_reason_name(reason));
-  if (synced) freeze();
+  // A rebuilding child's checkpoint stops counting once it misses a write: its token leaves the record
+  // before anything it missed is acknowledged (held meanwhile, as for an in-sync child).
+  const bool tokened = c->rebuild_token != 0;
+  const bool hold = synced || tokened;
+  if (hold) freeze();
   c->state = ChildState::kFaulted;
   c->reason = reason;
+  c->rebuild_token = 0;
   co_await publish();
   Status st;
-  if (synced) st = co_await new_generation("a child was retired");  // (not `c ? co_await x : y`: GCC 12)
+  if (synced) {
+    st = co_await new_generation("a child was retired");  // (not `c ? co_await x : y`: GCC 12)
+  } else if (tokened) {
+    st = co_await persist();
+  }
   if (!st.ok()) {
     TLOG_ERROR("nexus", "nexus {}: {}; shutting down rather than acknowledge what it could not record", name(), st);
     g.release();
     co_await self_shutdown("the record could not be written");
     co_return st;
   }
-  if (synced) unfreeze();
+  if (hold) unfreeze();
   co_await release_child(*c);
   co_return Status::Ok();
 }
@@ -933,10 +946,13 @@ Task<Status> Nexus::resize(uint64_t new_bytes) {
 }
 
 Task<Status> Nexus::remove_child(Uuid id) {
-  if (RebuildJob* j = rebuild_job(id); j && find_child(id)) {
-    // Its rebuild ends first (the job may be finishing: that takes the reconfiguration lock).
-    j->stop("the child is being removed");
-    co_await j->wait();
+  if (find_child(id)) {
+    // Its rebuilds end first (a job may be finishing: that takes the reconfiguration lock).
+    for (size_t i = 0; i < rebuilds_.size(); ++i) {
+      if (rebuilds_[i]->child() != id) continue;
+      rebuilds_[i]->stop("the child is being removed");
+      co_await rebuilds_[i]->wait();
+    }
   }
   auto g = co_await ops_mu_.lock();
   Child* c = find_child(id);
@@ -949,8 +965,12 @@ Task<Status> Nexus::remove_child(Uuid id) {
     co_return Status::Errorf(Errc::kBusy, "child {} is the last healthy child of nexus {}; it cannot be removed", c->uri,
                              name());
   }
-  // Out of the I/O path first, then out of the record, then closed.
+  // Out of the I/O path first, then out of the record, then closed. A child with a rebuild token is held
+  // like an in-sync one: the record must lose the token before a write it misses is acknowledged.
+  const bool tokened = !healthy && c->rebuild_token != 0;
+  if (tokened) freeze();
   c->state = ChildState::kClosed;
+  c->rebuild_token = 0;
   co_await publish();
   std::unique_ptr<Child> owned;
   for (auto it = children_.begin(); it != children_.end(); ++it) {
@@ -966,13 +986,14 @@ Task<Status> Nexus::remove_child(Uuid id) {
   } else {
     st = co_await persist();
   }
+  if (tokened && st.ok()) unfreeze();
   co_await release_child(*owned);
   co_await publish();  // the slot is free
   if (!st.ok()) {
     co_await self_shutdown("the record could not be written");
     co_return st;
   }
-  std::erase_if(rebuilds_, [&](const std::unique_ptr<RebuildJob>& j) { return j->child() == id && j->finished(); });
+  std::erase_if(rebuilds_, [&](const std::unique_ptr<RebuildJob>& j) { return j->child() == id && j->ended(); });
   TLOG_INFO("nexus", "nexus {}: child {} removed", name(), owned->uri);
   co_return Status::Ok();
 }
@@ -1177,23 +1198,50 @@ Task<Status> Nexus::start_rebuild(Uuid id, std::optional<RebuildOptions> opts) {
                            ? fmt::format("the child holds generation {}, the volume is at {}; no dirty-region log yet",
                                          c->data_gen, generation_)
                            : std::string("the child is new to the volume");
-  auto job = std::make_unique<RebuildJob>(*this, id, c->incarnation, o, std::move(reason));
-  RebuildJob* j = job.get();
-  for (auto& x : rebuilds_) {
-    if (x->child() == id) {
-      x = std::move(job);  // the last one ended: replaced
-      break;
+  // Resume from the child's checkpoint when its token is still the record's (the child has had every
+  // write since); otherwise a new token goes into the record before any checkpoint carries it.
+  uint64_t start = 0;
+  {
+    auto g = co_await ops_mu_.lock();
+    c = find_child(id);
+    if (!c || c->state != ChildState::kOnline || !c->desc || c->sync != SyncState::kOutOfSync) {
+      co_return Status::Errorf(Errc::kBusy, "child {} of nexus {} changed meanwhile; try again", id.ToString(), name());
+    }
+    if (RebuildJob* j = rebuild_job(id); j && !j->finished()) co_return Status::Ok();
+    if (c->rebuild_token) {
+      auto cp = co_await read_checkpoint(*c);
+      if (cp.ok() && cp->nexus == opts_.uuid && cp->child == id && cp->token == c->rebuild_token &&
+          cp->volume_bytes == layout_.volume_bytes) {
+        start = cp->done_bytes - cp->done_bytes % o.segment_bytes;
+        reason = fmt::format("{}; resumed at byte {} from its checkpoint", reason, start);
+      }
+    } else {
+      do {
+        const auto b = Uuid::Generate().bytes();
+        std::memcpy(&c->rebuild_token, b.data(), sizeof(c->rebuild_token));
+      } while (c->rebuild_token == 0);
+      Status st = co_await persist();
+      if (!st.ok()) {
+        c->rebuild_token = 0;
+        co_return st.WithContext("recording the rebuild's checkpoint token");
+      }
     }
   }
-  if (job) rebuilds_.push_back(std::move(job));
+  auto job = std::make_unique<RebuildJob>(*this, id, c->incarnation, o, std::move(reason), start, c->rebuild_token);
+  RebuildJob* j = job.get();
+  // Earlier jobs of the child go once their run() has returned (one that just finished may still be
+  // unwinding: it stays until a later start, a removal or the nexus's end).
+  std::erase_if(rebuilds_, [&](const std::unique_ptr<RebuildJob>& x) { return x->child() == id && x->ended(); });
+  rebuilds_.push_back(std::move(job));
   if (!tasks_.spawn(j->run())) co_return Status::Errorf(Errc::kShutdown, "nexus {} is shutting down", name());
   co_return Status::Ok();
 }
 
 RebuildJob* Nexus::rebuild_job(const Uuid& child) {
+  RebuildJob* newest = nullptr;
   for (auto& j : rebuilds_)
-    if (j->child() == child) return j.get();
-  return nullptr;
+    if (j->child() == child) newest = j.get();
+  return newest;
 }
 
 Nexus::Child* Nexus::rebuild_source(const Uuid& dest, uint32_t exclude_slots) {
@@ -1239,6 +1287,7 @@ Task<Status> Nexus::complete_rebuild(Uuid dest, uint64_t incarnation) {
   if (Status st = co_await write_label(*c, true); !st.ok()) co_return Status(Errc::kIo, std::string(st.message()));
   c->sync = SyncState::kSynced;
   c->labelled = true;
+  c->rebuild_token = 0;
   co_await publish();
   Status st = co_await persist();
   if (!st.ok()) {
@@ -1256,6 +1305,40 @@ Task<void> Nexus::rebuild_failed(Uuid dest, uint64_t incarnation) {
   if (!st.ok()) TLOG_WARN("nexus", "nexus {}: faulting child {} after its rebuild failed: {}", name(), dest.ToString(), st);
 }
 
+Task<Status> Nexus::write_checkpoint(Child& c, uint64_t token, uint64_t done_bytes) {
+  Child::Pin pin(c);
+  auto ch = ChannelRef::Get(*c.desc);
+  if (!ch.ok()) co_return ch.status();
+  if (c.flushable) {
+    Errc e = co_await ch->flush();  // what the checkpoint vouches for is durable first
+    if (e != Errc::kOk) co_return Status::Errorf(e, "flushing child {}: {}", c.uri, errc_describe(e));
+  }
+  RebuildCheckpoint cp;
+  cp.nexus = opts_.uuid;
+  cp.child = c.uuid;
+  cp.token = token;
+  cp.volume_bytes = layout_.volume_bytes;
+  cp.done_bytes = done_bytes;
+  cp.written_ns = wall_clock_ns();
+  AlignedBuffer buf(Layout::kCheckpointSize, 4096);
+  cp.Encode(buf.data());
+  const uint32_t bs = layout_.block_size;
+  Errc e = co_await ch->write(buf.data(), layout_.checkpoint / bs, Layout::kCheckpointSize / bs, /*fua=*/true);
+  if (e != Errc::kOk) co_return Status::Errorf(e, "writing child {}'s rebuild checkpoint: {}", c.uri, errc_describe(e));
+  co_return Status::Ok();
+}
+
+Task<Result<RebuildCheckpoint>> Nexus::read_checkpoint(Child& c) {
+  Child::Pin pin(c);
+  auto ch = ChannelRef::Get(*c.desc);
+  if (!ch.ok()) co_return ch.status();
+  AlignedBuffer buf(Layout::kCheckpointSize, 4096);
+  const uint32_t bs = layout_.block_size;
+  Errc e = co_await ch->read(buf.data(), layout_.checkpoint / bs, Layout::kCheckpointSize / bs);
+  if (e != Errc::kOk) co_return Status::Errorf(e, "reading child {}'s rebuild checkpoint: {}", c.uri, errc_describe(e));
+  co_return RebuildCheckpoint::Decode(buf.data());
+}
+
 void Nexus::rebuild_ended(RebuildJob& job) {
   rebuild_history_.push_back(job.stats());
   const RebuildStats& s = rebuild_history_.back();
@@ -1263,12 +1346,19 @@ void Nexus::rebuild_ended(RebuildJob& job) {
   if (s.state == RebuildState::kCompleted) ++rebuild_totals_.completed;
   else if (s.state == RebuildState::kStopped) ++rebuild_totals_.stopped;
   else ++rebuild_totals_.failed;
+  // The destination went away and is back already (faulted and onlined while the job waited): its new
+  // incarnation gets a job of its own, which the old one kept auto-rebuild from starting.
+  Child* c = find_child(job.child());
+  if (c && c->incarnation != job.incarnation() && c->state == ChildState::kOnline && c->desc &&
+      c->sync == SyncState::kOutOfSync) {
+    auto_rebuilds();
+  }
   while (rebuild_history_.size() > 64) rebuild_history_.pop_front();
 }
 
 Task<void> Nexus::stop_rebuilds(const char* why) {
   for (auto& j : rebuilds_) j->stop(why);
-  for (auto& j : rebuilds_) co_await j->wait();
+  for (size_t i = 0; i < rebuilds_.size(); ++i) co_await rebuilds_[i]->wait();  // (the vector may grow meanwhile)
 }
 
 void Nexus::auto_rebuilds() {

@@ -329,6 +329,9 @@ class Nexus final : public Bdev {
   Child* rebuild_destination(const Uuid& dest, uint64_t incarnation);
   Task<Status> complete_rebuild(Uuid dest, uint64_t incarnation);
   Task<void> rebuild_failed(Uuid dest, uint64_t incarnation);
+  // A rebuild's checkpoint on its destination (layout.h, RebuildCheckpoint): written flushed and FUA.
+  Task<Status> write_checkpoint(Child& c, uint64_t token, uint64_t done_bytes);
+  Task<Result<RebuildCheckpoint>> read_checkpoint(Child& c);
   void rebuild_ended(RebuildJob& job);
   // Stops every job and waits for them to end (shutdown, destroy).
   Task<void> stop_rebuilds(const char* why);

@@ -30,6 +30,7 @@ struct Nexus::Child {
   uint64_t data_gen = 0;     // the generation of the data the child holds (its label's)
   bool labelled = false;     // it had a label of this volume when opened
   uint32_t pins = 0;         // a rebuild's requests on `desc`: release_child waits for them
+  uint64_t rebuild_token = 0;  // its rebuild checkpoint's token while it gets every write (0: none)
 
   // Held around a rebuild's request on the child: the descriptor stays open meanwhile.
   struct Pin {

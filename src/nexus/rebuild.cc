@@ -37,11 +37,14 @@ Status RebuildOptions::Validate(uint32_t block_size) const {
     return Status::Errorf(Errc::kInval, "rebuild concurrency: {}; it must be 1 to 16", concurrency);
   }
   if (lock_timeout_ns == 0) return Status(Errc::kInval, "rebuild lock timeout: must be more than 0");
+  if (checkpoint_bytes == 0) return Status(Errc::kInval, "rebuild checkpoint interval: must be more than 0");
   return Status::Ok();
 }
 
-RebuildJob::RebuildJob(Nexus& nx, Uuid child, uint64_t incarnation, RebuildOptions opts, std::string reason)
-    : nx_(nx), child_(child), incarnation_(incarnation), opts_(opts) {
+RebuildJob::RebuildJob(Nexus& nx, Uuid child, uint64_t incarnation, RebuildOptions opts, std::string reason,
+                       uint64_t start_bytes, uint64_t token)
+    : nx_(nx), child_(child), incarnation_(incarnation), opts_(opts), token_(token), checkpointed_(start_bytes) {
+  stats_.done_bytes = stats_.resumed_bytes = start_bytes;
   stats_.child = child;
   stats_.reason = std::move(reason);
   stats_.total_bytes = nx.layout().volume_bytes;
@@ -191,6 +194,18 @@ Task<RebuildJob::SegmentResult> RebuildJob::copy_segment(uint64_t lba, uint64_t 
   co_return SegmentResult{};
 }
 
+Task<void> RebuildJob::checkpoint() {
+  if (!token_ || stats_.done_bytes == checkpointed_) co_return;
+  Nexus::Child* d = nx_.rebuild_destination(child_, incarnation_);
+  if (!d) co_return;
+  Status st = co_await nx_.write_checkpoint(*d, token_, stats_.done_bytes);
+  if (st.ok()) {
+    checkpointed_ = stats_.done_bytes;
+  } else {
+    TLOG_WARN("nexus", "nexus {}: rebuild of {}: checkpoint at {} bytes: {}", nx_.name(), stats_.uri, stats_.done_bytes, st);
+  }
+}
+
 Task<void> RebuildJob::copy_all() {
   const uint32_t bs = nx_.layout().block_size;
   const uint64_t total = nx_.layout().volume_blocks();
@@ -201,9 +216,16 @@ Task<void> RebuildJob::copy_all() {
   uint64_t lba = stats_.done_bytes / bs;
   uint64_t lock_failing_since = 0;
   while (lba < total) {
-    if (stop_) co_return finish(RebuildState::kStopped, {});
-    if (nx_.shutdown_.load(std::memory_order_acquire)) co_return finish(RebuildState::kStopped, "the nexus shut down");
+    if (stop_) {
+      co_await checkpoint();
+      co_return finish(RebuildState::kStopped, {});
+    }
+    if (nx_.shutdown_.load(std::memory_order_acquire)) {
+      co_await checkpoint();
+      co_return finish(RebuildState::kStopped, "the nexus shut down");
+    }
     if (pause_) {
+      co_await checkpoint();
       account_running();
       stats_.state = RebuildState::kPaused;
       TLOG_INFO("nexus", "nexus {}: rebuild of {} paused at {} of {} bytes", nx_.name(), child_.ToString(),
@@ -250,6 +272,7 @@ Task<void> RebuildJob::copy_all() {
     }
     lba += n;
     stats_.done_bytes = lba * bs;
+    if (stats_.done_bytes - checkpointed_ >= opts_.checkpoint_bytes && lba < total) co_await checkpoint();
   }
   copied_ = true;  // completed once the nexus has made the child in sync (run())
 }

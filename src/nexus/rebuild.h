@@ -35,6 +35,7 @@ struct RebuildOptions {
   uint32_t concurrency = 2;          // segments copied at once (1..16); the range lock covers them all
   uint64_t rate_bytes_per_s = 0;     // 0: as fast as the children go
   uint64_t lock_timeout_ns = 30'000'000'000ull;  // how long a window may wait for host writes in flight
+  uint64_t checkpoint_bytes = 64 << 20;  // progress between checkpoints on the destination
 
   Status Validate(uint32_t block_size) const;
 };
@@ -56,6 +57,7 @@ struct RebuildStats {
   uint64_t done_bytes = 0;   // below this offset everything is copied
   uint64_t copied_bytes = 0;  // bytes read and written
   uint64_t skipped_bytes = 0;  // bytes the source never wrote (thin): zeroed on the destination, not copied
+  uint64_t resumed_bytes = 0;  // where it began: a checkpoint of an earlier job (0: from the start)
   uint64_t source_errors = 0;  // segments read again from another source
   uint64_t rate_limit = 0;     // bytes/s; 0 = none
   uint64_t bytes_per_s = 0;    // measured over the job so far (paused time excluded)
@@ -70,7 +72,9 @@ struct RebuildStats {
 
 class RebuildJob {
  public:
-  RebuildJob(Nexus& nx, Uuid child, uint64_t incarnation, RebuildOptions opts, std::string reason);
+  // `start_bytes`: where to begin (an earlier job's checkpoint); `token`: the checkpoints' token.
+  RebuildJob(Nexus& nx, Uuid child, uint64_t incarnation, RebuildOptions opts, std::string reason,
+             uint64_t start_bytes, uint64_t token);
 
   // The copy; spawned once into the nexus's task scope, ends with the job's final state.
   Task<void> run();
@@ -82,8 +86,11 @@ class RebuildJob {
   void set_rate(uint64_t bytes_per_s) { stats_.rate_limit = opts_.rate_bytes_per_s = bytes_per_s; }
 
   const Uuid& child() const { return child_; }
+  uint64_t incarnation() const { return incarnation_; }
   RebuildStats stats() const;
   bool finished() const { return stats_.finished(); }
+  // run() has returned: the job may be destroyed (finished() comes a little earlier).
+  bool ended() const { return ended_; }
   // Until run() has ended (polls: control path).
   Task<void> wait();
 
@@ -100,6 +107,8 @@ class RebuildJob {
   };
   Task<SegmentResult> copy_segment(uint64_t lba, uint64_t blocks, uint8_t* buf);
   Task<void> copy_all();
+  // Records the progress on the destination (flushed first); a failure is logged, not fatal.
+  Task<void> checkpoint();
   void finish(RebuildState s, std::string error);
   void account_running();
 
@@ -117,6 +126,8 @@ class RebuildJob {
   uint64_t run_started_ns_ = 0; // monotonic; the start of the current running stretch
   uint64_t ran_ns_ = 0;         // running time before it
   uint64_t next_due_ns_ = 0;    // rate limit: when the next window may start
+  uint64_t token_ = 0;
+  uint64_t checkpointed_ = 0;   // done_bytes at the last checkpoint
 };
 
 }  // namespace tern::nexus

@@ -11,7 +11,11 @@ std::string NexusRecord::ToJson() const {
   j["clean_shutdown"] = clean_shutdown;
   j["generation"] = generation;
   j["children"] = json::array();
-  for (const Child& c : children) j["children"].push_back({{"uuid", c.uuid.ToString()}, {"healthy", c.healthy}});
+  for (const Child& c : children) {
+    json e = {{"uuid", c.uuid.ToString()}, {"healthy", c.healthy}};
+    if (c.rebuild_token) e["rebuild_token"] = c.rebuild_token;
+    j["children"].push_back(std::move(e));
+  }
   return j.dump();
 }
 
@@ -39,7 +43,14 @@ Result<NexusRecord> NexusRecord::FromJson(std::string_view text) {
     }
     auto uuid = Uuid::Parse(u->get<std::string>());
     if (!uuid.ok()) return Status::Errorf(Errc::kInval, "nexus record: children[{}].uuid: {}", i, uuid.status().message());
-    r.children.push_back({*uuid, h->get<bool>()});
+    uint64_t token = 0;
+    if (auto t = c.find("rebuild_token"); t != c.end()) {
+      if (!t->is_number_unsigned()) {
+        return Status::Errorf(Errc::kInval, "nexus record: children[{}].rebuild_token is not a non-negative integer", i);
+      }
+      token = t->get<uint64_t>();
+    }
+    r.children.push_back({*uuid, h->get<bool>(), token});
   }
   return r;
 }

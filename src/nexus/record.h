@@ -25,6 +25,9 @@ struct NexusRecord {
   struct Child {
     Uuid uuid;
     bool healthy = false;
+    // A rebuild's checkpoint token (0: none): the child's checkpoint counts while this matches it
+    // (docs/design/rebuild.md, "Checkpoints"). Written only when non-zero.
+    uint64_t rebuild_token = 0;
     friend bool operator==(const Child&, const Child&) = default;
   };
   bool clean_shutdown = false;

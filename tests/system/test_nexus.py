@@ -544,3 +544,41 @@ def test_a_rebuild_copies_only_what_a_thin_source_holds(cluster, pb):
     destroy(cluster, pb, vol)
     for i, r in ((0, r0), (1, r1), (2, r2), (0, r3)):
         engines[i].api.replica.DestroyReplica(R.ReplicaRef(uuid=r), timeout=60)
+
+
+def test_a_rebuild_resumes_from_its_checkpoint_after_the_nexus_engine_is_killed(cluster, pb):
+    """kill -9 of the nexus's engine in the middle of a rebuild: the nexus made again over the same
+    children resumes the copy from the destination's last checkpoint (its token still in the record: the
+    child had every write), not from the start, and ends with the replicas identical."""
+    etcd, engines = cluster
+    N = pb.nexus_pb2
+    vol, reps, nx = make_volume(cluster, pb, rebuild=N.RebuildSettings(
+        rate_bytes_per_s=4 * MiB, segment_bytes=256 << 10, concurrency=1, checkpoint_bytes=2 * MiB))
+    e = engines[0]
+    key = f"/tern/test/volume/{vol}/nexus"
+    pattern(e, pb, vol, 9)
+    e.api.nexus.FaultChild(N.FaultChildRequest(uuid=vol, child_uuid=reps[2]), timeout=60)
+    pattern(e, pb, vol, 10, 0, 4 * MiB)  # child 2 misses this
+    e.api.nexus.OnlineChild(N.ChildRef(uuid=vol, child_uuid=reps[2]), timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        c = e.api.nexus.ListNexuses(N.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0].children[2]
+        if c.rebuild.done_bytes >= 12 * MiB:
+            break
+        assert time.monotonic() < deadline, c
+        time.sleep(0.05)
+    token = [c for c in etcd.get_json(key)["children"] if c["uuid"] == reps[2]][0].get("rebuild_token")
+    assert token, etcd.get_json(key)
+    e.kill()
+    e.start()
+    again = e.api.nexus.CreateNexus(N.CreateNexusRequest(
+        uuid=vol, size=VOL, children=[c.uri for c in nx.children], persistence_key=key), timeout=60)
+    assert [c.synced for c in again.children] == [True, True, False], again
+    l = wait_rebuilt(e, pb, vol, reps[2])
+    b = l.children[2].rebuild
+    assert b.resumed_bytes >= 10 * MiB and "checkpoint" in b.reason, b
+    assert b.copied_bytes == VOL - b.resumed_bytes, b
+    assert "rebuild_token" not in [c for c in etcd.get_json(key)["children"] if c["uuid"] == reps[2]][0]
+    assert verify(e, pb, vol, 10, 0, 4 * MiB).ok
+    assert_replicas_equal(engines, pb, reps)
+    destroy(cluster, pb, vol)

@@ -362,6 +362,7 @@ nexus::RebuildOptions to_domain(const v1::RebuildSettings& r) {
   if (r.segment_bytes()) o.segment_bytes = r.segment_bytes();
   if (r.concurrency()) o.concurrency = r.concurrency();
   o.rate_bytes_per_s = r.rate_bytes_per_s();
+  if (r.checkpoint_bytes()) o.checkpoint_bytes = r.checkpoint_bytes();
   return o;
 }
 
@@ -384,6 +385,7 @@ void to_message(const Uuid& nexus, const nexus::RebuildStats& s, v1::Rebuild* ou
   out->set_done_bytes(s.done_bytes);
   out->set_copied_bytes(s.copied_bytes);
   out->set_skipped_bytes(s.skipped_bytes);
+  out->set_resumed_bytes(s.resumed_bytes);
   out->set_source_errors(s.source_errors);
   out->set_rate_limit(s.rate_limit);
   out->set_bytes_per_s(s.bytes_per_s);

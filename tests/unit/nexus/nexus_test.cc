@@ -277,14 +277,46 @@ TEST(NexusLayout, LabelRoundTripsAndRefusesDamage) {
   EXPECT_EQ(ChildLabel::Decode(zero.data(), "test").code(), Errc::kNoEnt);
 }
 
+TEST(NexusLayout, RebuildCheckpointRoundTripsAndRefusesDamage) {
+  RebuildCheckpoint c;
+  c.nexus = *Uuid::Parse(kVol);
+  c.child = *Uuid::Parse(kC[2]);
+  c.token = 42;
+  c.volume_bytes = 8 << 20;
+  c.done_bytes = 3 << 20;
+  c.written_ns = 99;
+  std::vector<uint8_t> buf(Layout::kCheckpointSize);
+  c.Encode(buf.data());
+  auto back = RebuildCheckpoint::Decode(buf.data());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->token, 42u);
+  EXPECT_EQ(back->done_bytes, uint64_t(3) << 20);
+  EXPECT_EQ(back->child, c.child);
+  buf[70] ^= 1;
+  EXPECT_EQ(RebuildCheckpoint::Decode(buf.data()).code(), Errc::kCorruption);
+  std::vector<uint8_t> zeros(Layout::kCheckpointSize);
+  EXPECT_EQ(RebuildCheckpoint::Decode(zeros.data()).code(), Errc::kNoEnt);
+  c.done_bytes = c.volume_bytes + 1;
+  c.Encode(buf.data());
+  EXPECT_EQ(RebuildCheckpoint::Decode(buf.data()).code(), Errc::kCorruption);
+  // It sits in the label area, clear of both labels.
+  auto l = Layout::For(8 << 20, 512);
+  EXPECT_GE(l->checkpoint, l->label_b + Layout::kLabelSize);
+  EXPECT_LE(l->checkpoint + Layout::kCheckpointSize, l->meta_offset + Layout::kLabelAreaSize);
+}
+
 TEST(NexusRecordCodec, RoundTripsAndNamesWhatIsWrong) {
   NexusRecord r;
   r.clean_shutdown = true;
   r.generation = 7;
-  r.children = {{*Uuid::Parse(kC[0]), true}, {*Uuid::Parse(kC[1]), false}};
+  r.children = {{*Uuid::Parse(kC[0]), true}, {*Uuid::Parse(kC[1]), false, 0xfedcba9876543210ull}};
   auto back = NexusRecord::FromJson(r.ToJson());
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, r);
+  EXPECT_EQ(r.ToJson().find("rebuild_token"), r.ToJson().rfind("rebuild_token"));  // only where non-zero
+  EXPECT_EQ(NexusRecord::FromJson(R"({"clean_shutdown": false, "children": [{"uuid": "6d0a3c1e-2222-4a2b-9c3d-00000000000a",
+                                     "healthy": false, "rebuild_token": -1}]})").code(),
+            Errc::kInval);
   EXPECT_NE(r.ToJson().find("\"clean_shutdown\":true"), std::string::npos);
   EXPECT_EQ(NexusRecord::FromJson("nope").code(), Errc::kInval);
   auto missing = NexusRecord::FromJson(R"({"children": []})");
@@ -920,6 +952,56 @@ TEST_F(NexusTest, ARebuildReadsAroundABadSourceAndFaultsABadDestination) {
   rule(3, "");
   ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await nx_->online_child(*Uuid::Parse(kC[3])); }).ok());
   ASSERT_TRUE(eventually([&] { return info().children[3].sync == SyncState::kSynced; }));
+  EXPECT_TRUE(read_device("m3", 0, kVolBytes) == read_device("m0", 0, kVolBytes));
+}
+
+TEST_F(NexusTest, ARebuildResumesFromItsCheckpointOnlyWhileTheChildGotEveryWrite) {
+  auto_rebuild_ = true;
+  rebuild_opts_.segment_bytes = 64 << 10;
+  rebuild_opts_.concurrency = 1;
+  rebuild_opts_.rate_bytes_per_s = 4 << 20;
+  rebuild_opts_.checkpoint_bytes = 512 << 10;
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/cp").ok());
+  for (uint64_t lba = 0; lba < kVolBytes / 512; lba += 256) ASSERT_EQ(write(lba, pattern(4096, lba + 3)), Errc::kOk);
+  auto op = [&](auto fn) { return env_->on_primary([&]() -> Task<Status> { co_return co_await fn(); }); };
+  const Uuid c2 = *Uuid::Parse(kC[2]);
+  ASSERT_TRUE(op([&] { return nx_->add_child(child_uri("e2", 2)); }).ok());
+  auto stats = [&] { return *info().children[2].rebuild; };
+  ASSERT_TRUE(eventually([&] { return info().children[2].rebuild && stats().done_bytes >= (2u << 20); }));
+  const uint64_t token = store_.last("vol/cp").children[2].rebuild_token;
+  EXPECT_NE(token, 0u);  // recorded before the first checkpoint
+  // The nexus shuts down mid-rebuild (its engine stopping), and a new one is made over the same children.
+  ASSERT_TRUE(op([&] { return nx_->shutdown_nexus(); }).ok());
+  const uint64_t stopped_at = nx_->rebuild_history().back().done_bytes;
+  EXPECT_EQ(nx_->rebuild_history().back().state, RebuildState::kStopped);
+  destroy();
+  rebuild_opts_.rate_bytes_per_s = 0;
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1), child_uri("e2", 2)}, "vol/cp").ok());
+  ASSERT_TRUE(eventually([&] { return info().children[2].sync == SyncState::kSynced; }));
+  RebuildStats s = stats();
+  EXPECT_EQ(s.state, RebuildState::kCompleted);
+  EXPECT_EQ(s.resumed_bytes, stopped_at);  // where the last one stopped, not the start
+  EXPECT_GT(s.resumed_bytes, 0u);
+  EXPECT_EQ(s.copied_bytes, kVolBytes - stopped_at);
+  EXPECT_NE(s.reason.find("checkpoint"), std::string::npos) << s.reason;
+  EXPECT_EQ(store_.last("vol/cp").children[2].rebuild_token, 0u);
+  EXPECT_TRUE(read_device("m2", 0, kVolBytes) == read_device("m0", 0, kVolBytes));
+  // A child that missed writes (faulted mid-rebuild) loses its token first: back, it starts over.
+  ASSERT_TRUE(op([&] { return nx_->remove_child(c2); }).ok());
+  destroy();
+  rebuild_opts_.rate_bytes_per_s = 4 << 20;
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/cp2").ok());
+  ASSERT_TRUE(op([&] { return nx_->add_child(child_uri("e3", 3)); }).ok());
+  ASSERT_TRUE(eventually([&] { auto c = info().children[2]; return c.rebuild && c.rebuild->done_bytes >= (1u << 20); }));
+  ASSERT_NE(store_.last("vol/cp2").children[2].rebuild_token, 0u);
+  ASSERT_TRUE(op([&] { return nx_->fault_child(*Uuid::Parse(kC[3]), FaultReason::kOffline); }).ok());
+  EXPECT_EQ(store_.last("vol/cp2").children[2].rebuild_token, 0u);
+  ASSERT_EQ(write(0, pattern(4096, 77)), Errc::kOk);  // a write the child misses
+  ASSERT_TRUE(op([&] { return nx_->online_child(*Uuid::Parse(kC[3])); }).ok());
+  ASSERT_TRUE(eventually([&] { auto c = info().children[2]; return c.rebuild && !c.rebuild->finished(); }));
+  env_->on_primary([&] { nx_->rebuild_job(*Uuid::Parse(kC[3]))->set_rate(0); });
+  ASSERT_TRUE(eventually([&] { return info().children[2].sync == SyncState::kSynced; }));
+  EXPECT_EQ(info().children[2].rebuild->resumed_bytes, 0u);
   EXPECT_TRUE(read_device("m3", 0, kVolBytes) == read_device("m0", 0, kVolBytes));
 }
 
