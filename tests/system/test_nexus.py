@@ -481,7 +481,10 @@ def test_a_child_that_comes_back_is_rebuilt_under_verified_host_writes(cluster, 
     assert_replicas_equal(engines, pb, reps)
     hist = e.api.nexus.ListRebuilds(N.NexusRef(uuid=vol), timeout=60).history
     assert [b.state for b in hist] == [N.REBUILD_STATE_STOPPED, N.REBUILD_STATE_COMPLETED], hist
-    assert hist[1].copied_bytes == VOL and hist[1].total_bytes == VOL and hist[0].error == "stopped by request"
+    assert hist[0].error == "stopped by request" and hist[1].total_bytes == VOL
+    # The second job went on from the checkpoint the stopped one left (the child got every write meanwhile).
+    assert 0 < hist[1].resumed_bytes <= hist[0].done_bytes and "checkpoint" in hist[1].reason, hist[1]
+    assert hist[1].copied_bytes == VOL - hist[1].resumed_bytes
     page = urllib.request.urlopen(f"http://127.0.0.1:{e.metrics_port}/metrics", timeout=30).read().decode()
     assert f'tern_nexus_rebuilds_total{{nexus="{vol}",result="completed"}} 1' in page, page
     assert f'tern_nexus_rebuilds_total{{nexus="{vol}",result="stopped"}} 1' in page
