@@ -48,7 +48,7 @@ struct RebuildCommand {
 
 struct RebuildList {
   std::vector<nexus::RebuildStats> current;  // running or paused
-  std::vector<nexus::RebuildStats> history;  // finished since the nexus started, oldest first (the last 64)
+  std::vector<nexus::RebuildStats> history;  // the last 64 that ended, oldest first (from the store too)
   nexus::Nexus::RebuildTotals totals;         // every one that ended, counted
 };
 

@@ -230,6 +230,7 @@ Task<Result<Nexus*>> Nexus::Create(BdevRegistry& registry, NexusOptions opts, Re
   // what any child's label says; a child behind the newest label (or without a label, when others have
   // one) holds older data and joins out of sync.
   if (failed.ok()) failed = co_await nx->settle_generations();
+  if (failed.ok()) co_await nx->load_rebuild_history();
   // The record first, then the labels: a crash between them leaves the labels behind the record, which
   // makes them look stale (a rebuild), never current when they are not.
   if (failed.ok()) failed = co_await nx->persist();
@@ -1354,11 +1355,49 @@ void Nexus::rebuild_ended(RebuildJob& job) {
     auto_rebuilds();
   }
   while (rebuild_history_.size() > 64) rebuild_history_.pop_front();
+  save_rebuild_history();
 }
 
 Task<void> Nexus::stop_rebuilds(const char* why) {
   for (auto& j : rebuilds_) j->stop(why);
   for (size_t i = 0; i < rebuilds_.size(); ++i) co_await rebuilds_[i]->wait();  // (the vector may grow meanwhile)
+}
+
+Task<void> Nexus::load_rebuild_history() {
+  if (!store_ || opts_.persistence_key.empty()) co_return;
+  std::string key = history_key();  // (named: GCC 12)
+  auto got = co_await store_->get(std::move(key));
+  if (!got.ok()) {
+    if (got.code() != Errc::kNoEnt) TLOG_WARN("nexus", "nexus {}: reading the rebuild history: {}", name(), got.status());
+    co_return;
+  }
+  auto h = RebuildHistoryFromJson(*got);
+  if (!h.ok()) {
+    TLOG_WARN("nexus", "nexus {}: the rebuild history at '{}' is unreadable ({}); starting a new one", name(),
+              history_key(), h.status());
+    co_return;
+  }
+  rebuild_history_.assign(h->begin(), h->end());
+  while (rebuild_history_.size() > 64) rebuild_history_.pop_front();
+}
+
+void Nexus::save_rebuild_history() {
+  if (!store_ || opts_.persistence_key.empty()) return;
+  history_dirty_ = true;
+  if (history_writing_) return;  // the writer running takes the newest state on its next round
+  history_writing_ = true;
+  const bool started = tasks_.spawn([](Nexus* nx) -> Task<void> {
+    while (nx->history_dirty_) {
+      nx->history_dirty_ = false;
+      std::string value =
+          RebuildHistoryToJson(std::vector<RebuildStats>(nx->rebuild_history_.begin(), nx->rebuild_history_.end()));
+      std::string key = nx->history_key();  // (named: GCC 12 and temporaries in co_await expressions)
+      Status st = co_await nx->store_->put(std::move(key), std::move(value));
+      if (!st.ok()) TLOG_WARN("nexus", "nexus {}: writing the rebuild history: {}", nx->name(), st);
+    }
+    nx->history_writing_ = false;
+  }(this));
+  if (!started) history_writing_ = false;
 }
 
 void Nexus::auto_rebuilds() {

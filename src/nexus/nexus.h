@@ -239,7 +239,8 @@ class Nexus final : public Bdev {
   Task<Status> start_rebuild(Uuid child, std::optional<RebuildOptions> opts = std::nullopt);
   // The child's current job or its last one (null: none since the nexus started).
   RebuildJob* rebuild_job(const Uuid& child);
-  // Finished jobs, oldest first (the last 64).
+  // Finished jobs, oldest first (the last 64), kept in the store next to the record (`<key>/rebuilds`)
+  // when there is one, so they outlive the nexus and its engine.
   const std::deque<RebuildStats>& rebuild_history() const { return rebuild_history_; }
   // Every job that ended since the nexus started, counted (metrics).
   struct RebuildTotals {
@@ -337,6 +338,10 @@ class Nexus final : public Bdev {
   Task<void> stop_rebuilds(const char* why);
   // Auto-rebuild: a job for each online, out-of-sync child without one.
   void auto_rebuilds();
+  // The rebuild history in the store: loaded at create, written (best effort, one writer) when a job ends.
+  Task<void> load_rebuild_history();
+  void save_rebuild_history();
+  std::string history_key() const { return opts_.persistence_key + "/rebuilds"; }
   Child* find_child(const Uuid& u);
   size_t healthy_children() const;
   static FaultReason reason_for(Errc e);
@@ -375,6 +380,7 @@ class Nexus final : public Bdev {
   std::vector<std::unique_ptr<RebuildJob>> rebuilds_;  // one per child at most (the current or last job)
   std::deque<RebuildStats> rebuild_history_;
   RebuildTotals rebuild_totals_;
+  bool history_dirty_ = false, history_writing_ = false;
   TaskScope tasks_{"nexus"};  // retires, self-shutdown, rebuild jobs (primary reactor)
 };
 

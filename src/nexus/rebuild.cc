@@ -4,6 +4,8 @@
 #include <cstring>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
 #include "common/aligned_buffer.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -26,6 +28,67 @@ const char* rebuild_state_name(RebuildState s) {
 }
 
 const char* rebuild_kind_name(RebuildKind k) { return k == RebuildKind::kFull ? "full" : "partial"; }
+
+std::string RebuildHistoryToJson(const std::vector<RebuildStats>& h) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const RebuildStats& s : h) {
+    a.push_back({{"child", s.child.ToString()}, {"uri", s.uri}, {"source", s.source},
+                 {"kind", rebuild_kind_name(s.kind)}, {"state", rebuild_state_name(s.state)}, {"reason", s.reason},
+                 {"error", s.error}, {"total_bytes", s.total_bytes}, {"done_bytes", s.done_bytes},
+                 {"copied_bytes", s.copied_bytes}, {"skipped_bytes", s.skipped_bytes},
+                 {"resumed_bytes", s.resumed_bytes}, {"source_errors", s.source_errors},
+                 {"started_ns", s.started_wall_ns}, {"ended_ns", s.ended_wall_ns}, {"elapsed_ns", s.elapsed_ns},
+                 {"segment_bytes", s.segment_bytes}, {"concurrency", s.concurrency}});
+  }
+  return a.dump();
+}
+
+Result<std::vector<RebuildStats>> RebuildHistoryFromJson(std::string_view text) {
+  using nlohmann::json;
+  json a = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (a.is_discarded() || !a.is_array()) return Status(Errc::kInval, "rebuild history: not a JSON array");
+  std::vector<RebuildStats> out;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const json& e = a[i];
+    if (!e.is_object()) return Status::Errorf(Errc::kInval, "rebuild history: [{}] is not an object", i);
+    RebuildStats s;
+    auto str = [&](const char* k) -> std::string {
+      auto it = e.find(k);
+      return it != e.end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    auto num = [&](const char* k) -> uint64_t {
+      auto it = e.find(k);
+      return it != e.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+    };
+    auto child = Uuid::Parse(str("child"));
+    if (!child.ok()) return Status::Errorf(Errc::kInval, "rebuild history: [{}].child: {}", i, child.status().message());
+    s.child = *child;
+    s.uri = str("uri");
+    s.source = str("source");
+    s.kind = str("kind") == "partial" ? RebuildKind::kPartial : RebuildKind::kFull;
+    const std::string st = str("state");
+    if (st == "completed") s.state = RebuildState::kCompleted;
+    else if (st == "stopped") s.state = RebuildState::kStopped;
+    else if (st == "failed") s.state = RebuildState::kFailed;
+    else return Status::Errorf(Errc::kInval, "rebuild history: [{}].state '{}' is not an ended state", i, st);
+    s.reason = str("reason");
+    s.error = str("error");
+    s.total_bytes = num("total_bytes");
+    s.done_bytes = num("done_bytes");
+    s.copied_bytes = num("copied_bytes");
+    s.skipped_bytes = num("skipped_bytes");
+    s.resumed_bytes = num("resumed_bytes");
+    s.source_errors = num("source_errors");
+    s.started_wall_ns = num("started_ns");
+    s.ended_wall_ns = num("ended_ns");
+    s.elapsed_ns = num("elapsed_ns");
+    s.segment_bytes = uint32_t(num("segment_bytes"));
+    s.concurrency = uint32_t(num("concurrency"));
+    if (s.elapsed_ns > 0) s.bytes_per_s = uint64_t(double(s.done_bytes - s.resumed_bytes) * 1e9 / double(s.elapsed_ns));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
 
 Status RebuildOptions::Validate(uint32_t block_size) const {
   if (segment_bytes < 4096 || segment_bytes > (16u << 20) || segment_bytes % block_size != 0 ||
@@ -82,7 +145,7 @@ void RebuildJob::stop(std::string why) {
 RebuildStats RebuildJob::stats() const {
   RebuildStats s = stats_;
   s.elapsed_ns = ran_ns_ + (s.state == RebuildState::kRunning && !ended_ ? now_ns() - run_started_ns_ : 0);
-  if (s.elapsed_ns > 0) s.bytes_per_s = uint64_t(double(s.done_bytes) * 1e9 / double(s.elapsed_ns));
+  if (s.elapsed_ns > 0) s.bytes_per_s = uint64_t(double(s.done_bytes - s.resumed_bytes) * 1e9 / double(s.elapsed_ns));
   if (!s.finished() && s.bytes_per_s > 0) {
     s.eta_ns = uint64_t(double(s.total_bytes - s.done_bytes) * 1e9 / double(s.bytes_per_s));
   }

@@ -21,6 +21,8 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/result.h"
 #include "common/uuid.h"
@@ -69,6 +71,11 @@ struct RebuildStats {
   bool finished() const { return state == RebuildState::kStopped || state == RebuildState::kCompleted ||
                                  state == RebuildState::kFailed; }
 };
+
+// The history of ended jobs as the store keeps it next to the record (`<persistence key>/rebuilds`): a
+// JSON array, oldest first. FromJson: kInval naming what is wrong; unknown fields are ignored.
+std::string RebuildHistoryToJson(const std::vector<RebuildStats>& h);
+Result<std::vector<RebuildStats>> RebuildHistoryFromJson(std::string_view json);
 
 class RebuildJob {
  public:

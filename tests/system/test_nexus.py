@@ -584,4 +584,18 @@ def test_a_rebuild_resumes_from_its_checkpoint_after_the_nexus_engine_is_killed(
     assert "rebuild_token" not in [c for c in etcd.get_json(key)["children"] if c["uuid"] == reps[2]][0]
     assert verify(e, pb, vol, 10, 0, 4 * MiB).ok
     assert_replicas_equal(engines, pb, reps)
+    # The history is kept next to the record: it outlives the nexus's engine (killed again).
+    deadline = time.monotonic() + 30
+    while len(etcd.get_json(f"{key}/rebuilds") or []) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    e.kill()
+    e.start()
+    e.api.nexus.CreateNexus(N.CreateNexusRequest(
+        uuid=vol, size=VOL, children=[c.uri for c in nx.children], persistence_key=key), timeout=60)
+    hist = e.api.nexus.ListRebuilds(N.NexusRef(uuid=vol), timeout=60).history
+    assert [(h.child_uuid, h.state, h.resumed_bytes) for h in hist] == [
+        (reps[2], N.REBUILD_STATE_COMPLETED, b.resumed_bytes)], hist
+    out = e.ternctl("nexus", "rebuild", "history", vol)
+    assert out.returncode == 0 and reps[2] in out.stdout and "completed" in out.stdout, out.stdout + out.stderr
     destroy(cluster, pb, vol)

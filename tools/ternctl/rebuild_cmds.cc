@@ -226,7 +226,7 @@ void add_rebuild_commands(CLI::App* nexus, std::function<int()>* run) {
       return show(l, [&] { jobs_table(l.current(), "rebuilds running"); });
     };
   });
-  auto* hist = rb->add_subcommand("history", "Rebuilds that ended on a nexus since it started (oldest first)");
+  auto* hist = rb->add_subcommand("history", "Rebuilds that ended on a nexus, the last 64 (kept next to its record in etcd: they outlive restarts)");
   hist->add_option("nexus", r.nexus, "The nexus UUID")->required();
   hist->callback([run] {
     *run = [] {

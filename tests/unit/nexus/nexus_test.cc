@@ -986,6 +986,20 @@ TEST_F(NexusTest, ARebuildResumesFromItsCheckpointOnlyWhileTheChildGotEveryWrite
   EXPECT_NE(s.reason.find("checkpoint"), std::string::npos) << s.reason;
   EXPECT_EQ(store_.last("vol/cp").children[2].rebuild_token, 0u);
   EXPECT_TRUE(read_device("m2", 0, kVolBytes) == read_device("m0", 0, kVolBytes));
+  // The history outlives the nexus: the first nexus's stopped job, then this one's.
+  ASSERT_EQ(nx_->rebuild_history().size(), 2u);
+  EXPECT_EQ(nx_->rebuild_history()[0].state, RebuildState::kStopped);
+  EXPECT_EQ(nx_->rebuild_history()[0].done_bytes, stopped_at);
+  EXPECT_EQ(nx_->rebuild_history()[1].state, RebuildState::kCompleted);
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lk(store_.mu);
+    auto it = store_.values.find("vol/cp/rebuilds");
+    if (it == store_.values.end()) return false;
+    auto h = RebuildHistoryFromJson(it->second);
+    return h.ok() && h->size() == 2 && (*h)[1].state == RebuildState::kCompleted && (*h)[1].resumed_bytes == stopped_at;
+  }));
+  EXPECT_EQ(RebuildHistoryFromJson("[{\"child\": \"x\"}]").code(), Errc::kInval);
+  EXPECT_EQ(RebuildHistoryFromJson("{}").code(), Errc::kInval);
   // A child that missed writes (faulted mid-rebuild) loses its token first: back, it starts over.
   ASSERT_TRUE(op([&] { return nx_->remove_child(c2); }).ok());
   destroy();
