@@ -715,14 +715,19 @@ Task<Status> Nexus::retire(Uuid id, FaultReason reason) {
   // A rebuilding child's checkpoint stops counting once it misses a write: its token leaves the record
   // before anything it missed is acknowledged (held meanwhile, as for an in-sync child).
   const bool tokened = c->rebuild_token != 0;
-  const bool hold = synced || tokened;
+  // A child whose label may say "in sync" although the nexus never counted it so (its rebuild's last
+  // step failed, possibly after the label landed) is retired like an in-sync one: the new generation
+  // makes that label stale, so no later nexus takes the child as current.
+  const bool bump = synced || c->label_may_claim_sync;
+  const bool hold = bump || tokened;
   if (hold) freeze();
   c->state = ChildState::kFaulted;
   c->reason = reason;
   c->rebuild_token = 0;
+  c->label_may_claim_sync = false;
   co_await publish();
   Status st;
-  if (synced) {
+  if (bump) {
     st = co_await new_generation("a child was retired");  // (not `c ? co_await x : y`: GCC 12)
   } else if (tokened) {
     st = co_await persist();
@@ -969,6 +974,7 @@ Task<Status> Nexus::remove_child(Uuid id) {
   // Out of the I/O path first, then out of the record, then closed. A child with a rebuild token is held
   // like an in-sync one: the record must lose the token before a write it misses is acknowledged.
   const bool tokened = !healthy && c->rebuild_token != 0;
+  const bool bump = healthy || c->label_may_claim_sync;  // (as in retire())
   if (tokened) freeze();
   c->state = ChildState::kClosed;
   c->rebuild_token = 0;
@@ -982,7 +988,7 @@ Task<Status> Nexus::remove_child(Uuid id) {
     }
   }
   Status st;
-  if (healthy) {
+  if (bump) {
     st = co_await new_generation("a healthy child was removed");
   } else {
     st = co_await persist();
@@ -1285,8 +1291,10 @@ Task<Status> Nexus::complete_rebuild(Uuid dest, uint64_t incarnation) {
   }
   // The label first, then the view, then the record: the record never calls a child current that its
   // label does not back (a nexus made from the record's healthy children alone must find the data).
+  c->label_may_claim_sync = true;  // from here a retire must start a generation (see retire())
   if (Status st = co_await write_label(*c, true); !st.ok()) co_return Status(Errc::kIo, std::string(st.message()));
   c->sync = SyncState::kSynced;
+  c->label_may_claim_sync = false;
   c->labelled = true;
   c->rebuild_token = 0;
   co_await publish();

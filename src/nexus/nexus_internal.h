@@ -31,6 +31,9 @@ struct Nexus::Child {
   bool labelled = false;     // it had a label of this volume when opened
   uint32_t pins = 0;         // a rebuild's requests on `desc`: release_child waits for them
   uint64_t rebuild_token = 0;  // its rebuild checkpoint's token while it gets every write (0: none)
+  // An in-sync label was written (or attempted: a failed write may still have landed) while the nexus
+  // does not count the child as in sync: if it is retired now, a new generation makes that label stale.
+  bool label_may_claim_sync = false;
 
   // Held around a rebuild's request on the child: the descriptor stays open meanwhile.
   struct Pin {

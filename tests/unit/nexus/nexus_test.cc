@@ -1019,5 +1019,67 @@ TEST_F(NexusTest, ARebuildResumesFromItsCheckpointOnlyWhileTheChildGotEveryWrite
   EXPECT_TRUE(read_device("m3", 0, kVolBytes) == read_device("m0", 0, kVolBytes));
 }
 
+// Power cut on the destination at every write it gets during a rebuild (data, checkpoints, flushes,
+// its label), with half of its unflushed blocks kept: then power back and a new nexus over all three.
+// Whatever survived, the destination is never taken as current unless it holds the volume, and a rebuild
+// then makes it so.
+TEST_F(NexusTest, APowerCutAtEveryWriteOfARebuildNeverLeavesAStaleChildCurrent) {
+  auto_rebuild_ = true;
+  rebuild_opts_.segment_bytes = 1 << 20;
+  rebuild_opts_.concurrency = 1;
+  rebuild_opts_.checkpoint_bytes = 2 << 20;
+  auto op = [&](auto fn) { return env_->on_primary([&]() -> Task<Status> { co_return co_await fn(); }); };
+  ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await env_->registry->destroy("e2"); }).ok());
+  const std::string pc_uri = fmt::format("powercut:///pc?base=m2&uuid={}", kC[2]);
+  auto zero_m2 = [&] {
+    auto d = env_->open("m2");
+    ASSERT_TRUE(d.ok());
+    AlignedBuffer z(1 << 20, 4096, true);
+    for (uint64_t off = 0; off < required_child_bytes(kVolBytes); off += 1 << 20) {
+      ASSERT_EQ(test::io_sync(*env_->set, 0, **d, IoType::kWrite, z.data(), off / 512, (1 << 20) / 512), Errc::kOk);
+    }
+    env_->close(*d);
+  };
+  uint64_t total = 0;
+  int made_current = 0, rebuilt_after = 0;
+  for (uint64_t cut = 1;; ++cut) {
+    SCOPED_TRACE(fmt::format("cut at write {}", cut));
+    zero_m2();
+    ASSERT_TRUE(env_->create(pc_uri).ok());
+    auto* pc = static_cast<PowerCutBdev*>(env_->registry->find("pc"));
+    const std::string key = fmt::format("vol/pc{}", cut);
+    ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, key).ok());
+    for (uint64_t lba = 0; lba < kVolBytes / 512; lba += 2048) ASSERT_EQ(write(lba, pattern(4096, lba + cut)), Errc::kOk);
+    env_->on_primary([&] { pc->arm(total && cut <= total ? cut : PowerCutBdev::kNever, 0.5, cut); });
+    ASSERT_TRUE(op([&] { return nx_->add_child(child_uri("pc", 2)); }).ok());
+    ASSERT_TRUE(eventually([&] { auto c = info().children[2]; return c.rebuild && c.rebuild->finished(); }));
+    const bool was_cut = pc->is_cut();
+    if (total == 0) total = pc->events();  // the dry run: how many writes a whole rebuild takes
+    // A write after the rebuild (the destination misses it when it is down).
+    ASSERT_EQ(write(8, pattern(4096, 1000 + cut)), Errc::kOk);
+    ASSERT_EQ(test::io_sync(*env_->set, 1, *desc_, IoType::kFlush, nullptr, 0, 0), Errc::kOk);  // as a host would
+    const auto volume = read_device("m0", 0, kVolBytes);
+    destroy();
+    ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await env_->registry->destroy("pc", true); }).ok());
+    // Power back: the same blocks, a new device over them, a new nexus over all three children.
+    ASSERT_TRUE(env_->create(pc_uri).ok());
+    ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1), child_uri("pc", 2)}, key).ok());
+    if (info().children[2].sync == SyncState::kSynced) {
+      ++made_current;
+      ASSERT_TRUE(read_device("m2", 0, kVolBytes) == volume) << "a stale child was taken as current";
+    } else {
+      ++rebuilt_after;
+      ASSERT_TRUE(eventually([&] { return info().children[2].sync == SyncState::kSynced; }));
+      ASSERT_TRUE(read_device("m2", 0, kVolBytes) == volume);
+    }
+    destroy();
+    ASSERT_TRUE(env_->on_primary([&]() -> Task<Status> { co_return co_await env_->registry->destroy("pc", true); }).ok());
+    if (cut > 1 && !was_cut) break;  // past the last write
+  }
+  EXPECT_GT(total, 10u);
+  EXPECT_GT(made_current, 0);   // the dry run, at least
+  EXPECT_GT(rebuilt_after, 0);  // the cuts
+}
+
 }  // namespace
 }  // namespace tern::nexus
