@@ -17,6 +17,8 @@ import json
 import os
 import uuid
 
+import grpc
+
 import pytest
 
 from conftest import make_file
@@ -123,7 +125,9 @@ def test_fio_verify_through_a_nexus_survives_a_killed_child_engine(cl):
     finishes with no error and every block verified; writes went on after the kill; the nexus is degraded
     with child 2 faulted (timed out or I/O error) and the two others online; the etcd record marks child 2
     unhealthy. Then the local child is faulted too, and a fio verify-only pass reads the whole run back
-    from engine 1's replica alone: the remote mirror got every write the kernel was told succeeded."""
+    from engine 1's replica alone: the remote mirror got every write the kernel was told succeeded. Then
+    engine 2 comes back and its child is rebuilt from engine 1's replica while the kernel writes a second
+    verified run, and engine 2's replica alone reads both runs back."""
     pb, g, etcd, engines = cl.pb, cl.g, cl.etcd, cl.engines
     N = pb.nexus_pb2
     vol = str(uuid.uuid4())
@@ -131,8 +135,9 @@ def test_fio_verify_through_a_nexus_survives_a_killed_child_engine(cl):
     reps = [replica(cl, i, vol, "kill") for i in range(3)]
     children = [reps[0][1], reps[1][2], reps[2][2]]
     e0 = engines[0]
-    nx = e0.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=vol, size=VOL, children=children,
-                                                       persistence_key=key), timeout=60)
+    # Rebuilds at 8 MiB/s: the one below lasts the kernel's second fio run.
+    nx = e0.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=vol, size=VOL, children=children, persistence_key=key,
+                                                       rebuild=N.RebuildSettings(rate_bytes_per_s=8 * MiB)), timeout=60)
     assert nx.state == N.NEXUS_STATE_ONLINE
     p = e0.api.nexus.PublishNexus(N.PublishNexusRequest(uuid=vol, allowed_hosts=[GUEST_HOSTNQN]), timeout=60)
     nqn = p.share.uri.rsplit("/", 1)[1]
@@ -178,6 +183,34 @@ def test_fio_verify_through_a_nexus_survives_a_killed_child_engine(cl):
         reads = {c.uuid: c.io.reads for c in l.children}
         was = {c.uuid: c.io.reads for c in before.children}
         assert reads[r1] - was[r1] >= 2048 and reads[r0] == was[r0], (was, reads)
+
+        # Engine 2 back: its child is onlined and rebuilt by itself — from engine 1's replica, the local one
+        # being out — slowly, while the kernel writes a second verified run past the first; then engine 2's
+        # replica alone serves verify-only passes of both runs.
+        engines[2].start()
+        killed = False
+        e0.api.nexus.OnlineChild(N.ChildRef(uuid=vol, child_uuid=r2), timeout=60)
+        wait_for("child 2's rebuild to run",
+                 lambda: {c.uuid: c for c in nexus_of(e0, pb, vol).children}[r2].rebuild.state == N.REBUILD_STATE_RUNNING,
+                 timeout=60)
+        job2 = fio_verify_cmd(dev, size="16M", bs="16k", iodepth=8, extra="--offset=32M")
+        fio_ok(g.run_ok(job2, timeout=300))
+        try:  # the rest at full speed (it may have ended meanwhile)
+            e0.api.nexus.SetRebuildRate(N.SetRebuildRateRequest(uuid=vol, child_uuid=r2, rate_bytes_per_s=0), timeout=60)
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.NOT_FOUND, err
+        wait_for("child 2 to be rebuilt", lambda: {c.uuid: c for c in nexus_of(e0, pb, vol).children}[r2].synced,
+                 timeout=120)
+        c2 = {c.uuid: c for c in nexus_of(e0, pb, vol).children}[r2]
+        assert c2.rebuild.state == N.REBUILD_STATE_COMPLETED and c2.rebuild.source == children[1], c2.rebuild
+        e0.api.nexus.FaultChild(N.FaultChildRequest(uuid=vol, child_uuid=r1), timeout=60)
+        before = nexus_of(e0, pb, vol)
+        fio_ok(g.run_ok(f"{job} --verify_only", timeout=300))
+        fio_ok(g.run_ok(f"{job2} --verify_only", timeout=300))
+        l = nexus_of(e0, pb, vol)
+        reads = {c.uuid: c.io.reads for c in l.children}
+        was = {c.uuid: c.io.reads for c in before.children}
+        assert reads[r2] - was[r2] >= 3072 and reads[r1] == was[r1], (was, reads)
     finally:
         try:
             stop_background(g, "nxfio")
