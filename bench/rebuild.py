@@ -36,7 +36,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests/system"))
 sys.path.insert(0, str(ROOT / "bench"))
 from foundation import run  # noqa: E402
-from nexus_util import required_child_bytes  # noqa: E402
+from nexus_util import required_child_bytes, wait_rebuilt  # noqa: E402
 
 MiB = 1 << 20
 
@@ -86,19 +86,6 @@ class Bench:
         self.f.stop_all()
 
 
-def wait_rebuilt(e, N, vol, child, timeout=1200):
-    deadline = time.monotonic() + timeout
-    while True:
-        n = e.api.nexus.ListNexuses(N.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0]
-        c = [c for c in n.children if c.uuid == child][0]
-        if c.HasField("rebuild") and c.rebuild.state not in (N.REBUILD_STATE_RUNNING, N.REBUILD_STATE_PAUSED):
-            assert c.rebuild.state == N.REBUILD_STATE_COMPLETED, c.rebuild
-            return c.rebuild
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"rebuild not done: {c}")
-        time.sleep(0.02)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backing", choices=["ram", "disk"], default="ram")
@@ -144,7 +131,7 @@ def main():
                     uuid=v, size=vol, children=[f"bdev:///{src.uuid}?uuid={src.uuid}"], rebuild=settings), timeout=300)
                 t0 = time.monotonic()
                 A.api.nexus.AddChild(N.AddChildRequest(uuid=v, uri=f"{dst.share.uri}?uuid={dst.uuid}"), timeout=300)
-                rb = wait_rebuilt(A, N, v, dst.uuid)
+                rb = [c for c in wait_rebuilt(A, bench.pb, v, dst.uuid, 1200).children if c.uuid == dst.uuid][0].rebuild
                 el = time.monotonic() - t0
                 s["full_mib_s"] = vol / MiB / el
                 s["full_engine_mib_s"] = rb.bytes_per_s / MiB
@@ -165,7 +152,7 @@ def main():
                     s[f"host_{label}_iops"] = h["iops"]
                     s[f"host_{label}_ratio"] = h["iops"] / s["host_insync_iops"]
                     s[f"host_{label}_p99_us"] = h["lat_us"]["p99"]
-                    wait_rebuilt(A, N, v, dst.uuid)
+                    wait_rebuilt(A, bench.pb, v, dst.uuid, 1200)
                 A.api.nexus.DestroyNexus(N.NexusRef(uuid=v), timeout=300)
                 bench.drop(0, src)
                 bench.drop(1, dst)
@@ -179,7 +166,7 @@ def main():
                 ioperf(ioperf_bin, uri, "write", "1m", 8, host_core, ios=ios // 2)
                 t0 = time.monotonic()
                 A.api.nexus.AddChild(N.AddChildRequest(uuid=v, uri=f"{dst.share.uri}?uuid={dst.uuid}"), timeout=300)
-                rb = wait_rebuilt(A, N, v, dst.uuid)
+                rb = [c for c in wait_rebuilt(A, bench.pb, v, dst.uuid, 1200).children if c.uuid == dst.uuid][0].rebuild
                 s["thin_s"] = time.monotonic() - t0
                 s["thin_copied_fraction"] = rb.copied_bytes / vol
                 s["thin_dst_allocated_fraction"] = bench.engines[1].api.replica.ListReplicas(

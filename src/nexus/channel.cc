@@ -115,17 +115,22 @@ void NexusChannel::release_held() {
   }
 }
 
+void NexusChannel::fail_list(BdevIo* io, Errc e) {
+  while (io) {
+    BdevIo* next = nio(io)->next;
+    complete(io, e);
+    io = next;
+  }
+}
+
 void NexusChannel::fail_held(Errc e) {
   // Detach both lists first: a completion may end the channel (its owner closes on the last one).
-  std::array<BdevIo*, 2> lists{held_head_, range_head_};
+  // One list: the range-held requests after the frozen ones.
+  BdevIo* all = held_head_;
+  if (held_tail_) nio(held_tail_)->next = range_head_;
+  else all = range_head_;
   held_head_ = held_tail_ = range_head_ = range_tail_ = nullptr;
-  for (BdevIo* io : lists) {
-    while (io) {
-      BdevIo* next = nio(io)->next;
-      complete(io, e);
-      io = next;
-    }
-  }
+  fail_list(all, e);
 }
 
 // ---- reads: one in-sync child, local first, else the least busy; retried on another when one fails ----
@@ -289,23 +294,22 @@ void NexusChannel::resolve(BdevIo* parent, Errc status) {
   complete(parent, status);
 }
 
-void NexusChannel::complete(BdevIo* parent, Errc e) {
+void NexusChannel::finish(BdevIo* parent) {
   --inflight_;
   NexusIo* n = nio(parent);
-  if (n->counted) {
+  if (n->counted) {  // the range lock's count of data-changing requests
     --epoch_writes_[n->epoch];
     n->counted = false;
   }
+}
+
+void NexusChannel::complete(BdevIo* parent, Errc e) {
+  finish(parent);
   bdev_io_complete(parent, e);
 }
 
 void NexusChannel::complete_later(BdevIo* parent, Errc e) {
-  --inflight_;
-  NexusIo* n = nio(parent);
-  if (n->counted) {
-    --epoch_writes_[n->epoch];
-    n->counted = false;
-  }
+  finish(parent);
   bdev_io_complete_deferred(parent, e);
 }
 
@@ -322,14 +326,7 @@ void NexusChannel::unlock_range() {
   locked_ = false;
   BdevIo* io = range_head_;
   range_head_ = range_tail_ = nullptr;
-  if (nexus_->failing_held_) {  // going away: the requests fail (a completion may end the channel)
-    while (io) {
-      BdevIo* next = nio(io)->next;
-      complete(io, Errc::kNoDev);
-      io = next;
-    }
-    return;
-  }
+  if (nexus_->failing_held_) return fail_list(io, Errc::kNoDev);  // going away
   const bool hold_them =
       nexus_->frozen_.load(std::memory_order_acquire) || nexus_->shutdown_.load(std::memory_order_acquire);
   while (io) {

@@ -92,6 +92,8 @@ class NexusChannel final : public ChannelCtx {
   static void on_child_done(BdevIo* cio, void* arg);
   void read_done(BdevIo* parent, uint32_t slot, Errc e);
   void fanout_done(BdevIo* parent);
+  void finish(BdevIo* parent);                  // the bookkeeping of both completions below
+  void fail_list(BdevIo* io, Errc e);           // completes a detached list of held requests
   void complete(BdevIo* parent, Errc e);        // from the loop (a completion, a message)
   void complete_later(BdevIo* parent, Errc e);  // from inside submit
   int pick_reader(uint32_t exclude) const;

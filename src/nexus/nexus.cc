@@ -1184,7 +1184,22 @@ Task<void> Nexus::close_children() {
 // ---------------------------------------------------------------------------------------------------
 // Rebuild (the job itself: rebuild.cc)
 
+Task<Errc> Nexus::Child::io(IoType t, void* buf, uint64_t lba, uint64_t blocks, bool fua) {
+  Pin pin(*this);
+  if (!desc) co_return Errc::kNoDev;
+  auto ch = ChannelRef::Get(*desc);
+  if (!ch.ok()) co_return ch.status().code();
+  switch (t) {
+    case IoType::kRead: co_return co_await ch->read(buf, lba, blocks);
+    case IoType::kWrite: co_return co_await ch->write(buf, lba, blocks, fua);
+    case IoType::kWriteZeroes: co_return co_await ch->write_zeroes(lba, blocks);
+    case IoType::kFlush: co_return co_await ch->flush();
+    default: co_return Errc::kNotSup;
+  }
+}
+
 Task<Status> Nexus::start_rebuild(Uuid id, std::optional<RebuildOptions> opts) {
+  auto g = co_await ops_mu_.lock();  // the child cannot change under the checks and the token below
   if (shutdown_.load() || shutting_down_) co_return Status::Errorf(Errc::kShutdown, "nexus {} is shut down", name());
   Child* c = find_child(id);
   if (!c) co_return Status::Errorf(Errc::kNoEnt, "nexus {} has no child {}", name(), id.ToString());
@@ -1208,30 +1223,22 @@ Task<Status> Nexus::start_rebuild(Uuid id, std::optional<RebuildOptions> opts) {
   // Resume from the child's checkpoint when its token is still the record's (the child has had every
   // write since); otherwise a new token goes into the record before any checkpoint carries it.
   uint64_t start = 0;
-  {
-    auto g = co_await ops_mu_.lock();
-    c = find_child(id);
-    if (!c || c->state != ChildState::kOnline || !c->desc || c->sync != SyncState::kOutOfSync) {
-      co_return Status::Errorf(Errc::kBusy, "child {} of nexus {} changed meanwhile; try again", id.ToString(), name());
+  if (c->rebuild_token) {
+    auto cp = co_await read_checkpoint(*c);
+    if (cp.ok() && cp->nexus == opts_.uuid && cp->child == id && cp->token == c->rebuild_token &&
+        cp->volume_bytes == layout_.volume_bytes) {
+      start = cp->done_bytes - cp->done_bytes % o.segment_bytes;
+      reason = fmt::format("{}; resumed at byte {} from its checkpoint", reason, start);
     }
-    if (RebuildJob* j = rebuild_job(id); j && !j->finished()) co_return Status::Ok();
-    if (c->rebuild_token) {
-      auto cp = co_await read_checkpoint(*c);
-      if (cp.ok() && cp->nexus == opts_.uuid && cp->child == id && cp->token == c->rebuild_token &&
-          cp->volume_bytes == layout_.volume_bytes) {
-        start = cp->done_bytes - cp->done_bytes % o.segment_bytes;
-        reason = fmt::format("{}; resumed at byte {} from its checkpoint", reason, start);
-      }
-    } else {
-      do {
-        const auto b = Uuid::Generate().bytes();
-        std::memcpy(&c->rebuild_token, b.data(), sizeof(c->rebuild_token));
-      } while (c->rebuild_token == 0);
-      Status st = co_await persist();
-      if (!st.ok()) {
-        c->rebuild_token = 0;
-        co_return st.WithContext("recording the rebuild's checkpoint token");
-      }
+  } else {
+    do {
+      const auto b = Uuid::Generate().bytes();
+      std::memcpy(&c->rebuild_token, b.data(), sizeof(c->rebuild_token));
+    } while (c->rebuild_token == 0);
+    Status st = co_await persist();
+    if (!st.ok()) {
+      c->rebuild_token = 0;
+      co_return st.WithContext("recording the rebuild's checkpoint token");
     }
   }
   auto job = std::make_unique<RebuildJob>(*this, id, c->incarnation, o, std::move(reason), start, c->rebuild_token);
@@ -1277,16 +1284,7 @@ Task<Status> Nexus::complete_rebuild(Uuid dest, uint64_t incarnation) {
   if (shutdown_.load() || shutting_down_) co_return Status(Errc::kShutdown, "the nexus shut down");
   // Durable before the label says so: the copy went without FUA.
   if (c->flushable) {
-    Errc e;
-    {
-      Child::Pin pin(*c);
-      auto ch = ChannelRef::Get(*c->desc);
-      if (ch.ok()) {
-        e = co_await ch->flush();  // (not `ok ? co_await x : y`: GCC 12)
-      } else {
-        e = ch.status().code();
-      }
-    }
+    Errc e = co_await c->io(IoType::kFlush, nullptr, 0, 0);
     if (e != Errc::kOk) co_return Status::Errorf(Errc::kIo, "flushing the destination failed: {}", errc_describe(e));
   }
   // The label first, then the view, then the record: the record never calls a child current that its
@@ -1315,11 +1313,8 @@ Task<void> Nexus::rebuild_failed(Uuid dest, uint64_t incarnation) {
 }
 
 Task<Status> Nexus::write_checkpoint(Child& c, uint64_t token, uint64_t done_bytes) {
-  Child::Pin pin(c);
-  auto ch = ChannelRef::Get(*c.desc);
-  if (!ch.ok()) co_return ch.status();
   if (c.flushable) {
-    Errc e = co_await ch->flush();  // what the checkpoint vouches for is durable first
+    Errc e = co_await c.io(IoType::kFlush, nullptr, 0, 0);  // what the checkpoint vouches for is durable first
     if (e != Errc::kOk) co_return Status::Errorf(e, "flushing child {}: {}", c.uri, errc_describe(e));
   }
   RebuildCheckpoint cp;
@@ -1332,18 +1327,15 @@ Task<Status> Nexus::write_checkpoint(Child& c, uint64_t token, uint64_t done_byt
   AlignedBuffer buf(Layout::kCheckpointSize, 4096);
   cp.Encode(buf.data());
   const uint32_t bs = layout_.block_size;
-  Errc e = co_await ch->write(buf.data(), layout_.checkpoint / bs, Layout::kCheckpointSize / bs, /*fua=*/true);
+  Errc e = co_await c.io(IoType::kWrite, buf.data(), layout_.checkpoint / bs, Layout::kCheckpointSize / bs, /*fua=*/true);
   if (e != Errc::kOk) co_return Status::Errorf(e, "writing child {}'s rebuild checkpoint: {}", c.uri, errc_describe(e));
   co_return Status::Ok();
 }
 
 Task<Result<RebuildCheckpoint>> Nexus::read_checkpoint(Child& c) {
-  Child::Pin pin(c);
-  auto ch = ChannelRef::Get(*c.desc);
-  if (!ch.ok()) co_return ch.status();
   AlignedBuffer buf(Layout::kCheckpointSize, 4096);
   const uint32_t bs = layout_.block_size;
-  Errc e = co_await ch->read(buf.data(), layout_.checkpoint / bs, Layout::kCheckpointSize / bs);
+  Errc e = co_await c.io(IoType::kRead, buf.data(), layout_.checkpoint / bs, Layout::kCheckpointSize / bs);
   if (e != Errc::kOk) co_return Status::Errorf(e, "reading child {}'s rebuild checkpoint: {}", c.uri, errc_describe(e));
   co_return RebuildCheckpoint::Decode(buf.data());
 }

@@ -35,6 +35,10 @@ struct Nexus::Child {
   // does not count the child as in sync: if it is retired now, a new generation makes that label stale.
   bool label_may_claim_sync = false;
 
+  // One request on the child from the primary reactor, pinned (kNoDev once the child is closed): read,
+  // write (with `fua`), write-zeroes or flush.
+  Task<Errc> io(IoType t, void* buf, uint64_t lba, uint64_t blocks, bool fua = false);
+
   // Held around a rebuild's request on the child: the descriptor stays open meanwhile.
   struct Pin {
     explicit Pin(Child& c) : c_(c) { ++c_.pins; }

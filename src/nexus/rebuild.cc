@@ -181,52 +181,16 @@ Task<RebuildJob::Allocation> RebuildJob::allocation(Child& c, uint64_t lba, uint
 }
 
 Task<RebuildJob::SegmentResult> RebuildJob::copy_segment(uint64_t lba, uint64_t blocks, uint8_t* buf) {
-  // Read from an in-sync child; one that fails is not asked again during this job.
+  // Read from an in-sync child; one that fails is not asked again during this job. Thin sources: a
+  // segment the source never wrote reads as zeros there, so it is not read, and the destination needs
+  // only to read as zeros too (asked under the window's lock: no host write can change either meanwhile).
+  bool zeros = false;
   for (;;) {
     Nexus::Child* src = nx_.rebuild_source(child_, bad_sources_);
-    if (!src) {
-      co_return SegmentResult{SegmentError::kNoSource,
-                              Status(Errc::kNoDev, "no in-sync child is left to copy from")};
-    }
-    // Thin sources: a segment the source never wrote reads as zeros there; the destination needs only
-    // to read as zeros too (asked under the window's lock: no host write can change either meanwhile).
-    if (co_await allocation(*src, lba, blocks) == Allocation::kUnallocated) {
-      stats_.source = src->uri;
-      Nexus::Child* d = nx_.rebuild_destination(child_, incarnation_);
-      if (!d) co_return SegmentResult{SegmentError::kNoSource, Status(Errc::kNoDev, "the destination went away")};
-      if (co_await allocation(*d, lba, blocks) != Allocation::kUnallocated) {
-        Errc e;
-        {
-          Nexus::Child::Pin pin(*d);
-          auto ch = ChannelRef::Get(*d->desc);
-          if (!ch.ok()) {
-            e = ch.status().code();
-          } else if (d->desc->bdev().supports(IoType::kWriteZeroes)) {
-            e = co_await ch->write_zeroes(lba, blocks);
-          } else {
-            std::memset(buf, 0, blocks * nx_.layout().block_size);
-            e = co_await ch->write(buf, lba, blocks);
-          }
-        }
-        if (e != Errc::kOk) {
-          co_return SegmentResult{SegmentError::kDestination,
-                                  Status::Errorf(e, "zeroing blocks {}+{} on the destination failed: {}", lba, blocks,
-                                                 errc_describe(e))};
-        }
-      }
-      stats_.skipped_bytes += blocks * nx_.layout().block_size;
-      co_return SegmentResult{};
-    }
-    Errc e;
-    {
-      Nexus::Child::Pin pin(*src);
-      auto ch = ChannelRef::Get(*src->desc);
-      if (!ch.ok()) {
-        e = ch.status().code();
-      } else {
-        e = co_await ch->read(buf, lba, blocks);
-      }
-    }
+    if (!src) co_return SegmentResult{SegmentError::kNoSource, Status(Errc::kNoDev, "no in-sync child is left to copy from")};
+    zeros = co_await allocation(*src, lba, blocks) == Allocation::kUnallocated;
+    Errc e = Errc::kOk;
+    if (!zeros) e = co_await src->io(IoType::kRead, buf, lba, blocks);  // (not `c ? co_await x : y`: GCC 12)
     if (e == Errc::kOk) {
       stats_.source = src->uri;
       break;
@@ -238,22 +202,24 @@ Task<RebuildJob::SegmentResult> RebuildJob::copy_segment(uint64_t lba, uint64_t 
   }
   Nexus::Child* d = nx_.rebuild_destination(child_, incarnation_);
   if (!d) co_return SegmentResult{SegmentError::kNoSource, Status(Errc::kNoDev, "the destination went away")};
-  Errc e;
-  {
-    Nexus::Child::Pin pin(*d);
-    auto ch = ChannelRef::Get(*d->desc);
-    if (!ch.ok()) {
-      e = ch.status().code();
+  const uint64_t bytes = blocks * nx_.layout().block_size;
+  Errc e = Errc::kOk;
+  if (!zeros) {
+    e = co_await d->io(IoType::kWrite, buf, lba, blocks);
+  } else if (co_await allocation(*d, lba, blocks) != Allocation::kUnallocated) {
+    if (d->desc && d->desc->bdev().supports(IoType::kWriteZeroes)) {
+      e = co_await d->io(IoType::kWriteZeroes, nullptr, lba, blocks);
     } else {
-      e = co_await ch->write(buf, lba, blocks);
+      std::memset(buf, 0, bytes);
+      e = co_await d->io(IoType::kWrite, buf, lba, blocks);
     }
   }
   if (e != Errc::kOk) {
     co_return SegmentResult{SegmentError::kDestination,
-                            Status::Errorf(e, "writing blocks {}+{} to the destination failed: {}", lba, blocks,
-                                           errc_describe(e))};
+                            Status::Errorf(e, "{} blocks {}+{} on the destination failed: {}", zeros ? "zeroing" : "writing",
+                                           lba, blocks, errc_describe(e))};
   }
-  stats_.copied_bytes += blocks * nx_.layout().block_size;
+  (zeros ? stats_.skipped_bytes : stats_.copied_bytes) += bytes;
   co_return SegmentResult{};
 }
 

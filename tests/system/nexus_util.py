@@ -1,4 +1,7 @@
-"""Helpers shared by the nexus system tests (test_nexus*.py, test_kernel_nexus.py) and bench/nexus.py."""
+"""Helpers shared by the nexus system tests (test_nexus*.py, test_kernel_nexus.py), bench/nexus.py and
+bench/rebuild.py."""
+
+import time
 
 MiB = 1 << 20
 
@@ -25,3 +28,19 @@ def verify_pattern(engine, pb, device, gen, offset, length):
 def nexus_of(engine, pb, vol):
     """The nexus `vol` as engine `engine` lists it."""
     return engine.api.nexus.ListNexuses(pb.nexus_pb2.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0]
+
+
+def wait_rebuilt(engine, pb, vol, child, timeout=120):
+    """Waits until `child`'s rebuild has ended; asserts it completed and the child is in sync. Returns the
+    nexus."""
+    N = pb.nexus_pb2
+    deadline = time.monotonic() + timeout
+    while True:
+        l = nexus_of(engine, pb, vol)
+        c = [c for c in l.children if c.uuid == child][0]
+        if c.HasField("rebuild") and c.rebuild.state not in (N.REBUILD_STATE_RUNNING, N.REBUILD_STATE_PAUSED):
+            assert c.rebuild.state == N.REBUILD_STATE_COMPLETED, c.rebuild
+            assert c.synced
+            return l
+        assert time.monotonic() < deadline, f"rebuild of {child} still not done: {c}"
+        time.sleep(0.02)

@@ -16,7 +16,7 @@ import pytest
 from conftest import make_file
 from etcd import Etcd
 from io_engine import EngineFactory
-from nexus_util import required_child_bytes, verify_pattern, write_pattern
+from nexus_util import required_child_bytes, verify_pattern, wait_rebuilt, write_pattern
 
 MiB = 1 << 20
 VOL = 32 * MiB
@@ -73,21 +73,6 @@ def verify(engine, pb, device, gen, offset=0, length=VOL):
 def destroy(cluster, pb, vol):
     etcd, engines = cluster
     engines[0].api.nexus.DestroyNexus(pb.nexus_pb2.NexusRef(uuid=vol), timeout=60)
-
-
-def wait_rebuilt(engine, pb, vol, child, timeout=120):
-    """Waits until `child`'s rebuild has ended; asserts it completed. Returns the nexus."""
-    N = pb.nexus_pb2
-    deadline = time.monotonic() + timeout
-    while True:
-        l = engine.api.nexus.ListNexuses(N.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0]
-        c = [c for c in l.children if c.uuid == child][0]
-        if c.HasField("rebuild") and c.rebuild.state not in (N.REBUILD_STATE_RUNNING, N.REBUILD_STATE_PAUSED):
-            assert c.rebuild.state == N.REBUILD_STATE_COMPLETED, c.rebuild
-            assert c.synced
-            return l
-        assert time.monotonic() < deadline, f"rebuild of {child} still not done: {c}"
-        time.sleep(0.05)
 
 
 def assert_replicas_equal(engines, pb, reps, length=VOL):

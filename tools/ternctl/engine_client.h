@@ -119,6 +119,27 @@ inline Result<uint64_t> size_arg(const std::string& s) {
 }
 
 
+// A rate in bytes per second: a size ("100MiB", "50MB/s"), or 0 / none / unlimited for no limit.
+inline Result<uint64_t> rate_arg(const std::string& s) {
+  if (s.empty() || s == "0" || s == "none" || s == "unlimited") return uint64_t{0};
+  std::string v = s;
+  if (v.size() > 2 && v.substr(v.size() - 2) == "/s") v.resize(v.size() - 2);
+  auto n = size_arg(v);
+  if (!n.ok()) return Status::Errorf(Errc::kInval, "rate '{}': bytes per second (100MiB, 50MB/s), or 0 for no limit", s);
+  return n;
+}
+
+inline const char* rebuild_state_name(v1::RebuildState s) {
+  switch (s) {
+    case v1::REBUILD_STATE_RUNNING: return "running";
+    case v1::REBUILD_STATE_PAUSED: return "paused";
+    case v1::REBUILD_STATE_STOPPED: return "stopped";
+    case v1::REBUILD_STATE_COMPLETED: return "completed";
+    case v1::REBUILD_STATE_FAILED: return "failed";
+    default: return "unknown";
+  }
+}
+
 // A bad command-line value: the message, exit code 2.
 inline int bad_arg(const Status& s) {
   fmt::print(stderr, "ternctl: {}\n", s.message());

@@ -787,9 +787,7 @@ int nexus_reply(const v1::Nexus& n) {
                              {"REBUILD", [](auto& c) {
                                 if (!c.has_rebuild()) return std::string("-");
                                 const auto& b = c.rebuild();
-                                static const char* names[] = {"?", "running", "paused", "stopped", "completed", "failed"};
-                                const int st = int(b.state());
-                                return fmt::format("{} {:.0f}%", names[st >= 0 && st <= 5 ? st : 0],
+                                return fmt::format("{} {:.0f}%", rebuild_state_name(b.state()),
                                                    b.total_bytes() ? 100.0 * double(b.done_bytes()) / double(b.total_bytes()) : 0.0);
                               }},
                              {"URI", [](auto& c) { return c.uri(); }}},
@@ -883,9 +881,7 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
       if (!a.rebuild_rate.empty() || !a.rebuild_segment.empty() || a.rebuild_concurrency) {
         auto* rs = r.mutable_rebuild();
         if (!a.rebuild_rate.empty()) {
-          std::string v = a.rebuild_rate;
-          if (v.size() > 2 && v.substr(v.size() - 2) == "/s") v.resize(v.size() - 2);
-          auto rate = v == "0" ? Result<uint64_t>(uint64_t{0}) : size_arg(v);
+          auto rate = rate_arg(a.rebuild_rate);
           if (!rate.ok()) return bad(rate.status());
           rs->set_rate_bytes_per_s(*rate);
         }

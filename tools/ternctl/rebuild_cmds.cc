@@ -20,17 +20,6 @@ struct RebuildArgs {
 };
 RebuildArgs r;
 
-const char* state_name(v1::RebuildState s) {
-  switch (s) {
-    case v1::REBUILD_STATE_RUNNING: return "running";
-    case v1::REBUILD_STATE_PAUSED: return "paused";
-    case v1::REBUILD_STATE_STOPPED: return "stopped";
-    case v1::REBUILD_STATE_COMPLETED: return "completed";
-    case v1::REBUILD_STATE_FAILED: return "failed";
-    default: return "unknown";
-  }
-}
-
 std::string pct(const v1::Rebuild& b) {
   return b.total_bytes() ? fmt::format("{:.1f}%", 100.0 * double(b.done_bytes()) / double(b.total_bytes())) : "-";
 }
@@ -47,7 +36,7 @@ std::string eta_cell(const v1::Rebuild& b) {
 void jobs_table(const google::protobuf::RepeatedPtrField<v1::Rebuild>& jobs, const char* what) {
   print_rows<v1::Rebuild>({{"CHILD", [](auto& b) { return b.child_uuid(); }},
                            {"KIND", [](auto& b) { return b.kind(); }},
-                           {"STATE", [](auto& b) { return std::string(state_name(b.state())); }},
+                           {"STATE", [](auto& b) { return std::string(rebuild_state_name(b.state())); }},
                            {"DONE", [](auto& b) { return pct(b); }},
                            {"COPIED", [](auto& b) { return sz(b.copied_bytes()); }},
                            {"OF", [](auto& b) { return sz(b.total_bytes()); }},
@@ -62,18 +51,9 @@ void jobs_table(const google::protobuf::RepeatedPtrField<v1::Rebuild>& jobs, con
 int job_reply(const v1::Rebuild& b) {
   return show(b, [&] {
     fmt::print("rebuild of child {} of nexus {}: {} ({}), {} of {}{}\n", b.child_uuid(), b.nexus_uuid(),
-               state_name(b.state()), b.kind(), sz(b.done_bytes()), sz(b.total_bytes()),
+               rebuild_state_name(b.state()), b.kind(), sz(b.done_bytes()), sz(b.total_bytes()),
                b.error().empty() ? "" : fmt::format(": {}", b.error()));
   });
-}
-
-Result<uint64_t> rate_arg(const std::string& s) {
-  if (s.empty() || s == "0" || s == "none" || s == "unlimited") return uint64_t{0};
-  std::string v = s;
-  if (v.size() > 2 && v.substr(v.size() - 2) == "/s") v.resize(v.size() - 2);
-  auto n = size_arg(v);
-  if (!n.ok()) return Status::Errorf(Errc::kInval, "rate '{}': bytes per second (100MiB, 50MB/s), or 0 for no limit", s);
-  return n;
 }
 
 std::string bar(const v1::Rebuild& b, int width) {
@@ -103,7 +83,7 @@ int watch(const std::string& nexus) {
     for (auto& b : l.current()) {
       lines.push_back(fmt::format("{} {} {:>6}  {} / {}  {}  ETA {}  {}", b.child_uuid().substr(0, 8), bar(b, 30), pct(b),
                                   sz(b.done_bytes()), sz(b.total_bytes()), rate_cell(b.bytes_per_s()), eta_cell(b),
-                                  state_name(b.state())));
+                                  rebuild_state_name(b.state())));
     }
     if (tty) {
       if (lines_drawn) fmt::print("\x1b[{}A", lines_drawn);
@@ -111,7 +91,7 @@ int watch(const std::string& nexus) {
       lines_drawn = int(lines.size());
     } else {
       for (auto& b : l.current()) {
-        std::string s = fmt::format("{} {} {} of {}", b.child_uuid(), state_name(b.state()), pct(b), sz(b.total_bytes()));
+        std::string s = fmt::format("{} {} {} of {}", b.child_uuid(), rebuild_state_name(b.state()), pct(b), sz(b.total_bytes()));
         if (last_line[b.child_uuid()] != s) fmt::print("{}\n", s);
         last_line[b.child_uuid()] = s;
       }
@@ -126,7 +106,7 @@ int watch(const std::string& nexus) {
         auto it = ended.find(c);
         if (it == ended.end()) continue;
         const v1::Rebuild& b = *it->second;
-        fmt::print("rebuild of {}: {} — {} copied in {:.1f} s{}\n", c, state_name(b.state()), sz(b.copied_bytes()),
+        fmt::print("rebuild of {}: {} — {} copied in {:.1f} s{}\n", c, rebuild_state_name(b.state()), sz(b.copied_bytes()),
                    double(b.elapsed_ms()) / 1000, b.error().empty() ? "" : fmt::format(" ({})", b.error()));
         if (b.state() != v1::REBUILD_STATE_COMPLETED) rc = 1;
       }
