@@ -14,6 +14,15 @@ taking `--disk-us` per request).
   thin        the same with thin replicas and half the volume written: bytes copied and time.
   host        4 KiB random writes at QD8 to the nexus: IOPS with both children in sync, then while the
               rebuild runs unlimited, then while it runs at `--rate` (the limit an operator would set).
+              (The child is removed and added again: a full rebuild each time.)
+  reconcile   the nexus destroyed without a shutdown with every extent of the volume hot, made again
+              over the same children: bytes reconciled and how long the create took.
+  log-thrash  the same host writes with an activity log of 8 extents (32 MiB) over the whole volume:
+              nearly every write names a cold extent (a log write, and evictions with their barriers)
+              — the worst case of the log's steady-state cost, against the in-sync IOPS above (every
+              extent hot: no log write).
+  partial     B's child faulted, 4 KiB random writes dirtying about a tenth of its 64 KiB regions, then
+              onlined: the fraction of the volume marked and copied, and the time against the full one.
 
 Repetitions; medians; ratios against copy-ref and the in-sync host IOPS of the same run.
 
@@ -139,9 +148,11 @@ def main():
                 # host: random writes in sync, then during an unlimited and a limited rebuild.
                 uri = A.api.nexus.PublishNexus(N.PublishNexusRequest(uuid=v), timeout=60).share.uri
                 s["host_insync_iops"] = ioperf(ioperf_bin, uri, "randwrite", "4k", 8, host_core, secs=3)["iops"]
+                dst_uri = f"{dst.share.uri}?uuid={dst.uuid}"
                 for label, rate in (("unlimited", 0), ("limited", a.rate * MiB)):
-                    A.api.nexus.FaultChild(N.FaultChildRequest(uuid=v, child_uuid=dst.uuid), timeout=60)
-                    A.api.nexus.OnlineChild(N.ChildRef(uuid=v, child_uuid=dst.uuid), timeout=60)
+                    # Removed and added again: no dirty-region log, a full rebuild.
+                    A.api.nexus.RemoveChild(N.ChildRef(uuid=v, child_uuid=dst.uuid), timeout=60)
+                    A.api.nexus.AddChild(N.AddChildRequest(uuid=v, uri=dst_uri), timeout=300)
                     time.sleep(0.1)
                     try:
                         A.api.nexus.SetRebuildRate(N.SetRebuildRateRequest(uuid=v, child_uuid=dst.uuid,
@@ -153,6 +164,29 @@ def main():
                     s[f"host_{label}_ratio"] = h["iops"] / s["host_insync_iops"]
                     s[f"host_{label}_p99_us"] = h["lat_us"]["p99"]
                     wait_rebuilt(A, bench.pb, v, dst.uuid, 1200)
+                # reconcile: the nexus goes without a shutdown, every extent hot (the writes above).
+                children = [f"bdev:///{src.uuid}?uuid={src.uuid}", dst_uri]
+                A.api.nexus.DestroyNexus(N.NexusRef(uuid=v), timeout=300)
+                t0 = time.monotonic()
+                nx = A.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=v, size=vol, children=children, rebuild=settings,
+                                                                  al_extents=8), timeout=600)
+                s["reconcile_s"] = time.monotonic() - t0
+                s["reconcile_fraction"] = nx.activity_log.reconciled_bytes / vol
+                # log-thrash: 8 hot extents, random writes over the whole volume.
+                uri = A.api.nexus.PublishNexus(N.PublishNexusRequest(uuid=v), timeout=60).share.uri
+                h = ioperf(ioperf_bin, uri, "randwrite", "4k", 8, host_core, secs=3)
+                s["log_thrash_ratio"] = h["iops"] / s["host_insync_iops"]
+                s["log_thrash_p99_us"] = h["lat_us"]["p99"]
+                # partial: about a tenth of the regions written while B's child is away.
+                A.api.nexus.FaultChild(N.FaultChildRequest(uuid=v, child_uuid=dst.uuid), timeout=60)
+                ioperf(ioperf_bin, uri, "randwrite", "4k", 8, host_core, ios=vol // (64 << 10) // 10)
+                t0 = time.monotonic()
+                A.api.nexus.OnlineChild(N.ChildRef(uuid=v, child_uuid=dst.uuid), timeout=60)
+                rb = [c for c in wait_rebuilt(A, bench.pb, v, dst.uuid, 1200).children if c.uuid == dst.uuid][0].rebuild
+                s["partial_s"] = time.monotonic() - t0
+                s["partial_dirty_fraction"] = rb.dirty_bytes / vol
+                s["partial_copied_fraction"] = rb.copied_bytes / vol
+                s["partial_vs_full_time"] = s["partial_s"] / (vol / MiB / s["full_mib_s"])
                 A.api.nexus.DestroyNexus(N.NexusRef(uuid=v), timeout=300)
                 bench.drop(0, src)
                 bench.drop(1, dst)
@@ -191,6 +225,12 @@ def main():
     print(f"  host 4k randwrite QD8: in sync {m['host_insync_iops']:.0f} IOPS; during an unlimited rebuild "
           f"{m['host_unlimited_ratio']:.2f} x (p99 {m['host_unlimited_p99_us']:.0f} us); at {a.rate} MiB/s "
           f"{m['host_limited_ratio']:.2f} x (p99 {m['host_limited_p99_us']:.0f} us)")
+    print(f"  reconcile after an unclean stop, every extent hot: {m['reconcile_fraction']:.2f} of the volume "
+          f"in {m['reconcile_s']:.2f} s (the create)")
+    print(f"  log-thrash (8-extent activity log, writes all over the volume): {m['log_thrash_ratio']:.2f} x the "
+          f"in-sync IOPS (p99 {m['log_thrash_p99_us']:.0f} us)")
+    print(f"  partial: {m['partial_dirty_fraction']:.3f} of the volume marked, {m['partial_copied_fraction']:.3f} "
+          f"copied, {m['partial_s']:.2f} s = {m['partial_vs_full_time']:.3f} x the full rebuild's time")
     print(json.dumps(res))
 
 

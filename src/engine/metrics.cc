@@ -86,6 +86,13 @@ Task<std::string> metrics_page(Engine& engine) {
   w.declare("tern_nexus_rebuilds_total", MetricType::kCounter,
             "Rebuilds that ended since the nexus started, by result (completed, stopped, failed)");
   w.declare("tern_nexus_rebuild_copied_bytes_total", MetricType::kCounter, "Bytes copied by rebuilds that ended");
+  w.declare("tern_nexus_child_dirty_bytes", MetricType::kGauge,
+            "Bytes written since a child left in sync (its dirty-region log: what its partial rebuild copies)");
+  w.declare("tern_nexus_al_hot_extents", MetricType::kGauge, "4 MiB extents in a nexus's activity log");
+  w.declare("tern_nexus_al_transactions_total", MetricType::kCounter, "Activity-log writes since the nexus started");
+  w.declare("tern_nexus_al_evictions_total", MetricType::kCounter, "Extents that left the activity log");
+  w.declare("tern_nexus_reconciled_bytes", MetricType::kGauge,
+            "Bytes copied between a nexus's children when it started after an unclean stop");
 
   w.info("tern_build_info", {{"version", TERN_VERSION}, {"revision", TERN_GIT_REV}, {"node", engine.options().node_name}});
   w.sample("tern_uptime_seconds", {}, std::chrono::duration<double>(engine.node_info().uptime).count());
@@ -149,11 +156,16 @@ Task<std::string> metrics_page(Engine& engine) {
   for (const NexusDesc& n : co_await nexuses.list(std::nullopt)) {
     const std::string id = n.info.uuid.ToString();
     w.sample("tern_nexus_state", {{"nexus", id}, {"state", nexus::nexus_status_name(n.info.status)}}, 1);
+    w.sample("tern_nexus_al_hot_extents", {{"nexus", id}}, n.info.log.hot_extents);
+    w.sample("tern_nexus_al_transactions_total", {{"nexus", id}}, n.info.log.transactions);
+    w.sample("tern_nexus_al_evictions_total", {{"nexus", id}}, n.info.log.evictions);
+    w.sample("tern_nexus_reconciled_bytes", {{"nexus", id}}, n.info.log.reconciled_bytes);
     for (const nexus::ChildInfo& c : n.info.children) {
       const std::string child = c.uuid.ToString();
       std::vector<metrics::Label> cl = {{"nexus", id}, {"child", child}};
       w.sample("tern_nexus_child_synced", cl,
                c.state == nexus::ChildState::kOnline && c.sync == nexus::SyncState::kSynced ? 1 : 0);
+      if (c.tracked) w.sample("tern_nexus_child_dirty_bytes", cl, c.dirty_bytes);
       if (c.rebuild && !c.rebuild->finished()) {
         w.sample("tern_nexus_rebuild_running", cl, c.rebuild->state == nexus::RebuildState::kRunning ? 1 : 0);
         w.sample("tern_nexus_rebuild_done_bytes", cl, c.rebuild->done_bytes);

@@ -107,6 +107,8 @@ Task<Result<NexusDesc>> NexusManager::create(CreateNexusArgs args) {
   o.local_snap = snapshots_;
   o.auto_rebuild = args.auto_rebuild;
   o.rebuild = args.rebuild;
+  o.al_extents = args.al_extents;
+  o.region_bytes = args.region_bytes;
   auto nx = co_await nexus::Nexus::Create(registry_, o, store_);
   if (!nx.ok()) co_return nx.status();
   Entry& e = nexuses_[args.uuid];

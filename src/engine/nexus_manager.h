@@ -36,6 +36,9 @@ struct CreateNexusArgs {
   // Rebuilds (tuning: a repeated create with other values is the same nexus, unchanged).
   bool auto_rebuild = true;
   nexus::RebuildOptions rebuild;
+  // The activity log and dirty-region size (nexus::NexusOptions; tuning, like the rebuild's).
+  uint32_t al_extents = 256;
+  uint32_t region_bytes = 64 << 10;
 };
 
 // What to do with a child's rebuild (nexus/rebuild.h).

@@ -238,7 +238,32 @@ Status PoolManager::save_state() const {
 }
 
 Task<Status> PoolManager::export_pool(std::string name) { co_return co_await close_pool(std::move(name), false); }
-Task<Status> PoolManager::destroy_pool(std::string name) { co_return co_await close_pool(std::move(name), true); }
+Task<Status> PoolManager::destroy_pool(std::string name, bool force) {
+  if (!force) {
+    auto guard = co_await table_mu_.lock();
+    if (PoolEntry* e = find_pool(name)) {
+      // Data would go with the pool: say what, and how to mean it.
+      size_t replicas = 0, snapshots = 0, clones = 0;
+      std::vector<std::string> names;
+      for (const auto& m : e->pool->ListReplicas()) {
+        (m.snapshot ? snapshots : m.clone() ? clones : replicas)++;
+        if (names.size() < 8) {
+          names.push_back(fmt::format("{} '{}' ({})", m.snapshot ? "snapshot" : m.clone() ? "clone" : "replica", m.name,
+                                      m.uuid.ToString()));
+        }
+      }
+      const size_t n = replicas + snapshots + clones;
+      if (n > 0) {
+        co_return Status::Errorf(Errc::kBusy,
+                                 "pool '{}' holds {} replica(s), {} snapshot(s) and {} clone(s): {}{}; destroy them first, "
+                                 "or force the destruction of the pool with everything in it",
+                                 name, replicas, snapshots, clones, fmt::join(names, ", "),
+                                 n > names.size() ? fmt::format(" and {} more", n - names.size()) : std::string());
+      }
+    }
+  }
+  co_return co_await close_pool(std::move(name), true);
+}
 
 Task<Status> PoolManager::close_pool(std::string name, bool destroy) {
   if (name.empty()) co_return Status(Errc::kInval, "name: required");

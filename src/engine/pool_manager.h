@@ -51,7 +51,8 @@ class PoolManager {
   // --- pools ---
   Task<Result<PoolInfo>> create_pool(CreatePoolArgs args, PoolMode mode);
   Task<Status> export_pool(std::string name);
-  Task<Status> destroy_pool(std::string name);
+  // Refused (kBusy, naming them) while the pool holds replicas, snapshots or clones unless `force`.
+  Task<Status> destroy_pool(std::string name, bool force = false);
   Task<Result<PoolInfo>> grow_pool(std::string name);
   std::vector<PoolInfo> list_pools(const std::string& name_filter) const;
 

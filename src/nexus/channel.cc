@@ -81,6 +81,16 @@ bool changes_data(IoType t) { return t == IoType::kWrite || t == IoType::kWriteZ
 }  // namespace
 
 void NexusChannel::start(BdevIo* io) {
+  if (__builtin_expect(nexus_->view_version_.load(std::memory_order_acquire) != version_, 0)) {
+    // A new view. If it comes from a retire (or a snapshot), the nexus froze before publishing it: a
+    // request that passed the frozen check just before must not go out with it (a write would skip the
+    // retired child before its retirement is recorded). Seeing the new view, we see the freeze too.
+    refresh();
+    if (nexus_->frozen_.load(std::memory_order_acquire) || nexus_->shutdown_.load(std::memory_order_acquire)) {
+      if (nexus_->failing_held_) return complete_later(io, Errc::kNoDev);
+      return hold(io);
+    }
+  }
   if (changes_data(io->type)) {
     NexusIo* n = nio(io);
     if (__builtin_expect(locked_, 0) && io->offset_blocks < lock_end_ && io->offset_blocks + io->num_blocks > lock_lba_) {
@@ -89,16 +99,53 @@ void NexusChannel::start(BdevIo* io) {
       range_tail_ = io;
       return;
     }
+    const uint32_t bs = nexus_->props().block_size;
+    const uint64_t off = io->offset_blocks * bs, len = io->num_blocks * bs;
+    if (__builtin_expect(!nexus_->dlog_->hot(off, len), 0)) {
+      // A cold extent: the activity log names it on every in-sync child before the write goes out.
+      n->next = nullptr;
+      if (al_tail_) nio(al_tail_)->next = io; else al_head_ = io;
+      al_tail_ = io;
+      Nexus* nx = nexus_;
+      const unsigned r = reactor_.id();
+      nx->registry_.reactors().post(0, [nx, r, off, len] { nx->dlog_->want(r, off, len); });
+      return;
+    }
     if (!n->counted) {
       n->epoch = uint8_t(epoch_ & 1);
       n->counted = true;
       ++epoch_writes_[n->epoch];
     }
+    // Children that left while in sync: what they miss from here on (marked before it goes out).
+    for (const auto& b : view_->bitmaps) b->mark(off, len);
   }
-  maybe_refresh();
   nio(io)->version = version_;
   if (io->type == IoType::kRead) start_read(io);
   else start_fanout(io);
+}
+
+void NexusChannel::al_ready(Errc e) {
+  BdevIo* io = al_head_;
+  al_head_ = al_tail_ = nullptr;
+  if (nexus_->failing_held_) return fail_list(io, Errc::kNoDev);
+  const uint32_t bs = nexus_->props().block_size;
+  while (io) {
+    BdevIo* next = nio(io)->next;
+    if (nexus_->frozen_.load(std::memory_order_acquire) || nexus_->shutdown_.load(std::memory_order_acquire)) {
+      hold(io);
+    } else if (e != Errc::kOk && !nexus_->dlog_->hot(io->offset_blocks * bs, io->num_blocks * bs)) {
+      complete(io, e);  // its extent could not be logged: it is not written anywhere
+    } else {
+      start(io);  // hot now (or asks again)
+    }
+    io = next;
+  }
+}
+
+bool NexusChannel::flip_epoch() {
+  if (epoch_writes_[(epoch_ + 1) & 1] != 0) return false;
+  ++epoch_;
+  return true;
 }
 
 void NexusChannel::release_held() {
@@ -125,11 +172,15 @@ void NexusChannel::fail_list(BdevIo* io, Errc e) {
 
 void NexusChannel::fail_held(Errc e) {
   // Detach both lists first: a completion may end the channel (its owner closes on the last one).
-  // One list: the range-held requests after the frozen ones.
-  BdevIo* all = held_head_;
-  if (held_tail_) nio(held_tail_)->next = range_head_;
-  else all = range_head_;
-  held_head_ = held_tail_ = range_head_ = range_tail_ = nullptr;
+  // One list: the frozen ones, then the range-held ones, then those waiting for the activity log.
+  BdevIo* all = nullptr;
+  BdevIo* tail = nullptr;
+  for (auto [h, t] : {std::pair{held_head_, held_tail_}, std::pair{range_head_, range_tail_}, std::pair{al_head_, al_tail_}}) {
+    if (!h) continue;
+    if (tail) nio(tail)->next = h; else all = h;
+    tail = t;
+  }
+  held_head_ = held_tail_ = range_head_ = range_tail_ = al_head_ = al_tail_ = nullptr;
   fail_list(all, e);
 }
 
@@ -327,12 +378,13 @@ void NexusChannel::unlock_range() {
   BdevIo* io = range_head_;
   range_head_ = range_tail_ = nullptr;
   if (nexus_->failing_held_) return fail_list(io, Errc::kNoDev);  // going away
-  const bool hold_them =
-      nexus_->frozen_.load(std::memory_order_acquire) || nexus_->shutdown_.load(std::memory_order_acquire);
   while (io) {
     BdevIo* next = nio(io)->next;
-    if (hold_them) hold(io);  // the nexus froze meanwhile: they wait for the thaw instead
-    else start(io);
+    if (nexus_->frozen_.load(std::memory_order_acquire) || nexus_->shutdown_.load(std::memory_order_acquire)) {
+      hold(io);  // the nexus froze meanwhile: they wait for the thaw instead
+    } else {
+      start(io);
+    }
     io = next;
   }
 }

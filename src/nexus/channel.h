@@ -28,6 +28,8 @@ struct ChildView {
   };
   uint64_t version = 0;
   std::array<Slot, kMaxChildren> slots{};
+  // The dirty bitmaps of children that left while in sync: every data-changing request marks them.
+  std::vector<std::shared_ptr<DirtyBitmap>> bitmaps;
 };
 
 // Per-request state, in the nexus request's driver_ctx.
@@ -78,11 +80,13 @@ class NexusChannel final : public ChannelCtx {
   uint64_t old_writes() const { return epoch_writes_[(epoch_ + 1) & 1]; }
   // Resubmits the requests the lock held.
   void unlock_range();
+  // Write barrier: the current writes become the old epoch (false while an earlier epoch is not empty).
+  bool flip_epoch();
+  // The activity log wrote a transaction (or failed, e != kOk): the requests waiting for cold extents
+  // go on (or fail, when theirs are still cold).
+  void al_ready(Errc e);
 
  private:
-  void maybe_refresh() {
-    if (nexus_->view_version_.load(std::memory_order_acquire) != version_) refresh();
-  }
   void hold(BdevIo* io);
   void start(BdevIo* io);
   void start_read(BdevIo* io);
@@ -119,6 +123,9 @@ class NexusChannel final : public ChannelCtx {
   std::array<uint64_t, 2> epoch_writes_{};
   BdevIo* range_head_ = nullptr;
   BdevIo* range_tail_ = nullptr;
+  // Waiting for the activity log.
+  BdevIo* al_head_ = nullptr;
+  BdevIo* al_tail_ = nullptr;
 };
 
 }  // namespace tern::nexus

@@ -1,6 +1,7 @@
 #include "nexus/nexus.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "common/aligned_buffer.h"
@@ -136,6 +137,7 @@ Nexus::Nexus(BdevProps props, NexusOptions opts, Layout layout, BdevRegistry& re
       store_(store),
       counters_(reg.reactors().size()),
       channels_(reg.reactors().size(), nullptr) {
+  dlog_ = std::make_unique<DirtyLog>(*this, opts_.al_extents, uint32_t(std::countr_zero(opts_.region_bytes)));
   auto v = std::make_shared<ChildView>();
   view_ = v;
 }
@@ -151,6 +153,13 @@ Task<Result<Nexus*>> Nexus::Create(BdevRegistry& registry, NexusOptions opts, Re
     co_return Status::Errorf(Errc::kInval, "children: at most {} children, got {}", kMaxChildren, opts.children.size());
   }
   if (Status st = opts.rebuild.Validate(512); !st.ok()) co_return st;
+  if (opts.al_extents < 1 || opts.al_extents > kAlMaxExtents) {
+    co_return Status::Errorf(Errc::kInval, "activity log: {} extents; it must be 1 to {}", opts.al_extents, kAlMaxExtents);
+  }
+  if (opts.region_bytes < (64u << 10) || opts.region_bytes > (1u << 20) || (opts.region_bytes & (opts.region_bytes - 1))) {
+    co_return Status::Errorf(Errc::kInval, "dirty-region size: {} bytes; it must be a power of two from 64 KiB to 1 MiB",
+                             opts.region_bytes);
+  }
   if (!opts.persistence_key.empty() && !store) {
     co_return Status(Errc::kInval, "persistence_key: this engine has no record store (start it with --etcd)");
   }
@@ -230,6 +239,9 @@ Task<Result<Nexus*>> Nexus::Create(BdevRegistry& registry, NexusOptions opts, Re
   // what any child's label says; a child behind the newest label (or without a label, when others have
   // one) holds older data and joins out of sync.
   if (failed.ok()) failed = co_await nx->settle_generations();
+  // The activity log and the dirty bitmaps: after an unclean stop the log's extents are reconciled
+  // between the children here, before any host I/O (docs/design/rebuild.md).
+  if (failed.ok()) failed = co_await nx->dlog_->open();
   if (failed.ok()) co_await nx->load_rebuild_history();
   // The record first, then the labels: a crash between them leaves the labels behind the record, which
   // makes them look stale (a rebuild), never current when they are not.
@@ -622,6 +634,7 @@ Task<void> Nexus::publish() {
     s.local = c->local;
     s.flush = c->flushable;
   }
+  v->bitmaps = dlog_->bitmaps();
   {
     std::lock_guard lk(view_mu_);
     view_ = v;
@@ -702,9 +715,11 @@ void Nexus::unfreeze() {
 
 Task<Status> Nexus::retire(Uuid id, FaultReason reason) {
   auto g = co_await ops_mu_.lock();
-  Child* c = find_child(id);
-  if (!c || c->state != ChildState::kOnline || !c->desc) co_return Status::Ok();  // already out
+  // First: an earlier retire that could not be recorded shut the nexus down, and a request waiting for
+  // this one must not complete as if its child's retirement had been recorded.
   if (failing_held_) co_return Status(Errc::kShutdown, "the nexus is shut down");
+  Child* c = find_child(id);
+  if (!c || c->state != ChildState::kOnline || !c->desc) co_return Status::Ok();  // already out (and recorded)
   const bool synced = c->sync == SyncState::kSynced;
   if (synced && healthy_children() == 1) {
     // The last one with current data stays: its failure fails host I/O, and the record keeps saying it
@@ -725,6 +740,9 @@ Task<Status> Nexus::retire(Uuid id, FaultReason reason) {
   c->reason = reason;
   c->rebuild_token = 0;
   c->label_may_claim_sync = false;
+  // An in-sync child's dirty-region log: from the view below on, every write marks what it misses.
+  bool tracked = false;
+  if (synced) tracked = co_await dlog_->track(id, c->data_gen);  // (no co_await inside && : GCC 12)
   co_await publish();
   Status st;
   if (bump) {
@@ -732,9 +750,15 @@ Task<Status> Nexus::retire(Uuid id, FaultReason reason) {
   } else if (tokened) {
     st = co_await persist();
   }
+  // Its slot on disk before anything it missed is acknowledged (a crash before: no slot, full rebuild).
+  if (st.ok() && tracked) {
+    Status ts = co_await dlog_->write_slot_table();
+    if (!ts.ok()) TLOG_WARN("nexus", "nexus {}: child {}'s dirty-region slot: {}; it will need a full rebuild", name(), c->uri, ts);
+  }
   if (!st.ok()) {
     TLOG_ERROR("nexus", "nexus {}: {}; shutting down rather than acknowledge what it could not record", name(), st);
-    g.release();
+    // Still under the lock: a retire waiting for it must find the nexus shut down, not the child "already
+    // out" (the lock hands over at once when released).
     co_await self_shutdown("the record could not be written");
     co_return st;
   }
@@ -755,6 +779,9 @@ void Nexus::request_retire(unsigned reactor, BdevIo* parent, uint32_t failed_slo
           if (c->slot == s) id = c->uuid;
         if (id.is_nil()) continue;  // removed meanwhile: its removal was recorded
         result = co_await nx->retire(id, reason_for(err));
+        // What it missed, in its dirty-region log before the request completes.
+        const uint32_t bs = nx->props().block_size;
+        if (result.ok()) nx->dlog_->mark(id, p->offset_blocks * bs, p->num_blocks * bs);
       }
       // Not retired: the nexus shut itself down (nothing may be acknowledged now), or the child was the last
       // healthy one (the request failed where it mattered).
@@ -815,8 +842,14 @@ Task<NexusInfo> Nexus::info() {
     ci.local = c->local;
     ci.generation = c->data_gen;
     if (RebuildJob* j = rebuild_job(c->uuid)) ci.rebuild = j->stats();
+    if (const DirtySlot* d = dlog_->slot_of(c->uuid)) {
+      ci.tracked = true;
+      ci.tracked_since_gen = d->base_gen;
+      ci.dirty_bytes = std::min(d->bitmap->dirty_regions() << d->bitmap->region_shift(), layout_.volume_bytes);
+    }
     i.children.push_back(ci);
   }
+  i.log = dlog_->stats();
   // I/O counters live in each reactor's channel, per slot and child incarnation.
   ReactorSet& set = registry_.reactors();
   for (unsigned r = 0; r < set.size(); ++r) {
@@ -888,6 +921,7 @@ Task<Status> Nexus::add_child(std::string uri) {
 }
 
 Task<Status> Nexus::resize(uint64_t new_bytes) {
+  auto lg = co_await dlog_->mu().lock();
   auto g = co_await ops_mu_.lock();
   if (shutdown_.load() || shutting_down_) co_return Status::Errorf(Errc::kShutdown, "nexus {} is shut down", name());
   const uint32_t bs = layout_.block_size;
@@ -923,6 +957,9 @@ Task<Status> Nexus::resize(uint64_t new_bytes) {
     Status st = co_await write_label(*c, true, &*nl);
     if (!st.ok()) co_return st.WithContext("resize");
   }
+  // The activity log and an empty slot table at the new place (tracked children lose their logs).
+  if (Status st = co_await dlog_->resize(*nl); !st.ok()) co_return st.WithContext("resize");
+  co_await publish();
   // 2. The old region becomes volume space: zeroed, so the host never reads our metadata as data.
   const uint64_t zero_from = layout_.volume_bytes;
   const uint64_t zero_to = std::min(new_bytes, layout_.meta_offset + layout_.meta_bytes);
@@ -995,7 +1032,12 @@ Task<Status> Nexus::remove_child(Uuid id) {
   }
   if (tokened && st.ok()) unfreeze();
   co_await release_child(*owned);
+  dlog_->untrack(id);  // removed on purpose: no partial rebuild if it is added again
   co_await publish();  // the slot is free
+  if (st.ok()) {
+    Status ts = co_await dlog_->write_slot_table();
+    if (!ts.ok()) TLOG_WARN("nexus", "nexus {}: clearing child {}'s dirty-region slot: {}", name(), owned->uri, ts);
+  }
   if (!st.ok()) {
     co_await self_shutdown("the record could not be written");
     co_return st;
@@ -1063,6 +1105,11 @@ Task<Status> Nexus::shutdown_nexus() {
   // write the record: a request they hold back must not complete unrecorded).
   Status drained = co_await drain(30'000'000'000ull);
   if (!drained.ok()) TLOG_WARN("nexus", "nexus {}: shutting down anyway: {}", name(), drained);
+  // Bitmaps on disk and an empty activity log: the next nexus has nothing to reconcile.
+  if (drained.ok()) {
+    Status ls = co_await dlog_->close();
+    if (!ls.ok()) TLOG_WARN("nexus", "nexus {}: closing the activity log: {}; the next nexus reconciles it", name(), ls);
+  }
   auto g = co_await ops_mu_.lock();
   Status st = co_await persist();  // clean_shutdown: true (record() says so while shutting down)
   for (auto& c : children_) {
@@ -1075,7 +1122,48 @@ Task<Status> Nexus::shutdown_nexus() {
   co_return st;
 }
 
+Task<Status> Nexus::write_barrier(uint64_t timeout_ns) {
+  auto g = co_await epoch_mu_.lock();
+  ReactorSet& set = registry_.reactors();
+  const uint64_t until = now_ns() + timeout_ns;
+  uint64_t wait_ns = 5'000;
+  // Flip every channel's epoch (after its previous one drained: a range lock that timed out may have
+  // left writes there), then wait for the old epoch to drain everywhere.
+  for (unsigned r = 0; r < set.size(); ++r) {
+    for (;;) {
+      const bool flipped = co_await set.submit_to(r, [this, r] {
+        NexusChannel* ch = channels_[r];
+        return ch ? ch->flip_epoch() : true;
+      });
+      if (flipped) break;
+      if (now_ns() >= until) co_return Status::Errorf(Errc::kTimedOut, "nexus {}: write barrier timed out", name());
+      co_await Reactor::sleep_for(wait_ns);
+      wait_ns = std::min<uint64_t>(wait_ns * 2, 100'000);
+    }
+  }
+  const uint64_t busy = co_await drain_old_writes(until, 5'000, 100'000);
+  if (busy == 0) co_return Status::Ok();
+  co_return Status::Errorf(Errc::kTimedOut, "nexus {}: {} writes still out after {} ms", name(), busy, timeout_ns / 1'000'000);
+}
+
+Task<uint64_t> Nexus::drain_old_writes(uint64_t until, uint64_t wait_ns, uint64_t max_wait_ns) {
+  ReactorSet& set = registry_.reactors();
+  for (;;) {
+    uint64_t busy = 0;
+    for (unsigned r = 0; r < set.size(); ++r) {
+      busy += co_await set.submit_to(r, [this, r]() -> uint64_t {
+        NexusChannel* ch = channels_[r];
+        return ch ? ch->old_writes() : 0;
+      });
+    }
+    if (busy == 0 || now_ns() >= until) co_return busy;
+    co_await Reactor::sleep_for(wait_ns);
+    wait_ns = std::min(wait_ns * 2, max_wait_ns);
+  }
+}
+
 Task<Status> Nexus::lock_range(uint64_t lba, uint64_t blocks, uint64_t timeout_ns) {
+  auto eg = co_await epoch_mu_.lock();  // (not with a write barrier: both flip the epochs)
   {
     std::lock_guard lk(view_mu_);
     if (range_lock_) co_return Status::Errorf(Errc::kBusy, "nexus {}: a range is locked already", name());
@@ -1092,25 +1180,11 @@ Task<Status> Nexus::lock_range(uint64_t lba, uint64_t blocks, uint64_t timeout_n
       co_return Status::Errorf(Errc::kBusy, "nexus {}: writes from an earlier range lock are still out", name());
     }
   }
-  const uint64_t until = now_ns() + timeout_ns;
-  uint64_t wait_ns = 20'000;
-  for (;;) {
-    uint64_t busy = 0;
-    for (unsigned r = 0; r < set.size(); ++r) {
-      busy += co_await set.submit_to(r, [this, r]() -> uint64_t {
-        NexusChannel* ch = channels_[r];
-        return ch ? ch->old_writes() : 0;
-      });
-    }
-    if (busy == 0) co_return Status::Ok();
-    if (now_ns() >= until) {
-      co_await unlock_range();
-      co_return Status::Errorf(Errc::kTimedOut, "nexus {}: {} writes still out after {} ms; range not locked", name(),
-                               busy, timeout_ns / 1'000'000);
-    }
-    co_await Reactor::sleep_for(wait_ns);
-    wait_ns = std::min<uint64_t>(wait_ns * 2, 1'000'000);
-  }
+  const uint64_t busy = co_await drain_old_writes(now_ns() + timeout_ns, 20'000, 1'000'000);
+  if (busy == 0) co_return Status::Ok();
+  co_await unlock_range();
+  co_return Status::Errorf(Errc::kTimedOut, "nexus {}: {} writes still out after {} ms; range not locked", name(), busy,
+                           timeout_ns / 1'000'000);
 }
 
 Task<void> Nexus::unlock_range() {
@@ -1216,10 +1290,29 @@ Task<Status> Nexus::start_rebuild(Uuid id, std::optional<RebuildOptions> opts) {
   if (!rebuild_source(id, 0)) {
     co_return Status::Errorf(Errc::kBusy, "nexus {} has no in-sync child to rebuild {} from", name(), c->uri);
   }
-  std::string reason = c->labelled || c->data_gen > 0
-                           ? fmt::format("the child holds generation {}, the volume is at {}; no dirty-region log yet",
-                                         c->data_gen, generation_)
-                           : std::string("the child is new to the volume");
+  // Partial when the child's dirty-region log can be trusted: it left in sync at exactly the generation
+  // its data still carries (docs/design/rebuild.md, rule 4). Otherwise full, and why.
+  std::shared_ptr<RebuildJob::Dirty> dirty;
+  std::string reason;
+  const DirtySlot* d = dlog_->slot_of(id);
+  if (d && d->base_gen == c->data_gen && c->data_gen > 0) {
+    dirty = std::make_shared<RebuildJob::Dirty>();
+    dirty->bits = d->bitmap->snapshot();
+    dirty->region_shift = d->bitmap->region_shift();
+    reason = fmt::format("partial: the child left at generation {} (the volume is at {}); its dirty-region log marks {} "
+                         "bytes",
+                         d->base_gen, generation_,
+                         std::min(d->bitmap->dirty_regions() << d->bitmap->region_shift(), layout_.volume_bytes));
+  } else if (d) {
+    reason = fmt::format("full: its dirty-region log starts at generation {} but the child holds generation {}", d->base_gen,
+                         c->data_gen);
+  } else if (c->labelled || c->data_gen > 0) {
+    reason = fmt::format("full: the child holds generation {} (the volume is at {}) and has no dirty-region log (it left "
+                         "while out of sync, was removed, or its log was lost)",
+                         c->data_gen, generation_);
+  } else {
+    reason = "full: the child is new to the volume";
+  }
   // Resume from the child's checkpoint when its token is still the record's (the child has had every
   // write since); otherwise a new token goes into the record before any checkpoint carries it.
   uint64_t start = 0;
@@ -1241,7 +1334,8 @@ Task<Status> Nexus::start_rebuild(Uuid id, std::optional<RebuildOptions> opts) {
       co_return st.WithContext("recording the rebuild's checkpoint token");
     }
   }
-  auto job = std::make_unique<RebuildJob>(*this, id, c->incarnation, o, std::move(reason), start, c->rebuild_token);
+  auto job = std::make_unique<RebuildJob>(*this, id, c->incarnation, o, std::move(reason), start, c->rebuild_token,
+                                          std::move(dirty));
   RebuildJob* j = job.get();
   // Earlier jobs of the child go once their run() has returned (one that just finished may still be
   // unwinding: it stays until a later start, a removal or the nexus's end).
@@ -1278,6 +1372,7 @@ Nexus::Child* Nexus::rebuild_destination(const Uuid& dest, uint64_t incarnation)
 }
 
 Task<Status> Nexus::complete_rebuild(Uuid dest, uint64_t incarnation) {
+  auto lg = co_await dlog_->mu().lock();  // no activity-log transaction between the seed below and the view
   auto g = co_await ops_mu_.lock();
   Child* c = rebuild_destination(dest, incarnation);
   if (!c) co_return Status(Errc::kNoDev, "the destination went away before it could be made in sync");
@@ -1289,18 +1384,28 @@ Task<Status> Nexus::complete_rebuild(Uuid dest, uint64_t incarnation) {
   }
   // The label first, then the view, then the record: the record never calls a child current that its
   // label does not back (a nexus made from the record's healthy children alone must find the data).
+  // As an in-sync child it keeps the logs too: the other children's bitmaps, the slot table and the
+  // current activity-log transaction, before it counts.
+  if (Status st = co_await dlog_->seed(dest); !st.ok()) {
+    co_return Status::Errorf(Errc::kIo, "writing the dirty-region logs to the destination failed: {}", st.message());
+  }
   c->label_may_claim_sync = true;  // from here a retire must start a generation (see retire())
   if (Status st = co_await write_label(*c, true); !st.ok()) co_return Status(Errc::kIo, std::string(st.message()));
   c->sync = SyncState::kSynced;
   c->label_may_claim_sync = false;
   c->labelled = true;
   c->rebuild_token = 0;
+  dlog_->untrack(dest);  // current: its log goes (from the view below, and from the slot table after the record)
   co_await publish();
   Status st = co_await persist();
   if (!st.ok()) {
-    g.release();
+    // Still under the lock: a retire waiting for it must find the nexus shut down, not the child "already
+    // out" (the lock hands over at once when released).
     co_await self_shutdown("the record could not be written");
     co_return st;
+  }
+  if (Status ts = co_await dlog_->write_slot_table(); !ts.ok()) {
+    TLOG_WARN("nexus", "nexus {}: clearing child {}'s dirty-region slot: {}", name(), c->uri, ts);  // (stale: ignored later)
   }
   TLOG_INFO("nexus", "nexus {}: child {} is in sync (generation {})", name(), c->uri, generation_);
   co_return Status::Ok();

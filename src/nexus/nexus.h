@@ -34,6 +34,7 @@
 #include "bdev/registry.h"
 #include "common/result.h"
 #include "common/uuid.h"
+#include "nexus/dirty_log.h"
 #include "nexus/layout.h"
 #include "nexus/rebuild.h"
 #include "nexus/record.h"
@@ -145,6 +146,12 @@ struct NexusOptions {
   // onlined, stale at create) unless `auto_rebuild` is off; with these options unless a start says others.
   bool auto_rebuild = true;
   RebuildOptions rebuild;
+  // The activity log's size in 4 MiB extents (1..1000; 256 = 1 GiB of the volume may be written without
+  // a log write): what a successor reconciles at most after an unclean stop.
+  uint32_t al_extents = 256;
+  // The dirty-region bitmaps' region size (64 KiB .. 1 MiB, a power of two): what a partial rebuild
+  // copies per region written while its child was away.
+  uint32_t region_bytes = 64 << 10;
 };
 
 struct ChildIoCounters {
@@ -162,6 +169,9 @@ struct ChildInfo {
   bool local = false;
   uint64_t generation = 0;  // of the data the child holds, as its label says
   ChildIoCounters io;
+  // Its dirty-region log (it left while in sync): bytes written since, and the generation it left at.
+  bool tracked = false;
+  uint64_t dirty_bytes = 0, tracked_since_gen = 0;
   std::optional<RebuildStats> rebuild;  // its rebuild job (running, paused, or the last one's result)
 };
 
@@ -173,6 +183,7 @@ struct NexusInfo {
   NexusStatus status = NexusStatus::kOnline;
   std::string persistence_key;
   std::vector<ChildInfo> children;
+  DirtyLog::Stats log;  // the activity log and reconcile
 };
 
 class NexusChannel;
@@ -226,6 +237,9 @@ class Nexus final : public Bdev {
   // at a time; never while holding the nexus's reconfiguration lock (a parked write's retire needs it).
   Task<Status> lock_range(uint64_t lba, uint64_t blocks, uint64_t timeout_ns);
   Task<void> unlock_range();
+  // Waits until every data-changing request started before the call has completed, on every reactor
+  // (the activity log, before an extent leaves it). kTimedOut after `timeout_ns`.
+  Task<Status> write_barrier(uint64_t timeout_ns);
   // The lock in force ([lba, end)), if any: what a channel created meanwhile must apply. Any thread.
   std::optional<std::pair<uint64_t, uint64_t>> range_lock() const {
     std::lock_guard lk(view_mu_);
@@ -268,6 +282,7 @@ class Nexus final : public Bdev {
  private:
   friend class NexusChannel;
   friend class RebuildJob;
+  friend class DirtyLog;
   struct Child;
 
   Nexus(BdevProps props, NexusOptions opts, Layout layout, BdevRegistry& reg, RecordStore* store);
@@ -300,6 +315,9 @@ class Nexus final : public Bdev {
   void fence_shutdown(std::string who);
   void watch_local(Child& c);
   Task<void> release_child(Child& c);
+  // Waits until the writes counted in every channel's old epoch (before its last flip) have completed,
+  // polling from `wait_ns` (doubling up to `max_wait_ns`); how many are still out at `until` (0: none).
+  Task<uint64_t> drain_old_writes(uint64_t until, uint64_t wait_ns, uint64_t max_wait_ns);
   // Republishes the children view and waits until every reactor's channel has taken it.
   Task<void> publish();
   std::shared_ptr<const ChildView> view() const;
@@ -377,6 +395,8 @@ class Nexus final : public Bdev {
   uint64_t generation_ = 0;  // primary
   AsyncMutex ops_mu_;   // one reconfiguration at a time (retire, add, remove, fault, online, shutdown)
   AsyncMutex snap_mu_;  // one snapshot at a time (taken before ops_mu_)
+  AsyncMutex epoch_mu_;  // the channels' write epochs: one range lock or write barrier flips them at a time
+  std::unique_ptr<DirtyLog> dlog_;  // the activity log and dirty bitmaps (its lock before ops_mu_)
   std::vector<std::unique_ptr<RebuildJob>> rebuilds_;  // one per child at most (the current or last job)
   std::deque<RebuildStats> rebuild_history_;
   RebuildTotals rebuild_totals_;

@@ -36,7 +36,9 @@ std::string RebuildHistoryToJson(const std::vector<RebuildStats>& h) {
                  {"kind", rebuild_kind_name(s.kind)}, {"state", rebuild_state_name(s.state)}, {"reason", s.reason},
                  {"error", s.error}, {"total_bytes", s.total_bytes}, {"done_bytes", s.done_bytes},
                  {"copied_bytes", s.copied_bytes}, {"skipped_bytes", s.skipped_bytes},
-                 {"resumed_bytes", s.resumed_bytes}, {"source_errors", s.source_errors},
+                 {"resumed_bytes", s.resumed_bytes}, {"dirty_bytes", s.dirty_bytes},
+                 {"verified_bytes", s.verified_bytes}, {"verify", s.verify},
+                 {"source_errors", s.source_errors},
                  {"started_ns", s.started_wall_ns}, {"ended_ns", s.ended_wall_ns}, {"elapsed_ns", s.elapsed_ns},
                  {"segment_bytes", s.segment_bytes}, {"concurrency", s.concurrency}});
   }
@@ -78,6 +80,9 @@ Result<std::vector<RebuildStats>> RebuildHistoryFromJson(std::string_view text) 
     s.copied_bytes = num("copied_bytes");
     s.skipped_bytes = num("skipped_bytes");
     s.resumed_bytes = num("resumed_bytes");
+    s.dirty_bytes = num("dirty_bytes");
+    s.verified_bytes = num("verified_bytes");
+    if (auto it = e.find("verify"); it != e.end() && it->is_boolean()) s.verify = it->get<bool>();
     s.source_errors = num("source_errors");
     s.started_wall_ns = num("started_ns");
     s.ended_wall_ns = num("ended_ns");
@@ -105,14 +110,27 @@ Status RebuildOptions::Validate(uint32_t block_size) const {
 }
 
 RebuildJob::RebuildJob(Nexus& nx, Uuid child, uint64_t incarnation, RebuildOptions opts, std::string reason,
-                       uint64_t start_bytes, uint64_t token)
-    : nx_(nx), child_(child), incarnation_(incarnation), opts_(opts), token_(token), checkpointed_(start_bytes) {
+                       uint64_t start_bytes, uint64_t token, std::shared_ptr<const Dirty> dirty)
+    : nx_(nx),
+      child_(child),
+      incarnation_(incarnation),
+      opts_(opts),
+      token_(token),
+      checkpointed_(start_bytes),
+      dirty_(std::move(dirty)) {
+  if (dirty_) {
+    stats_.kind = RebuildKind::kPartial;
+    uint64_t n = 0;
+    for (uint64_t w : dirty_->bits) n += uint64_t(__builtin_popcountll(w));
+    stats_.dirty_bytes = std::min(n << dirty_->region_shift, nx.layout().volume_bytes);
+  }
   stats_.done_bytes = stats_.resumed_bytes = start_bytes;
   stats_.child = child;
   stats_.reason = std::move(reason);
   stats_.total_bytes = nx.layout().volume_bytes;
   stats_.rate_limit = opts.rate_bytes_per_s;
   stats_.segment_bytes = uint32_t(opts.segment_bytes);
+  stats_.verify = opts.verify;
   stats_.concurrency = opts.concurrency;
   stats_.started_wall_ns = wall_clock_ns();
   run_started_ns_ = now_ns();
@@ -219,8 +237,68 @@ Task<RebuildJob::SegmentResult> RebuildJob::copy_segment(uint64_t lba, uint64_t 
                             Status::Errorf(e, "{} blocks {}+{} on the destination failed: {}", zeros ? "zeroing" : "writing",
                                            lba, blocks, errc_describe(e))};
   }
+  if (vbufs_) {
+    // Verify: the destination reads back what the source holds (still under the window's lock).
+    uint8_t* vb = vbufs_ + (buf - bufs_base_);
+    e = co_await d->io(IoType::kRead, vb, lba, blocks);
+    bool same = e == Errc::kOk;
+    if (same && zeros) {
+      for (uint64_t i = 0; i < bytes && same; ++i) same = vb[i] == 0;
+    } else if (same) {
+      same = std::memcmp(vb, buf, bytes) == 0;
+    }
+    if (!same) {
+      co_return SegmentResult{SegmentError::kDestination,
+                              e != Errc::kOk ? Status::Errorf(e, "verify: reading blocks {}+{} back from the destination "
+                                                                 "failed: {}", lba, blocks, errc_describe(e))
+                                             : Status::Errorf(Errc::kIo, "verify: blocks {}+{} on the destination differ "
+                                                                         "from the source after the copy", lba, blocks)};
+    }
+    stats_.verified_bytes += bytes;
+  }
   (zeros ? stats_.skipped_bytes : stats_.copied_bytes) += bytes;
   co_return SegmentResult{};
+}
+
+uint64_t RebuildJob::plan_partial(uint64_t lba, uint64_t max_end, uint64_t cap_blocks, uint64_t seg,
+                                  std::vector<Piece>* pieces) const {
+  const uint32_t bs = nx_.layout().block_size;
+  const uint64_t rb = (uint64_t(1) << dirty_->region_shift) / bs;  // blocks per region
+  const std::vector<uint64_t>& bits = dirty_->bits;
+  uint64_t used = 0;  // blocks of the buffers taken
+  uint64_t at = lba;
+  while (at < max_end) {
+    const uint64_t r = at / rb;
+    if ((r >> 6) >= bits.size()) return max_end;
+    if (bits[r >> 6] == 0 && (r & 63) == 0) {  // 64 clean regions at once
+      at = std::min(max_end, (r + 64) * rb);
+      continue;
+    }
+    const uint64_t end = std::min(max_end, (r + 1) * rb);
+    if (!(bits[r >> 6] & (uint64_t(1) << (r & 63)))) {
+      at = end;
+      continue;
+    }
+    // A marked region: into the buffers, contiguous with the last piece while it is under a segment.
+    for (uint64_t pos = at; pos < end;) {
+      if (used == cap_blocks) return pos;  // the buffers are full: the window ends here
+      const uint64_t room = cap_blocks - used;
+      Piece* last = pieces->empty() ? nullptr : &pieces->back();
+      if (last && last->lba + last->blocks == pos && last->blocks < seg) {
+        const uint64_t k = std::min({end - pos, seg - last->blocks, room});
+        last->blocks += k;
+        used += k;
+        pos += k;
+      } else {
+        const uint64_t k = std::min({end - pos, seg, room});
+        pieces->push_back({pos, k, used * bs});
+        used += k;
+        pos += k;
+      }
+    }
+    at = end;
+  }
+  return max_end;
 }
 
 Task<void> RebuildJob::checkpoint() {
@@ -242,6 +320,9 @@ Task<void> RebuildJob::copy_all() {
   const uint64_t window = seg * opts_.concurrency;
   // One buffer per segment in flight, for the whole job.
   AlignedBuffer bufs(opts_.segment_bytes * opts_.concurrency, 4096);
+  AlignedBuffer vbufs(opts_.verify ? opts_.segment_bytes * opts_.concurrency : 0, 4096);
+  bufs_base_ = bufs.data();
+  vbufs_ = opts_.verify ? vbufs.data() : nullptr;
   uint64_t lba = stats_.done_bytes / bs;
   uint64_t lock_failing_since = 0;
   while (lba < total) {
@@ -268,12 +349,28 @@ Task<void> RebuildJob::copy_all() {
     if (!nx_.rebuild_destination(child_, incarnation_)) {
       co_return finish(RebuildState::kFailed, "the destination went away (faulted, closed or removed)");
     }
-    const uint64_t n = std::min(window, total - lba);
+    // What this window copies: full, `concurrency` segments; partial, the marked runs from here on, as
+    // many as fill the same buffers, over at most kPartialSpan windows of the volume (scattered regions
+    // then cost a round trip per window, not one per region).
+    uint64_t n = std::min(window, total - lba);
+    std::vector<Piece> pieces;
+    if (dirty_) {
+      n = plan_partial(lba, std::min(total, lba + window * kPartialSpan), window, seg, &pieces) - lba;
+      if (pieces.empty()) {
+        lba += n;  // nothing written here while the child was away
+        stats_.done_bytes = lba * bs;
+        continue;
+      }
+    } else {
+      for (uint64_t off = 0; off < n; off += seg) pieces.push_back({lba + off, std::min(seg, n - off), off * bs});
+    }
     // Rate limit: each window is paid for before it starts.
     if (opts_.rate_bytes_per_s > 0) {
       const uint64_t t = now_ns();
       if (next_due_ns_ > t) co_await Reactor::sleep_for(next_due_ns_ - t);
-      const uint64_t cost = uint64_t(double(n * bs) * 1e9 / double(opts_.rate_bytes_per_s));
+      uint64_t bytes = 0;
+      for (const Piece& p : pieces) bytes += p.blocks * bs;
+      const uint64_t cost = uint64_t(double(bytes) * 1e9 / double(opts_.rate_bytes_per_s));
       next_due_ns_ = std::max(next_due_ns_, now_ns()) + cost;
     }
     Status locked = co_await nx_.lock_range(lba, n, opts_.lock_timeout_ns);
@@ -289,9 +386,7 @@ Task<void> RebuildJob::copy_all() {
     }
     lock_failing_since = 0;
     std::vector<Task<SegmentResult>> parts;
-    for (uint64_t off = 0, i = 0; off < n; off += seg, ++i) {
-      parts.push_back(copy_segment(lba + off, std::min(seg, n - off), bufs.data() + i * opts_.segment_bytes));
-    }
+    for (const Piece& p : pieces) parts.push_back(copy_segment(p.lba, p.blocks, bufs.data() + p.buf_offset));
     std::vector<SegmentResult> results = co_await when_all(std::move(parts));
     co_await nx_.unlock_range();
     for (auto& r : results) {
@@ -312,6 +407,7 @@ Task<void> RebuildJob::run() {
             opts_.rate_bytes_per_s ? fmt::format(", at most {} bytes/s", opts_.rate_bytes_per_s) : std::string());
   if (Nexus::Child* d = nx_.rebuild_destination(child_, incarnation_)) stats_.uri = d->uri;
   co_await copy_all();
+  vbufs_ = bufs_base_ = nullptr;  // (copy_all's buffers are gone)
   if (copied_) {
     Status st = co_await nx_.complete_rebuild(child_, incarnation_);
     if (st.ok()) {

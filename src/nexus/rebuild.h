@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,7 @@ struct RebuildOptions {
   uint64_t rate_bytes_per_s = 0;     // 0: as fast as the children go
   uint64_t lock_timeout_ns = 30'000'000'000ull;  // how long a window may wait for host writes in flight
   uint64_t checkpoint_bytes = 64 << 20;  // progress between checkpoints on the destination
+  bool verify = false;  // read every copied segment back from the destination and compare (under the lock)
 
   Status Validate(uint32_t block_size) const;
 };
@@ -60,6 +62,8 @@ struct RebuildStats {
   uint64_t copied_bytes = 0;  // bytes read and written
   uint64_t skipped_bytes = 0;  // bytes the source never wrote (thin): zeroed on the destination, not copied
   uint64_t resumed_bytes = 0;  // where it began: a checkpoint of an earlier job (0: from the start)
+  uint64_t dirty_bytes = 0;    // partial: what the dirty-region log marked (only that is copied)
+  uint64_t verified_bytes = 0;  // read back from the destination and found equal (verify)
   uint64_t source_errors = 0;  // segments read again from another source
   uint64_t rate_limit = 0;     // bytes/s; 0 = none
   uint64_t bytes_per_s = 0;    // measured over the job so far (paused time excluded)
@@ -67,6 +71,7 @@ struct RebuildStats {
   uint64_t started_wall_ns = 0, ended_wall_ns = 0;
   uint64_t elapsed_ns = 0;     // running time, paused time excluded
   uint32_t segment_bytes = 0, concurrency = 0;
+  bool verify = false;
 
   bool finished() const { return state == RebuildState::kStopped || state == RebuildState::kCompleted ||
                                  state == RebuildState::kFailed; }
@@ -80,8 +85,14 @@ Result<std::vector<RebuildStats>> RebuildHistoryFromJson(std::string_view json);
 class RebuildJob {
  public:
   // `start_bytes`: where to begin (an earlier job's checkpoint); `token`: the checkpoints' token.
+  // `dirty` (partial rebuild): one bit per 2^region_shift bytes of the volume; only marked regions are
+  // copied. Null: full.
+  struct Dirty {
+    std::vector<uint64_t> bits;
+    uint32_t region_shift = 16;
+  };
   RebuildJob(Nexus& nx, Uuid child, uint64_t incarnation, RebuildOptions opts, std::string reason,
-             uint64_t start_bytes, uint64_t token);
+             uint64_t start_bytes, uint64_t token, std::shared_ptr<const Dirty> dirty = nullptr);
 
   // The copy; spawned once into the nexus's task scope, ends with the job's final state.
   Task<void> run();
@@ -113,6 +124,16 @@ class RebuildJob {
     Status status;
   };
   Task<SegmentResult> copy_segment(uint64_t lba, uint64_t blocks, uint8_t* buf);
+  // A piece of a window: blocks [lba, +blocks) copied through the window's buffers at buf_offset.
+  struct Piece {
+    uint64_t lba, blocks, buf_offset;
+  };
+  // Partial windows reach over at most this many full windows of the volume.
+  static constexpr uint64_t kPartialSpan = 32;
+  // A partial job's next window from `lba`: the marked runs (pieces of at most `seg` blocks, packed into
+  // `cap_blocks` of buffers) before `max_end`; returns where the window ends.
+  uint64_t plan_partial(uint64_t lba, uint64_t max_end, uint64_t cap_blocks, uint64_t seg,
+                        std::vector<Piece>* pieces) const;
   Task<void> copy_all();
   // Records the progress on the destination (flushed first); a failure is logged, not fatal.
   Task<void> checkpoint();
@@ -135,6 +156,9 @@ class RebuildJob {
   uint64_t next_due_ns_ = 0;    // rate limit: when the next window may start
   uint64_t token_ = 0;
   uint64_t checkpointed_ = 0;   // done_bytes at the last checkpoint
+  uint8_t* vbufs_ = nullptr;     // verify: one read-back buffer per segment in flight
+  uint8_t* bufs_base_ = nullptr; // the copy buffers (a segment's read-back buffer is at the same offset)
+  std::shared_ptr<const Dirty> dirty_;
 };
 
 }  // namespace tern::nexus

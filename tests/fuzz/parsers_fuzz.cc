@@ -1,11 +1,14 @@
 // libFuzzer target for every parser that takes text from outside: device URIs (which arrive over gRPC
 // and in config files), error-injection rules, sizes, durations and UUIDs; and the reply of tern's
-// block-status vendor command (nvmf/vendor.h), which a rebuild reads from another engine.
+// block-status vendor command (nvmf/vendor.h), which a rebuild reads from another engine; and the nexus's
+// metadata pages (label, rebuild checkpoint, activity-log transaction, slot table), which a nexus reads
+// from its children, remote ones over the network.
 // The first byte picks the parser; the rest is its input. Properties checked besides "no crash, no
 // sanitizer report": accepted URIs keep their text and re-parse to the same parts; accepted rules
 // round-trip through ToString; accepted UUIDs round-trip through their canonical form.
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -13,6 +16,8 @@
 #include "common/units.h"
 #include "common/uri.h"
 #include "common/uuid.h"
+#include "nexus/dirty_log.h"
+#include "nexus/layout.h"
 #include "nvmf/vendor.h"
 
 using namespace tern;
@@ -24,7 +29,7 @@ static void check(bool ok) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 6) {
+  switch (data[0] % 7) {
     case 0: {
       auto u = Uri::Parse(in);
       if (!u.ok()) {
@@ -76,6 +81,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       auto back = nvmf::vendor::encode(*r);
       auto again = nvmf::vendor::decode_block_status(back.data(), back.size(), asked);
       check(again.ok() && again->blocks == r->blocks && again->allocated == r->allocated);
+      break;
+    }
+    case 6: {
+      // A 4 KiB metadata page (the input, zero-padded); what decodes re-encodes to the same meaning.
+      uint8_t page[4096] = {};
+      std::memcpy(page, in.data(), std::min<size_t>(in.size(), sizeof(page)));
+      if (auto l = nexus::ChildLabel::Decode(page, "fuzz"); l.ok()) {
+        uint8_t back[4096];
+        l->Encode(back);
+        auto again = nexus::ChildLabel::Decode(back, "fuzz");
+        check(again.ok() && again->generation == l->generation && again->in_sync == l->in_sync);
+      }
+      if (auto c = nexus::RebuildCheckpoint::Decode(page); c.ok()) check(c->done_bytes <= c->volume_bytes);
+      if (auto t = nexus::AlTransaction::Decode(page); t.ok()) {
+        check(t->extents.size() <= nexus::kAlMaxExtents);
+        uint8_t back[4096];
+        t->Encode(back);
+        auto again = nexus::AlTransaction::Decode(back);
+        check(again.ok() && again->extents == t->extents && again->sequence == t->sequence);
+      }
+      if (auto st = nexus::SlotTable::Decode(page); st.ok()) {
+        uint8_t back[4096];
+        st->Encode(back);
+        auto again = nexus::SlotTable::Decode(back);
+        check(again.ok() && again->entries == st->entries);
+      }
       break;
     }
   }

@@ -108,9 +108,16 @@ def test_pool_export_import_destroy_grow(engines, scratch, pb):
     grown = e.api.pool.GrowPool(pb.pool_pb2.PoolRef(name="pa"), timeout=60)
     assert grown.capacity > again.capacity + 100 * MiB
     assert e.api.pool.GrowPool(pb.pool_pb2.PoolRef(name="pa"), timeout=60).capacity == grown.capacity
-    # Destroy wipes it: nothing to import afterwards.
-    e.api.pool.DestroyPool(pb.pool_pb2.PoolRef(name="pa"), timeout=60)
-    c, _ = code_of(e.api.pool.DestroyPool, pb.pool_pb2.PoolRef(name="pa"))
+    # Destroying a pool that holds data is refused, naming what it holds; with force it goes, and wipes it:
+    # nothing to import afterwards.
+    c, msg = code_of(e.api.pool.DestroyPool, pb.pool_pb2.DestroyPoolRequest(name="pa"))
+    assert c == grpc.StatusCode.FAILED_PRECONDITION and r.uuid in msg and "1 replica" in msg and "force" in msg, msg
+    out = e.ternctl("pool", "destroy", "pa")
+    assert out.returncode == 5 and r.uuid in out.stderr and "destroyed" not in out.stdout, out.stdout + out.stderr
+    assert [x.uuid for x in e.api.replica.ListReplicas(pb.replica_pb2.ListReplicasRequest(pool="pa"), timeout=60).replicas] == [r.uuid]
+    out = e.ternctl("pool", "destroy", "pa", "--force")
+    assert out.returncode == 0 and "pool 'pa' destroyed" in out.stdout, out.stdout + out.stderr
+    c, _ = code_of(e.api.pool.DestroyPool, pb.pool_pb2.DestroyPoolRequest(name="pa"))
     assert c == grpc.StatusCode.NOT_FOUND
     c, _ = code_of(e.api.pool.ImportPool, pb.pool_pb2.ImportPoolRequest(disk=disk))
     assert c == grpc.StatusCode.NOT_FOUND

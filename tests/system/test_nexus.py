@@ -16,7 +16,7 @@ import pytest
 from conftest import make_file
 from etcd import Etcd
 from io_engine import EngineFactory
-from nexus_util import required_child_bytes, verify_pattern, wait_rebuilt, write_pattern
+from nexus_util import nexus_of, required_child_bytes, verify_pattern, wait_rebuilt, write_pattern
 
 MiB = 1 << 20
 VOL = 32 * MiB
@@ -41,7 +41,7 @@ def cluster(build_dir, tmp_path_factory):
             etcd.stop()
 
 
-def make_volume(cluster, pb, children=3, key=True, rebuild=None):
+def make_volume(cluster, pb, children=3, key=True, rebuild=None, al_extents=0):
     """Replicas on `children` engines (the first local to the nexus, the others shared over NVMe/TCP), and
     the nexus on engine 0. Returns (volume uuid, [replica uuid], nexus reply)."""
     etcd, engines = cluster
@@ -58,7 +58,7 @@ def make_volume(cluster, pb, children=3, key=True, rebuild=None):
                     f"{r.share.uri}?uuid={r.uuid}&timeout_ms=2000&ctrl_loss_tmo_s=2&reconnect_delay_ms=100")
     nx = engines[0].api.nexus.CreateNexus(N.CreateNexusRequest(
         uuid=vol, size=VOL, children=uris, persistence_key=f"/tern/test/volume/{vol}/nexus" if key else "",
-        rebuild=rebuild), timeout=60)
+        rebuild=rebuild, al_extents=al_extents), timeout=60)
     return vol, reps, nx
 
 
@@ -148,8 +148,10 @@ def test_host_io_through_the_published_nexus_survives_a_dead_child(cluster, pb, 
     assert again.state == N.NEXUS_STATE_DEGRADED
     assert [c["healthy"] for c in etcd.get_json(f"/tern/test/volume/{vol}/nexus")["children"]] == [True, True, False]
     # Rebuilt (copied from the local child), it is current again: generation 3, healthy, the same bytes.
+    # Partial: it left in sync at generation 1, and the in-sync children kept its dirty-region log (the
+    # writes all over the volume, and the activity log of the nexus destroyed without a shutdown).
     rb = engines[0].api.nexus.StartRebuild(N.StartRebuildRequest(uuid=vol, child_uuid=reps[2]), timeout=60)
-    assert rb.state == N.REBUILD_STATE_RUNNING and rb.kind == "full", rb
+    assert rb.state == N.REBUILD_STATE_RUNNING and rb.kind == "partial", rb
     l = wait_rebuilt(engines[0], pb, vol, reps[2])
     assert [(c.synced, c.generation) for c in l.children] == [(True, 3)] * 3, l
     assert l.children[2].rebuild.source == nx.children[0].uri
@@ -448,7 +450,7 @@ def test_a_child_that_comes_back_is_rebuilt_under_verified_host_writes(cluster, 
         l = e.api.nexus.ListNexuses(N.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0]
         assert not l.children[2].synced and l.children[2].rebuild.state == N.REBUILD_STATE_STOPPED
         # Started again from the CLI, then the limit lifted; --watch waits for the end.
-        p2 = e.ternctl("nexus", "rebuild", "start", vol, reps[2], "--rate", "8MiB/s")
+        p2 = e.ternctl("nexus", "rebuild", "start", vol, reps[2], "--rate", "8MiB/s", "--verify")
         assert p2.returncode == 0, p2.stderr
         j = e.ternctl_json("nexus", "rebuild", "rate", vol, reps[2], "0")
         assert int(j["rate_limit"]) == 0
@@ -469,7 +471,11 @@ def test_a_child_that_comes_back_is_rebuilt_under_verified_host_writes(cluster, 
     assert hist[0].error == "stopped by request" and hist[1].total_bytes == VOL
     # The second job went on from the checkpoint the stopped one left (the child got every write meanwhile).
     assert 0 < hist[1].resumed_bytes <= hist[0].done_bytes and "checkpoint" in hist[1].reason, hist[1]
-    assert hist[1].copied_bytes == VOL - hist[1].resumed_bytes
+    # Partial (the child left in sync): what its dirty-region log marked past the checkpoint, at most.
+    assert hist[1].kind == "partial" and "dirty-region log" in hist[1].reason, hist[1]
+    assert 0 < hist[1].copied_bytes <= VOL - hist[1].resumed_bytes
+    # Started with --verify: everything it wrote was read back and compared.
+    assert hist[1].verify and hist[1].verified_bytes == hist[1].copied_bytes + hist[1].skipped_bytes, hist[1]
     page = urllib.request.urlopen(f"http://127.0.0.1:{e.metrics_port}/metrics", timeout=30).read().decode()
     assert f'tern_nexus_rebuilds_total{{nexus="{vol}",result="completed"}} 1' in page, page
     assert f'tern_nexus_rebuilds_total{{nexus="{vol}",result="stopped"}} 1' in page
@@ -545,9 +551,10 @@ def test_a_rebuild_resumes_from_its_checkpoint_after_the_nexus_engine_is_killed(
     e = engines[0]
     key = f"/tern/test/volume/{vol}/nexus"
     pattern(e, pb, vol, 9)
-    e.api.nexus.FaultChild(N.FaultChildRequest(uuid=vol, child_uuid=reps[2]), timeout=60)
+    # Removed and added back: no dirty-region log (a removal drops it), so a full rebuild.
+    e.api.nexus.RemoveChild(N.ChildRef(uuid=vol, child_uuid=reps[2]), timeout=60)
     pattern(e, pb, vol, 10, 0, 4 * MiB)  # child 2 misses this
-    e.api.nexus.OnlineChild(N.ChildRef(uuid=vol, child_uuid=reps[2]), timeout=60)
+    e.api.nexus.AddChild(N.AddChildRequest(uuid=vol, uri=nx.children[2].uri), timeout=60)
     deadline = time.monotonic() + 60
     while True:
         c = e.api.nexus.ListNexuses(N.ListNexusesRequest(uuid=vol), timeout=60).nexuses[0].children[2]
@@ -564,6 +571,7 @@ def test_a_rebuild_resumes_from_its_checkpoint_after_the_nexus_engine_is_killed(
     assert [c.synced for c in again.children] == [True, True, False], again
     l = wait_rebuilt(e, pb, vol, reps[2])
     b = l.children[2].rebuild
+    assert b.kind == "full" and "no dirty-region log" in b.reason, b
     assert b.resumed_bytes >= 10 * MiB and "checkpoint" in b.reason, b
     assert b.copied_bytes == VOL - b.resumed_bytes, b
     assert "rebuild_token" not in [c for c in etcd.get_json(key)["children"] if c["uuid"] == reps[2]][0]
@@ -584,3 +592,71 @@ def test_a_rebuild_resumes_from_its_checkpoint_after_the_nexus_engine_is_killed(
     out = e.ternctl("nexus", "rebuild", "history", vol)
     assert out.returncode == 0 and reps[2] in out.stdout and "completed" in out.stdout, out.stdout + out.stderr
     destroy(cluster, pb, vol)
+
+
+def test_a_child_away_across_a_crash_of_the_nexus_engine_is_rebuilt_from_its_dirty_regions(cluster, pb, ioperf):
+    """A remote child's engine is killed under verified host writes (the child is retired, its dirty-region
+    log starts); more writes land while it is down; then the nexus's own engine is killed too (kill -9:
+    an unclean stop). Both engines come back, and the volume moves: the nexus is made again on another
+    node (engine 1, whose replica becomes its local child) from the record's healthy children. It
+    reconciles only its activity log's extents between them, and the child, added back, is rebuilt from
+    its dirty regions alone — kept on the children's disks, not in any engine — a fraction of the volume,
+    byte-identical, the host's data intact."""
+    etcd, engines = cluster
+    N = pb.nexus_pb2
+    vol, reps, nx = make_volume(cluster, pb, al_extents=3)  # 12 MiB of the 32 MiB volume may be hot
+    e = engines[0]
+    key = f"/tern/test/volume/{vol}/nexus"
+    host = "nqn.2014-08.org.nvmexpress:uuid:partial-host"
+    pattern(e, pb, vol, 31)
+    p = e.api.nexus.PublishNexus(N.PublishNexusRequest(uuid=vol, allowed_hosts=[host]), timeout=60)
+    result = {}
+
+    def load():  # verified random writes over the first 8 MiB only
+        result["p"] = ioperf.run("--uri", f"{p.share.uri}?hostnqn={host}", "--rw", "randwrite", "--bs", "4k",
+                                 "--qd", "8", "--time", "3s", "--size", str(8 * MiB), "--verify", timeout=120)
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        time.sleep(1)
+        engines[2].kill()
+    finally:
+        t.join(timeout=150)
+    r = result["p"]
+    assert r.returncode == 0, f"host saw an error:\n{r.stdout}\n{r.stderr}"
+    l = nexus_of(e, pb, vol)
+    c2 = l.children[2]
+    assert c2.state == N.CHILD_STATE_FAULTED and c2.tracked and c2.tracked_since_generation == 1, c2
+    assert 0 < c2.dirty_bytes <= 8 * MiB, c2
+    pattern(e, pb, vol, 32, 20 * MiB, 2 * MiB)  # while child 2 is away, outside the host's range
+    e.kill()  # the nexus's engine: no clean shutdown
+    e.start()
+    engines[2].start()
+    rec = etcd.get_json(key)
+    assert rec["clean_shutdown"] is False and [c["healthy"] for c in rec["children"]] == [True, True, False], rec
+    # The nexus moves to engine 1, made from the record's healthy children: engine 0's replica (shared now)
+    # and engine 1's own (local there). The log's extents are reconciled, nothing more.
+    R, C = pb.replica_pb2, pb.common_pb2
+    r0 = e.api.replica.ShareReplica(R.ShareReplicaRequest(replica=R.ReplicaRef(uuid=reps[0]),
+                                                          protocol=C.SHARE_PROTOCOL_NVMF), timeout=60)
+    e = engines[1]
+    children = [f"{r0.share.uri}?uuid={reps[0]}&timeout_ms=2000", f"bdev:///{reps[1]}?uuid={reps[1]}"]
+    again = e.api.nexus.CreateNexus(N.CreateNexusRequest(
+        uuid=vol, size=VOL, children=children, persistence_key=key, al_extents=3), timeout=60)
+    assert [c.synced for c in again.children] == [True, True] and again.children[1].local, again
+    al = again.activity_log
+    assert al.reconciled_bytes == 3 * 4 * MiB, al  # the host's two extents and the last pattern's one
+    assert_replicas_equal(engines[:2], pb, reps[:2])
+    # The child back: partial, from the log the in-sync children kept across the crash and the move.
+    e.api.nexus.AddChild(N.AddChildRequest(uuid=vol, uri=nx.children[2].uri), timeout=60)
+    l = wait_rebuilt(e, pb, vol, reps[2])
+    b = l.children[2].rebuild
+    assert b.kind == "partial" and "dirty-region log" in b.reason, b
+    assert 2 * MiB <= b.dirty_bytes <= 16 * MiB and b.copied_bytes + b.skipped_bytes <= b.dirty_bytes, b
+    assert_replicas_equal(engines, pb, reps)
+    assert verify(e, pb, vol, 32, 20 * MiB, 2 * MiB).ok
+    assert verify(e, pb, vol, 31, 8 * MiB, 12 * MiB).ok
+    out = e.ternctl("nexus", "list", vol)
+    assert out.returncode == 0 and "activity log:" in out.stdout, out.stdout + out.stderr
+    e.api.nexus.DestroyNexus(N.NexusRef(uuid=vol), timeout=60)

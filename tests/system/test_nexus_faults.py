@@ -271,4 +271,4 @@ def test_enospc_on_a_thin_child_faults_only_that_child(cluster, pb):
             engines[0].api.nexus.DestroyNexus(N.NexusRef(uuid=vol), timeout=60)
         for e, r in created:
             e.api.replica.DestroyReplica(R.ReplicaRef(uuid=r.uuid), timeout=60)
-        engines[2].api.pool.DestroyPool(P.PoolRef(name="small"), timeout=60)
+        engines[2].api.pool.DestroyPool(P.DestroyPoolRequest(name="small", force=True), timeout=60)

@@ -153,6 +153,8 @@ struct Args {
   std::string snapshot_uuid;
   std::vector<std::string> child_snapshots;  // CHILD=SNAPSHOT
   bool no_auto_rebuild = false;
+  uint32_t al_extents = 0;
+  std::string region;
   std::string rebuild_rate, rebuild_segment;
   uint32_t rebuild_concurrency = 0;
 };
@@ -222,10 +224,14 @@ void add_pool(CLI::App& app, std::function<int()>* run) {
     };
   });
   for (auto [verb, help] : {std::pair{"export", "Unshare its replicas, mark the pool clean and release its disk"},
-                            std::pair{"destroy", "Unshare and delete everything in the pool and wipe its labels"},
+                            std::pair{"destroy", "Delete the pool and wipe its labels (refused while it holds replicas, "
+                                                 "snapshots or clones, unless --force: then they go too)"},
                             std::pair{"grow", "Use new space after the disk grew"}}) {
     auto* c = pool->add_subcommand(verb, help);
     c->add_option("name", a.name, "Pool name")->required();
+    if (std::string(verb) == "destroy") {
+      c->add_flag("--force", a.force, "Destroy the replicas, snapshots and clones it holds too (their data is lost)");
+    }
     std::string v = verb;
     c->callback([run, v] {
       *run = [v] {
@@ -239,7 +245,15 @@ void add_pool(CLI::App& app, std::function<int()>* run) {
           return show(p, [&] { pools_table(l.pools()); });
         }
         v1::Empty e;
-        int rc = call(v == "export" ? &v1::PoolService::Stub::ExportPool : &v1::PoolService::Stub::DestroyPool, r, &e);
+        int rc = 0;
+        if (v == "export") {
+          rc = call(&v1::PoolService::Stub::ExportPool, r, &e);
+        } else {
+          v1::DestroyPoolRequest d;
+          d.set_name(a.name);
+          d.set_force(a.force);
+          rc = call(&v1::PoolService::Stub::DestroyPool, d, &e);
+        }
         if (rc == 0 && g.format() == Format::kTable) fmt::print("pool '{}' {}\n", a.name, v == "export" ? "exported" : "destroyed");
         if (rc == 0 && g.format() != Format::kTable) print_message(e, g.format());
         return rc;
@@ -784,6 +798,11 @@ int nexus_reply(const v1::Nexus& n) {
                              {"WRITES", [](auto& c) { return std::to_string(c.io().writes()); }},
                              {"ERRORS", [](auto& c) { return std::to_string(c.io().errors()); }},
                              {"GEN", [](auto& c) { return std::to_string(c.generation()); }},
+                             {"DIRTY", [](auto& c) {
+                                return c.tracked() ? fmt::format("{} since gen {}", sz(c.dirty_bytes()),
+                                                                 c.tracked_since_generation())
+                                                   : std::string("-");
+                              }},
                              {"REBUILD", [](auto& c) {
                                 if (!c.has_rebuild()) return std::string("-");
                                 const auto& b = c.rebuild();
@@ -792,6 +811,11 @@ int nexus_reply(const v1::Nexus& n) {
                               }},
                              {"URI", [](auto& c) { return c.uri(); }}},
                             n.children(), "children");
+      const auto& al = n.activity_log();
+      fmt::print("\nactivity log: {} of {} extents hot, {} log writes, {} evictions{}\n", al.hot_extents(), al.capacity(),
+                 al.transactions(), al.evictions(),
+                 al.reconciled_bytes() ? fmt::format(", {} reconciled at start (unclean stop)", sz(al.reconciled_bytes()))
+                                       : std::string());
     }
   });
 }
@@ -836,6 +860,12 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
   create->add_option("--rebuild-rate", a.rebuild_rate, "Rebuilds copy at most this many bytes per second (default: no limit)");
   create->add_option("--rebuild-segment", a.rebuild_segment, "Bytes per rebuild copy request, 4KiB..16MiB (default 1MiB)");
   create->add_option("--rebuild-concurrency", a.rebuild_concurrency, "Rebuild segments copied at once, 1..16 (default 2)");
+  create->add_option("--al-extents", a.al_extents,
+                     "Activity-log size in 4MiB extents, 1..1000 (default 256): writes there cost no log write, and "
+                     "at most this much is reconciled after an unclean stop");
+  create->add_option("--region", a.region,
+                     "Dirty-region size of the logs kept for absent children, 64KiB..1MiB (default 64KiB): a partial "
+                     "rebuild copies a whole region per write");
   create->callback([run] {
     *run = [] {
       v1::CreateNexusRequest r;
@@ -878,6 +908,12 @@ void add_nexus(CLI::App& app, std::function<int()>* run) {
       r.set_cntlid_min(a.cntlid_min);
       r.set_cntlid_max(a.cntlid_max);
       r.set_no_auto_rebuild(a.no_auto_rebuild);
+      r.set_al_extents(a.al_extents);
+      if (!a.region.empty()) {
+        auto region = size_arg(a.region);
+        if (!region.ok()) return bad(region.status());
+        r.set_region_bytes(uint32_t(std::min<uint64_t>(*region, UINT32_MAX)));
+      }
       if (!a.rebuild_rate.empty() || !a.rebuild_segment.empty() || a.rebuild_concurrency) {
         auto* rs = r.mutable_rebuild();
         if (!a.rebuild_rate.empty()) {

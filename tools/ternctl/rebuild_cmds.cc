@@ -16,6 +16,7 @@ struct RebuildArgs {
   std::string nexus, child, segment, rate;
   uint32_t concurrency = 0;
   bool watch = false;
+  bool verify = false;
   double interval_s = 1;
 };
 RebuildArgs r;
@@ -38,6 +39,7 @@ void jobs_table(const google::protobuf::RepeatedPtrField<v1::Rebuild>& jobs, con
                            {"KIND", [](auto& b) { return b.kind(); }},
                            {"STATE", [](auto& b) { return std::string(rebuild_state_name(b.state())); }},
                            {"DONE", [](auto& b) { return pct(b); }},
+                           {"DIRTY", [](auto& b) { return b.kind() == "partial" ? sz(b.dirty_bytes()) : std::string("-"); }},
                            {"COPIED", [](auto& b) { return sz(b.copied_bytes()); }},
                            {"OF", [](auto& b) { return sz(b.total_bytes()); }},
                            {"RATE", [](auto& b) { return rate_cell(b.bytes_per_s()); }},
@@ -53,6 +55,7 @@ int job_reply(const v1::Rebuild& b) {
     fmt::print("rebuild of child {} of nexus {}: {} ({}), {} of {}{}\n", b.child_uuid(), b.nexus_uuid(),
                rebuild_state_name(b.state()), b.kind(), sz(b.done_bytes()), sz(b.total_bytes()),
                b.error().empty() ? "" : fmt::format(": {}", b.error()));
+    if (!b.reason().empty()) fmt::print("  {}\n", b.reason());
   });
 }
 
@@ -130,13 +133,16 @@ void add_rebuild_commands(CLI::App* nexus, std::function<int()>* run) {
   start->add_option("--segment", r.segment, "Bytes per copy request, 4KiB..16MiB (default 1MiB)");
   start->add_option("--concurrency", r.concurrency, "Segments copied at once, 1..16 (default 2)");
   start->add_option("--rate", r.rate, "At most this many bytes per second (100MiB, 50MB/s; default: no limit)");
+  start->add_flag("--verify", r.verify,
+                  "Read every copied segment back from the child and compare it with the source (a mismatch fails "
+                  "the rebuild and faults the child)");
   start->add_flag("--watch", r.watch, "Then show progress until it ends");
   start->callback([run] {
     *run = [] {
       v1::StartRebuildRequest q;
       q.set_uuid(r.nexus);
       q.set_child_uuid(r.child);
-      if (!r.segment.empty() || r.concurrency || !r.rate.empty()) {
+      if (!r.segment.empty() || r.concurrency || !r.rate.empty() || r.verify) {
         auto* s = q.mutable_settings();
         if (!r.segment.empty()) {
           auto v = size_arg(r.segment);
@@ -147,6 +153,7 @@ void add_rebuild_commands(CLI::App* nexus, std::function<int()>* run) {
         auto rate = rate_arg(r.rate);
         if (!rate.ok()) return bad_arg(rate.status());
         s->set_rate_bytes_per_s(*rate);
+        s->set_verify(r.verify);
       }
       v1::Rebuild b;
       if (int rc = call(&v1::NexusService::Stub::StartRebuild, q, &b)) return rc;

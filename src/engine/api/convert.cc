@@ -354,6 +354,8 @@ Result<CreateNexusArgs> to_domain(const v1::CreateNexusRequest& r) {
   a.cntlid_max = uint16_t(r.cntlid_max());
   a.auto_rebuild = !r.no_auto_rebuild();
   if (r.has_rebuild()) a.rebuild = to_domain(r.rebuild());
+  if (r.al_extents()) a.al_extents = r.al_extents();
+  if (r.region_bytes()) a.region_bytes = r.region_bytes();
   return a;
 }
 
@@ -363,6 +365,7 @@ nexus::RebuildOptions to_domain(const v1::RebuildSettings& r) {
   if (r.concurrency()) o.concurrency = r.concurrency();
   o.rate_bytes_per_s = r.rate_bytes_per_s();
   if (r.checkpoint_bytes()) o.checkpoint_bytes = r.checkpoint_bytes();
+  o.verify = r.verify();
   return o;
 }
 
@@ -386,6 +389,9 @@ void to_message(const Uuid& nexus, const nexus::RebuildStats& s, v1::Rebuild* ou
   out->set_copied_bytes(s.copied_bytes);
   out->set_skipped_bytes(s.skipped_bytes);
   out->set_resumed_bytes(s.resumed_bytes);
+  out->set_dirty_bytes(s.dirty_bytes);
+  out->set_verified_bytes(s.verified_bytes);
+  out->set_verify(s.verify);
   out->set_source_errors(s.source_errors);
   out->set_rate_limit(s.rate_limit);
   out->set_bytes_per_s(s.bytes_per_s);
@@ -467,6 +473,12 @@ void to_message(const NexusDesc& n, v1::Nexus* out) {
   out->set_state(to_wire(n.info.status));
   out->set_persistence_key(n.info.persistence_key);
   out->set_generation(n.info.generation);
+  v1::ActivityLog* al = out->mutable_activity_log();
+  al->set_hot_extents(n.info.log.hot_extents);
+  al->set_capacity(n.info.log.capacity);
+  al->set_transactions(n.info.log.transactions);
+  al->set_evictions(n.info.log.evictions);
+  al->set_reconciled_bytes(n.info.log.reconciled_bytes);
   for (const nexus::ChildInfo& c : n.info.children) {
     v1::Child* m = out->add_children();
     m->set_uri(c.uri);
@@ -478,6 +490,9 @@ void to_message(const NexusDesc& n, v1::Nexus* out) {
     m->set_local(c.local);
     m->set_generation(c.generation);
     if (c.rebuild) to_message(n.info.uuid, *c.rebuild, m->mutable_rebuild());
+    m->set_tracked(c.tracked);
+    m->set_dirty_bytes(c.dirty_bytes);
+    m->set_tracked_since_generation(c.tracked_since_gen);
     v1::ChildIoStats* io = m->mutable_io();
     io->set_reads(c.io.reads);
     io->set_writes(c.io.writes);

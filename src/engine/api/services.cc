@@ -73,8 +73,8 @@ class PoolApi final : public v1::PoolService::Service {
   GStatus ExportPool(ServerContext*, const v1::PoolRef* r, v1::Empty*) override {
     return reply(on_primary(e_, [&] { return e_.pools().export_pool(r->name()); }));
   }
-  GStatus DestroyPool(ServerContext*, const v1::PoolRef* r, v1::Empty*) override {
-    return reply(on_primary(e_, [&] { return e_.pools().destroy_pool(r->name()); }));
+  GStatus DestroyPool(ServerContext*, const v1::DestroyPoolRequest* r, v1::Empty*) override {
+    return reply(on_primary(e_, [&] { return e_.pools().destroy_pool(r->name(), r->force()); }));
   }
   GStatus GrowPool(ServerContext*, const v1::PoolRef* r, v1::Pool* out) override {
     return reply(on_primary(e_, [&] { return e_.pools().grow_pool(r->name()); }), out);

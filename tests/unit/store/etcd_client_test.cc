@@ -42,19 +42,11 @@ struct WatchLog {
   }
 };
 
-class EtcdTest : public ::testing::Test {
+class EtcdTest : public test::EtcdSuite {
  protected:
-  static void SetUpTestSuite() {
-    std::string error;
-    cluster_ = EtcdCluster::Start(1, &error).release();
-    if (!cluster_) error_ = error;
-  }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
   void SetUp() override {
-    ASSERT_NE(cluster_, nullptr) << "cannot start etcd: " << error_;
+    test::EtcdSuite::SetUp();
+    if (HasFatalFailure()) return;
     ASSERT_TRUE(cluster_->running(0) || cluster_->restart(0)) << cluster_->log_tail(0);
     opts_.endpoints = cluster_->endpoints();
     opts_.request_timeout_ns = ms(5000);
@@ -89,15 +81,11 @@ class EtcdTest : public ::testing::Test {
     return env_->run([&] { return c().watch(std::move(o), log.callback()); });
   }
 
-  static EtcdCluster* cluster_;
-  static std::string error_;
   EtcdOptions opts_;
   std::unique_ptr<EtcdEnv> env_;
   std::string prefix_;
 };
 
-EtcdCluster* EtcdTest::cluster_ = nullptr;
-std::string EtcdTest::error_;
 
 TEST_F(EtcdTest, PutGetAndRevisions) {
   auto r1 = put(key("a"), "one");

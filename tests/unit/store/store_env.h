@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "etcd_process.h"
 #include "reactor/reactor_set.h"
 #include "store/etcd_client.h"
 
@@ -67,6 +68,24 @@ class EtcdEnv {
 
   std::unique_ptr<ReactorSet> set;
   std::unique_ptr<store::EtcdClient> client;
+};
+
+// A test suite with one real etcd member, started before its first test and stopped after its last.
+// SetUp fails the test (with what etcd said) when the member could not be started.
+class EtcdSuite : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string error;
+    cluster_ = EtcdCluster::Start(1, &error).release();
+    if (!cluster_) error_ = error;
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(cluster_, nullptr) << "cannot start etcd: " << error_; }
+  static inline EtcdCluster* cluster_ = nullptr;
+  static inline std::string error_;
 };
 
 }  // namespace tern::test
