@@ -36,6 +36,10 @@ struct EngineOptions {
   // How long a nexus keeps retrying a record write (a child's retire) with host I/O held before it shuts
   // itself down rather than acknowledge what it could not record.
   uint64_t nexus_persist_timeout_ms = 30000;
+  // Core agents to register with (host:port of their gRPC, each of them: the leader and its standbys);
+  // empty: the engine runs on its own. Labels describe the node's place (zone=a, rack=r1) for placement.
+  std::vector<std::string> agents;
+  std::vector<std::string> node_labels;  // key=value
   std::string log_level = "info";
   std::string log_format = "text";         // text | json
 };

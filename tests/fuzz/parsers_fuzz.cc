@@ -2,7 +2,7 @@
 // and in config files), error-injection rules, sizes, durations and UUIDs; and the reply of tern's
 // block-status vendor command (nvmf/vendor.h), which a rebuild reads from another engine; and the nexus's
 // metadata pages (label, rebuild checkpoint, activity-log transaction, slot table), which a nexus reads
-// from its children, remote ones over the network.
+// from its children, remote ones over the network; and the control plane's specs (JSON from etcd).
 // The first byte picks the parser; the rest is its input. Properties checked besides "no crash, no
 // sanitizer report": accepted URIs keep their text and re-parse to the same parts; accepted rules
 // round-trip through ToString; accepted UUIDs round-trip through their canonical form.
@@ -16,6 +16,7 @@
 #include "common/units.h"
 #include "common/uri.h"
 #include "common/uuid.h"
+#include "control/specs.h"
 #include "nexus/dirty_log.h"
 #include "nexus/layout.h"
 #include "nvmf/vendor.h"
@@ -29,7 +30,7 @@ static void check(bool ok) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 7) {
+  switch (data[0] % 8) {
     case 0: {
       auto u = Uri::Parse(in);
       if (!u.ok()) {
@@ -107,6 +108,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         auto again = nexus::SlotTable::Decode(back);
         check(again.ok() && again->entries == st->entries);
       }
+      break;
+    }
+    case 7: {
+      // A spec as etcd might hold it: what parses re-encodes to a document that parses to the same.
+      auto round = [](auto parsed) {
+        if (!parsed.ok()) return;
+        std::string once = parsed->ToJson();
+        auto again = std::decay_t<decltype(*parsed)>::FromJson(once);
+        check(again.ok() && again->ToJson() == once);
+      };
+      round(control::NodeSpec::FromJson(in));
+      round(control::PoolSpec::FromJson(in));
+      round(control::ReplicaSpec::FromJson(in));
+      round(control::VolumeSpec::FromJson(in));
       break;
     }
   }

@@ -131,6 +131,13 @@ Result<EngineOptions> parse_flags(int argc, char** argv, int* exit_code) {
                  "before it shuts itself down rather than acknowledge what it could not record")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t(100), uint64_t(3'600'000)));
+  app.add_option("--agent", o.agents,
+                 "Core agents to register with and heartbeat to (host:port of their gRPC; repeat, or "
+                 "comma-separate in the variable; default: none, the engine runs on its own)")
+      ->envname(env("AGENT"))->delimiter(',');
+  app.add_option("--node-label", o.node_labels,
+                 "A label of this node for the control plane's placement: KEY=VALUE (zone=a); repeat the flag")
+      ->envname(env("NODE_LABELS"))->delimiter(',');
   app.add_option("--log-level", o.log_level, "Log level, or per module: info,nvmf=debug,engine=trace")
       ->envname(env("LOG_LEVEL"))->capture_default_str();
   app.add_option("--log-format", o.log_format, "Log format")
@@ -216,6 +223,14 @@ Result<EngineOptions> parse_flags(int argc, char** argv, int* exit_code) {
         return Status(Errc::kInval, "duplicate pool");
       }
       o.pools.push_back(*s);
+    }
+  }
+  for (const std::string& l : o.node_labels) {
+    size_t eq = l.find('=');
+    if (eq == 0 || eq == std::string::npos) {
+      std::cerr << "io-engine: --node-label '" << l << "': expected KEY=VALUE\n";
+      *exit_code = 2;
+      return Status(Errc::kInval, "bad node label");
     }
   }
   if (o.node_name.empty()) o.node_name = hostname();

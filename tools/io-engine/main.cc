@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "engine/api/grpc_server.h"
+#include "engine/api/registration.h"
 #include "engine/engine.h"
 #include "engine/metrics.h"
 #include "flags.h"
@@ -92,9 +93,25 @@ int main(int argc, char** argv) {
                 info.nvmf_endpoint,
                 metrics_server ? fmt::format("http://{}:{}/metrics", opts->metrics_address, metrics_server->port()) : "off",
                 pools.size(), opts->cores);
+      // With --agent: announce this node to the control plane and heartbeat (deregistered first at stop).
+      std::unique_ptr<Registration> registration;
+      if (!opts->agents.empty()) {
+        RegistrationInfo ri;
+        ri.node = info.node_name;
+        std::string host = opts->grpc_endpoint.substr(0, opts->grpc_endpoint.rfind(':'));
+        if (host == "0.0.0.0" || host == "[::]" || host == "::" || host.empty()) host = opts->advertise_address;
+        ri.grpc_endpoint = fmt::format("{}:{}", host, grpc->port());
+        ri.nvmf_endpoint = info.nvmf_endpoint;
+        ri.instance_uuid = info.instance.ToString();
+        ri.version = info.version;
+        for (const std::string& l : opts->node_labels) ri.labels[l.substr(0, l.find('='))] = l.substr(l.find('=') + 1);
+        auto r = Registration::Start(opts->agents, std::move(ri));
+        if (r.ok()) registration = std::move(*r);
+      }
       int sig = 0;
       sigwait(&sigs, &sig);
       TLOG_INFO("engine", "{}: stopping (new requests refused, shares drained, pools exported)", strsignal(sig));
+      if (registration) registration->Stop();
       if (metrics_server) metrics_server->Stop();
       grpc->Stop(5000);
     }

@@ -2,12 +2,13 @@
 //   ternctl pool|replica|snapshot|clone|bdev|nvmf|stats|node|test|nexus ...   the io-engine's API (gRPC)
 //   ternctl nvme ...                  an NVMe/TCP host: discover, identify, list-subsystems on any target
 //   ternctl offline pool ...          tools that work on a pool's disk directly while no engine has it
-// The control plane's commands (volumes, nodes) join it later.
+//   ternctl get|describe|volume|cluster ..., node cordon|uncordon   the control plane (the agent's REST API)
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <functional>
 
 #include "common/log.h"
+#include "cluster_cmds.h"
 #include "engine_cmds.h"
 #include "nvme_cmds.h"
 #include "pool_cmds.h"
@@ -24,8 +25,13 @@ Examples:
   ternctl nexus publish <volume uuid> --host nqn.2014-08.org.nvmexpress:uuid:<host>
   ternctl nvme discover --addr 127.0.0.1 --port 8420
   ternctl offline pool check uring:///dev/sdb
+  ternctl cluster pool add p-node1 --node node1 --disk uring:///dev/sdb
+  ternctl volume create --size 10GiB --replicas 3 --thin
+  ternctl get volumes ; ternctl describe volume <uuid>
 
-Engine commands talk to the io-engine at --engine (default 127.0.0.1:10124, or TERN_ENGINE).
+Engine commands talk to the io-engine at --engine (default 127.0.0.1:10124, or TERN_ENGINE); cluster
+commands (get, describe, volume, cluster, node cordon) to the core agent at --agent (default
+http://127.0.0.1:8081, or TERN_AGENT).
 Exit codes: 0 done, 1 failed, 2 bad command line, 3 not found, 4 exists with other arguments,
 5 refused in the current state (busy/shared/open), 6 out of space, 7 engine unreachable or
 unavailable, 8 data loss, 9 invalid argument. Run 'ternctl <command> --help' for more.)");
@@ -35,6 +41,7 @@ unavailable, 8 data loss, 9 invalid argument. Run 'ternctl <command> --help' for
 
   std::function<int()> run_engine;
   tern::ctl::add_engine_commands(app, &run_engine);
+  tern::ctl::add_cluster_commands(app, &run_engine);
   tern::ctl::NvmeArgs nvme;
   int (*run)(const tern::ctl::NvmeArgs&) = nullptr;
   tern::ctl::add_nvme_commands(app, nvme, &run);

@@ -1,0 +1,58 @@
+// Cluster: what the agent's services share — the specs (what should be), the registry (who is alive),
+// the engines' API, and the last state each engine reported for its pools (what is).
+//
+// Threads: the agent's primary reactor.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+
+#include "control/engines.h"
+#include "control/registry.h"
+#include "control/spec_store.h"
+
+namespace tern::control {
+
+// A pool as its engine last reported it.
+struct PoolStatus {
+  bool found = false;       // the engine has it
+  std::string state;        // online | degraded (the engine's), when found
+  std::string reason;       // the engine's state reason, or why it could not be asked
+  uint64_t capacity = 0;
+  uint64_t used = 0;
+  uint64_t committed = 0;
+  uint32_t objects = 0;     // replicas, snapshots and clones in it
+  uint64_t seen_ns = 0;     // when (reactor clock); 0: never
+};
+
+struct AgentOptions {
+  Keys keys;
+  uint64_t node_deadline_ms = 5000;   // no heartbeat for this long: the node is probed
+  uint64_t heartbeat_ms = 1000;       // what engines are told
+  uint64_t poll_ms = 5000;            // the engines' pools are read this often
+  uint64_t reconcile_ms = 5000;       // the periodic reconcile pass
+  uint64_t engine_timeout_ms = 15000; // each engine call
+  double thin_commitment = 2.5;       // thin replicas may commit 250 % of a pool's capacity
+  int64_t lease_ttl_s = 3;            // the leader's lease: a dead leader is replaced within this
+};
+
+struct Cluster {
+  Cluster(SpecStore& s, Registry& r, Engines& e, const AgentOptions& o) : specs(s), registry(r), engines(e), opts(o) {}
+  SpecStore& specs;
+  Registry& registry;
+  Engines& engines;
+  const AgentOptions& opts;
+  std::map<std::string, PoolStatus> pools;  // by pool name
+
+  // The node's API endpoint: its last registration, else its spec; empty when unknown.
+  std::string endpoint(const std::string& node) const {
+    std::string e = registry.endpoint(node);
+    if (!e.empty()) return e;
+    auto it = specs.nodes.find(node);
+    return it == specs.nodes.end() ? std::string() : it->second.grpc_endpoint;
+  }
+};
+
+}  // namespace tern::control

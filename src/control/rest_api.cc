@@ -1,0 +1,417 @@
+#include "control/rest_api.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/log.h"
+#include "common/uuid.h"
+#include "reactor/reactor.h"
+
+namespace tern::control {
+
+using json = nlohmann::json;
+
+int http_status(Errc e) {
+  switch (e) {
+    case Errc::kOk: return 200;
+    case Errc::kInval:
+    case Errc::kRange:
+    case Errc::kNotSup: return 400;
+    case Errc::kNoEnt: return 404;
+    case Errc::kExist:
+    case Errc::kBusy:
+    case Errc::kAgain: return 409;
+    case Errc::kNoSpc: return 507;
+    case Errc::kConnRefused:
+    case Errc::kAccess:
+    case Errc::kShutdown:
+    case Errc::kTimedOut: return 503;
+    default: return 500;
+  }
+}
+
+HttpReply problem_reply(const Status& s) {
+  HttpReply r;
+  r.status = http_status(s.code());
+  r.content_type = "application/problem+json";
+  static const std::map<int, const char*> titles = {{400, "Bad Request"}, {404, "Not Found"},     {405, "Method Not Allowed"},
+                                                    {409, "Conflict"},    {500, "Internal Server Error"},
+                                                    {503, "Service Unavailable"}, {507, "Insufficient Storage"}};
+  auto t = titles.find(r.status);
+  json j = {{"type", "about:blank"},
+            {"title", t == titles.end() ? "Error" : t->second},
+            {"status", r.status},
+            {"detail", std::string(s.message())},
+            {"code", std::string(errc_name(s.code()))}};
+  r.body = j.dump();
+  return r;
+}
+
+namespace {
+
+HttpReply ok_json(const json& j, int status = 200) {
+  HttpReply r;
+  r.status = status;
+  r.body = j.dump();
+  return r;
+}
+
+HttpReply no_content() {
+  HttpReply r;
+  r.status = 204;
+  return r;
+}
+
+HttpReply bad(std::string_view what) { return problem_reply(Status(Errc::kInval, std::string(what))); }
+
+std::vector<std::string> split_path(std::string_view p) {
+  std::vector<std::string> out;
+  while (!p.empty()) {
+    if (p.front() == '/') {
+      p.remove_prefix(1);
+      continue;
+    }
+    size_t s = p.find('/');
+    auto seg = url_decode(p.substr(0, s));
+    out.push_back(seg.ok() ? *seg : std::string(p.substr(0, s)));
+    p = s == std::string_view::npos ? std::string_view() : p.substr(s);
+  }
+  return out;
+}
+
+json labels_json(const Labels& l) {
+  json o = json::object();
+  for (const auto& [k, v] : l) o[k] = v;
+  return o;
+}
+
+json node_json(const NodeSpec& n, const NodeLiveness* l) {
+  json j = {{"id", n.id},
+            {"grpc_endpoint", n.grpc_endpoint},
+            {"nvmf_endpoint", n.nvmf_endpoint},
+            {"labels", labels_json(n.labels)},
+            {"cordons", n.cordons},
+            {"draining", n.draining},
+            {"status", l ? (l->online ? "online" : "offline") : "unknown"}};
+  if (l) {
+    j["instance"] = l->instance;
+    j["version"] = l->version;
+    if (!l->online && !l->offline_reason.empty()) j["reason"] = l->offline_reason;
+  }
+  return j;
+}
+
+std::string pool_status(const PoolSpec& p, const Cluster& c) {
+  if (p.state != SpecState::kCreated) return std::string(spec_state_name(p.state));
+  if (!c.registry.online(p.node)) return "offline";
+  auto st = c.pools.find(p.name);
+  if (st == c.pools.end() || st->second.seen_ns == 0) return "unknown";
+  if (!st->second.found) return "missing";
+  return st->second.state;
+}
+
+json pool_json(const PoolSpec& p, const Cluster& c) {
+  json j = {{"name", p.name},
+            {"node", p.node},
+            {"disk", p.disk},
+            {"labels", labels_json(p.labels)},
+            {"state", spec_state_name(p.state)},
+            {"status", pool_status(p, c)},
+            {"replicas", c.specs.replicas_in(p.name).size()}};
+  auto st = c.pools.find(p.name);
+  if (st != c.pools.end() && st->second.found) {
+    j["capacity"] = st->second.capacity;
+    j["used"] = st->second.used;
+    j["committed"] = st->second.committed;
+  }
+  if (st != c.pools.end() && !st->second.reason.empty()) j["reason"] = st->second.reason;
+  return j;
+}
+
+json replica_json(const ReplicaSpec& r, const Cluster& c) {
+  return {{"uuid", r.uuid},
+          {"volume", r.volume},
+          {"pool", r.pool},
+          {"node", r.node},
+          {"size", r.size},
+          {"thin", r.thin},
+          {"state", spec_state_name(r.state)},
+          {"status", c.registry.online(r.node) ? "online" : "offline"}};
+}
+
+json volume_json(const VolumeSpec& v, const Cluster& c) {
+  json reps = json::array();
+  size_t online = 0;
+  for (const std::string& id : v.replica_ids) {
+    auto it = c.specs.replicas.find(id);
+    if (it == c.specs.replicas.end()) continue;
+    json r = replica_json(it->second, c);
+    if (r["status"] == "online") ++online;
+    reps.push_back(std::move(r));
+  }
+  std::string status;
+  if (v.state != SpecState::kCreated) {
+    status = std::string(spec_state_name(v.state));
+  } else if (online >= v.replicas) {
+    status = "online";
+  } else {
+    status = online > 0 ? "degraded" : "offline";
+  }
+  json j = {{"uuid", v.uuid},
+            {"size", v.size},
+            {"replicas", v.replicas},
+            {"thin", v.thin},
+            {"state", spec_state_name(v.state)},
+            {"status", status},
+            {"labels", labels_json(v.labels)},
+            {"topology",
+             {{"node_labels", labels_json(v.topology.node_labels)},
+              {"pool_labels", labels_json(v.topology.pool_labels)},
+              {"spread", v.topology.spread}}},
+            {"replica_details", reps}};
+  if (v.target) {
+    j["target"] = {{"node", v.target->node},
+                   {"protocol", v.target->protocol},
+                   {"uri", v.target->uri},
+                   {"state", target_state_name(v.target->state)}};
+  }
+  return j;
+}
+
+// Reads a JSON object body; unknown fields are refused (a typo must not be silently ignored).
+Result<json> body_object(const HttpCall& call, std::initializer_list<const char*> fields) {
+  if (call.body.empty()) return Status(Errc::kInval, "a JSON object body is required");
+  json j = json::parse(call.body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Status(Errc::kInval, "the body is not a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool known = false;
+    for (const char* f : fields) known |= it.key() == f;
+    if (!known) {
+      std::string list;
+      for (const char* f : fields) list += fmt::format("{}{}", list.empty() ? "" : ", ", f);
+      return Status::Errorf(Errc::kInval, "'{}' is not a field here (fields: {})", it.key(), list);
+    }
+  }
+  return j;
+}
+
+Result<Labels> labels_field(const json& j, const char* f) {
+  Labels out;
+  auto it = j.find(f);
+  if (it == j.end() || it->is_null()) return out;
+  if (!it->is_object()) return Status::Errorf(Errc::kInval, "'{}': an object of strings", f);
+  for (auto e = it->begin(); e != it->end(); ++e) {
+    if (!e.value().is_string()) return Status::Errorf(Errc::kInval, "'{}.{}': a string", f, e.key());
+    out[e.key()] = e.value().get<std::string>();
+  }
+  return out;
+}
+
+Result<CreateVolumeArgs> volume_args(const std::string& uuid, const HttpCall& call) {
+  auto j = body_object(call, {"size", "replicas", "thin", "topology", "labels"});
+  if (!j.ok()) return j.status();
+  CreateVolumeArgs a;
+  a.uuid = uuid;
+  auto size = j->find("size");
+  if (size == j->end() || !size->is_number_unsigned()) return Status(Errc::kInval, "'size': bytes, a positive integer (required)");
+  a.size = size->get<uint64_t>();
+  if (auto r = j->find("replicas"); r != j->end()) {
+    if (!r->is_number_unsigned()) return Status(Errc::kInval, "'replicas': an integer from 1 to 8");
+    a.replicas = uint32_t(std::min<uint64_t>(r->get<uint64_t>(), 1000));
+  }
+  if (auto t = j->find("thin"); t != j->end()) {
+    if (!t->is_boolean()) return Status(Errc::kInval, "'thin': true or false");
+    a.thin = t->get<bool>();
+  }
+  auto labels = labels_field(*j, "labels");
+  if (!labels.ok()) return labels.status();
+  a.labels = *labels;
+  if (auto t = j->find("topology"); t != j->end() && !t->is_null()) {
+    if (!t->is_object()) return Status(Errc::kInval, "'topology': an object");
+    for (auto it = t->begin(); it != t->end(); ++it) {
+      if (it.key() != "node_labels" && it.key() != "pool_labels" && it.key() != "spread") {
+        return Status::Errorf(Errc::kInval, "'topology.{}' is not a field (node_labels, pool_labels, spread)", it.key());
+      }
+    }
+    auto nl = labels_field(*t, "node_labels");
+    if (!nl.ok()) return nl.status();
+    auto pl = labels_field(*t, "pool_labels");
+    if (!pl.ok()) return pl.status();
+    a.topology.node_labels = *nl;
+    a.topology.pool_labels = *pl;
+    if (auto s = t->find("spread"); s != t->end() && !s->is_null()) {
+      if (!s->is_array()) return Status(Errc::kInval, "'topology.spread': an array of node label keys");
+      for (const json& k : *s) {
+        if (!k.is_string()) return Status(Errc::kInval, "'topology.spread': an array of node label keys");
+        a.topology.spread.push_back(k.get<std::string>());
+      }
+    }
+  }
+  return a;
+}
+
+std::string metrics_text(const Cluster& c, const AgentStatus& st) {
+  std::string out;
+  out += "# HELP tern_agent_leader 1 when this agent leads.\n# TYPE tern_agent_leader gauge\n";
+  out += fmt::format("tern_agent_leader{{agent=\"{}\"}} {}\n", st.id, st.leading ? 1 : 0);
+  out += "# HELP tern_agent_reconcile_passes_total Reconcile passes run while leading.\n# TYPE tern_agent_reconcile_passes_total counter\n";
+  out += fmt::format("tern_agent_reconcile_passes_total {}\n", st.reconcile_passes);
+  size_t online = 0, offline = 0;
+  for (const auto& [n, l] : c.registry.all()) (l.online ? online : offline)++;
+  out += "# HELP tern_nodes Engines known to this agent, by status.\n# TYPE tern_nodes gauge\n";
+  out += fmt::format("tern_nodes{{status=\"online\"}} {}\ntern_nodes{{status=\"offline\"}} {}\n", online, offline);
+  if (st.leading) {
+    std::map<std::string, size_t> by;
+    for (const auto& [id, v] : c.specs.volumes) by[volume_json(v, c)["status"].get<std::string>()]++;
+    out += "# HELP tern_volumes Volumes by status.\n# TYPE tern_volumes gauge\n";
+    for (const char* s : {"online", "degraded", "offline", "creating", "deleting"}) {
+      out += fmt::format("tern_volumes{{status=\"{}\"}} {}\n", s, by[s]);
+    }
+    out += "# HELP tern_pools Pools declared.\n# TYPE tern_pools gauge\n";
+    out += fmt::format("tern_pools {}\n", c.specs.pools.size());
+  }
+  return out;
+}
+
+}  // namespace
+
+HttpReply RestApi::handle(const HttpCall& call) {
+  if (call.path == "/v1/openapi.json" && (call.method == "GET" || call.method == "HEAD")) {
+    HttpReply r;
+    r.body = kOpenApiJson;
+    return r;
+  }
+  return rs_.run_sync(0, [this, &call] { return route(call); });
+}
+
+Task<HttpReply> RestApi::route(HttpCall call) {
+  auto seg = split_path(call.path);
+  const std::string& m = call.method;
+  bool get = m == "GET" || m == "HEAD";
+  auto method_not_allowed = [&](const char* allowed) {
+    HttpReply r = problem_reply(Status::Errorf(Errc::kInval, "{} is not allowed on {}", m, call.path));
+    r.status = 405;
+    r.body = json{{"type", "about:blank"}, {"title", "Method Not Allowed"}, {"status", 405},
+                  {"detail", fmt::format("{} is not allowed on {} (allowed: {})", m, call.path, allowed)}, {"code", "EINVAL"}}
+                 .dump();
+    r.headers.push_back({"Allow", allowed});
+    return r;
+  };
+  if (seg.size() == 1 && seg[0] == "metrics" && get) {
+    AgentStatus st = co_await agent_.status();
+    HttpReply r;
+    r.content_type = "text/plain; version=0.0.4";
+    r.body = metrics_text(agent_.cluster(), st);
+    co_return r;
+  }
+  if (seg.empty() || seg[0] != "v1") co_return problem_reply(Status::Errorf(Errc::kNoEnt, "no such path: {}", call.path));
+  seg.erase(seg.begin());
+  if (seg.size() == 1 && seg[0] == "cluster") {
+    if (!get) co_return method_not_allowed("GET");
+    AgentStatus st = co_await agent_.status();
+    co_return ok_json({{"agent", st.id}, {"leading", st.leading}, {"leader", st.leader}, {"term", st.term}});
+  }
+  // Everything else needs the leader's state.
+  if (Status s = co_await agent_.require_leader(); !s.ok()) co_return problem_reply(s);
+  if (Status s = co_await agent_.specs().ensure_loaded(); !s.ok()) co_return problem_reply(s);
+  Cluster& c = agent_.cluster();
+  const std::string kind = seg.empty() ? "" : seg[0];
+
+  if (kind == "nodes") {
+    if (seg.size() == 1) {
+      if (!get) co_return method_not_allowed("GET");
+      json a = json::array();
+      for (const auto& [id, n] : c.specs.nodes) a.push_back(node_json(n, c.registry.get(id)));
+      co_return ok_json(a);
+    }
+    auto it = c.specs.nodes.find(seg[1]);
+    if (seg.size() == 2) {
+      if (!get) co_return method_not_allowed("GET");
+      if (it == c.specs.nodes.end()) co_return problem_reply(Status::Errorf(Errc::kNoEnt, "node '{}' has never registered", seg[1]));
+      co_return ok_json(node_json(it->second, c.registry.get(seg[1])));
+    }
+    if (seg.size() == 4 && seg[2] == "cordon") {
+      if (m != "PUT" && m != "DELETE") co_return method_not_allowed("PUT, DELETE");
+      auto r = co_await agent_.cordon(seg[1], seg[3], m == "PUT");
+      if (!r.ok()) co_return problem_reply(r.status());
+      co_return ok_json(node_json(*r, c.registry.get(seg[1])));
+    }
+  } else if (kind == "pools") {
+    if (seg.size() == 1) {
+      if (!get) co_return method_not_allowed("GET");
+      json a = json::array();
+      for (const auto& [n, p] : c.specs.pools) a.push_back(pool_json(p, c));
+      co_return ok_json(a);
+    }
+    if (seg.size() == 2) {
+      const std::string name = seg[1];
+      if (get) {
+        const PoolSpec* p = c.specs.pool(name);
+        if (!p) co_return problem_reply(Status::Errorf(Errc::kNoEnt, "pool '{}' is not declared", name));
+        co_return ok_json(pool_json(*p, c));
+      }
+      if (m == "PUT") {
+        auto j = body_object(call, {"node", "disk", "labels"});
+        if (!j.ok()) co_return problem_reply(j.status());
+        auto node = j->find("node");
+        auto disk = j->find("disk");
+        if (node == j->end() || !node->is_string()) co_return bad("'node': the node's name (required)");
+        if (disk == j->end() || !disk->is_string()) co_return bad("'disk': a device URI on the node (required)");
+        auto labels = labels_field(*j, "labels");
+        if (!labels.ok()) co_return problem_reply(labels.status());
+        bool existed = c.specs.pool(name) != nullptr;
+        auto r = co_await agent_.pools().declare(name, node->get<std::string>(), disk->get<std::string>(), *labels);
+        if (!r.ok()) co_return problem_reply(r.status());
+        co_return ok_json(pool_json(*r, c), existed ? 200 : 201);
+      }
+      if (m == "DELETE") {
+        auto q = parse_query(call.query);
+        bool force = q.count("force") && (q["force"] == "true" || q["force"] == "1");
+        Status s = co_await agent_.pools().destroy(name, force);
+        if (!s.ok()) co_return problem_reply(s);
+        co_return no_content();
+      }
+      co_return method_not_allowed("GET, PUT, DELETE");
+    }
+  } else if (kind == "replicas") {
+    if (seg.size() == 1) {
+      if (!get) co_return method_not_allowed("GET");
+      json a = json::array();
+      for (const auto& [id, r] : c.specs.replicas) a.push_back(replica_json(r, c));
+      co_return ok_json(a);
+    }
+  } else if (kind == "volumes") {
+    if (seg.size() == 1) {
+      if (!get) co_return method_not_allowed("GET");
+      json a = json::array();
+      for (const auto& [id, v] : c.specs.volumes) a.push_back(volume_json(v, c));
+      co_return ok_json(a);
+    }
+    if (seg.size() == 2) {
+      auto uuid = Uuid::Parse(seg[1]);
+      if (!uuid.ok()) co_return bad(fmt::format("'{}' is not a volume UUID", seg[1]));
+      const std::string id = uuid->ToString();
+      if (get) {
+        const VolumeSpec* v = c.specs.volume(id);
+        if (!v) co_return problem_reply(Status::Errorf(Errc::kNoEnt, "volume {} does not exist", id));
+        co_return ok_json(volume_json(*v, c));
+      }
+      if (m == "PUT") {
+        auto a = volume_args(id, call);
+        if (!a.ok()) co_return problem_reply(a.status());
+        bool existed = c.specs.volume(id) != nullptr;
+        auto r = co_await agent_.volumes().create(*a);
+        if (!r.ok()) co_return problem_reply(r.status());
+        co_return ok_json(volume_json(*r, c), existed ? 200 : 201);
+      }
+      if (m == "DELETE") {
+        Status s = co_await agent_.volumes().destroy(id);
+        if (!s.ok()) co_return problem_reply(s);
+        co_return no_content();
+      }
+      co_return method_not_allowed("GET, PUT, DELETE");
+    }
+  }
+  co_return problem_reply(Status::Errorf(Errc::kNoEnt, "no such path: {}", call.path));
+}
+
+}  // namespace tern::control

@@ -1,0 +1,121 @@
+#include "control/spec_store.h"
+
+#include "common/log.h"
+
+namespace tern::control {
+
+void SpecStore::Batch::put(const NodeSpec& s) {
+  ops_.push_back(store::TxnOp::Put(store_->keys_.node(s.id), s.ToJson()));
+  apply_.push_back([st = store_, s] { st->nodes[s.id] = s; });
+}
+void SpecStore::Batch::put(const PoolSpec& s) {
+  ops_.push_back(store::TxnOp::Put(store_->keys_.pool(s.name), s.ToJson()));
+  apply_.push_back([st = store_, s] { st->pools[s.name] = s; });
+}
+void SpecStore::Batch::put(const ReplicaSpec& s) {
+  ops_.push_back(store::TxnOp::Put(store_->keys_.replica(s.uuid), s.ToJson()));
+  apply_.push_back([st = store_, s] { st->replicas[s.uuid] = s; });
+}
+void SpecStore::Batch::put(const VolumeSpec& s) {
+  ops_.push_back(store::TxnOp::Put(store_->keys_.volume(s.uuid), s.ToJson()));
+  apply_.push_back([st = store_, s] { st->volumes[s.uuid] = s; });
+}
+void SpecStore::Batch::del_pool(const std::string& name) {
+  ops_.push_back(store::TxnOp::Delete(store_->keys_.pool(name)));
+  apply_.push_back([st = store_, name] { st->pools.erase(name); });
+}
+void SpecStore::Batch::del_replica(const std::string& uuid) {
+  ops_.push_back(store::TxnOp::Delete(store_->keys_.replica(uuid)));
+  apply_.push_back([st = store_, uuid] { st->replicas.erase(uuid); });
+}
+void SpecStore::Batch::del_volume(const std::string& uuid) {
+  ops_.push_back(store::TxnOp::Delete(store_->keys_.volume(uuid)));
+  // The nexus record goes with the volume.
+  ops_.push_back(store::TxnOp::Delete(store_->keys_.record(uuid)));
+  apply_.push_back([st = store_, uuid] { st->volumes.erase(uuid); });
+}
+
+namespace {
+
+template <typename Spec>
+Task<Status> load_kind(store::EtcdClient& etcd, const std::string& prefix, std::map<std::string, Spec>& out,
+                       std::map<std::string, std::string>& unreadable) {
+  out.clear();
+  auto r = co_await etcd.get_prefix(prefix);
+  if (!r.ok()) co_return r.status();
+  for (const store::KeyValue& kv : r->kvs) {
+    auto s = Spec::FromJson(kv.value);
+    std::string name = kv.key.substr(prefix.size());
+    if (!s.ok()) {
+      unreadable[kv.key] = std::string(s.status().message());
+      TLOG_WARN("control", "spec {} cannot be read (kept, and its name stays taken): {}", kv.key, s.status());
+      continue;
+    }
+    out.emplace(std::move(name), std::move(*s));
+  }
+  co_return Status::Ok();
+}
+
+}  // namespace
+
+Task<Status> SpecStore::load() {
+  loaded_ = false;
+  unreadable.clear();
+  if (Status s = co_await load_kind(etcd_, keys_.nodes(), nodes, unreadable); !s.ok()) co_return s;
+  if (Status s = co_await load_kind(etcd_, keys_.pools(), pools, unreadable); !s.ok()) co_return s;
+  if (Status s = co_await load_kind(etcd_, keys_.replicas(), replicas, unreadable); !s.ok()) co_return s;
+  if (Status s = co_await load_kind(etcd_, keys_.volumes(), volumes, unreadable); !s.ok()) co_return s;
+  loaded_ = true;
+  co_return Status::Ok();
+}
+
+Task<Status> SpecStore::ensure_loaded() {
+  if (loaded_) co_return Status::Ok();
+  co_return co_await load();
+}
+
+Task<Status> SpecStore::commit(Batch b) {
+  if (b.ops_.empty()) co_return Status::Ok();
+  if (Status s = co_await ensure_loaded(); !s.ok()) co_return s;
+  store::Txn t;
+  t.success = std::move(b.ops_);
+  auto r = co_await leader_.guarded(std::move(t));
+  if (!r.ok()) {
+    if (r.code() != Errc::kAccess) loaded_ = false;  // it may have been applied: read it back next time
+    co_return r.status();
+  }
+  if (!r->succeeded) {
+    loaded_ = false;
+    co_return Status(Errc::kAgain, "the specs changed underneath this agent: reloaded; try again");
+  }
+  for (auto& f : b.apply_) f();
+  co_return Status::Ok();
+}
+
+const VolumeSpec* SpecStore::volume(const std::string& uuid) const {
+  auto it = volumes.find(uuid);
+  return it == volumes.end() ? nullptr : &it->second;
+}
+
+const PoolSpec* SpecStore::pool(const std::string& name) const {
+  auto it = pools.find(name);
+  return it == pools.end() ? nullptr : &it->second;
+}
+
+std::vector<const ReplicaSpec*> SpecStore::replicas_of(const std::string& volume) const {
+  std::vector<const ReplicaSpec*> out;
+  for (const auto& [id, r] : replicas) {
+    if (r.volume == volume) out.push_back(&r);
+  }
+  return out;
+}
+
+std::vector<const ReplicaSpec*> SpecStore::replicas_in(const std::string& pool) const {
+  std::vector<const ReplicaSpec*> out;
+  for (const auto& [id, r] : replicas) {
+    if (r.pool == pool) out.push_back(&r);
+  }
+  return out;
+}
+
+}  // namespace tern::control

@@ -1,0 +1,304 @@
+#include "control/volumes.h"
+
+#include <cstdlib>
+
+#include "common/log.h"
+#include "common/units.h"
+#include "common/uuid.h"
+#include "reactor/reactor.h"
+#include "reactor/task_scope.h"
+
+namespace tern::control {
+
+namespace {
+
+// Marks `uuid` busy for the lifetime of the guard.
+class BusyGuard {
+ public:
+  BusyGuard(std::set<std::string>& s, std::string id) : s_(s), id_(std::move(id)) { s_.insert(id_); }
+  ~BusyGuard() { s_.erase(id_); }
+
+ private:
+  std::set<std::string>& s_;
+  std::string id_;
+};
+
+std::string describe_difference(const VolumeSpec& v, const CreateVolumeArgs& a) {
+  if (v.size != a.size) return fmt::format("size {} (asked {})", v.size, a.size);
+  if (v.replicas != a.replicas) return fmt::format("{} replicas (asked {})", v.replicas, a.replicas);
+  if (v.thin != a.thin) return fmt::format("thin={} (asked {})", v.thin, a.thin);
+  if (v.topology.node_labels != a.topology.node_labels || v.topology.pool_labels != a.topology.pool_labels ||
+      v.topology.spread != a.topology.spread) {
+    return "another topology";
+  }
+  return {};
+}
+
+}  // namespace
+
+void VolumeService::maybe_crash(const char* step) const {
+  if (!crash_at.empty() && crash_at == step) {
+    TLOG_ERROR("control", "TERN_AGENT_CRASH_AT={}: aborting here (a test of crash recovery)", step);
+    std::abort();
+  }
+}
+
+std::vector<PoolCandidate> VolumeService::candidates() const {
+  std::map<std::string, uint32_t> per_node;
+  std::map<std::string, uint64_t> reserved, pending;
+  for (const auto& [id, r] : c_.specs.replicas) {
+    ++per_node[r.node];
+    if (r.state == SpecState::kCreating) {
+      pending[r.pool] += r.size;
+      if (!r.thin) reserved[r.pool] += r.size;
+    }
+  }
+  std::vector<PoolCandidate> out;
+  for (const auto& [name, p] : c_.specs.pools) {
+    PoolCandidate c;
+    c.pool = name;
+    c.node = p.node;
+    c.pool_labels = p.labels;
+    auto n = c_.specs.nodes.find(p.node);
+    if (n != c_.specs.nodes.end()) c.node_labels = n->second.labels;
+    auto st = c_.pools.find(name);
+    if (p.state != SpecState::kCreated) {
+      c.unusable = fmt::format("pool is {}", spec_state_name(p.state));
+    } else if (!c_.registry.online(p.node)) {
+      c.unusable = fmt::format("node {} is offline", p.node);
+    } else if (n != c_.specs.nodes.end() && n->second.cordoned()) {
+      c.unusable = fmt::format("node {} is cordoned", p.node);
+    } else if (st == c_.pools.end() || !st->second.found) {
+      c.unusable = "the engine does not report it";
+    } else if (st->second.state != "online") {
+      c.unusable = fmt::format("pool is {}: {}", st->second.state, st->second.reason);
+    }
+    if (st != c_.pools.end()) {
+      c.capacity = st->second.capacity;
+      c.used = st->second.used;
+      c.committed = st->second.committed + pending[name];
+      c.reserved = reserved[name];
+    }
+    c.node_replicas = per_node[p.node];
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
+  auto uuid = Uuid::Parse(a.uuid);
+  if (!uuid.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", a.uuid);
+  a.uuid = uuid->ToString();
+  if (a.size == 0 || a.size % 4096 != 0) {
+    co_return Status::Errorf(Errc::kInval, "size {}: a positive multiple of 4096 bytes", a.size);
+  }
+  if (a.replicas < 1 || a.replicas > 8) co_return Status::Errorf(Errc::kInval, "replicas {}: 1 to 8", a.replicas);
+  if (busy(a.uuid)) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", a.uuid);
+  if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
+  if (const VolumeSpec* v = c_.specs.volume(a.uuid)) {
+    std::string diff = describe_difference(*v, a);
+    if (!diff.empty()) co_return Status::Errorf(Errc::kExist, "volume {} exists with {}", a.uuid, diff);
+    if (v->state == SpecState::kCreated) co_return *v;
+    co_return Status::Errorf(Errc::kBusy, "volume {} is {}", a.uuid, spec_state_name(v->state));
+  }
+  BusyGuard guard(busy_, a.uuid);
+  // Pools on online nodes not read yet (an agent that just took over, a node that just came back):
+  // read them now rather than refuse them as unknown.
+  std::set<std::string> unread;
+  for (const auto& [name, p] : c_.specs.pools) {
+    auto st = c_.pools.find(name);
+    if ((st == c_.pools.end() || st->second.seen_ns == 0) && c_.registry.online(p.node)) unread.insert(p.node);
+  }
+  for (const std::string& node : unread) co_await pools_.refresh(node);
+
+  PlacementRequest pr;
+  pr.count = a.replicas;
+  pr.size = a.size;
+  pr.thin = a.thin;
+  pr.topology = a.topology;
+  pr.thin_commitment = c_.opts.thin_commitment;
+  std::vector<PoolCandidate> pools = candidates();
+  auto chosen = place(pools, pr);
+  if (!chosen.ok()) co_return Status::Errorf(chosen.code(), "volume {}: {}", a.uuid, chosen.status().message());
+
+  VolumeSpec v;
+  v.uuid = a.uuid;
+  v.size = a.size;
+  v.replicas = a.replicas;
+  v.thin = a.thin;
+  v.topology = a.topology;
+  v.labels = a.labels;
+  v.state = SpecState::kCreating;
+  std::vector<ReplicaSpec> reps;
+  for (size_t i : *chosen) {
+    ReplicaSpec r;
+    r.uuid = Uuid::Generate().ToString();
+    r.volume = v.uuid;
+    r.pool = pools[i].pool;
+    r.node = pools[i].node;
+    r.size = a.size;
+    r.thin = a.thin;
+    r.state = SpecState::kCreating;
+    v.replica_ids.push_back(r.uuid);
+    reps.push_back(std::move(r));
+  }
+  auto b = c_.specs.batch();
+  b.put(v);
+  for (const ReplicaSpec& r : reps) b.put(r);
+  if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+  maybe_crash("create:specs");
+
+  std::vector<Task<Status>> tasks;
+  for (const ReplicaSpec& r : reps) tasks.push_back(create_replica(r));
+  std::vector<Status> results = co_await when_all(std::move(tasks));
+  maybe_crash("create:replica");
+  Status failed;
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (!results[i].ok() && failed.ok()) {
+      failed = Status::Errorf(results[i].code(), "volume {}: replica on pool {} (node {}): {}", v.uuid, reps[i].pool,
+                              reps[i].node, results[i].message());
+    }
+  }
+  if (!failed.ok()) {
+    TLOG_WARN("control", "{}; undoing the volume's creation", failed);
+    Status u = co_await undo_create(v.uuid);
+    if (!u.ok()) TLOG_WARN("control", "volume {}: undoing: {} (the reconciler finishes it)", v.uuid, u);
+    co_return failed;
+  }
+  auto done = c_.specs.batch();
+  v.state = SpecState::kCreated;
+  done.put(v);
+  for (ReplicaSpec& r : reps) {
+    r.state = SpecState::kCreated;
+    done.put(r);
+  }
+  if (Status s = co_await c_.specs.commit(std::move(done)); !s.ok()) co_return s;
+  maybe_crash("create:done");
+  TLOG_INFO("control", "volume {} created: {}, {} replica(s){}", v.uuid, format_size(v.size), v.replicas, v.thin ? ", thin" : "");
+  co_return v;
+}
+
+Task<Status> VolumeService::create_replica(ReplicaSpec r) {
+  if (!c_.registry.online(r.node)) co_return Status::Errorf(Errc::kConnRefused, "node {} is offline", r.node);
+  ev1::CreateReplicaRequest req;
+  req.set_name(r.uuid);
+  req.set_uuid(r.uuid);
+  req.set_pool(r.pool);
+  req.set_size(r.size);
+  req.set_thin(r.thin);
+  req.set_share(ev1::SHARE_PROTOCOL_NVMF);
+  auto res = co_await c_.engines.call<ev1::ReplicaService>(c_.endpoint(r.node), &ev1::ReplicaService::Stub::async::CreateReplica,
+                                                          req, c_.opts.engine_timeout_ms);
+  co_return res.status();
+}
+
+Task<Status> VolumeService::destroy_replicas(std::vector<std::string> ids) {
+  Status first;
+  for (const std::string& id : ids) {
+    auto it = c_.specs.replicas.find(id);
+    if (it == c_.specs.replicas.end()) continue;
+    ReplicaSpec r = it->second;
+    if (r.state != SpecState::kDeleting) {
+      r.state = SpecState::kDeleting;
+      auto b = c_.specs.batch();
+      b.put(r);
+      if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+    }
+    if (!c_.registry.online(r.node)) {
+      if (first.ok()) first = Status::Errorf(Errc::kConnRefused, "replica {}: node {} is offline", r.uuid, r.node);
+      continue;
+    }
+    ev1::ReplicaRef req;
+    req.set_uuid(r.uuid);
+    auto res = co_await c_.engines.call<ev1::ReplicaService>(c_.endpoint(r.node), &ev1::ReplicaService::Stub::async::DestroyReplica,
+                                                            req, c_.opts.engine_timeout_ms);
+    if (!res.ok() && res.code() != Errc::kNoEnt) {
+      if (first.ok()) first = res.status();
+      continue;
+    }
+    auto b = c_.specs.batch();
+    b.del_replica(r.uuid);
+    if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+  }
+  co_return first;
+}
+
+Task<Status> VolumeService::undo_create(std::string uuid) {
+  const VolumeSpec* v = c_.specs.volume(uuid);
+  if (!v) co_return Status::Ok();
+  VolumeSpec dv = *v;
+  dv.state = SpecState::kDeleting;
+  auto b = c_.specs.batch();
+  b.put(dv);
+  if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+  // Replicas that could not be destroyed stay as `deleting` specs for the reconciler; the volume goes.
+  Status s = co_await destroy_replicas(dv.replica_ids);
+  auto d = c_.specs.batch();
+  d.del_volume(uuid);
+  if (Status ds = co_await c_.specs.commit(std::move(d)); !ds.ok()) co_return ds;
+  co_return s.code() == Errc::kConnRefused ? Status::Ok() : s;
+}
+
+Task<Status> VolumeService::destroy(std::string uuid) {
+  auto parsed = Uuid::Parse(uuid);
+  if (!parsed.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", uuid);
+  uuid = parsed->ToString();
+  if (busy(uuid)) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
+  if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
+  const VolumeSpec* v = c_.specs.volume(uuid);
+  if (!v) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
+  BusyGuard guard(busy_, uuid);
+  VolumeSpec dv = *v;
+  dv.state = SpecState::kDeleting;
+  auto b = c_.specs.batch();
+  b.put(dv);
+  for (const ReplicaSpec* r : c_.specs.replicas_of(uuid)) {
+    ReplicaSpec dr = *r;
+    dr.state = SpecState::kDeleting;
+    b.put(dr);
+  }
+  if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+  maybe_crash("destroy:marked");
+  std::vector<std::string> ids;
+  for (const ReplicaSpec* r : c_.specs.replicas_of(uuid)) ids.push_back(r->uuid);
+  Status s = co_await destroy_replicas(ids);
+  if (!s.ok() && s.code() != Errc::kConnRefused) co_return s;
+  if (!s.ok()) TLOG_WARN("control", "volume {}: {}; destroyed when the node returns", uuid, s);
+  auto d = c_.specs.batch();
+  d.del_volume(uuid);
+  if (Status ds = co_await c_.specs.commit(std::move(d)); !ds.ok()) co_return ds;
+  TLOG_INFO("control", "volume {} destroyed", uuid);
+  co_return Status::Ok();
+}
+
+Task<void> VolumeService::reconcile() {
+  if (!(co_await c_.specs.ensure_loaded()).ok()) co_return;
+  std::vector<std::string> undo, finish;
+  for (const auto& [id, v] : c_.specs.volumes) {
+    if (busy(id)) continue;
+    if (v.state == SpecState::kCreating) undo.push_back(id);
+    if (v.state == SpecState::kDeleting) finish.push_back(id);
+  }
+  for (const std::string& id : undo) {
+    TLOG_INFO("control", "volume {} was left half created (an agent stopped): undoing it", id);
+    BusyGuard guard(busy_, id);
+    if (Status s = co_await undo_create(id); !s.ok()) TLOG_RL_WARN("control", 10000, "volume {}: undoing: {}", id, s);
+  }
+  for (const std::string& id : finish) {
+    TLOG_INFO("control", "volume {} was being destroyed: finishing", id);
+    if (Status s = co_await destroy(id); !s.ok()) TLOG_RL_WARN("control", 10000, "volume {}: destroying: {}", id, s);
+  }
+  // Replicas marked deleting (their volume gone or being destroyed) whose node is back; and replicas
+  // `creating` whose volume no longer exists (nothing else would ever finish them).
+  std::vector<std::string> orphans;
+  for (const auto& [id, r] : c_.specs.replicas) {
+    if (busy(r.volume)) continue;
+    bool orphan = r.state == SpecState::kDeleting || !c_.specs.volume(r.volume);
+    if (orphan && c_.registry.online(r.node)) orphans.push_back(id);
+  }
+  if (!orphans.empty()) {
+    if (Status s = co_await destroy_replicas(orphans); !s.ok()) TLOG_RL_WARN("control", 10000, "replicas: {}", s);
+  }
+}
+
+}  // namespace tern::control

@@ -1,0 +1,70 @@
+// VolumeService: volumes — create, destroy, and (as the control plane grows) publish, scale, expand.
+//
+// create(args)  Idempotent by UUID: the same arguments again return the volume; other arguments are
+//     kExist naming the difference. Otherwise: placement picks `replicas` pools (placement.h); the volume
+//     spec (creating) and one replica spec per choice (creating) are committed in one transaction before
+//     any engine is asked; the replicas are created (in parallel, shared over NVMe/TCP); then every spec
+//     becomes created in one transaction. A failed step undoes the ones before (replicas destroyed, specs
+//     removed) and returns the engine's error. An agent that dies in between leaves `creating` specs,
+//     which the next leader undoes (reconcile): a half-created volume never stays, and no replica exists
+//     that no spec names.
+// destroy(uuid)  Marks the volume and its replicas deleting (one transaction), destroys the replicas,
+//     removes their specs and then the volume's (its nexus record with it). A replica whose node is away
+//     stays as a `deleting` replica spec and is destroyed when the node returns. kNoEnt for an unknown
+//     volume.
+// One operation per volume at a time: another one meanwhile is kBusy ("in progress").
+//
+// Threads: the agent's primary reactor.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "control/cluster.h"
+#include "control/placement.h"
+#include "control/pools.h"
+#include "reactor/task.h"
+
+namespace tern::control {
+
+struct CreateVolumeArgs {
+  std::string uuid;
+  uint64_t size = 0;
+  uint32_t replicas = 1;
+  bool thin = false;
+  Topology topology;
+  Labels labels;
+};
+
+class VolumeService {
+ public:
+  VolumeService(Cluster& c, PoolService& pools) : c_(c), pools_(pools) {}
+
+  Task<Result<VolumeSpec>> create(CreateVolumeArgs args);
+  Task<Status> destroy(std::string uuid);
+  // Undoes creations an earlier leader left half done, finishes deletions, destroys replicas marked
+  // deleting whose nodes are back. Skips volumes with an operation in progress.
+  Task<void> reconcile();
+
+  bool busy(const std::string& uuid) const { return busy_.count(uuid) > 0; }
+  // The candidate pools for placement, from the specs, the registry and the pools' last status.
+  std::vector<PoolCandidate> candidates() const;
+
+  // For tests of crash recovery: the agent aborts at this step of a create or destroy when set
+  // ("create:specs", "create:replica", "create:done", "destroy:marked"; env TERN_AGENT_CRASH_AT).
+  std::string crash_at;
+
+ private:
+  Task<Status> create_replica(ReplicaSpec r);
+  // Destroys `ids` on their engines and removes their specs; replicas on offline nodes stay `deleting`.
+  Task<Status> destroy_replicas(std::vector<std::string> ids);
+  Task<Status> undo_create(std::string uuid);
+  void maybe_crash(const char* step) const;
+
+  Cluster& c_;
+  PoolService& pools_;
+  std::set<std::string> busy_;
+};
+
+}  // namespace tern::control

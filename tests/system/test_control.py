@@ -1,0 +1,305 @@
+"""The control plane against real parts: etcd, two tern-agents (a leader and a standby) and three io-engines
+registered with both, over real sockets. One cluster for the module; tests leave it as they found it
+(volumes destroyed, pools declared on every node). Every REST answer is checked against the OpenAPI
+document (control_cluster.Rest)."""
+import json
+import time
+import uuid
+
+import pytest
+
+from control_cluster import OPENAPI, LocalCluster
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def cl(build_dir, tmp_path_factory):
+    c = LocalCluster(build_dir, tmp_path_factory.mktemp("control"), engines=3, agents=2,
+                     node_labels={0: {"zone": "a"}, 1: {"zone": "a"}, 2: {"zone": "b"}})
+    try:
+        for e in c.engines:
+            c.rest.ok("PUT", f"/v1/pools/p-{e.name}", {"node": e.name, "disk": c.disk(e, "p0"), "labels": {"tier": e.name}})
+        yield c
+    finally:
+        c.stop()
+
+
+def vol_id():
+    return str(uuid.uuid4())
+
+
+def problem(status_doc, status, *words):
+    status_got, doc = status_doc
+    assert status_got == status, f"expected {status}, got {status_got}: {doc}"
+    for w in words:
+        assert w in doc["detail"], f"'{w}' not in: {doc['detail']}"
+    return doc
+
+
+def replicas_by_node(cl):
+    out = {}
+    for e in cl.engines:
+        if e.running():
+            out[e.name] = cl.engine_replicas(e)
+    return out
+
+
+def test_engines_register_and_a_standby_names_the_leader(cl):
+    nodes = cl.rest.ok("GET", "/v1/nodes")
+    assert [n["id"] for n in nodes] == ["node0", "node1", "node2"]
+    for n, e in zip(nodes, cl.engines):
+        assert n["status"] == "online" and n["grpc_endpoint"] == e.endpoint
+        assert n["nvmf_endpoint"].endswith(f":{e.nvmf_port}")
+        assert n["instance"] and n["version"]
+    assert nodes[2]["labels"] == {"zone": "b"}
+    leader = cl.leader
+    standby = next(a for a in cl.agents if a is not leader)
+    info = leader.rest.ok("GET", "/v1/cluster")
+    assert info["leading"] and info["term"] > 0 and info["leader"] == info["agent"]
+    assert info["agent"] == f"{leader.name}@127.0.0.1:{leader.rest_port}"
+    s = standby.rest.ok("GET", "/v1/cluster")
+    assert not s["leading"] and s["leader"] == info["agent"] and s["term"] == 0
+    problem(standby.rest.get("/v1/nodes"), 503, "standby", info["agent"])
+
+
+def test_openapi_document_is_served_and_metrics_are_exposed(cl):
+    status, doc = cl.rest.get("/v1/openapi.json")
+    assert status == 200 and doc == OPENAPI
+    status, text = cl.rest.get("/metrics")
+    assert status == 200
+    assert 'tern_nodes{status="online"} 3' in text
+    assert f'tern_agent_leader{{agent="{cl.leader.name}@127.0.0.1:{cl.leader.rest_port}"}} 1' in text
+
+
+def test_pools_are_created_listed_and_declared_idempotently(cl):
+    pools = cl.rest.ok("GET", "/v1/pools")
+    assert [p["name"] for p in pools] == ["p-node0", "p-node1", "p-node2"]
+    for p in pools:
+        assert p["state"] == "created" and p["status"] == "online" and p["capacity"] > 200 * MiB
+    e = cl.engines[0]
+    assert [p.name for p in e.api.pool.ListPools(__import__("io_engine").stubs().pool_pb2.ListPoolsRequest(),
+                                                  timeout=30).pools] == ["p-node0"]
+    same = pools[0]
+    status, doc = cl.rest.put("/v1/pools/p-node0", {"node": "node0", "disk": same["disk"], "labels": {"tier": "node0"}})
+    assert status == 200 and doc["name"] == "p-node0"
+    problem(cl.rest.put("/v1/pools/p-node0", {"node": "node0", "disk": cl.disk(e, "other")}), 409, "exists on node node0")
+    problem(cl.rest.put("/v1/pools/p-x", {"node": "node0", "disk": same["disk"]}), 409, "already holds pool 'p-node0'")
+    problem(cl.rest.put("/v1/pools/p-x", {"node": "nowhere", "disk": "uring:///tmp/x"}), 404, "never registered")
+    problem(cl.rest.put("/v1/pools/bad%20name", {"node": "node0", "disk": "uring:///tmp/x"}), 400, "pool name")
+    problem(cl.rest.put("/v1/pools/p-x", {"node": "node0", "disk": "uring:///tmp/x", "dsik": 1}), 400, "'dsik'")
+    problem(cl.rest.put("/v1/pools/p-x", {"node": "node0"}), 400, "'disk'")
+    # A disk the engine cannot open: the engine's error, and no declaration is left behind.
+    status, doc = cl.rest.put("/v1/pools/p-x", {"node": "node0", "disk": "uring:///nonexistent/dir/x.img"})
+    assert status in (400, 404), doc
+    assert cl.rest.get("/v1/pools/p-x")[0] == 404
+    assert not [k for k in cl.etcd_keys() if k.endswith("/pools/p-x")]
+
+
+def test_volume_replicas_go_to_distinct_nodes_and_are_destroyed_with_it(cl):
+    v = vol_id()
+    status, doc = cl.rest.put(f"/v1/volumes/{v}", {"size": 64 * MiB, "replicas": 3, "thin": True, "labels": {"app": "db"}})
+    assert status == 201, doc
+    assert doc["state"] == "created" and doc["status"] == "online" and doc["labels"] == {"app": "db"}
+    reps = doc["replica_details"]
+    assert sorted(r["node"] for r in reps) == ["node0", "node1", "node2"]
+    held = replicas_by_node(cl)
+    for r in reps:
+        assert r["uuid"] in held[r["node"]], f"{r} not on its engine: {held}"
+        assert r["pool"] == f"p-{r['node']}" and r["size"] == 64 * MiB and r["thin"]
+    # The same create again is the same volume; other arguments are a conflict that says what differs.
+    status, again = cl.rest.put(f"/v1/volumes/{v}", {"size": 64 * MiB, "replicas": 3, "thin": True, "labels": {"app": "db"}})
+    assert status == 200 and [r["uuid"] for r in again["replica_details"]] == [r["uuid"] for r in reps]
+    problem(cl.rest.put(f"/v1/volumes/{v}", {"size": 128 * MiB, "replicas": 3, "thin": True}), 409, "size")
+    assert [x["uuid"] for x in cl.rest.ok("GET", "/v1/volumes")] == [v]
+    assert sorted(x["uuid"] for x in cl.rest.ok("GET", "/v1/replicas")) == sorted(r["uuid"] for r in reps)
+    assert cl.rest.ok("GET", "/v1/pools/p-node1")["replicas"] == 1
+    assert cl.rest.delete(f"/v1/volumes/{v}") == (204, None)
+    held = replicas_by_node(cl)
+    assert not any(r["uuid"] in held[r["node"]] for r in reps), held
+    problem(cl.rest.get(f"/v1/volumes/{v}"), 404, v)
+    problem(cl.rest.delete(f"/v1/volumes/{v}"), 404, v)
+    assert not [k for k in cl.etcd_keys() if "/volumes/" in k or "/replicas/" in k or "/records/" in k]
+
+
+def test_placement_refusals_say_why_and_topology_is_honoured(cl):
+    v = vol_id()
+    doc = problem(cl.rest.put(f"/v1/volumes/{v}", {"size": 64 * MiB, "replicas": 4}), 507, "3 of 4",
+                  "already holds a replica of the volume")
+    assert doc["code"] == "ENOSPC"
+    problem(cl.rest.put(f"/v1/volumes/{v}", {"size": 1 << 40, "replicas": 1}), 507, "needed")
+    # Spread by zone: nodes 0 and 1 share zone a, so three replicas cannot be spread; two can.
+    problem(cl.rest.put(f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3, "topology": {"spread": ["zone"]}}), 507,
+            "zone=a already holds a replica")
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 2, "topology": {"spread": ["zone"]}})
+    zones = {cl.rest.ok("GET", f"/v1/nodes/{r['node']}")["labels"]["zone"] for r in doc["replica_details"]}
+    assert zones == {"a", "b"}
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+    w = vol_id()
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{w}", {"size": 16 * MiB, "topology": {"pool_labels": {"tier": "node1"}}})
+    assert [r["node"] for r in doc["replica_details"]] == ["node1"]
+    cl.rest.ok("DELETE", f"/v1/volumes/{w}")
+    # Nothing was left by the refused creations.
+    assert not [k for k in cl.etcd_keys() if "/volumes/" in k or "/replicas/" in k]
+
+
+def test_bad_requests_are_refused_with_the_field_named(cl):
+    problem(cl.rest.put("/v1/volumes/not-a-uuid", {"size": MiB}), 400, "not-a-uuid")
+    v = vol_id()
+    problem(cl.rest.put(f"/v1/volumes/{v}", {"size": 1000}), 400, "multiple of 4096")
+    problem(cl.rest.put(f"/v1/volumes/{v}", {"size": MiB, "replicas": 0}), 400, "replicas")
+    problem(cl.rest.put(f"/v1/volumes/{v}", {"size": MiB, "replica": 2}), 400, "'replica'")
+    problem(cl.rest.put(f"/v1/volumes/{v}", {"size": "1GiB"}), 400, "'size'")
+    problem(cl.rest.put(f"/v1/volumes/{v}", {"size": MiB, "topology": {"zones": []}}), 400, "topology.zones")
+    problem(cl.rest.call("PUT", f"/v1/volumes/{v}", raw=b"{not json"), 400, "JSON")
+    problem(cl.rest.put(f"/v1/volumes/{v}"), 400, "body")
+    status, doc = cl.rest.call("POST", f"/v1/volumes/{v}", {"size": MiB})
+    assert status == 405 and "GET, PUT, DELETE" in doc["detail"]
+    status, doc = Rest_unchecked(cl).get("/v1/nothing")
+    assert status == 404 and doc["status"] == 404 and doc["type"] == "about:blank"
+    assert not [k for k in cl.etcd_keys() if "/volumes/" in k]
+
+
+def Rest_unchecked(cl):
+    from control_cluster import Rest
+    return Rest(cl.rest.base, check=False)
+
+
+def test_a_pool_holding_replicas_is_not_destroyed_unless_forced(cl):
+    v = vol_id()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
+    rep = next(r for r in cl.rest.ok("GET", f"/v1/volumes/{v}")["replica_details"] if r["node"] == "node2")
+    doc = problem(cl.rest.delete("/v1/pools/p-node2"), 409, "holds 1 replica", rep["uuid"], v)
+    assert doc["code"] == "EBUSY"
+    assert cl.rest.ok("GET", "/v1/pools/p-node2")["state"] == "created"
+    # Forced: the replica leaves its volume (degraded: 2 of 3), the pool goes from the engine too.
+    assert cl.rest.delete("/v1/pools/p-node2?force=true") == (204, None)
+    problem(cl.rest.get("/v1/pools/p-node2"), 404, "p-node2")
+    from io_engine import stubs
+    assert not cl.engines[2].api.pool.ListPools(stubs().pool_pb2.ListPoolsRequest(), timeout=30).pools
+    vol = cl.rest.ok("GET", f"/v1/volumes/{v}")
+    assert len(vol["replica_details"]) == 2 and vol["status"] == "degraded"
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+    e = cl.engines[2]
+    cl.rest.ok("PUT", "/v1/pools/p-node2", {"node": "node2", "disk": cl.disk(e, "p1"), "labels": {"tier": "node2"}})
+    assert not [k for k in cl.etcd_keys() if "/volumes/" in k or "/replicas/" in k]
+
+
+def test_a_cordoned_node_gets_nothing_new(cl):
+    doc = cl.rest.ok("PUT", "/v1/nodes/node1/cordon/maintenance")
+    assert doc["cordons"] == ["maintenance"]
+    assert cl.rest.ok("PUT", "/v1/nodes/node1/cordon/maintenance")["cordons"] == ["maintenance"]  # idempotent
+    v = vol_id()
+    problem(cl.rest.put(f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3}), 507, "node node1 is cordoned")
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 2})
+    assert sorted(r["node"] for r in doc["replica_details"]) == ["node0", "node2"]
+    assert cl.rest.ok("DELETE", "/v1/nodes/node1/cordon/maintenance")["cordons"] == []
+    assert cl.rest.ok("DELETE", "/v1/nodes/node1/cordon/maintenance")["cordons"] == []
+    problem(cl.rest.put("/v1/nodes/nowhere/cordon/x"), 404, "nowhere")
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+
+
+def test_a_dead_engine_goes_offline_and_its_pools_come_back_with_it(cl):
+    v = vol_id()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
+    e = cl.engines[1]
+    t0 = time.monotonic()
+    e.kill()
+    cl.wait("node1 offline", lambda: cl.node_status("node1") == "offline", timeout=20)
+    took = time.monotonic() - t0
+    assert took < 10, f"offline after {took:.1f} s (deadline 2 s + a 1 s probe)"
+    node = cl.rest.ok("GET", "/v1/nodes/node1")
+    assert "no heartbeat" in node["reason"]
+    assert cl.rest.ok("GET", f"/v1/volumes/{v}")["status"] == "degraded"
+    assert cl.rest.ok("GET", "/v1/pools/p-node1")["status"] == "offline"
+    # Nothing new goes to an offline node.
+    problem(cl.rest.put(f"/v1/volumes/{vol_id()}", {"size": 16 * MiB, "replicas": 3}), 507, "node node1 is offline")
+    e.start()
+    cl.wait("node1 online", lambda: cl.node_status("node1") == "online", timeout=20)
+    cl.wait("p-node1 online", lambda: cl.rest.ok("GET", "/v1/pools/p-node1")["status"] == "online", timeout=20)
+    assert cl.rest.ok("GET", f"/v1/volumes/{v}")["status"] == "online"
+    # A clean stop deregisters first: offline by the time the engine has exited, not after the deadline.
+    e.stop()
+    node = cl.rest.ok("GET", "/v1/nodes/node1")
+    assert node["status"] == "offline" and "deregistered" in node["reason"], node
+    # Destroying a volume whose replica's node is away: done now, the replica when the node returns.
+    rep = next(r for r in cl.rest.ok("GET", f"/v1/volumes/{v}")["replica_details"] if r["node"] == "node1")
+    assert cl.rest.delete(f"/v1/volumes/{v}") == (204, None)
+    assert [r["state"] for r in cl.rest.ok("GET", "/v1/replicas")] == ["deleting"]
+    e.start()
+    cl.wait("the orphan replica destroyed", lambda: not cl.rest.ok("GET", "/v1/replicas"), timeout=20)
+    assert rep["uuid"] not in cl.engine_replicas(e)
+    cl.wait("p-node1 online", lambda: cl.rest.ok("GET", "/v1/pools/p-node1")["status"] == "online", timeout=20)
+
+
+@pytest.mark.parametrize("step", ["create:specs", "create:replica", "create:done", "destroy:marked"])
+def test_an_agent_killed_in_the_middle_leaves_no_half_state(cl, step):
+    """The leader aborts at `step`; the standby takes over and completes or undoes the operation: no
+    half-created volume, no replica on an engine that no spec names."""
+    leader = cl.leader
+    v = vol_id()
+    if step.startswith("destroy"):
+        cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
+    before = replicas_by_node(cl)
+    leader.stop()
+    leader.start(env={"TERN_AGENT_CRASH_AT": step})
+    other = next(a for a in cl.agents if a is not leader)
+    other.wait_leading()
+    # Make the crash-armed agent the leader: the other one steps down (a clean stop hands over at once).
+    other.stop()
+    leader.wait_leading()
+    other.start()
+    cl.wait_nodes_online(["node0", "node1", "node2"])
+    with pytest.raises(OSError):
+        if step.startswith("create"):
+            leader.rest.put(f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
+        else:
+            leader.rest.delete(f"/v1/volumes/{v}")
+    assert leader.wait_exit() != 0
+    t0 = time.monotonic()
+    other.wait_leading(timeout=20)
+    took = time.monotonic() - t0
+    assert took < 6, f"the standby took {took:.1f} s to lead (lease TTL 2 s)"
+    if step == "create:done":
+        # Every replica was made and the specs said so: the volume exists.
+        cl.wait("the volume", lambda: cl.rest.get(f"/v1/volumes/{v}")[0] == 200)
+        assert cl.rest.ok("GET", f"/v1/volumes/{v}")["state"] == "created"
+        cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+    else:
+        cl.wait("the volume gone", lambda: cl.rest.get(f"/v1/volumes/{v}")[0] == 404)
+        cl.wait("its replicas gone", lambda: not cl.rest.ok("GET", "/v1/replicas"))
+    after = replicas_by_node(cl)
+    for node, held in after.items():
+        extra = set(held) - set(before.get(node, []))
+        assert not extra, f"{node} holds replicas no spec names: {extra}"
+        if step.startswith("destroy"):
+            assert not held, f"{node} still holds {held}"
+    assert not [k for k in cl.etcd_keys() if "/volumes/" in k or "/replicas/" in k]
+    leader.start()
+
+
+def test_leader_failover_is_prompt_and_the_old_leader_becomes_a_standby(cl):
+    v = vol_id()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 2})
+    leader = cl.leader
+    other = next(a for a in cl.agents if a is not leader)
+    term = leader.rest.ok("GET", "/v1/cluster")["term"]
+    t0 = time.monotonic()
+    leader.kill()
+    other.wait_leading(timeout=20)
+    took = time.monotonic() - t0
+    assert took < 5, f"takeover after kill -9 took {took:.1f} s (lease TTL 2 s)"
+    info = other.rest.ok("GET", "/v1/cluster")
+    assert info["term"] > term
+    # The new leader knows the nodes at once (they registered with it all along) and has the volume.
+    assert all(n["status"] == "online" for n in other.rest.ok("GET", "/v1/nodes"))
+    assert other.rest.ok("GET", f"/v1/volumes/{v}")["status"] == "online"
+    leader.start()
+    assert not leader.leading()
+    # A clean stop hands over at once.
+    t0 = time.monotonic()
+    other.stop()
+    leader.wait_leading(timeout=20)
+    assert time.monotonic() - t0 < 2, "a resigning leader should hand over at once"
+    other.start()
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")

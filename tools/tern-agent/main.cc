@@ -1,0 +1,196 @@
+// tern-agent: the core agent of tern's control plane (docs/operations.md, "Running the control plane";
+// design in docs/design/control-plane.md).
+//
+// Threads: main (flags, start-up, waits for SIGTERM/SIGINT, orderly shutdown); one reactor (the agent's
+// state, the etcd client, the engines' calls completing); gRPC's threads (engine registrations); the REST
+// server's threads (one per connection). Everything but main enters the reactor with run_sync.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdio>
+
+#include "common/log.h"
+#include "control/agent.h"
+#include "control/http_server.h"
+#include "control/registration_service.h"
+#include "control/rest_api.h"
+#include "reactor/reactor_set.h"
+#include "store/etcd_client.h"
+
+using namespace tern;
+using namespace tern::control;
+
+namespace {
+
+constexpr const char* kFooter = R"(
+Examples:
+  # one agent against a local etcd, REST on :8081, engines register on :50051
+  tern-agent --etcd 127.0.0.1:2379
+
+  # a standby beside it (takes over within --lease-ttl when the first dies, at once when it stops)
+  tern-agent --etcd 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --name agent-b --rest-port 8082 \
+      --grpc-endpoint 0.0.0.0:50052
+
+  # engines join with: io-engine --agent <agent host>:50051 [--agent <standby>:50052] ...
+  # then: curl -s localhost:8081/v1/nodes ; ternctl get nodes
+
+Every flag can also be set by its environment variable (TERN_AGENT_<FLAG>). SIGTERM or SIGINT: the agent
+resigns (a standby takes over at once) and exits 0. API: docs/api/rest-v1.openapi.json (also served at
+/v1/openapi.json).)";
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at <= s.size()) {
+    size_t c = s.find(',', at);
+    if (c == std::string::npos) c = s.size();
+    if (c > at) out.push_back(s.substr(at, c - at));
+    at = c + 1;
+  }
+  return out;
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  gethostname(buf, sizeof(buf) - 1);
+  return buf[0] ? buf : "agent";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tern-agent: the core agent of tern's control plane. It keeps the cluster's specs in etcd, "
+               "registers io-engines, places and creates volumes, and reconciles the cluster with its specs. "
+               "Several may run: one leads, the others stand by."};
+  app.footer(kFooter);
+  app.get_formatter()->column_width(34);
+  auto env = [](const char* n) { return std::string("TERN_AGENT_") + n; };
+  std::string etcd = "127.0.0.1:2379", prefix = "/tern/v1", name = hostname(), grpc_ep = "0.0.0.0:50051";
+  std::string rest_address = "0.0.0.0", advertise, log_level = "info", log_format = "text";
+  uint16_t rest_port = 8081;
+  AgentOptions o;
+  int64_t ttl = 3;
+  unsigned commitment = 250;
+  app.add_option("--etcd", etcd, "etcd members, host:port, comma-separated")->envname(env("ETCD"))->capture_default_str();
+  app.add_option("--prefix", prefix, "Key prefix of this cluster in etcd")->envname(env("PREFIX"))->capture_default_str();
+  app.add_option("--name", name, "This agent's name (default: the host name)")->envname(env("NAME"));
+  app.add_option("--grpc-endpoint", grpc_ep, "Where engines register (host:port)")->envname(env("GRPC_ENDPOINT"))->capture_default_str();
+  app.add_option("--rest-address", rest_address, "Address of the REST API")->envname(env("REST_ADDRESS"))->capture_default_str();
+  app.add_option("--rest-port", rest_port, "Port of the REST API (0: a free one)")->envname(env("REST_PORT"))->capture_default_str();
+  app.add_option("--advertise", advertise, "host:port of this agent's REST API as others should reach it (default: "
+                                           "--rest-address:port, 127.0.0.1 for 0.0.0.0)")->envname(env("ADVERTISE"));
+  app.add_option("--lease-ttl", ttl, "Seconds a dead leader keeps the role (2..60)")->envname(env("LEASE_TTL"))
+      ->check(CLI::Range(2, 60))->capture_default_str();
+  app.add_option("--node-deadline-ms", o.node_deadline_ms, "An engine silent this long is probed, then offline")
+      ->envname(env("NODE_DEADLINE_MS"))->check(CLI::Range(500, 600000))->capture_default_str();
+  app.add_option("--heartbeat-ms", o.heartbeat_ms, "How often engines are asked to heartbeat")
+      ->envname(env("HEARTBEAT_MS"))->check(CLI::Range(100, 60000))->capture_default_str();
+  app.add_option("--poll-ms", o.poll_ms, "How often the engines' pools are read")->envname(env("POLL_MS"))
+      ->check(CLI::Range(100, 600000))->capture_default_str();
+  app.add_option("--reconcile-ms", o.reconcile_ms, "The periodic reconcile pass")->envname(env("RECONCILE_MS"))
+      ->check(CLI::Range(100, 600000))->capture_default_str();
+  app.add_option("--engine-timeout-ms", o.engine_timeout_ms, "Each call to an engine")->envname(env("ENGINE_TIMEOUT_MS"))
+      ->check(CLI::Range(100, 3600000))->capture_default_str();
+  app.add_option("--thin-commitment", commitment, "Thin replicas may commit this % of a pool's capacity")
+      ->envname(env("THIN_COMMITMENT"))->check(CLI::Range(100, 10000))->capture_default_str();
+  app.add_option("--log-level", log_level, "Log level, or per module: info,control=debug")->envname(env("LOG_LEVEL"))->capture_default_str();
+  app.add_option("--log-format", log_format, "Log format")->envname(env("LOG_FORMAT"))->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (Status s = log::set_levels(log_level); !s.ok()) {
+    fmt::print(stderr, "tern-agent: --log-level: {}\n", s.message());
+    return 2;
+  }
+  log::set_format(log_format == "json" ? log::Format::kJson : log::Format::kText);
+  if (Status s = check_name("agent", name); !s.ok()) {
+    fmt::print(stderr, "tern-agent: --name: {}\n", s.message());
+    return 2;
+  }
+  if (prefix.empty() || prefix.front() != '/' || prefix.back() == '/') {
+    fmt::print(stderr, "tern-agent: --prefix '{}': a key path like /tern/v1 (starts with '/', no trailing '/')\n", prefix);
+    return 2;
+  }
+  o.keys.prefix = prefix;
+  o.lease_ttl_s = ttl;
+  o.thin_commitment = commitment / 100.0;
+
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  ReactorSetOptions ro;
+  auto cores = parse_core_list(allowed_cores_string());
+  ro.cores = {cores.ok() && !cores->empty() ? cores->front() : 0};
+  ro.pin = false;  // the agent is light; it must not claim an engine's core
+  auto set = ReactorSet::Start(ro);
+  if (!set.ok()) {
+    fmt::print(stderr, "tern-agent: starting the reactor: {}\n", set.status().message());
+    return 1;
+  }
+  ReactorSet& rs = **set;
+  int rc = 0;
+  {
+    store::EtcdOptions eo;
+    eo.endpoints = split_commas(etcd);
+    auto client = rs.run_sync(0, [&] { return store::EtcdClient::Create(eo); });
+    if (!client.ok()) {
+      fmt::print(stderr, "tern-agent: --etcd: {}\n", client.status().message());
+      rs.stop();
+      return 2;
+    }
+    std::unique_ptr<store::EtcdClient> etcd_client = std::move(*client);
+    std::unique_ptr<Agent> agent;
+    std::unique_ptr<RestApi> rest;
+    std::atomic<RestApi*> rest_ready{nullptr};  // set once the agent exists; requests before get 503
+    std::unique_ptr<HttpServer> http;
+    std::unique_ptr<RegistrationServer> grpc;
+    // The REST port first: the agent's id carries the address clients should use.
+    auto h = HttpServer::Start(rest_address, rest_port, [&rest_ready](const HttpCall& c) {
+      RestApi* api = rest_ready.load();
+      return api ? api->handle(c) : problem_reply(Status(Errc::kConnRefused, "the agent is starting"));
+    });
+    if (!h.ok()) {
+      fmt::print(stderr, "tern-agent: REST {}:{}: {}\n", rest_address, rest_port, h.status().message());
+      rc = 1;
+    } else {
+      http = std::move(*h);
+      if (advertise.empty()) {
+        advertise = fmt::format("{}:{}", rest_address == "0.0.0.0" || rest_address.empty() ? "127.0.0.1" : rest_address, http->port());
+      }
+      std::string id = fmt::format("{}@{}", name, advertise);
+      rs.run_sync(0, [&] { agent = std::make_unique<Agent>(*etcd_client, id, o); });
+      rest = std::make_unique<RestApi>(rs, *agent);
+      rest_ready.store(rest.get());
+      auto g = RegistrationServer::Start(rs, *agent, grpc_ep);
+      if (!g.ok()) {
+        fmt::print(stderr, "tern-agent: --grpc-endpoint: {}\n", g.status().message());
+        rc = 1;
+      } else {
+        grpc = std::move(*g);
+        rs.run_sync(0, [&] { agent->start(); });
+        TLOG_INFO("control", "tern-agent {} started: REST http://{}/v1, registrations on port {}, etcd {} (prefix {})", id,
+                  advertise, grpc->port(), etcd, prefix);
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        TLOG_INFO("control", "{}: stopping (resigning the lead)", strsignal(sig));
+      }
+    }
+    // Stop taking requests, then stop the agent (it resigns), then the etcd client.
+    if (http) http->Stop();
+    if (grpc) grpc->Stop();
+    if (agent) rs.run_sync(0, [&] { return agent->stop(); });
+    rs.run_sync(0, [&] { return etcd_client->close(); });
+    rs.run_sync(0, [&] { agent.reset(); etcd_client.reset(); });
+  }
+  rs.stop();
+  if (rc == 0) TLOG_INFO("control", "stopped cleanly");
+  return rc;
+}

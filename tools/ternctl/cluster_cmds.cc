@@ -1,0 +1,350 @@
+#include "cluster_cmds.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include "common/units.h"
+#include "common/uuid.h"
+#include "engine_client.h"
+#include "rest_client.h"
+
+namespace tern::ctl {
+
+using json = nlohmann::json;
+
+namespace {
+
+struct ClusterArgs {
+  std::string agents = "http://127.0.0.1:8081";
+  std::string name, node, disk, size = "", kind;
+  uint32_t replicas = 1;
+  bool thin = false, force = false;
+  std::vector<std::string> labels, node_labels, pool_labels, spread;
+  std::string cordon_label = "ternctl";
+};
+ClusterArgs c;
+
+std::vector<std::string> agent_list() {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at <= c.agents.size()) {
+    size_t comma = c.agents.find(',', at);
+    if (comma == std::string::npos) comma = c.agents.size();
+    if (comma > at) out.push_back(c.agents.substr(at, comma - at));
+    at = comma + 1;
+  }
+  return out;
+}
+
+int exit_for(const RestReply& r) {
+  std::string code = r.body.is_object() && r.body.contains("code") && r.body["code"].is_string() ? r.body["code"].get<std::string>() : "";
+  switch (r.status) {
+    case 400: return 9;
+    case 404: return 3;
+    case 409: return code == "EEXIST" ? 4 : 5;
+    case 503: return 7;
+    case 507: return 6;
+    default: return r.status < 300 ? 0 : 1;
+  }
+}
+
+// One REST call: the error printed (exit code returned), or the reply in `out`.
+int rest(const std::string& method, const std::string& path, const json* body, RestReply* out) {
+  auto r = rest_call(agent_list(), method, path, body, g.timeout_s);
+  if (!r.ok()) {
+    fmt::print(stderr, "ternctl: {}\n", r.status().message());
+    return 7;
+  }
+  if (r->status >= 300) {
+    fmt::print(stderr, "ternctl: {}\n", problem_detail(*r));
+    return exit_for(*r);
+  }
+  *out = std::move(*r);
+  return 0;
+}
+
+void emit_yaml(YAML::Emitter& e, const json& j) {
+  if (j.is_object()) {
+    e << YAML::BeginMap;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      e << YAML::Key << it.key() << YAML::Value;
+      emit_yaml(e, it.value());
+    }
+    e << YAML::EndMap;
+  } else if (j.is_array()) {
+    e << YAML::BeginSeq;
+    for (const json& v : j) emit_yaml(e, v);
+    e << YAML::EndSeq;
+  } else if (j.is_string()) {
+    e << j.get<std::string>();
+  } else if (j.is_null()) {
+    e << YAML::Null;
+  } else {
+    e << j.dump();
+  }
+}
+
+// Prints `j` as JSON/YAML, or calls `table`.
+int show_json(const json& j, const std::function<void()>& table) {
+  if (g.format() == Format::kJson) {
+    fmt::print("{}\n", j.dump(2));
+  } else if (g.format() == Format::kYaml) {
+    YAML::Emitter e;
+    emit_yaml(e, j);
+    fmt::print("{}\n", e.c_str());
+  } else {
+    table();
+  }
+  return 0;
+}
+
+std::string str(const json& j, const char* k) {
+  auto it = j.find(k);
+  if (it == j.end() || it->is_null()) return "-";
+  return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+std::string bytes(const json& j, const char* k) {
+  auto it = j.find(k);
+  return it != j.end() && it->is_number_unsigned() ? format_size(it->get<uint64_t>()) : "-";
+}
+
+std::string labels_text(const json& l) {
+  std::string out;
+  if (l.is_object()) {
+    for (auto it = l.begin(); it != l.end(); ++it) {
+      out += fmt::format("{}{}={}", out.empty() ? "" : ",", it.key(), it.value().is_string() ? it.value().get<std::string>() : "");
+    }
+  }
+  return out.empty() ? "-" : out;
+}
+
+void nodes_table(const json& a) {
+  std::vector<std::vector<std::string>> rows;
+  for (const json& n : a) {
+    std::string cordons;
+    for (const json& x : n["cordons"]) cordons += (cordons.empty() ? "" : ",") + x.get<std::string>();
+    rows.push_back({str(n, "id"), str(n, "status"), str(n, "grpc_endpoint"), str(n, "nvmf_endpoint"), labels_text(n["labels"]),
+                    cordons.empty() ? "-" : cordons});
+  }
+  print_table({"NODE", "STATUS", "GRPC", "NVMF", "LABELS", "CORDONED"}, rows, "nodes");
+}
+
+void pools_table(const json& a) {
+  std::vector<std::vector<std::string>> rows;
+  for (const json& p : a) {
+    rows.push_back({str(p, "name"), str(p, "node"), str(p, "status"), bytes(p, "capacity"), bytes(p, "used"),
+                    bytes(p, "committed"), str(p, "replicas"), str(p, "disk")});
+  }
+  print_table({"POOL", "NODE", "STATUS", "CAPACITY", "USED", "COMMITTED", "REPLICAS", "DISK"}, rows, "pools");
+}
+
+void replicas_table(const json& a) {
+  std::vector<std::vector<std::string>> rows;
+  for (const json& r : a) {
+    rows.push_back({str(r, "uuid"), str(r, "volume"), str(r, "node"), str(r, "pool"), bytes(r, "size"),
+                    r.value("thin", false) ? "thin" : "thick", str(r, "status")});
+  }
+  print_table({"REPLICA", "VOLUME", "NODE", "POOL", "SIZE", "PROVISIONING", "STATUS"}, rows, "replicas");
+}
+
+void volumes_table(const json& a) {
+  std::vector<std::vector<std::string>> rows;
+  for (const json& v : a) {
+    std::string target = v.contains("target") ? str(v["target"], "node") : "-";
+    rows.push_back({str(v, "uuid"), bytes(v, "size"), fmt::format("{}/{}", v["replica_details"].size(), str(v, "replicas")),
+                    v.value("thin", false) ? "thin" : "thick", str(v, "status"), target});
+  }
+  print_table({"VOLUME", "SIZE", "REPLICAS", "PROVISIONING", "STATUS", "TARGET"}, rows, "volumes");
+}
+
+Result<json> kv_labels(const std::vector<std::string>& in, const char* flag) {
+  json o = json::object();
+  for (const std::string& l : in) {
+    size_t eq = l.find('=');
+    if (eq == 0 || eq == std::string::npos) return Status::Errorf(Errc::kInval, "{} '{}': expected KEY=VALUE", flag, l);
+    o[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  return o;
+}
+
+}  // namespace
+
+void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
+  if (const char* e = getenv("TERN_AGENT")) c.agents = e;
+  app.add_option("--agent", c.agents, "The core agent's REST API for cluster commands, e.g. http://host:8081 "
+                                      "(comma-separated: any of them) [TERN_AGENT]")
+      ->capture_default_str();
+
+  auto* get = app.add_subcommand("get", "List the cluster's nodes, pools, volumes or replicas (from the agent)");
+  get->require_subcommand(1);
+  for (auto [what, help] : {std::pair{"nodes", "Engines that registered: status, endpoints, labels, cordons"},
+                            std::pair{"pools", "Declared pools: status, capacity, used, committed"},
+                            std::pair{"volumes", "Volumes: size, replicas, status, target"},
+                            std::pair{"replicas", "Replicas of volumes: node, pool, status"}}) {
+    auto* s = get->add_subcommand(what, help);
+    std::string w = what;
+    if (w != "replicas") s->add_option("name", c.name, "Only this one");
+    s->callback([run, w] {
+      *run = [w] {
+        std::string path = "/v1/" + w + (c.name.empty() ? "" : "/" + c.name);
+        RestReply r;
+        if (int rc = rest("GET", path, nullptr, &r)) return rc;
+        json a = r.body.is_array() ? r.body : json::array({r.body});
+        return show_json(r.body, [&] {
+          if (w == "nodes") nodes_table(a);
+          if (w == "pools") pools_table(a);
+          if (w == "volumes") volumes_table(a);
+          if (w == "replicas") replicas_table(a);
+        });
+      };
+    });
+  }
+
+  auto* describe = app.add_subcommand("describe", "Everything about one object");
+  describe->require_subcommand(1);
+  auto* dv = describe->add_subcommand("volume", "A volume: its spec, replicas (nodes, pools, status) and target");
+  dv->add_option("uuid", c.name, "The volume's UUID")->required();
+  dv->callback([run] {
+    *run = [] {
+      RestReply r;
+      if (int rc = rest("GET", "/v1/volumes/" + c.name, nullptr, &r)) return rc;
+      const json& v = r.body;
+      return show_json(v, [&] {
+        fmt::print("volume:      {}\nsize:        {}\nreplicas:    {} wanted, {} placed\nprovisioning: {}\nstatus:      {} ({})\n",
+                   str(v, "uuid"), bytes(v, "size"), str(v, "replicas"), v["replica_details"].size(),
+                   v.value("thin", false) ? "thin" : "thick", str(v, "status"), str(v, "state"));
+        fmt::print("labels:      {}\ntopology:    nodes {}, pools {}, spread {}\n", labels_text(v["labels"]),
+                   labels_text(v["topology"]["node_labels"]), labels_text(v["topology"]["pool_labels"]),
+                   v["topology"]["spread"].empty() ? "-" : v["topology"]["spread"].dump());
+        if (v.contains("target")) {
+          fmt::print("target:      {} on {} ({}) {}\n", str(v["target"], "protocol"), str(v["target"], "node"),
+                     str(v["target"], "state"), str(v["target"], "uri"));
+        } else {
+          fmt::print("target:      not published\n");
+        }
+        fmt::print("\n");
+        replicas_table(v["replica_details"]);
+      });
+    };
+  });
+
+  auto* vol = app.add_subcommand("volume", "Create and destroy volumes (through the agent)");
+  vol->require_subcommand(1);
+  auto* vc = vol->add_subcommand("create", "Create a volume: replicas placed on distinct nodes (idempotent by UUID)");
+  vc->add_option("uuid", c.name, "The volume's UUID (default: a new one, printed)");
+  vc->add_option("--size", c.size, "Size (1GiB, 500MiB, bytes)")->required();
+  vc->add_option("--replicas", c.replicas, "How many copies, each on its own node")->capture_default_str();
+  vc->add_flag("--thin", c.thin, "Thin provisioned: space is allocated as it is written");
+  vc->add_option("--spread", c.spread, "Node label key whose values must differ between replicas (zone); repeatable");
+  vc->add_option("--node-label", c.node_labels, "Replicas only on nodes with KEY=VALUE; repeatable");
+  vc->add_option("--pool-label", c.pool_labels, "Replicas only in pools with KEY=VALUE; repeatable");
+  vc->add_option("--label", c.labels, "The volume's own KEY=VALUE labels; repeatable");
+  vc->callback([run] {
+    *run = [] {
+      auto size = size_arg(c.size);
+      if (!size.ok()) return bad_arg(size.status());
+      auto nl = kv_labels(c.node_labels, "--node-label");
+      auto pl = kv_labels(c.pool_labels, "--pool-label");
+      auto ll = kv_labels(c.labels, "--label");
+      for (auto* r : {&nl, &pl, &ll}) {
+        if (!r->ok()) return bad_arg(r->status());
+      }
+      std::string id = c.name.empty() ? Uuid::Generate().ToString() : c.name;
+      json body = {{"size", *size}, {"replicas", c.replicas}, {"thin", c.thin}, {"labels", *ll},
+                   {"topology", {{"node_labels", *nl}, {"pool_labels", *pl}, {"spread", c.spread}}}};
+      RestReply r;
+      if (int rc = rest("PUT", "/v1/volumes/" + id, &body, &r)) return rc;
+      return show_json(r.body, [&] {
+        fmt::print("volume {} {}: {}, {} replica(s) on {}\n", id, r.status == 201 ? "created" : "exists", bytes(r.body, "size"),
+                   r.body["replica_details"].size(), [&] {
+                     std::string n;
+                     for (const json& x : r.body["replica_details"]) n += (n.empty() ? "" : ", ") + str(x, "node");
+                     return n;
+                   }());
+      });
+    };
+  });
+  auto* vd = vol->add_subcommand("destroy", "Destroy a volume and its replicas");
+  vd->add_option("uuid", c.name, "The volume's UUID")->required();
+  vd->callback([run] {
+    *run = [] {
+      RestReply r;
+      if (int rc = rest("DELETE", "/v1/volumes/" + c.name, nullptr, &r)) return rc;
+      if (g.format() == Format::kTable) fmt::print("volume {} destroyed\n", c.name);
+      return 0;
+    };
+  });
+
+  // Cordons join the engine's `node` group.
+  CLI::App* node = nullptr;
+  for (CLI::App* s : app.get_subcommands([](CLI::App* a) { return a->get_name() == "node"; })) node = s;
+  if (!node) node = app.add_subcommand("node", "Nodes");
+  for (bool on : {true, false}) {
+    auto* s = node->add_subcommand(on ? "cordon" : "uncordon",
+                                   on ? "Place nothing new on a node (through the agent; idempotent)"
+                                      : "Lift a cordon (through the agent; idempotent)");
+    s->add_option("node", c.node, "The node")->required();
+    s->add_option("--label", c.cordon_label, "The cordon's label (several may be set; the node is cordoned while any is)")
+        ->capture_default_str();
+    s->callback([run, on] {
+      *run = [on] {
+        RestReply r;
+        if (int rc = rest(on ? "PUT" : "DELETE", "/v1/nodes/" + c.node + "/cordon/" + c.cordon_label, nullptr, &r)) return rc;
+        return show_json(r.body, [&] { nodes_table(json::array({r.body})); });
+      };
+    });
+  }
+
+  auto* cluster = app.add_subcommand("cluster", "The cluster as the agent sees it");
+  cluster->require_subcommand(1);
+  auto* pool = cluster->add_subcommand("pool", "Declare pools on nodes (the agent creates or imports them)");
+  pool->require_subcommand(1);
+  auto* add = pool->add_subcommand("add", "Declare a pool on a node's disk (created, or imported if the disk holds it)");
+  add->add_option("name", c.name, "Pool name, unique in the cluster")->required();
+  add->add_option("--node", c.node, "The node")->required();
+  add->add_option("--disk", c.disk, "A device URI on that node (uring:///dev/sdb)")->required();
+  add->add_option("--label", c.labels, "KEY=VALUE; repeatable");
+  add->callback([run] {
+    *run = [] {
+      auto ll = kv_labels(c.labels, "--label");
+      if (!ll.ok()) return bad_arg(ll.status());
+      json body = {{"node", c.node}, {"disk", c.disk}, {"labels", *ll}};
+      RestReply r;
+      if (int rc = rest("PUT", "/v1/pools/" + c.name, &body, &r)) return rc;
+      return show_json(r.body, [&] { pools_table(json::array({r.body})); });
+    };
+  });
+  auto* rm = pool->add_subcommand("remove", "Destroy a declared pool (refused while it holds replicas, unless --force)");
+  rm->add_option("name", c.name, "Pool name")->required();
+  rm->add_flag("--force", c.force, "Take its replicas out of their volumes and destroy them too");
+  rm->callback([run] {
+    *run = [] {
+      RestReply r;
+      if (int rc = rest("DELETE", "/v1/pools/" + c.name + (c.force ? "?force=true" : ""), nullptr, &r)) return rc;
+      if (g.format() == Format::kTable) fmt::print("pool '{}' destroyed\n", c.name);
+      return 0;
+    };
+  });
+  auto* st = cluster->add_subcommand("status", "The agent answering, the leader, and counts of nodes and volumes");
+  st->callback([run] {
+    *run = [] {
+      RestReply info, nodes, vols;
+      if (int rc = rest("GET", "/v1/cluster", nullptr, &info)) return rc;
+      if (int rc = rest("GET", "/v1/nodes", nullptr, &nodes)) return rc;
+      if (int rc = rest("GET", "/v1/volumes", nullptr, &vols)) return rc;
+      json all = {{"cluster", info.body}, {"nodes", nodes.body}, {"volumes", vols.body}};
+      return show_json(all, [&] {
+        size_t up = 0;
+        for (const json& n : nodes.body) up += n["status"] == "online";
+        std::map<std::string, size_t> by;
+        for (const json& v : vols.body) by[v["status"].get<std::string>()]++;
+        std::string vs;
+        for (auto& [k, n] : by) vs += fmt::format("{}{} {}", vs.empty() ? "" : ", ", n, k);
+        fmt::print("leader:   {} (term {})\nnodes:    {} of {} online\nvolumes:  {}\n", str(info.body, "leader"),
+                   str(info.body, "term"), up, nodes.body.size(), vs.empty() ? "none" : vs);
+      });
+    };
+  });
+}
+
+}  // namespace tern::ctl
