@@ -33,9 +33,14 @@ Agent::Agent(store::EtcdClient& etcd, std::string id, AgentOptions opts)
       engines_(opts_.engine_timeout_ms),
       cluster_(specs_, registry_, engines_, opts_),
       pools_(cluster_),
-      volumes_(cluster_, pools_) {
-  if (const char* c = std::getenv("TERN_AGENT_CRASH_AT")) volumes_.crash_at = c;
-  registry_.on_online([this](const std::string& node) { to_reconcile_.insert(node); });
+      targets_(cluster_),
+      volumes_(cluster_, pools_, targets_) {
+  if (const char* c = std::getenv("TERN_AGENT_CRASH_AT")) volumes_.crash_at = targets_.crash_at = c;
+  registry_.on_online([this](const std::string& node) {
+    // A channel that saw the engine down may sit in gRPC's back-off and fail calls at once: start afresh.
+    engines_.forget(registry_.endpoint(node));
+    to_reconcile_.insert(node);
+  });
   leadership_->on_lost([this](const Status& why) {
     TLOG_WARN("control", "agent {}: no longer leads ({}); stops acting and campaigns again", id_, why);
     leading_ = false;
@@ -146,6 +151,8 @@ Task<void> Agent::reconcile_pass() {
     if (!leading_) co_return;
   }
   co_await volumes_.reconcile();
+  if (!leading_) co_return;
+  co_await targets_.reconcile();
 }
 
 Task<Status> Agent::on_register(Registration r) {

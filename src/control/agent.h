@@ -18,6 +18,7 @@
 #include "control/cluster.h"
 #include "control/leadership.h"
 #include "control/pools.h"
+#include "control/targets.h"
 #include "control/volumes.h"
 #include "reactor/task_scope.h"
 #include "store/etcd_client.h"
@@ -53,6 +54,7 @@ class Agent {
   Registry& registry() { return registry_; }
   PoolService& pools() { return pools_; }
   VolumeService& volumes() { return volumes_; }
+  TargetService& targets() { return targets_; }
   const AgentOptions& options() const { return opts_; }
   const std::string& id() const { return id_; }
   bool leading() const { return leading_; }
@@ -77,6 +79,7 @@ class Agent {
   Engines engines_;
   Cluster cluster_;
   PoolService pools_;
+  TargetService targets_;
   VolumeService volumes_;
   TaskScope scope_{"agent"};
   bool stopping_ = false;

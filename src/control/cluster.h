@@ -36,6 +36,9 @@ struct AgentOptions {
   uint64_t engine_timeout_ms = 15000; // each engine call
   double thin_commitment = 2.5;       // thin replicas may commit 250 % of a pool's capacity
   int64_t lease_ttl_s = 3;            // the leader's lease: a dead leader is replaced within this
+  // Appended to a nexus's remote child URIs (src/nvmf/host/nvmf_bdev.h): how long a child's I/O may
+  // wait and its controller may be away before the nexus retires it and goes on without it.
+  std::string child_params = "timeout_ms=10000&ctrl_loss_tmo_s=5&reconnect_delay_ms=500";
 };
 
 struct Cluster {
@@ -45,6 +48,8 @@ struct Cluster {
   Engines& engines;
   const AgentOptions& opts;
   std::map<std::string, PoolStatus> pools;  // by pool name
+  // Volumes with an operation in progress (one at a time per volume; another meanwhile is kBusy).
+  std::set<std::string> busy;
 
   // The node's API endpoint: its last registration, else its spec; empty when unknown.
   std::string endpoint(const std::string& node) const {
@@ -53,6 +58,19 @@ struct Cluster {
     auto it = specs.nodes.find(node);
     return it == specs.nodes.end() ? std::string() : it->second.grpc_endpoint;
   }
+};
+
+// Marks a volume busy for the guard's lifetime.
+class BusyGuard {
+ public:
+  BusyGuard(std::set<std::string>& s, std::string id) : s_(s), id_(std::move(id)) { s_.insert(id_); }
+  ~BusyGuard() { s_.erase(id_); }
+  BusyGuard(const BusyGuard&) = delete;
+  BusyGuard& operator=(const BusyGuard&) = delete;
+
+ private:
+  std::set<std::string>& s_;
+  std::string id_;
 };
 
 }  // namespace tern::control

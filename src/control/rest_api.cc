@@ -172,6 +172,8 @@ json volume_json(const VolumeSpec& v, const Cluster& c) {
     j["target"] = {{"node", v.target->node},
                    {"protocol", v.target->protocol},
                    {"uri", v.target->uri},
+                   {"allowed_hosts", v.target->allowed_hosts},
+                   {"generation", v.target->generation},
                    {"state", target_state_name(v.target->state)}};
   }
   return j;
@@ -409,6 +411,45 @@ Task<HttpReply> RestApi::route(HttpCall call) {
         co_return no_content();
       }
       co_return method_not_allowed("GET, PUT, DELETE");
+    }
+    if (seg.size() == 3 && seg[2] == "target") {
+      auto uuid = Uuid::Parse(seg[1]);
+      if (!uuid.ok()) co_return bad(fmt::format("'{}' is not a volume UUID", seg[1]));
+      if (m == "PUT") {
+        PublishArgs a;
+        if (!call.body.empty()) {
+          auto j = body_object(call, {"node", "protocol", "allowed_hosts", "republish"});
+          if (!j.ok()) co_return problem_reply(j.status());
+          if (auto n = j->find("node"); n != j->end() && !n->is_null()) {
+            if (!n->is_string()) co_return bad("'node': a node's name");
+            a.node = n->get<std::string>();
+          }
+          if (auto p = j->find("protocol"); p != j->end() && !p->is_null()) {
+            if (!p->is_string()) co_return bad("'protocol': nvmf or nbd");
+            a.protocol = p->get<std::string>();
+          }
+          if (auto h = j->find("allowed_hosts"); h != j->end() && !h->is_null()) {
+            if (!h->is_array()) co_return bad("'allowed_hosts': an array of host NQNs");
+            for (const json& x : *h) {
+              if (!x.is_string()) co_return bad("'allowed_hosts': an array of host NQNs");
+              a.allowed_hosts.push_back(x.get<std::string>());
+            }
+          }
+          if (auto r = j->find("republish"); r != j->end() && !r->is_null()) {
+            if (!r->is_boolean()) co_return bad("'republish': true or false");
+            a.republish = r->get<bool>();
+          }
+        }
+        auto r = co_await agent_.targets().publish(uuid->ToString(), a);
+        if (!r.ok()) co_return problem_reply(r.status());
+        co_return ok_json(volume_json(*r, c));
+      }
+      if (m == "DELETE") {
+        Status s = co_await agent_.targets().unpublish(uuid->ToString());
+        if (!s.ok()) co_return problem_reply(s);
+        co_return no_content();
+      }
+      co_return method_not_allowed("PUT, DELETE");
     }
   }
   co_return problem_reply(Status::Errorf(Errc::kNoEnt, "no such path: {}", call.path));

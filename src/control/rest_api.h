@@ -11,6 +11,7 @@
 //   GET    /v1/replicas                    replicas of volumes
 //   GET    /v1/volumes[/{uuid}]            volumes with their replicas
 //   PUT    /v1/volumes/{uuid}              create {size, replicas, thin, topology, labels}; DELETE
+//   PUT    /v1/volumes/{uuid}/target       publish {node, protocol, allowed_hosts, republish}; DELETE unpublishes
 //   GET    /metrics                        Prometheus text
 //
 // Status codes: 200 (201 for a new volume or pool), 204 for deletes, 400 bad input (the field named),

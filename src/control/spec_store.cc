@@ -92,6 +92,12 @@ Task<Status> SpecStore::commit(Batch b) {
   co_return Status::Ok();
 }
 
+Task<Result<std::string>> SpecStore::read(std::string key) {
+  auto kv = co_await etcd_.get(key);
+  if (!kv.ok()) co_return kv.status();
+  co_return std::move(kv->value);
+}
+
 const VolumeSpec* SpecStore::volume(const std::string& uuid) const {
   auto it = volumes.find(uuid);
   return it == volumes.end() ? nullptr : &it->second;

@@ -60,6 +60,8 @@ class SpecStore {
   Task<Status> commit(Batch b);
 
   const Keys& keys() const { return keys_; }
+  // A key's value read from etcd (not a spec: e.g. a volume's nexus record); kNoEnt when absent.
+  Task<Result<std::string>> read(std::string key);
   std::map<std::string, NodeSpec> nodes;
   std::map<std::string, PoolSpec> pools;
   std::map<std::string, ReplicaSpec> replicas;

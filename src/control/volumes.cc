@@ -5,23 +5,13 @@
 #include "common/log.h"
 #include "common/units.h"
 #include "common/uuid.h"
+#include "nexus/layout.h"
 #include "reactor/reactor.h"
 #include "reactor/task_scope.h"
 
 namespace tern::control {
 
 namespace {
-
-// Marks `uuid` busy for the lifetime of the guard.
-class BusyGuard {
- public:
-  BusyGuard(std::set<std::string>& s, std::string id) : s_(s), id_(std::move(id)) { s_.insert(id_); }
-  ~BusyGuard() { s_.erase(id_); }
-
- private:
-  std::set<std::string>& s_;
-  std::string id_;
-};
 
 std::string describe_difference(const VolumeSpec& v, const CreateVolumeArgs& a) {
   if (v.size != a.size) return fmt::format("size {} (asked {})", v.size, a.size);
@@ -101,7 +91,7 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
     if (v->state == SpecState::kCreated) co_return *v;
     co_return Status::Errorf(Errc::kBusy, "volume {} is {}", a.uuid, spec_state_name(v->state));
   }
-  BusyGuard guard(busy_, a.uuid);
+  BusyGuard guard(c_.busy, a.uuid);
   // Pools on online nodes not read yet (an agent that just took over, a node that just came back):
   // read them now rather than refuse them as unknown.
   std::set<std::string> unread;
@@ -113,7 +103,7 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
 
   PlacementRequest pr;
   pr.count = a.replicas;
-  pr.size = a.size;
+  pr.size = nexus::required_child_bytes(a.size);
   pr.thin = a.thin;
   pr.topology = a.topology;
   pr.thin_commitment = c_.opts.thin_commitment;
@@ -136,7 +126,7 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
     r.volume = v.uuid;
     r.pool = pools[i].pool;
     r.node = pools[i].node;
-    r.size = a.size;
+    r.size = nexus::required_child_bytes(a.size);  // the volume and the nexus's metadata after it
     r.thin = a.thin;
     r.state = SpecState::kCreating;
     v.replica_ids.push_back(r.uuid);
@@ -247,7 +237,15 @@ Task<Status> VolumeService::destroy(std::string uuid) {
   if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
   const VolumeSpec* v = c_.specs.volume(uuid);
   if (!v) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
-  BusyGuard guard(busy_, uuid);
+  BusyGuard guard(c_.busy, uuid);
+  if (v->target) {
+    // The nexus first (a node that is down: its nexus is destroyed when it returns).
+    if (Status s = co_await targets_.unpublish_locked(uuid); !s.ok()) {
+      co_return Status::Errorf(s.code(), "volume {}: unpublishing: {}", uuid, s.message());
+    }
+    v = c_.specs.volume(uuid);
+    if (!v) co_return Status::Ok();
+  }
   VolumeSpec dv = *v;
   dv.state = SpecState::kDeleting;
   auto b = c_.specs.batch();
@@ -281,7 +279,7 @@ Task<void> VolumeService::reconcile() {
   }
   for (const std::string& id : undo) {
     TLOG_INFO("control", "volume {} was left half created (an agent stopped): undoing it", id);
-    BusyGuard guard(busy_, id);
+    BusyGuard guard(c_.busy, id);
     if (Status s = co_await undo_create(id); !s.ok()) TLOG_RL_WARN("control", 10000, "volume {}: undoing: {}", id, s);
   }
   for (const std::string& id : finish) {

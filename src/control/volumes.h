@@ -8,7 +8,8 @@
 //     removed) and returns the engine's error. An agent that dies in between leaves `creating` specs,
 //     which the next leader undoes (reconcile): a half-created volume never stays, and no replica exists
 //     that no spec names.
-// destroy(uuid)  Marks the volume and its replicas deleting (one transaction), destroys the replicas,
+// destroy(uuid)  Unpublishes it (targets.h), marks the volume and its replicas deleting (one
+//     transaction), destroys the replicas,
 //     removes their specs and then the volume's (its nexus record with it). A replica whose node is away
 //     stays as a `deleting` replica spec and is destroyed when the node returns. kNoEnt for an unknown
 //     volume.
@@ -24,6 +25,7 @@
 #include "control/cluster.h"
 #include "control/placement.h"
 #include "control/pools.h"
+#include "control/targets.h"
 #include "reactor/task.h"
 
 namespace tern::control {
@@ -39,7 +41,7 @@ struct CreateVolumeArgs {
 
 class VolumeService {
  public:
-  VolumeService(Cluster& c, PoolService& pools) : c_(c), pools_(pools) {}
+  VolumeService(Cluster& c, PoolService& pools, TargetService& targets) : c_(c), pools_(pools), targets_(targets) {}
 
   Task<Result<VolumeSpec>> create(CreateVolumeArgs args);
   Task<Status> destroy(std::string uuid);
@@ -47,7 +49,7 @@ class VolumeService {
   // deleting whose nodes are back. Skips volumes with an operation in progress.
   Task<void> reconcile();
 
-  bool busy(const std::string& uuid) const { return busy_.count(uuid) > 0; }
+  bool busy(const std::string& uuid) const { return c_.busy.count(uuid) > 0; }
   // The candidate pools for placement, from the specs, the registry and the pools' last status.
   std::vector<PoolCandidate> candidates() const;
 
@@ -64,7 +66,7 @@ class VolumeService {
 
   Cluster& c_;
   PoolService& pools_;
-  std::set<std::string> busy_;
+  TargetService& targets_;
 };
 
 }  // namespace tern::control

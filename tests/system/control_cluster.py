@@ -131,6 +131,7 @@ class Agent:
         args = [self.binary, "--etcd", self.etcd.endpoint, "--name", self.name, "--rest-address", "127.0.0.1",
                 "--rest-port", str(self.rest_port), "--grpc-endpoint", self.grpc_endpoint, "--lease-ttl", "2",
                 "--node-deadline-ms", "2000", "--heartbeat-ms", "300", "--poll-ms", "1000", "--reconcile-ms", "1000",
+                "--child-params", "timeout_ms=2000&ctrl_loss_tmo_s=2&reconnect_delay_ms=100",
                 *self.extra_args]
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, **self.env, **(env or {})))
@@ -233,7 +234,7 @@ class LocalCluster:
 
     def add_engine(self, labels=None):
         i = len(self.engines)
-        args = []
+        args = ["--etcd", self.etcd.endpoint]
         for a in self.agents:
             args += ["--agent", a.grpc_endpoint]
         for k, v in (labels or {}).items():

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from control_cluster import OPENAPI, LocalCluster
+from nexus_util import required_child_bytes
 
 MiB = 1 << 20
 
@@ -35,6 +36,15 @@ def problem(status_doc, status, *words):
     for w in words:
         assert w in doc["detail"], f"'{w}' not in: {doc['detail']}"
     return doc
+
+
+def nexuses(engine):
+    from io_engine import stubs
+    return [n.uuid for n in engine.api.nexus.ListNexuses(stubs().nexus_pb2.ListNexusesRequest(), timeout=30).nexuses]
+
+
+def engine(cl, name):
+    return next(e for e in cl.engines if e.name == name)
 
 
 def replicas_by_node(cl):
@@ -106,7 +116,7 @@ def test_volume_replicas_go_to_distinct_nodes_and_are_destroyed_with_it(cl):
     held = replicas_by_node(cl)
     for r in reps:
         assert r["uuid"] in held[r["node"]], f"{r} not on its engine: {held}"
-        assert r["pool"] == f"p-{r['node']}" and r["size"] == 64 * MiB and r["thin"]
+        assert r["pool"] == f"p-{r['node']}" and r["size"] == required_child_bytes(64 * MiB) and r["thin"]
     # The same create again is the same volume; other arguments are a conflict that says what differs.
     status, again = cl.rest.put(f"/v1/volumes/{v}", {"size": 64 * MiB, "replicas": 3, "thin": True, "labels": {"app": "db"}})
     assert status == 200 and [r["uuid"] for r in again["replica_details"]] == [r["uuid"] for r in reps]
@@ -232,13 +242,14 @@ def test_a_dead_engine_goes_offline_and_its_pools_come_back_with_it(cl):
     cl.wait("p-node1 online", lambda: cl.rest.ok("GET", "/v1/pools/p-node1")["status"] == "online", timeout=20)
 
 
-@pytest.mark.parametrize("step", ["create:specs", "create:replica", "create:done", "destroy:marked"])
+@pytest.mark.parametrize("step", ["create:specs", "create:replica", "create:done", "destroy:marked",
+                                  "publish:recorded", "publish:created"])
 def test_an_agent_killed_in_the_middle_leaves_no_half_state(cl, step):
     """The leader aborts at `step`; the standby takes over and completes or undoes the operation: no
-    half-created volume, no replica on an engine that no spec names."""
+    half-created volume, no replica on an engine that no spec names, no nexus that no target names."""
     leader = cl.leader
     v = vol_id()
-    if step.startswith("destroy"):
+    if not step.startswith("create"):
         cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
     before = replicas_by_node(cl)
     leader.stop()
@@ -253,6 +264,8 @@ def test_an_agent_killed_in_the_middle_leaves_no_half_state(cl, step):
     with pytest.raises(OSError):
         if step.startswith("create"):
             leader.rest.put(f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
+        elif step.startswith("publish"):
+            leader.rest.put(f"/v1/volumes/{v}/target", {})
         else:
             leader.rest.delete(f"/v1/volumes/{v}")
     assert leader.wait_exit() != 0
@@ -260,7 +273,16 @@ def test_an_agent_killed_in_the_middle_leaves_no_half_state(cl, step):
     other.wait_leading(timeout=20)
     took = time.monotonic() - t0
     assert took < 6, f"the standby took {took:.1f} s to lead (lease TTL 2 s)"
-    if step == "create:done":
+    if step.startswith("publish"):
+        # The publish is undone: no target, and no nexus left on any engine.
+        cl.wait("the target undone", lambda: "target" not in cl.rest.ok("GET", f"/v1/volumes/{v}"))
+        cl.wait("no nexus anywhere", lambda: not any(nexuses(e) for e in cl.engines))
+        # And the volume can be published now.
+        doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})
+        assert doc["target"]["state"] == "published" and doc["target"]["generation"] == 2
+        cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+        assert not any(nexuses(e) for e in cl.engines)
+    elif step == "create:done":
         # Every replica was made and the specs said so: the volume exists.
         cl.wait("the volume", lambda: cl.rest.get(f"/v1/volumes/{v}")[0] == 200)
         assert cl.rest.ok("GET", f"/v1/volumes/{v}")["state"] == "created"
@@ -302,4 +324,79 @@ def test_leader_failover_is_prompt_and_the_old_leader_becomes_a_standby(cl):
     leader.wait_leading(timeout=20)
     assert time.monotonic() - t0 < 2, "a resigning leader should hand over at once"
     other.start()
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+
+
+def test_publish_puts_the_nexus_on_a_replica_node_and_the_data_follows_a_republish(cl):
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    v = vol_id()
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 32 * MiB, "replicas": 2})
+    holders = sorted(r["node"] for r in doc["replica_details"])
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})
+    t = doc["target"]
+    assert t["node"] in holders and t["state"] == "published" and t["generation"] == 1 and t["protocol"] == "nvmf"
+    assert t["uri"].startswith("nvmf://") and t["uri"].endswith(v), t
+    e = engine(cl, t["node"])
+    nx = e.api.nexus.ListNexuses(pb.nexus_pb2.ListNexusesRequest(uuid=v), timeout=30).nexuses[0]
+    assert len(nx.children) == 2 and sum(c.local for c in nx.children) == 1, nx
+    assert nx.resv_key == 1 and nx.persistence_key == f"/tern/v1/records/{v}" and nx.cntlid_min == 8001
+    write_pattern(e, pb, v, 7, 0, 8 * MiB)
+    # Idempotent; elsewhere needs republish.
+    assert cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})["target"]["generation"] == 1
+    other = next(n for n in ["node0", "node1", "node2"] if n != t["node"])
+    problem(cl.rest.put(f"/v1/volumes/{v}/target", {"node": other}), 409, f"on node {t['node']}", "republish")
+    problem(cl.rest.put(f"/v1/volumes/{v}/target", {"protocol": "iscsi"}), 400, "nvmf or nbd")
+    # Republish on another node: the old nexus goes (cleanly), the new one has the data.
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {"node": other, "republish": True})
+    assert doc["target"]["node"] == other and doc["target"]["generation"] == 2
+    assert nexuses(e) == []
+    e2 = engine(cl, other)
+    assert verify_pattern(e2, pb, v, 7, 0, 8 * MiB).ok
+    rec = cl.etcd.get_json(f"/tern/v1/records/{v}")
+    assert all(c["healthy"] for c in rec["children"]), rec
+    # Unpublish: the nexus is gone and the record says it stopped cleanly.
+    assert cl.rest.delete(f"/v1/volumes/{v}/target") == (204, None)
+    assert nexuses(e2) == [] and "target" not in cl.rest.ok("GET", f"/v1/volumes/{v}")
+    assert cl.etcd.get_json(f"/tern/v1/records/{v}")["clean_shutdown"] is True
+    problem(cl.rest.delete(f"/v1/volumes/{v}/target"), 404, "not published")
+    # A published volume is destroyed with its nexus.
+    cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})
+    assert cl.rest.delete(f"/v1/volumes/{v}") == (204, None)
+    assert not any(nexuses(x) for x in cl.engines)
+    assert not [k for k in cl.etcd_keys() if "/volumes/" in k or "/records/" in k]
+
+
+def test_a_publish_never_serves_from_stale_replicas_alone(cl):
+    """A replica that missed writes (its node died under the nexus) is stale: with the current one's node
+    down, publishing is refused rather than serve old data; once that node is back, the volume publishes
+    with the newest data and the stale replica is rebuilt."""
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    v = vol_id()
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 2})
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})
+    tnode = doc["target"]["node"]
+    onode = next(r["node"] for r in doc["replica_details"] if r["node"] != tnode)
+    et, eo = engine(cl, tnode), engine(cl, onode)
+    write_pattern(et, pb, v, 1, 0, 4 * MiB)
+    eo.kill()
+    write_pattern(et, pb, v, 2, 0, 4 * MiB)  # the remote child fails under it and is retired, recorded
+    rec = cl.etcd.get_json(f"/tern/v1/records/{v}")
+    stale = next(r["uuid"] for r in doc["replica_details"] if r["node"] == onode)
+    assert [c["healthy"] for c in rec["children"] if c["uuid"] == stale] == [False], rec
+    assert cl.rest.delete(f"/v1/volumes/{v}/target") == (204, None)
+    et.kill()
+    eo.start()
+    cl.wait(f"{onode} online", lambda: cl.node_status(onode) == "online")
+    cl.wait(f"{tnode} offline", lambda: cl.node_status(tnode) == "offline")
+    problem(cl.rest.put(f"/v1/volumes/{v}/target", {}), 409, "current data", tnode)
+    assert not nexuses(eo)
+    et.start()
+    cl.wait(f"{tnode} online", lambda: cl.node_status(tnode) == "online")
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {"node": onode})
+    assert doc["target"]["generation"] == 2
+    assert verify_pattern(eo, pb, v, 2, 0, 4 * MiB).ok  # the newest data, though served from the stale one's node
     cl.rest.ok("DELETE", f"/v1/volumes/{v}")

@@ -95,6 +95,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(100, 3600000))->capture_default_str();
   app.add_option("--thin-commitment", commitment, "Thin replicas may commit this % of a pool's capacity")
       ->envname(env("THIN_COMMITMENT"))->check(CLI::Range(100, 10000))->capture_default_str();
+  app.add_option("--child-params", o.child_params,
+                 "Options appended to a nexus's remote child URIs (how long a child may stall or be away before "
+                 "the nexus goes on without it)")
+      ->envname(env("CHILD_PARAMS"))->capture_default_str();
   app.add_option("--log-level", log_level, "Log level, or per module: info,control=debug")->envname(env("LOG_LEVEL"))->capture_default_str();
   app.add_option("--log-format", log_format, "Log format")->envname(env("LOG_FORMAT"))->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   try {
