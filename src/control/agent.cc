@@ -34,7 +34,8 @@ Agent::Agent(store::EtcdClient& etcd, std::string id, AgentOptions opts)
       cluster_(specs_, registry_, engines_, opts_),
       pools_(cluster_),
       targets_(cluster_),
-      volumes_(cluster_, pools_, targets_) {
+      volumes_(cluster_, pools_, targets_),
+      heal_(cluster_, volumes_, targets_) {
   if (const char* c = std::getenv("TERN_AGENT_CRASH_AT")) volumes_.crash_at = targets_.crash_at = c;
   registry_.on_online([this](const std::string& node) {
     // A channel that saw the engine down may sit in gRPC's back-off and fail calls at once: start afresh.
@@ -90,6 +91,15 @@ Task<void> Agent::lead() {
   TLOG_INFO("control", "agent {} leads (term {}): {} node(s), {} pool(s), {} volume(s), {} replica(s) in the specs",
             id_, leadership_->term(), specs_.nodes.size(), specs_.pools.size(), specs_.volumes.size(),
             specs_.replicas.size());
+  // A new leader may not have heard from every node yet (it just started): give the nodes in the specs
+  // a few heartbeats to register before anything treats them as offline.
+  const uint64_t grace_until = now() + 3 * opts_.heartbeat_ms * 1'000'000;
+  while (now() < grace_until && leadership_->leading() && !stopping_) {
+    bool all = true;
+    for (const auto& [node, spec] : specs_.nodes) all &= registry_.get(node) != nullptr;
+    if (all) break;
+    co_await Reactor::sleep_for(20'000'000);
+  }
   // Nodes that registered while this agent was a standby: record their specs, reconcile them.
   for (const auto& [node, l] : registry_.all()) {
     if (l.online) to_reconcile_.insert(node);
@@ -153,6 +163,8 @@ Task<void> Agent::reconcile_pass() {
   co_await volumes_.reconcile();
   if (!leading_) co_return;
   co_await targets_.reconcile();
+  if (!leading_) co_return;
+  co_await heal_.reconcile();
 }
 
 Task<Status> Agent::on_register(Registration r) {

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "control/cluster.h"
+#include "control/heal.h"
 #include "control/leadership.h"
 #include "control/pools.h"
 #include "control/targets.h"
@@ -81,6 +82,7 @@ class Agent {
   PoolService pools_;
   TargetService targets_;
   VolumeService volumes_;
+  HealService heal_;
   TaskScope scope_{"agent"};
   bool stopping_ = false;
   bool leading_ = false;

@@ -38,6 +38,9 @@ struct AgentOptions {
   int64_t lease_ttl_s = 3;            // the leader's lease: a dead leader is replaced within this
   // Appended to a nexus's remote child URIs (src/nvmf/host/nvmf_bdev.h): how long a child's I/O may
   // wait and its controller may be away before the nexus retires it and goes on without it.
+  // A faulted child whose node stays away this long is replaced by a new replica elsewhere; before, the
+  // agent waits for it to return and rebuild only what it missed.
+  uint64_t faulted_child_wait_ms = 300'000;
   std::string child_params = "timeout_ms=10000&ctrl_loss_tmo_s=5&reconnect_delay_ms=500";
 };
 

@@ -72,25 +72,14 @@ Task<Result<std::vector<std::string>>> TargetService::children(const VolumeSpec&
       if (healthy.count(r->uuid)) offline_current.push_back(fmt::format("{} on {}", r->uuid, r->node));
       continue;
     }
-    std::string uri;
-    if (r->node == node) {
-      uri = fmt::format("bdev:///{}?uuid={}", r->uuid, r->uuid);
-    } else {
-      ev1::ListReplicasRequest req;
-      req.set_uuid(r->uuid);
-      auto l = co_await c_.engines.call<ev1::ReplicaService>(c_.endpoint(r->node), &ev1::ReplicaService::Stub::async::ListReplicas,
-                                                             req, c_.opts.engine_timeout_ms);
-      if (!l.ok() || l->replicas().empty() || l->replicas(0).share().uri().empty()) {
-        TLOG_WARN("control", "volume {}: replica {} on {} is left out: {}", v.uuid, r->uuid, r->node,
-                  l.ok() ? "its engine does not share it" : std::string(l.status().message()));
-        if (healthy.count(r->uuid)) offline_current.push_back(fmt::format("{} on {}", r->uuid, r->node));
-        continue;
-      }
-      uri = fmt::format("{}?uuid={}{}{}", l->replicas(0).share().uri(), r->uuid, c_.opts.child_params.empty() ? "" : "&",
-                        c_.opts.child_params);
+    auto uri = co_await child_uri(*r, node);
+    if (!uri.ok()) {
+      TLOG_WARN("control", "volume {}: replica {} on {} is left out: {}", v.uuid, r->uuid, r->node, uri.status().message());
+      if (healthy.count(r->uuid)) offline_current.push_back(fmt::format("{} on {}", r->uuid, r->node));
+      continue;
     }
     any_current |= !have_record || healthy.count(r->uuid) > 0;
-    uris.push_back(std::move(uri));
+    uris.push_back(std::move(*uri));
   }
   if (uris.empty()) co_return Status::Errorf(Errc::kBusy, "volume {}: none of its replicas is reachable", v.uuid);
   if (!any_current) {
@@ -102,6 +91,19 @@ Task<Result<std::vector<std::string>>> TargetService::children(const VolumeSpec&
                              v.uuid, list.empty() ? "none recorded" : list);
   }
   co_return uris;
+}
+
+Task<Result<std::string>> TargetService::child_uri(ReplicaSpec r, std::string node) {
+  if (r.node == node) co_return fmt::format("bdev:///{}?uuid={}", r.uuid, r.uuid);
+  ev1::ListReplicasRequest req;
+  req.set_uuid(r.uuid);
+  auto l = co_await c_.engines.call<ev1::ReplicaService>(c_.endpoint(r.node), &ev1::ReplicaService::Stub::async::ListReplicas, req,
+                                                         c_.opts.engine_timeout_ms);
+  if (!l.ok()) co_return l.status();
+  if (l->replicas().empty()) co_return Status::Errorf(Errc::kNoEnt, "its engine does not have it");
+  if (l->replicas(0).share().uri().empty()) co_return Status::Errorf(Errc::kBusy, "its engine does not share it");
+  co_return fmt::format("{}?uuid={}{}{}", l->replicas(0).share().uri(), r.uuid, c_.opts.child_params.empty() ? "" : "&",
+                        c_.opts.child_params);
 }
 
 Task<Status> TargetService::destroy_nexus(std::string node, std::string uuid) {

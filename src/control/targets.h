@@ -53,6 +53,9 @@ class TargetService {
   // For VolumeService::destroy (the volume is already busy).
   Task<Status> unpublish_locked(std::string uuid);
   Task<void> reconcile();
+  // The URI a nexus on `node` uses for replica `r`: bdev:// when local, else its NVMe/TCP share (asked
+  // of its engine) with the agent's child parameters.
+  Task<Result<std::string>> child_uri(ReplicaSpec r, std::string node);
 
   // For tests of crash recovery ("publish:recorded", "publish:created"; env TERN_AGENT_CRASH_AT).
   std::string crash_at;

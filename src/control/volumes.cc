@@ -168,6 +168,68 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
   co_return v;
 }
 
+Task<Result<ReplicaSpec>> VolumeService::add_replica(std::string uuid) {
+  const VolumeSpec* cur = c_.specs.volume(uuid);
+  if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
+  VolumeSpec v = *cur;
+  PlacementRequest pr;
+  pr.size = nexus::required_child_bytes(v.size);
+  pr.thin = v.thin;
+  pr.topology = v.topology;
+  pr.thin_commitment = c_.opts.thin_commitment;
+  for (const ReplicaSpec* r : c_.specs.replicas_of(uuid)) {
+    pr.used_nodes.insert(r->node);
+    auto n = c_.specs.nodes.find(r->node);
+    for (const std::string& k : v.topology.spread) {
+      if (n != c_.specs.nodes.end() && n->second.labels.count(k)) pr.used_domains[k].insert(n->second.labels.at(k));
+    }
+  }
+  std::vector<PoolCandidate> pools = candidates();
+  auto chosen = place(pools, pr);
+  if (!chosen.ok()) co_return Status::Errorf(chosen.code(), "volume {}: a new replica: {}", uuid, chosen.status().message());
+  ReplicaSpec r;
+  r.uuid = Uuid::Generate().ToString();
+  r.volume = uuid;
+  r.pool = pools[(*chosen)[0]].pool;
+  r.node = pools[(*chosen)[0]].node;
+  r.size = pr.size;
+  r.thin = v.thin;
+  r.state = SpecState::kCreating;
+  v.replica_ids.push_back(r.uuid);
+  auto b = c_.specs.batch();
+  b.put(v);
+  b.put(r);
+  if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+  if (Status s = co_await create_replica(r); !s.ok()) {
+    (void)co_await drop_replica(uuid, r.uuid);
+    co_return Status::Errorf(s.code(), "volume {}: a new replica on {}: {}", uuid, r.node, s.message());
+  }
+  r.state = SpecState::kCreated;
+  auto done = c_.specs.batch();
+  done.put(r);
+  if (Status s = co_await c_.specs.commit(std::move(done)); !s.ok()) co_return s;
+  TLOG_INFO("control", "volume {}: new replica {} on {} (pool {})", uuid, r.uuid, r.node, r.pool);
+  co_return r;
+}
+
+Task<Status> VolumeService::drop_replica(std::string uuid, std::string replica) {
+  auto b = c_.specs.batch();
+  if (const VolumeSpec* v = c_.specs.volume(uuid)) {
+    VolumeSpec nv = *v;
+    std::erase(nv.replica_ids, replica);
+    b.put(nv);
+  }
+  auto it = c_.specs.replicas.find(replica);
+  if (it == c_.specs.replicas.end()) co_return co_await c_.specs.commit(std::move(b));
+  ReplicaSpec r = it->second;
+  r.state = SpecState::kDeleting;
+  b.put(r);
+  if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+  std::vector<std::string> ids{replica};
+  Status s = co_await destroy_replicas(std::move(ids));
+  co_return s.code() == Errc::kConnRefused ? Status::Ok() : s;  // its node is away: destroyed when it returns
+}
+
 Task<Status> VolumeService::create_replica(ReplicaSpec r) {
   if (!c_.registry.online(r.node)) co_return Status::Errorf(Errc::kConnRefused, "node {} is offline", r.node);
   ev1::CreateReplicaRequest req;

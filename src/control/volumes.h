@@ -50,6 +50,13 @@ class VolumeService {
   Task<void> reconcile();
 
   bool busy(const std::string& uuid) const { return c_.busy.count(uuid) > 0; }
+  // One more replica for a volume (the volume is busy: the caller holds it): placed away from the
+  // volume's other replicas, recorded `creating` with the volume's list, created, then `created`.
+  Task<Result<ReplicaSpec>> add_replica(std::string uuid);
+  // Takes a replica out of its volume (the caller holds the volume): out of the volume's list and
+  // `deleting` in one transaction, then destroyed (now, or when its node returns).
+  Task<Status> drop_replica(std::string uuid, std::string replica);
+
   // The candidate pools for placement, from the specs, the registry and the pools' last status.
   std::vector<PoolCandidate> candidates() const;
 

@@ -95,6 +95,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(100, 3600000))->capture_default_str();
   app.add_option("--thin-commitment", commitment, "Thin replicas may commit this % of a pool's capacity")
       ->envname(env("THIN_COMMITMENT"))->check(CLI::Range(100, 10000))->capture_default_str();
+  app.add_option("--faulted-child-wait-ms", o.faulted_child_wait_ms,
+                 "A faulted replica whose node stays away this long is replaced elsewhere (until then the agent "
+                 "waits for it to return and rebuild only what it missed)")
+      ->envname(env("FAULTED_CHILD_WAIT_MS"))->capture_default_str();
   app.add_option("--child-params", o.child_params,
                  "Options appended to a nexus's remote child URIs (how long a child may stall or be away before "
                  "the nexus goes on without it)")
