@@ -91,15 +91,11 @@ Task<void> Agent::lead() {
   TLOG_INFO("control", "agent {} leads (term {}): {} node(s), {} pool(s), {} volume(s), {} replica(s) in the specs",
             id_, leadership_->term(), specs_.nodes.size(), specs_.pools.size(), specs_.volumes.size(),
             specs_.replicas.size());
-  // A new leader may not have heard from every node yet (it just started): give the nodes in the specs
-  // a few heartbeats to register before anything treats them as offline.
-  const uint64_t grace_until = now() + 3 * opts_.heartbeat_ms * 1'000'000;
-  while (now() < grace_until && leadership_->leading() && !stopping_) {
-    bool all = true;
-    for (const auto& [node, spec] : specs_.nodes) all &= registry_.get(node) != nullptr;
-    if (all) break;
-    co_await Reactor::sleep_for(20'000'000);
-  }
+  // A new leader may not have heard from every node yet (it just started): requests and reconciles
+  // wait (require_leader, below) until every node in the specs has registered or a few heartbeats
+  // passed, so that no node is taken for offline only because its heartbeat has not come yet.
+  grace_until_ = now() + 3 * opts_.heartbeat_ms * 1'000'000;
+  co_await await_nodes();
   // Nodes that registered while this agent was a standby: record their specs, reconcile them.
   for (const auto& [node, l] : registry_.all()) {
     if (l.online) to_reconcile_.insert(node);
@@ -194,8 +190,20 @@ void Agent::on_deregister(const std::string& node, const std::string& instance) 
   registry_.on_deregister(node, instance, now());
 }
 
+Task<void> Agent::await_nodes() {
+  while (leading_ && now() < grace_until_) {
+    bool all = true;
+    for (const auto& [node, spec] : specs_.nodes) all &= registry_.get(node) != nullptr;
+    if (all) break;
+    co_await Reactor::sleep_for(20'000'000);
+  }
+}
+
 Task<Status> Agent::require_leader() {
-  if (leading_) co_return Status::Ok();
+  if (leading_) {
+    co_await await_nodes();
+    if (leading_) co_return Status::Ok();
+  }
   auto l = co_await leadership_->leader();
   if (l.ok()) co_return Status::Errorf(Errc::kConnRefused, "agent {} is a standby; {} leads", id_, *l);
   co_return Status::Errorf(Errc::kConnRefused, "agent {} is a standby and no agent leads yet", id_);

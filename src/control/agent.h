@@ -70,6 +70,8 @@ class Agent {
   Task<void> poll_loop();
   Task<void> reconcile_loop();
   Task<void> reconcile_pass();
+  // Waits (within the take-over grace) until every node in the specs has registered.
+  Task<void> await_nodes();
 
   store::EtcdClient& etcd_;
   std::string id_;
@@ -89,6 +91,7 @@ class Agent {
   uint64_t epoch_ = 0;  // bumped when leadership is won or lost: loops of an older epoch end
   std::set<std::string> to_reconcile_;  // nodes that came online or restarted
   uint64_t reconcile_passes_ = 0;
+  uint64_t grace_until_ = 0;
 };
 
 }  // namespace tern::control

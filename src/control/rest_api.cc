@@ -127,6 +127,46 @@ json pool_json(const PoolSpec& p, const Cluster& c) {
   return j;
 }
 
+const char* nexus_state_name(ev1::NexusState s) {
+  switch (s) {
+    case ev1::NEXUS_STATE_ONLINE: return "online";
+    case ev1::NEXUS_STATE_DEGRADED: return "degraded";
+    case ev1::NEXUS_STATE_FAULTED: return "faulted";
+    case ev1::NEXUS_STATE_SHUTTING_DOWN: return "shutting_down";
+    case ev1::NEXUS_STATE_SHUTDOWN: return "shutdown";
+    default: return "unknown";
+  }
+}
+
+const char* child_state_name(ev1::ChildState s) {
+  switch (s) {
+    case ev1::CHILD_STATE_ONLINE: return "online";
+    case ev1::CHILD_STATE_FAULTED: return "faulted";
+    default: return "unknown";
+  }
+}
+
+json nexus_json(const ev1::Nexus& n) {
+  json kids = json::array();
+  for (const ev1::Child& ch : n.children()) {
+    json k = {{"uuid", ch.uuid()}, {"state", child_state_name(ch.state())}, {"synced", ch.synced()}, {"local", ch.local()}};
+    if (ch.has_rebuild()) {
+      const ev1::Rebuild& r = ch.rebuild();
+      const char* st = r.state() == ev1::REBUILD_STATE_RUNNING     ? "running"
+                       : r.state() == ev1::REBUILD_STATE_PAUSED    ? "paused"
+                       : r.state() == ev1::REBUILD_STATE_COMPLETED ? "completed"
+                       : r.state() == ev1::REBUILD_STATE_FAILED    ? "failed"
+                       : r.state() == ev1::REBUILD_STATE_STOPPED   ? "stopped"
+                                                                     : "unknown";
+      k["rebuild"] = {{"kind", r.kind()},           {"state", st},
+                      {"total_bytes", r.total_bytes()}, {"done_bytes", r.done_bytes()},
+                      {"copied_bytes", r.copied_bytes()}, {"bytes_per_s", r.bytes_per_s()}};
+    }
+    kids.push_back(std::move(k));
+  }
+  return {{"state", nexus_state_name(n.state())}, {"generation", n.generation()}, {"children", kids}};
+}
+
 json replica_json(const ReplicaSpec& r, const Cluster& c) {
   return {{"uuid", r.uuid},
           {"volume", r.volume},
@@ -395,7 +435,16 @@ Task<HttpReply> RestApi::route(HttpCall call) {
       if (get) {
         const VolumeSpec* v = c.specs.volume(id);
         if (!v) co_return problem_reply(Status::Errorf(Errc::kNoEnt, "volume {} does not exist", id));
-        co_return ok_json(volume_json(*v, c));
+        json j = volume_json(*v, c);
+        // One volume: its nexus as the target's engine sees it now (children, rebuilds with progress).
+        if (v->target && v->target->state == TargetSpec::State::kPublished && c.registry.online(v->target->node)) {
+          std::string node = v->target->node;
+          ev1::ListNexusesRequest lr;
+          lr.set_uuid(id);
+          auto l = co_await c.engines.call<ev1::NexusService>(c.endpoint(node), &ev1::NexusService::Stub::async::ListNexuses, lr, 5000);
+          if (l.ok() && !l->nexuses().empty()) j["nexus"] = nexus_json(l->nexuses(0));
+        }
+        co_return ok_json(j);
       }
       if (m == "PUT") {
         auto a = volume_args(id, call);

@@ -477,7 +477,11 @@ def test_a_replica_that_returns_is_onlined_and_rebuilds_only_what_it_missed(cl):
     assert c.rebuild.copied_bytes <= 2 * MiB, c.rebuild
     assert verify_pattern(ea, pb, away["uuid"], 2, 0, 1 * MiB).ok
     assert verify_pattern(ea, pb, away["uuid"], 1, 1 * MiB, 15 * MiB).ok
-    assert cl.rest.ok("GET", f"/v1/volumes/{v}")["status"] == "online"
+    got = cl.rest.ok("GET", f"/v1/volumes/{v}")
+    assert got["status"] == "online" and got["nexus"]["state"] == "online"
+    ch = next(x for x in got["nexus"]["children"] if x["uuid"] == away["uuid"])
+    assert ch["rebuild"]["kind"] == "partial" and ch["rebuild"]["state"] == "completed" and ch["synced"], ch
+    assert sum(x["local"] for x in got["nexus"]["children"]) == 1
     cl.rest.ok("DELETE", f"/v1/volumes/{v}")
 
 

@@ -224,6 +224,28 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
         }
         fmt::print("\n");
         replicas_table(v["replica_details"]);
+        if (v.contains("nexus")) {
+          const json& n = v["nexus"];
+          std::map<std::string, std::string> node_of;
+          for (const json& r : v["replica_details"]) node_of[str(r, "uuid")] = str(r, "node");
+          fmt::print("\nnexus:       {} (generation {})\n", str(n, "state"), str(n, "generation"));
+          std::vector<std::vector<std::string>> rows;
+          for (const json& ch : n["children"]) {
+            std::string reb = "-";
+            if (ch.contains("rebuild")) {
+              const json& r = ch["rebuild"];
+              uint64_t total = r.value("total_bytes", uint64_t(0)), done = r.value("done_bytes", uint64_t(0));
+              double pct = total ? 100.0 * double(done) / double(total) : 100.0;
+              int filled = int(pct / 5);
+              reb = fmt::format("{} {} [{}{}] {:.0f}% ({} copied)", str(r, "kind"), str(r, "state"), std::string(filled, '#'),
+                                std::string(20 - filled, '.'), pct, bytes(r, "copied_bytes"));
+            }
+            std::string id = str(ch, "uuid");
+            rows.push_back({id, node_of.count(id) ? node_of[id] : "-", str(ch, "state"), ch.value("synced", false) ? "yes" : "no",
+                            ch.value("local", false) ? "local" : "remote", reb});
+          }
+          print_table({"CHILD", "NODE", "STATE", "SYNCED", "PATH", "REBUILD"}, rows, "children");
+        }
       });
     };
   });
