@@ -126,14 +126,16 @@ class Cluster:
         return doc
 
     # --- life ---
-    def up(self, engines=3, pool_size=1 << 30):
+    def up(self, engines=3, pool_size=1 << 30, standby=False, agent_args=()):
         if self.state is not None:
             raise ClusterError(f"a cluster is already recorded in {self.state_path} (scripts/cluster.py down first)")
         self.dir.mkdir(parents=True, exist_ok=True)
         etcd_bin = shutil.which("etcd") or "/usr/bin/etcd"
         c, p, rest, reg = free_ports(4)
         self.state = {"build": str(self.build), "etcd": {"client": c, "peer": p}, "agent": {"rest_port": rest, "grpc_port": reg},
-                      "engines": []}
+                      "engines": [], "agent_args": list(agent_args)}
+        if standby:
+            self.add_standby()
         for i in range(engines):
             g, n, nbd, m = free_ports(4)
             self.state["engines"].append({"name": f"node{i}", "grpc": g, "nvmf": n, "nbd": nbd, "metrics": m,
@@ -148,6 +150,8 @@ class Cluster:
             self._save()
             self._wait("etcd", lambda: self._port_open(c), pid=self.state["etcd"]["pid"], log="etcd.log")
             self.start_agent()
+            if standby:
+                self.start_agent("standby")
             for e in self.state["engines"]:
                 with open(e["disk"], "wb") as f:
                     f.truncate(pool_size)
@@ -174,14 +178,19 @@ class Cluster:
             return set()
         return {n["id"] for n in nodes if n["status"] == "online"} if status == 200 else set()
 
-    def start_agent(self):
-        a = self.state["agent"]
-        a["pid"] = self._spawn("agent", [
-            self._bin("tools/tern-agent/tern-agent"), "--etcd", f"127.0.0.1:{self.state['etcd']['client']}", "--name", "agent",
+    def start_agent(self, which="agent", extra=()):
+        """Starts the agent (or, with which="standby", a second one: `add_standby` first)."""
+        a = self.state[which]
+        a["pid"] = self._spawn(which, [
+            self._bin("tools/tern-agent/tern-agent"), "--etcd", f"127.0.0.1:{self.state['etcd']['client']}", "--name", which,
             "--rest-address", "127.0.0.1", "--rest-port", str(a["rest_port"]), "--grpc-endpoint", f"127.0.0.1:{a['grpc_port']}",
             "--node-deadline-ms", "3000", "--heartbeat-ms", "500", "--poll-ms", "2000", "--reconcile-ms", "1000",
-            "--faulted-child-wait-ms", "60000", "--child-params", "timeout_ms=3000&ctrl_loss_tmo_s=3&reconnect_delay_ms=200"])
+            "--faulted-child-wait-ms", "60000", "--child-params", "timeout_ms=3000&ctrl_loss_tmo_s=3&reconnect_delay_ms=200",
+            *self.state.get("agent_args", []), *extra])
         self._save()
+        if which != "agent":
+            self._wait(f"the {which} answers", lambda: self._port_open(a["rest_port"]), pid=a["pid"], log=f"{which}.log")
+            return
 
         def leads():
             try:
@@ -189,6 +198,12 @@ class Cluster:
             except (OSError, AttributeError):
                 return False
         self._wait("the agent leads", leads, pid=a["pid"], log="agent.log")
+
+    def add_standby(self):
+        """A second agent's ports (engines started after this register with both)."""
+        rest, reg = free_ports(2)
+        self.state["standby"] = {"rest_port": rest, "grpc_port": reg, "pid": 0}
+        self._save()
 
     def engine(self, name):
         for e in self.state["engines"]:
@@ -205,6 +220,7 @@ class Cluster:
             "--nvmf-address", "127.0.0.1", "--nvmf-port", str(e["nvmf"]), "--nbd-port", str(e["nbd"]),
             "--metrics-address", "127.0.0.1", "--metrics-port", str(e["metrics"]), "--state-dir", str(self.dir / f"{name}-state"),
             "--etcd", f"127.0.0.1:{self.state['etcd']['client']}", "--agent", f"127.0.0.1:{self.state['agent']['grpc_port']}",
+            *(["--agent", f"127.0.0.1:{self.state['standby']['grpc_port']}"] if "standby" in self.state else []),
             "--cores", str(min(os.sched_getaffinity(0)))])
         self._save()
         self._wait(f"{name} listening", lambda: self._port_open(e["grpc"]), pid=e["pid"], log=f"{name}.log")
@@ -215,6 +231,21 @@ class Cluster:
             os.kill(e["pid"], signal.SIGKILL)
             self._wait(f"{name} gone", lambda: not self.alive(e["pid"]), 30)
         e["pid"] = 0
+        self._save()
+
+    def kill_process(self, which):
+        """SIGKILL the agent or the standby."""
+        pid = self.state[which].get("pid")
+        if self.alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            self._wait(f"{which} gone", lambda: not self.alive(pid), 30)
+        self.state[which]["pid"] = 0
+        self._save()
+
+    def stop_process(self, which):
+        """SIGTERM the agent or the standby (a leader resigns)."""
+        self._term(self.state[which].get("pid"))
+        self.state[which]["pid"] = 0
         self._save()
 
     def _term(self, pid, timeout=60):
@@ -236,7 +267,7 @@ class Cluster:
         for e in self.state["engines"]:
             if not self._term(e.get("pid")):
                 unclean.append(e["name"])
-        for name in ("agent", "etcd"):
+        for name in ("agent", "standby", "etcd"):
             if not self._term(self.state.get(name, {}).get("pid")):
                 unclean.append(name)
         self.state = None

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/build.sh release
+scripts/build.sh release io-engine ternctl tern-agent ioperf
 exec scripts/main-job.sh build/release "$@"

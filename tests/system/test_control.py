@@ -424,6 +424,14 @@ def test_ternctl_cluster_commands(cl):
     assert v["replicas"] == 2 and v["thin"] and v["topology"]["spread"] == ["zone"]
     p = run("describe", "volume", v["uuid"])
     assert p.returncode == 0 and "2 wanted, 2 placed" in p.stdout and "not published" in p.stdout, p.stdout
+    p = run("volume", "publish", v["uuid"], "--protocol", "nbd")
+    assert p.returncode == 0 and "published on" in p.stdout and "nbd://" in p.stdout, p.stdout + p.stderr
+    p = run("describe", "volume", v["uuid"])
+    assert p.returncode == 0 and "nexus:       online" in p.stdout and "local" in p.stdout, p.stdout
+    p = run("volume", "unpublish", v["uuid"])
+    assert p.returncode == 0 and "unpublished" in p.stdout
+    p = run("volume", "unpublish", v["uuid"])
+    assert p.returncode == 3 and "not published" in p.stderr
     p = run("get", "volumes", "-o", "yaml")
     assert p.returncode == 0 and f"uuid: {v['uuid']}" in p.stdout, p.stdout
     p = run("volume", "create", v["uuid"], "--size", "32MiB", "--replicas", "2")

@@ -286,6 +286,36 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
       });
     };
   });
+  auto* vp = vol->add_subcommand("publish", "Publish a volume: its nexus on a node (default: one holding a replica), "
+                                              "over NVMe/TCP or NBD (idempotent)");
+  vp->add_option("uuid", c.name, "The volume's UUID")->required();
+  vp->add_option("--node", c.node, "The node for the nexus");
+  vp->add_option("--protocol", c.kind, "nvmf (default) or nbd");
+  vp->add_option("--host", c.labels, "A host NQN allowed to connect (NVMe/TCP); repeatable; default: any");
+  vp->add_flag("--republish", c.force, "Move a volume published on another node");
+  vp->callback([run] {
+    *run = [] {
+      json body = {{"republish", c.force}, {"allowed_hosts", c.labels}};
+      if (!c.node.empty()) body["node"] = c.node;
+      if (!c.kind.empty()) body["protocol"] = c.kind;
+      RestReply r;
+      if (int rc = rest("PUT", "/v1/volumes/" + c.name + "/target", &body, &r)) return rc;
+      return show_json(r.body, [&] {
+        fmt::print("volume {} published on {} (generation {}): {}\n", c.name, str(r.body["target"], "node"),
+                   str(r.body["target"], "generation"), str(r.body["target"], "uri"));
+      });
+    };
+  });
+  auto* vu = vol->add_subcommand("unpublish", "Unpublish a volume (its nexus shut down cleanly and destroyed)");
+  vu->add_option("uuid", c.name, "The volume's UUID")->required();
+  vu->callback([run] {
+    *run = [] {
+      RestReply r;
+      if (int rc = rest("DELETE", "/v1/volumes/" + c.name + "/target", nullptr, &r)) return rc;
+      if (g.format() == Format::kTable) fmt::print("volume {} unpublished\n", c.name);
+      return 0;
+    };
+  });
   auto* vd = vol->add_subcommand("destroy", "Destroy a volume and its replicas");
   vd->add_option("uuid", c.name, "The volume's UUID")->required();
   vd->callback([run] {
