@@ -178,17 +178,21 @@ class Cluster:
             return set()
         return {n["id"] for n in nodes if n["status"] == "online"} if status == 200 else set()
 
-    def start_agent(self, which="agent", extra=()):
-        """Starts the agent (or, with which="standby", a second one: `add_standby` first)."""
+    def start_agent(self, which="agent", extra=(), lead=None):
+        """Starts the agent (or, with which="standby", a second one: `add_standby` first); waits until it
+        leads (`lead`, default: for the agent) or answers."""
         a = self.state[which]
+        settings = {"--node-deadline-ms": "3000", "--heartbeat-ms": "500", "--poll-ms": "2000", "--reconcile-ms": "1000",
+                    "--faulted-child-wait-ms": "60000",
+                    "--child-params": "timeout_ms=3000&ctrl_loss_tmo_s=3&reconnect_delay_ms=200"}
+        more = [*self.state.get("agent_args", []), *extra]
+        settings.update(zip(more[::2], more[1::2]))  # flag value pairs override the defaults
         a["pid"] = self._spawn(which, [
             self._bin("tools/tern-agent/tern-agent"), "--etcd", f"127.0.0.1:{self.state['etcd']['client']}", "--name", which,
             "--rest-address", "127.0.0.1", "--rest-port", str(a["rest_port"]), "--grpc-endpoint", f"127.0.0.1:{a['grpc_port']}",
-            "--node-deadline-ms", "3000", "--heartbeat-ms", "500", "--poll-ms", "2000", "--reconcile-ms", "1000",
-            "--faulted-child-wait-ms", "60000", "--child-params", "timeout_ms=3000&ctrl_loss_tmo_s=3&reconnect_delay_ms=200",
-            *self.state.get("agent_args", []), *extra])
+            *[x for kv in settings.items() for x in kv]])
         self._save()
-        if which != "agent":
+        if not (lead if lead is not None else which == "agent"):
             self._wait(f"the {which} answers", lambda: self._port_open(a["rest_port"]), pid=a["pid"], log=f"{which}.log")
             return
 

@@ -91,6 +91,19 @@ Task<void> HealService::heal(std::string uuid) {
   for (const ReplicaSpec* r : c_.specs.replicas_of(uuid)) {
     if (r->state == SpecState::kCreated && !kids.count(r->uuid) && c_.registry.online(r->node)) strays.push_back(*r);
   }
+  // Replicas that are no child and whose node has been away too long: out of the volume (destroyed when
+  // the node returns); the next pass places a new one and joins it.
+  std::vector<ReplicaSpec> gone;
+  for (const ReplicaSpec* r : c_.specs.replicas_of(uuid)) {
+    if (r->state != SpecState::kCreated || kids.count(r->uuid) || c_.registry.online(r->node)) continue;
+    const NodeLiveness* live = c_.registry.get(r->node);
+    uint64_t away_ns = live ? now - std::min(now, live->last_seen_ns) : UINT64_MAX;
+    if (away_ns >= c_.opts.faulted_child_wait_ms * 1'000'000) gone.push_back(*r);
+  }
+  for (const ReplicaSpec& r : gone) {
+    Status s = co_await volumes_.drop_replica(uuid, r.uuid);
+    if (s.ok()) TLOG_WARN("control", "volume {}: replica {} dropped (node {} away too long); a new one follows", uuid, r.uuid, r.node);
+  }
   for (const ReplicaSpec& r : strays) {
     auto uri = co_await targets_.child_uri(r, node);
     if (!uri.ok()) continue;

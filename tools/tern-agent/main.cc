@@ -191,10 +191,10 @@ int main(int argc, char** argv) {
         TLOG_INFO("control", "{}: stopping (resigning the lead)", strsignal(sig));
       }
     }
-    // Stop taking requests, then stop the agent (it resigns), then the etcd client.
+    // Resign first (a standby takes over at once), then stop taking requests, then the etcd client.
+    if (agent) rs.run_sync(0, [&] { return agent->stop(); });
     if (http) http->Stop();
     if (grpc) grpc->Stop();
-    if (agent) rs.run_sync(0, [&] { return agent->stop(); });
     rs.run_sync(0, [&] { return etcd_client->close(); });
     rs.run_sync(0, [&] { agent.reset(); etcd_client.reset(); });
   }
