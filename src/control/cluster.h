@@ -12,6 +12,7 @@
 #include "control/engines.h"
 #include "control/registry.h"
 #include "control/spec_store.h"
+#include "reactor/reactor.h"
 
 namespace tern::control {
 
@@ -53,6 +54,18 @@ struct Cluster {
   std::map<std::string, PoolStatus> pools;  // by pool name
   // Volumes with an operation in progress (one at a time per volume; another meanwhile is kBusy).
   std::set<std::string> busy;
+
+  // Waits until no operation runs on `uuid` (a user's request behind a reconcile pass, or behind another
+  // request for the same volume); false after `timeout_ms`.
+  Task<bool> wait_free(std::string uuid, uint64_t timeout_ms = 60'000) {
+    uint64_t waited = 0;
+    while (busy.count(uuid)) {
+      if (waited >= timeout_ms * 1'000'000) co_return false;
+      co_await Reactor::sleep_for(2'000'000);
+      waited += 2'000'000;
+    }
+    co_return true;
+  }
 
   // The node's API endpoint: its last registration, else its spec; empty when unknown.
   std::string endpoint(const std::string& node) const {

@@ -136,7 +136,8 @@ Task<Result<VolumeSpec>> TargetService::publish(std::string uuid, PublishArgs a)
   if (a.protocol != "nvmf" && a.protocol != "nbd") {
     co_return Status::Errorf(Errc::kInval, "protocol '{}': nvmf or nbd", a.protocol);
   }
-  if (c_.busy.count(uuid)) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
+  bool free = co_await c_.wait_free(uuid);
+  if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
   if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
   const VolumeSpec* cur = c_.specs.volume(uuid);
   if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
@@ -230,7 +231,8 @@ Task<Status> TargetService::unpublish(std::string uuid) {
   auto parsed = Uuid::Parse(uuid);
   if (!parsed.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", uuid);
   uuid = parsed->ToString();
-  if (c_.busy.count(uuid)) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
+  bool free = co_await c_.wait_free(uuid);
+  if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
   if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
   const VolumeSpec* v = c_.specs.volume(uuid);
   if (!v) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);

@@ -83,7 +83,8 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
     co_return Status::Errorf(Errc::kInval, "size {}: a positive multiple of 4096 bytes", a.size);
   }
   if (a.replicas < 1 || a.replicas > 8) co_return Status::Errorf(Errc::kInval, "replicas {}: 1 to 8", a.replicas);
-  if (busy(a.uuid)) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", a.uuid);
+  bool free = co_await c_.wait_free(a.uuid);
+  if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", a.uuid);
   if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
   if (const VolumeSpec* v = c_.specs.volume(a.uuid)) {
     std::string diff = describe_difference(*v, a);
@@ -295,7 +296,8 @@ Task<Status> VolumeService::destroy(std::string uuid) {
   auto parsed = Uuid::Parse(uuid);
   if (!parsed.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", uuid);
   uuid = parsed->ToString();
-  if (busy(uuid)) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
+  bool free = co_await c_.wait_free(uuid);
+  if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
   if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
   const VolumeSpec* v = c_.specs.volume(uuid);
   if (!v) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);

@@ -555,3 +555,41 @@ def test_a_replica_away_too_long_is_replaced_elsewhere(cl):
     ea.start()
     cl.wait("the old replica destroyed", lambda: away["uuid"] not in cl.engine_replicas(ea), timeout=30)
     cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+
+
+def test_a_hundred_volumes_at_once_leave_nothing_behind(cl):
+    """100 volumes created, published, written and read back, unpublished and destroyed by 10 clients at
+    once: every one works, and at the end no replica, nexus, subsystem or etcd key of them is left."""
+    import concurrent.futures
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    subsystems_before = {e.name: len(e.api.nvmf.ListSubsystems(pb.nvmf_pb2.ListSubsystemsRequest(), timeout=30).subsystems)
+                         for e in cl.engines}
+    replicas_before = replicas_by_node(cl)
+
+    def life(i):
+        v = vol_id()
+        cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 8 * MiB, "replicas": 2, "thin": True}, timeout=120)
+        doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {}, timeout=120)
+        e = engine(cl, doc["target"]["node"])
+        write_pattern(e, pb, v, 10 + i, 0, MiB)
+        assert verify_pattern(e, pb, v, 10 + i, 0, MiB).ok
+        r = cl.rest.delete(f"/v1/volumes/{v}/target", timeout=120)
+        assert r == (204, None), r
+        r = cl.rest.delete(f"/v1/volumes/{v}", timeout=120)
+        assert r == (204, None), r
+        return v
+
+    with concurrent.futures.ThreadPoolExecutor(10) as ex:
+        done = list(ex.map(life, range(100)))
+    assert len(set(done)) == 100
+    assert cl.rest.ok("GET", "/v1/volumes") == [] and cl.rest.ok("GET", "/v1/replicas") == []
+    assert replicas_by_node(cl) == replicas_before
+    for e in cl.engines:
+        assert nexuses(e) == []
+        n = len(e.api.nvmf.ListSubsystems(pb.nvmf_pb2.ListSubsystemsRequest(), timeout=30).subsystems)
+        assert n == subsystems_before[e.name], f"{e.name}: {n} subsystems, {subsystems_before[e.name]} before"
+    assert not [k for k in cl.etcd_keys() if "/volumes/" in k or "/replicas/" in k or "/records/" in k]
+    for p in cl.rest.ok("GET", "/v1/pools"):
+        assert p["replicas"] == 0
