@@ -30,8 +30,9 @@ void SpecStore::Batch::del_replica(const std::string& uuid) {
 }
 void SpecStore::Batch::del_volume(const std::string& uuid) {
   ops_.push_back(store::TxnOp::Delete(store_->keys_.volume(uuid)));
-  // The nexus record goes with the volume.
-  ops_.push_back(store::TxnOp::Delete(store_->keys_.record(uuid)));
+  // The nexus record and what lives under it (the rebuild history, <record>/rebuilds) go with the
+  // volume. A prefix delete: UUIDs have one length, so it matches this volume's keys only.
+  ops_.push_back(store::TxnOp::Delete(store_->keys_.record(uuid), /*prefix=*/true));
   apply_.push_back([st = store_, uuid] { st->volumes.erase(uuid); });
 }
 
