@@ -461,6 +461,17 @@ Task<HttpReply> RestApi::route(HttpCall call) {
       }
       co_return method_not_allowed("GET, PUT, DELETE");
     }
+    if (seg.size() == 4 && seg[2] == "replica_count") {
+      auto uuid = Uuid::Parse(seg[1]);
+      if (!uuid.ok()) co_return bad(fmt::format("'{}' is not a volume UUID", seg[1]));
+      if (m != "PUT") co_return method_not_allowed("PUT");
+      char* end = nullptr;
+      unsigned long n = std::strtoul(seg[3].c_str(), &end, 10);
+      if (seg[3].empty() || *end != '\0' || n > 1000) co_return bad(fmt::format("replica count '{}': a number from 1 to 8", seg[3]));
+      auto r = co_await agent_.volumes().scale(uuid->ToString(), uint32_t(n));
+      if (!r.ok()) co_return problem_reply(r.status());
+      co_return ok_json(volume_json(*r, c));
+    }
     if (seg.size() == 3 && seg[2] == "target") {
       auto uuid = Uuid::Parse(seg[1]);
       if (!uuid.ok()) co_return bad(fmt::format("'{}' is not a volume UUID", seg[1]));

@@ -1,6 +1,8 @@
 #include "control/volumes.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <map>
 
 #include "common/log.h"
 #include "common/units.h"
@@ -166,6 +168,90 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
   if (Status s = co_await c_.specs.commit(std::move(done)); !s.ok()) co_return s;
   maybe_crash("create:done");
   TLOG_INFO("control", "volume {} created: {}, {} replica(s){}", v.uuid, format_size(v.size), v.replicas, v.thin ? ", thin" : "");
+  co_return v;
+}
+
+Task<Result<VolumeSpec>> VolumeService::scale(std::string uuid, uint32_t n) {
+  auto parsed = Uuid::Parse(uuid);
+  if (!parsed.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", uuid);
+  uuid = parsed->ToString();
+  if (n < 1 || n > 8) co_return Status::Errorf(Errc::kInval, "replicas {}: 1 to 8", n);
+  bool free = co_await c_.wait_free(uuid);
+  if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
+  if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
+  const VolumeSpec* cur = c_.specs.volume(uuid);
+  if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
+  if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(cur->state));
+  BusyGuard guard(c_.busy, uuid);
+  const uint32_t was = cur->replicas;
+  const bool published = cur->target && cur->target->state == TargetSpec::State::kPublished;
+  const std::string node = published ? cur->target->node : std::string();
+  std::vector<ReplicaSpec> live;
+  for (const ReplicaSpec* r : c_.specs.replicas_of(uuid)) {
+    if (r->state != SpecState::kDeleting) live.push_back(*r);
+  }
+  if (n > live.size()) {
+    std::vector<ReplicaSpec> added;
+    for (size_t i = live.size(); i < n; ++i) {
+      auto r = co_await add_replica(uuid);
+      if (!r.ok()) {
+        for (const ReplicaSpec& a : added) (void)co_await drop_replica(uuid, a.uuid);
+        co_return Status::Errorf(r.code(), "volume {}: scaling to {} replicas: {}", uuid, n, r.status().message());
+      }
+      added.push_back(*r);
+    }
+    if (published) {
+      for (const ReplicaSpec& r : added) {
+        auto uri = co_await targets_.child_uri(r, node);
+        if (!uri.ok()) continue;  // the heal pass joins it later
+        ev1::AddChildRequest req;
+        req.set_uuid(uuid);
+        req.set_uri(*uri);
+        auto res = co_await c_.engines.call<ev1::NexusService>(c_.endpoint(node), &ev1::NexusService::Stub::async::AddChild, req,
+                                                               c_.opts.engine_timeout_ms);
+        if (!res.ok()) TLOG_WARN("control", "volume {}: adding replica {} to its nexus: {} (retried)", uuid, r.uuid, res.status());
+      }
+    }
+  } else if (n < live.size()) {
+    // Which go: offline first, then those the nexus does not have in sync, then remote before local.
+    std::map<std::string, int> rank;
+    std::set<std::string> synced;
+    if (published && c_.registry.online(node)) {
+      ev1::ListNexusesRequest lr;
+      lr.set_uuid(uuid);
+      auto l = co_await c_.engines.call<ev1::NexusService>(c_.endpoint(node), &ev1::NexusService::Stub::async::ListNexuses, lr,
+                                                           c_.opts.engine_timeout_ms);
+      if (l.ok() && !l->nexuses().empty()) {
+        for (const ev1::Child& ch : l->nexuses(0).children()) {
+          if (ch.synced() && ch.state() == ev1::CHILD_STATE_ONLINE) synced.insert(ch.uuid());
+        }
+      }
+    }
+    for (const ReplicaSpec& r : live) {
+      rank[r.uuid] = !c_.registry.online(r.node) ? 0 : (published && !synced.count(r.uuid)) ? 1 : r.node != node ? 2 : 3;
+    }
+    std::stable_sort(live.begin(), live.end(), [&](const ReplicaSpec& a, const ReplicaSpec& b) { return rank[a.uuid] < rank[b.uuid]; });
+    for (size_t i = 0; i < live.size() - n; ++i) {
+      const ReplicaSpec& r = live[i];
+      if (published && c_.registry.online(node)) {
+        ev1::ChildRef ref;
+        ref.set_uuid(uuid);
+        ref.set_child_uuid(r.uuid);
+        auto res = co_await c_.engines.call<ev1::NexusService>(c_.endpoint(node), &ev1::NexusService::Stub::async::RemoveChild, ref,
+                                                               c_.opts.engine_timeout_ms);
+        if (!res.ok() && res.code() != Errc::kNoEnt) {
+          co_return Status::Errorf(res.code(), "volume {}: removing replica {} from its nexus: {}", uuid, r.uuid, res.status().message());
+        }
+      }
+      if (Status s = co_await drop_replica(uuid, r.uuid); !s.ok()) co_return s;
+    }
+  }
+  VolumeSpec v = *c_.specs.volume(uuid);
+  v.replicas = n;
+  auto b = c_.specs.batch();
+  b.put(v);
+  if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+  TLOG_INFO("control", "volume {}: {} -> {} replicas", uuid, was, n);
   co_return v;
 }
 

@@ -50,6 +50,12 @@ class VolumeService {
   Task<void> reconcile();
 
   bool busy(const std::string& uuid) const { return c_.busy.count(uuid) > 0; }
+  // Changes how many replicas the volume has. Up: new replicas placed (all or none: a placement that
+  // fails leaves the count as it was) and, when published, joined to the nexus (rebuilt in full). Down:
+  // replicas leave — first those on offline nodes, then out-of-sync ones, never the target's local one
+  // while another will do — out of the nexus first (the nexus refuses to lose its last healthy child).
+  Task<Result<VolumeSpec>> scale(std::string uuid, uint32_t replicas);
+
   // One more replica for a volume (the volume is busy: the caller holds it): placed away from the
   // volume's other replicas, recorded `creating` with the volume's list, created, then `created`.
   Task<Result<ReplicaSpec>> add_replica(std::string uuid);

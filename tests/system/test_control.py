@@ -593,3 +593,59 @@ def test_a_hundred_volumes_at_once_leave_nothing_behind(cl):
     assert not [k for k in cl.etcd_keys() if "/volumes/" in k or "/replicas/" in k or "/records/" in k]
     for p in cl.rest.ok("GET", "/v1/pools"):
         assert p["replicas"] == 0
+
+
+def test_etcd_restarted_under_the_agents(cl):
+    """etcd stops: requests get 503 naming the cause, nothing is half-done; etcd returns: an agent leads
+    again with every spec intact and the volume still served."""
+    v = vol_id()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 2})
+    node = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})["target"]["node"]
+    agents = [a for a in cl.agents if a.running()]
+    cl.etcd.stop()
+    try:
+        w = vol_id()
+        status, doc = agents[0].rest.put(f"/v1/volumes/{w}", {"size": 16 * MiB, "replicas": 2}, timeout=60)
+        assert status == 503, (status, doc)
+        assert "etcd" in doc["detail"] or "leads" in doc["detail"], doc
+    finally:
+        cl.etcd.start()
+    cl.wait("an agent leads again", lambda: any(a.leading() for a in agents), timeout=30)
+    doc = cl.rest.ok("GET", f"/v1/volumes/{v}")
+    assert doc["target"]["node"] == node and doc["target"]["state"] == "published" and doc["status"] == "online"
+    assert cl.rest.get(f"/v1/volumes/{w}")[0] == 404  # the refused create left nothing
+    assert nexuses(engine(cl, node)) == [v]
+    cl.rest.ok("PUT", f"/v1/volumes/{w}", {"size": 16 * MiB, "replicas": 2})
+    cl.rest.ok("DELETE", f"/v1/volumes/{w}")
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+    assert not [k for k in cl.etcd_keys() if "/volumes/" in k or "/replicas/" in k]
+
+
+def test_scaling_a_published_volume_up_and_down(cl):
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    v = vol_id()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 1})
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})
+    et = engine(cl, doc["target"]["node"])
+    write_pattern(et, pb, v, 21, 0, 8 * MiB)
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/replica_count/3")
+    assert doc["replicas"] == 3 and len({r["node"] for r in doc["replica_details"]}) == 3
+    new = [r for r in doc["replica_details"] if r["node"] != et.name]
+    for r in new:
+        cl.wait(f"{r['uuid']} rebuilt", lambda: rebuilt(et, v, r["uuid"]), timeout=60)
+        assert verify_pattern(engine(cl, r["node"]), pb, r["uuid"], 21, 0, 8 * MiB).ok
+    problem(cl.rest.put(f"/v1/volumes/{v}/replica_count/4"), 507, "already holds a replica")
+    assert cl.rest.ok("GET", f"/v1/volumes/{v}")["replicas"] == 3  # a scale that cannot be placed changes nothing
+    problem(cl.rest.put(f"/v1/volumes/{v}/replica_count/0"), 400, "1 to 8")
+    problem(cl.rest.put(f"/v1/volumes/{v}/replica_count/x"), 400, "replica count")
+    # Down to one: the local replica of the target stays; the others leave the nexus and their engines.
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/replica_count/1")
+    assert doc["replicas"] == 1 and [r["node"] for r in doc["replica_details"]] == [et.name]
+    nx = et.api.nexus.ListNexuses(pb.nexus_pb2.ListNexusesRequest(uuid=v), timeout=30).nexuses[0]
+    assert [c.local for c in nx.children] == [True]
+    for r in new:
+        assert r["uuid"] not in cl.engine_replicas(engine(cl, r["node"]))
+    assert verify_pattern(et, pb, v, 21, 0, 8 * MiB).ok
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")

@@ -316,6 +316,20 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
       return 0;
     };
   });
+  auto* vs = vol->add_subcommand("scale", "Set how many replicas a volume has (new ones are rebuilt; removed ones leave the "
+                                          "nexus first)");
+  vs->add_option("uuid", c.name, "The volume's UUID")->required();
+  vs->add_option("replicas", c.replicas, "The new count (1 to 8)")->required();
+  vs->callback([run] {
+    *run = [] {
+      RestReply r;
+      if (int rc = rest("PUT", fmt::format("/v1/volumes/{}/replica_count/{}", c.name, c.replicas), nullptr, &r)) return rc;
+      return show_json(r.body, [&] {
+        fmt::print("volume {} has {} replica(s)\n", c.name, str(r.body, "replicas"));
+        replicas_table(r.body["replica_details"]);
+      });
+    };
+  });
   auto* vd = vol->add_subcommand("destroy", "Destroy a volume and its replicas");
   vd->add_option("uuid", c.name, "The volume's UUID")->required();
   vd->callback([run] {

@@ -3,6 +3,7 @@
 //   ternctl describe volume UUID
 //   ternctl volume create [UUID] --size S [--replicas N] [--thin] [--spread KEY] [--node-label K=V] ...
 //   ternctl volume publish UUID [--node N] [--protocol nvmf|nbd] [--host NQN] [--republish] / unpublish UUID
+//   ternctl volume scale UUID N
 //   ternctl volume destroy UUID
 //   ternctl node cordon|uncordon NODE [--label L]
 //   ternctl cluster pool add NAME --node N --disk URI [--label K=V] / remove NAME [--force]
