@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 
+#include "common/uuid.h"
 #include "control/engines.h"
 #include "control/registry.h"
 #include "control/spec_store.h"
@@ -65,6 +66,18 @@ struct Cluster {
       waited += 2'000'000;
     }
     co_return true;
+  }
+
+  // The start of every operation on one volume: `*uuid` parsed (kInval) and made canonical, other
+  // operations on it waited for (kBusy after the wait), the specs loaded. The caller then takes its
+  // BusyGuard before its first co_await.
+  Task<Status> begin_volume_op(std::string* uuid) {
+    auto parsed = Uuid::Parse(*uuid);
+    if (!parsed.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", *uuid);
+    *uuid = parsed->ToString();
+    bool free = co_await wait_free(*uuid);
+    if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", *uuid);
+    co_return co_await specs.ensure_loaded();
   }
 
   // The node's API endpoint: its last registration, else its spec; empty when unknown.

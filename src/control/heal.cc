@@ -54,16 +54,7 @@ Task<void> HealService::heal(std::string uuid) {
   if (!published) co_return;
   const std::string node = v->target->node;
   const std::string ep = c_.endpoint(node);
-  for (const ReplicaSpec& r : added) {
-    auto uri = co_await targets_.child_uri(r, node);
-    if (!uri.ok()) continue;
-    ev1::AddChildRequest req;
-    req.set_uuid(uuid);
-    req.set_uri(*uri);
-    auto res = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::AddChild, req, c_.opts.engine_timeout_ms);
-    if (res.ok()) TLOG_INFO("control", "volume {}: replica {} joined the nexus on {} (rebuilding)", uuid, r.uuid, node);
-    if (!res.ok()) TLOG_WARN("control", "volume {}: adding replica {} to its nexus: {}", uuid, r.uuid, res.status());
-  }
+  for (const ReplicaSpec& r : added) (void)co_await targets_.join(uuid, node, r);
   ev1::ListNexusesRequest lr;
   lr.set_uuid(uuid);
   auto l = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::ListNexuses, lr, c_.opts.engine_timeout_ms);
@@ -104,16 +95,7 @@ Task<void> HealService::heal(std::string uuid) {
     Status s = co_await volumes_.drop_replica(uuid, r.uuid);
     if (s.ok()) TLOG_WARN("control", "volume {}: replica {} dropped (node {} away too long); a new one follows", uuid, r.uuid, r.node);
   }
-  for (const ReplicaSpec& r : strays) {
-    auto uri = co_await targets_.child_uri(r, node);
-    if (!uri.ok()) continue;
-    ev1::AddChildRequest req;
-    req.set_uuid(uuid);
-    req.set_uri(*uri);
-    auto res = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::AddChild, req, c_.opts.engine_timeout_ms);
-    if (res.ok()) TLOG_INFO("control", "volume {}: replica {} on {} joined its nexus (rebuilding)", uuid, r.uuid, r.node);
-    if (!res.ok()) TLOG_RL_WARN("control", 10000, "volume {}: adding replica {}: {}", uuid, r.uuid, res.status());
-  }
+  for (const ReplicaSpec& r : strays) (void)co_await targets_.join(uuid, node, r);
   for (const ev1::Child& ch : nx.children()) {
     if (ch.state() != ev1::CHILD_STATE_FAULTED) continue;
     auto it = c_.specs.replicas.find(ch.uuid());
@@ -137,14 +119,7 @@ Task<void> HealService::heal(std::string uuid) {
       TLOG_RL_WARN("control", 10000, "volume {}: replacing replica {} (node {} away): {}", uuid, r.uuid, r.node, nr.status());
       continue;
     }
-    auto uri = co_await targets_.child_uri(*nr, node);
-    if (!uri.ok()) continue;
-    ev1::AddChildRequest add;
-    add.set_uuid(uuid);
-    add.set_uri(*uri);
-    auto res = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::AddChild, add, c_.opts.engine_timeout_ms);
-    if (!res.ok()) {
-      TLOG_WARN("control", "volume {}: adding replica {}: {}", uuid, nr->uuid, res.status());
+    if (Status s = co_await targets_.join(uuid, node, *nr); !s.ok()) {
       (void)co_await volumes_.drop_replica(uuid, nr->uuid);
       continue;
     }

@@ -106,6 +106,19 @@ Task<Result<std::string>> TargetService::child_uri(ReplicaSpec r, std::string no
                         c_.opts.child_params);
 }
 
+Task<Status> TargetService::join(std::string uuid, std::string node, ReplicaSpec r) {
+  auto uri = co_await child_uri(r, node);
+  if (!uri.ok()) co_return uri.status();
+  ev1::AddChildRequest req;
+  req.set_uuid(uuid);
+  req.set_uri(*uri);
+  auto res = co_await c_.engines.call<ev1::NexusService>(c_.endpoint(node), &ev1::NexusService::Stub::async::AddChild, req,
+                                                         c_.opts.engine_timeout_ms);
+  if (res.ok()) TLOG_INFO("control", "volume {}: replica {} on {} joined its nexus on {} (rebuilding)", uuid, r.uuid, r.node, node);
+  if (!res.ok()) TLOG_RL_WARN("control", 10000, "volume {}: adding replica {} to its nexus: {}", uuid, r.uuid, res.status());
+  co_return res.status();
+}
+
 Task<Status> TargetService::destroy_nexus(std::string node, std::string uuid) {
   std::string ep = c_.endpoint(node);
   ev1::NexusRef ref;
@@ -130,15 +143,10 @@ Task<Status> TargetService::clear_target(std::string uuid, uint64_t generation) 
 }
 
 Task<Result<VolumeSpec>> TargetService::publish(std::string uuid, PublishArgs a) {
-  auto parsed = Uuid::Parse(uuid);
-  if (!parsed.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", uuid);
-  uuid = parsed->ToString();
   if (a.protocol != "nvmf" && a.protocol != "nbd") {
     co_return Status::Errorf(Errc::kInval, "protocol '{}': nvmf or nbd", a.protocol);
   }
-  bool free = co_await c_.wait_free(uuid);
-  if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
-  if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
+  if (Status s = co_await c_.begin_volume_op(&uuid); !s.ok()) co_return s;
   const VolumeSpec* cur = c_.specs.volume(uuid);
   if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
   if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(cur->state));
@@ -228,12 +236,7 @@ Task<Result<VolumeSpec>> TargetService::publish(std::string uuid, PublishArgs a)
 }
 
 Task<Status> TargetService::unpublish(std::string uuid) {
-  auto parsed = Uuid::Parse(uuid);
-  if (!parsed.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", uuid);
-  uuid = parsed->ToString();
-  bool free = co_await c_.wait_free(uuid);
-  if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
-  if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
+  if (Status s = co_await c_.begin_volume_op(&uuid); !s.ok()) co_return s;
   const VolumeSpec* v = c_.specs.volume(uuid);
   if (!v) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
   if (!v->target) co_return Status::Errorf(Errc::kNoEnt, "volume {} is not published", uuid);

@@ -57,6 +57,9 @@ class TargetService {
   // of its engine) with the agent's child parameters.
   Task<Result<std::string>> child_uri(ReplicaSpec r, std::string node);
 
+  // Adds replica `r` to the volume's nexus on `node` (it is rebuilt there); logs what happened.
+  Task<Status> join(std::string uuid, std::string node, ReplicaSpec r);
+
   // For tests of crash recovery ("publish:recorded", "publish:created"; env TERN_AGENT_CRASH_AT).
   std::string crash_at;
 

@@ -172,13 +172,8 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
 }
 
 Task<Result<VolumeSpec>> VolumeService::scale(std::string uuid, uint32_t n) {
-  auto parsed = Uuid::Parse(uuid);
-  if (!parsed.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", uuid);
-  uuid = parsed->ToString();
   if (n < 1 || n > 8) co_return Status::Errorf(Errc::kInval, "replicas {}: 1 to 8", n);
-  bool free = co_await c_.wait_free(uuid);
-  if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
-  if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
+  if (Status s = co_await c_.begin_volume_op(&uuid); !s.ok()) co_return s;
   const VolumeSpec* cur = c_.specs.volume(uuid);
   if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
   if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(cur->state));
@@ -201,16 +196,8 @@ Task<Result<VolumeSpec>> VolumeService::scale(std::string uuid, uint32_t n) {
       added.push_back(*r);
     }
     if (published) {
-      for (const ReplicaSpec& r : added) {
-        auto uri = co_await targets_.child_uri(r, node);
-        if (!uri.ok()) continue;  // the heal pass joins it later
-        ev1::AddChildRequest req;
-        req.set_uuid(uuid);
-        req.set_uri(*uri);
-        auto res = co_await c_.engines.call<ev1::NexusService>(c_.endpoint(node), &ev1::NexusService::Stub::async::AddChild, req,
-                                                               c_.opts.engine_timeout_ms);
-        if (!res.ok()) TLOG_WARN("control", "volume {}: adding replica {} to its nexus: {} (retried)", uuid, r.uuid, res.status());
-      }
+      // One that cannot join now is joined by the next heal pass.
+      for (const ReplicaSpec& r : added) (void)co_await targets_.join(uuid, node, r);
     }
   } else if (n < live.size()) {
     // Which go: offline first, then those the nexus does not have in sync, then remote before local.
@@ -379,12 +366,7 @@ Task<Status> VolumeService::undo_create(std::string uuid) {
 }
 
 Task<Status> VolumeService::destroy(std::string uuid) {
-  auto parsed = Uuid::Parse(uuid);
-  if (!parsed.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", uuid);
-  uuid = parsed->ToString();
-  bool free = co_await c_.wait_free(uuid);
-  if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", uuid);
-  if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
+  if (Status s = co_await c_.begin_volume_op(&uuid); !s.ok()) co_return s;
   const VolumeSpec* v = c_.specs.volume(uuid);
   if (!v) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
   BusyGuard guard(c_.busy, uuid);
