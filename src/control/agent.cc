@@ -240,4 +240,43 @@ Task<Result<NodeSpec>> Agent::cordon(std::string node, std::string label, bool o
   co_return s;
 }
 
+Task<Result<NodeSpec>> Agent::drain(std::string node, std::string label) {
+  auto c = co_await cordon(node, label, true);
+  if (!c.ok()) co_return c.status();
+  NodeSpec s = *c;
+  if (!s.draining) {
+    s.draining = true;
+    auto b = specs_.batch();
+    b.put(s);
+    if (Status st = co_await specs_.commit(std::move(b)); !st.ok()) co_return st;
+  }
+  std::vector<std::pair<std::string, TargetSpec>> here;
+  for (const auto& [id, v] : specs_.volumes) {
+    if (v.target && v.target->node == node) here.emplace_back(id, *v.target);
+  }
+  std::string stuck;
+  for (const auto& [id, t] : here) {
+    PublishArgs a;
+    a.protocol = t.protocol;
+    a.allowed_hosts = t.allowed_hosts;
+    a.republish = true;
+    auto r = co_await targets_.publish(id, a);
+    if (!r.ok()) {
+      stuck += fmt::format("{}{}: {}", stuck.empty() ? "" : "; ", id, r.status().message());
+    } else {
+      TLOG_INFO("control", "drain of {}: volume {} moved to {}", node, id, r->target->node);
+    }
+  }
+  if (!stuck.empty()) co_return Status::Errorf(Errc::kBusy, "node {} is cordoned, but some volumes could not move: {}", node, stuck);
+  auto it = specs_.nodes.find(node);
+  if (it == specs_.nodes.end()) co_return Status::Errorf(Errc::kNoEnt, "node '{}' has never registered", node);
+  NodeSpec done = it->second;
+  done.draining = false;
+  auto b = specs_.batch();
+  b.put(done);
+  if (Status st = co_await specs_.commit(std::move(b)); !st.ok()) co_return st;
+  TLOG_INFO("control", "node {} drained ({} volume target(s) moved); it stays cordoned ({})", node, here.size(), label);
+  co_return done;
+}
+
 }  // namespace tern::control

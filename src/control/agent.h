@@ -62,6 +62,10 @@ class Agent {
 
   // Node operations: cordon / uncordon (by label; idempotent).
   Task<Result<NodeSpec>> cordon(std::string node, std::string label, bool on);
+  // Drain: cordons the node under `label`, marks it draining, and republishes every volume whose target
+  // is there on another node (the old nexus shut down first); draining ends when none is left. A volume
+  // that cannot move is named in a kBusy error (the node stays cordoned; drain again to retry).
+  Task<Result<NodeSpec>> drain(std::string node, std::string label);
 
  private:
   Task<void> run();

@@ -371,6 +371,12 @@ Task<HttpReply> RestApi::route(HttpCall call) {
       if (it == c.specs.nodes.end()) co_return problem_reply(Status::Errorf(Errc::kNoEnt, "node '{}' has never registered", seg[1]));
       co_return ok_json(node_json(it->second, c.registry.get(seg[1])));
     }
+    if (seg.size() == 4 && seg[2] == "drain") {
+      if (m != "PUT") co_return method_not_allowed("PUT");
+      auto r = co_await agent_.drain(seg[1], seg[3]);
+      if (!r.ok()) co_return problem_reply(r.status());
+      co_return ok_json(node_json(*r, c.registry.get(seg[1])));
+    }
     if (seg.size() == 4 && seg[2] == "cordon") {
       if (m != "PUT" && m != "DELETE") co_return method_not_allowed("PUT, DELETE");
       auto r = co_await agent_.cordon(seg[1], seg[3], m == "PUT");
@@ -460,6 +466,17 @@ Task<HttpReply> RestApi::route(HttpCall call) {
         co_return no_content();
       }
       co_return method_not_allowed("GET, PUT, DELETE");
+    }
+    if (seg.size() == 4 && seg[2] == "size") {
+      auto uuid = Uuid::Parse(seg[1]);
+      if (!uuid.ok()) co_return bad(fmt::format("'{}' is not a volume UUID", seg[1]));
+      if (m != "PUT") co_return method_not_allowed("PUT");
+      char* end = nullptr;
+      unsigned long long n = std::strtoull(seg[3].c_str(), &end, 10);
+      if (seg[3].empty() || *end != '\0') co_return bad(fmt::format("size '{}': bytes, a positive integer", seg[3]));
+      auto r = co_await agent_.volumes().expand(uuid->ToString(), uint64_t(n));
+      if (!r.ok()) co_return problem_reply(r.status());
+      co_return ok_json(volume_json(*r, c));
     }
     if (seg.size() == 4 && seg[2] == "replica_count") {
       auto uuid = Uuid::Parse(seg[1]);

@@ -242,6 +242,60 @@ Task<Result<VolumeSpec>> VolumeService::scale(std::string uuid, uint32_t n) {
   co_return v;
 }
 
+Task<Result<VolumeSpec>> VolumeService::expand(std::string uuid, uint64_t size) {
+  if (Status s = co_await c_.begin_volume_op(&uuid); !s.ok()) co_return s;
+  const VolumeSpec* cur = c_.specs.volume(uuid);
+  if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
+  if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(cur->state));
+  if (size == 0 || size % 4096 != 0) co_return Status::Errorf(Errc::kInval, "size {}: a positive multiple of 4096 bytes", size);
+  if (size < cur->size) {
+    co_return Status::Errorf(Errc::kInval, "size {}: smaller than the volume ({}); shrinking is not supported", size, cur->size);
+  }
+  if (size == cur->size) co_return *cur;
+  BusyGuard guard(c_.busy, uuid);
+  VolumeSpec v = *cur;
+  std::vector<ReplicaSpec> reps;
+  for (const ReplicaSpec* r : c_.specs.replicas_of(uuid)) {
+    if (r->state == SpecState::kDeleting) continue;
+    if (!c_.registry.online(r->node)) {
+      co_return Status::Errorf(Errc::kBusy, "volume {}: replica {} is on node {}, which is offline (every replica must grow)",
+                               uuid, r->uuid, r->node);
+    }
+    reps.push_back(*r);
+  }
+  const uint64_t child = nexus::required_child_bytes(size);
+  for (ReplicaSpec& r : reps) {
+    ev1::ResizeReplicaRequest req;
+    req.mutable_replica()->set_uuid(r.uuid);
+    req.set_size(child);
+    auto res = co_await c_.engines.call<ev1::ReplicaService>(c_.endpoint(r.node), &ev1::ReplicaService::Stub::async::ResizeReplica,
+                                                             req, c_.opts.engine_timeout_ms);
+    if (!res.ok()) {
+      co_return Status::Errorf(res.code(), "volume {}: growing replica {} on {}: {}", uuid, r.uuid, r.node, res.status().message());
+    }
+    r.size = child;
+  }
+  if (v.target && v.target->state == TargetSpec::State::kPublished) {
+    const std::string node = v.target->node;
+    ev1::ResizeNexusRequest req;
+    req.set_uuid(uuid);
+    req.set_size(size);
+    auto res = co_await c_.engines.call<ev1::NexusService>(c_.endpoint(node), &ev1::NexusService::Stub::async::ResizeNexus, req,
+                                                           c_.opts.engine_timeout_ms * 2);
+    if (!res.ok()) {
+      co_return Status::Errorf(res.code(), "volume {}: growing its nexus on {}: {}", uuid, node, res.status().message());
+    }
+  }
+  const uint64_t was = v.size;
+  v.size = size;
+  auto b = c_.specs.batch();
+  b.put(v);
+  for (const ReplicaSpec& r : reps) b.put(r);
+  if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+  TLOG_INFO("control", "volume {} grew from {} to {}", uuid, format_size(was), format_size(size));
+  co_return v;
+}
+
 Task<Result<ReplicaSpec>> VolumeService::add_replica(std::string uuid) {
   const VolumeSpec* cur = c_.specs.volume(uuid);
   if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);

@@ -56,6 +56,12 @@ class VolumeService {
   // while another will do — out of the nexus first (the nexus refuses to lose its last healthy child).
   Task<Result<VolumeSpec>> scale(std::string uuid, uint32_t replicas);
 
+  // Grows the volume online: every replica grows (each node must be online) to hold the new size and
+  // the nexus's metadata, then the nexus (hosts see a namespace change), then the specs. Each step is
+  // idempotent, so a failed or interrupted expand is finished by doing it again; until then the volume
+  // keeps its old size (larger replicas are harmless). Shrinking is refused.
+  Task<Result<VolumeSpec>> expand(std::string uuid, uint64_t size);
+
   // One more replica for a volume (the volume is busy: the caller holds it): placed away from the
   // volume's other replicas, recorded `creating` with the volume's list, created, then `created`.
   Task<Result<ReplicaSpec>> add_replica(std::string uuid);

@@ -428,13 +428,19 @@ def test_ternctl_cluster_commands(cl):
     assert p.returncode == 0 and "published on" in p.stdout and "nbd://" in p.stdout, p.stdout + p.stderr
     p = run("describe", "volume", v["uuid"])
     assert p.returncode == 0 and "nexus:       online" in p.stdout and "local" in p.stdout, p.stdout
+    p = run("volume", "expand", v["uuid"], "--size", "32MiB")
+    assert p.returncode == 0 and "is 32 MiB" in p.stdout, p.stdout + p.stderr
+    p = run("volume", "scale", v["uuid"], "3")  # spread by zone: only two zones exist
+    assert p.returncode == 6 and "zone=a already holds a replica" in p.stderr, p.stdout + p.stderr
+    p = run("volume", "scale", v["uuid"], "1")
+    assert p.returncode == 0 and "has 1 replica(s)" in p.stdout, p.stdout + p.stderr
     p = run("volume", "unpublish", v["uuid"])
     assert p.returncode == 0 and "unpublished" in p.stdout
     p = run("volume", "unpublish", v["uuid"])
     assert p.returncode == 3 and "not published" in p.stderr
     p = run("get", "volumes", "-o", "yaml")
     assert p.returncode == 0 and f"uuid: {v['uuid']}" in p.stdout, p.stdout
-    p = run("volume", "create", v["uuid"], "--size", "32MiB", "--replicas", "2")
+    p = run("volume", "create", v["uuid"], "--size", "64MiB", "--replicas", "2")
     assert p.returncode == 4 and "size" in p.stderr, (p.returncode, p.stderr)  # exists with other arguments
     p = run("volume", "create", "--size", "16MiB", "--replicas", "4")
     assert p.returncode == 6 and "3 of 4" in p.stderr, (p.returncode, p.stderr)  # no room
@@ -648,4 +654,46 @@ def test_scaling_a_published_volume_up_and_down(cl):
     for r in new:
         assert r["uuid"] not in cl.engine_replicas(engine(cl, r["node"]))
     assert verify_pattern(et, pb, v, 21, 0, 8 * MiB).ok
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+
+
+def test_expanding_a_published_volume_online(cl):
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    v = vol_id()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 2})
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})
+    et = engine(cl, doc["target"]["node"])
+    write_pattern(et, pb, v, 31, 0, 16 * MiB)
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/size/{32 * MiB}")
+    assert doc["size"] == 32 * MiB
+    assert all(r["size"] == required_child_bytes(32 * MiB) for r in doc["replica_details"])
+    nx = et.api.nexus.ListNexuses(pb.nexus_pb2.ListNexusesRequest(uuid=v), timeout=30).nexuses[0]
+    assert nx.size == 32 * MiB
+    write_pattern(et, pb, v, 32, 16 * MiB, 16 * MiB)
+    assert verify_pattern(et, pb, v, 31, 0, 16 * MiB).ok and verify_pattern(et, pb, v, 32, 16 * MiB, 16 * MiB).ok
+    assert cl.rest.ok("PUT", f"/v1/volumes/{v}/size/{32 * MiB}")["size"] == 32 * MiB  # the same size: nothing to do
+    problem(cl.rest.put(f"/v1/volumes/{v}/size/{16 * MiB}"), 400, "shrinking")
+    problem(cl.rest.put(f"/v1/volumes/{v}/size/1000"), 400, "multiple of 4096")
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+
+
+def test_draining_a_node_moves_its_targets_and_keeps_it_cordoned(cl):
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    v = vol_id()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})
+    node = doc["target"]["node"]
+    write_pattern(engine(cl, node), pb, v, 41, 0, 16 * MiB)
+    n = cl.rest.ok("PUT", f"/v1/nodes/{node}/drain/upgrade")
+    assert n["cordons"] == ["upgrade"] and n["draining"] is False
+    doc = cl.rest.ok("GET", f"/v1/volumes/{v}")
+    assert doc["target"]["node"] != node and doc["target"]["state"] == "published"
+    assert nexuses(engine(cl, node)) == []
+    assert verify_pattern(engine(cl, doc["target"]["node"]), pb, v, 41, 0, 16 * MiB).ok
+    problem(cl.rest.put(f"/v1/volumes/{v}/target", {"node": node, "republish": True}), 409, "cordoned")
+    assert cl.rest.ok("DELETE", f"/v1/nodes/{node}/cordon/upgrade")["cordons"] == []
     cl.rest.ok("DELETE", f"/v1/volumes/{v}")

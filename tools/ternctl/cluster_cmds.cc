@@ -330,6 +330,18 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
       });
     };
   });
+  auto* ve = vol->add_subcommand("expand", "Grow a volume online (its replicas, then its nexus; hosts see the new size)");
+  ve->add_option("uuid", c.name, "The volume's UUID")->required();
+  ve->add_option("--size", c.size, "The new size (larger than now)")->required();
+  ve->callback([run] {
+    *run = [] {
+      auto size = size_arg(c.size);
+      if (!size.ok()) return bad_arg(size.status());
+      RestReply r;
+      if (int rc = rest("PUT", fmt::format("/v1/volumes/{}/size/{}", c.name, *size), nullptr, &r)) return rc;
+      return show_json(r.body, [&] { fmt::print("volume {} is {}\n", c.name, bytes(r.body, "size")); });
+    };
+  });
   auto* vd = vol->add_subcommand("destroy", "Destroy a volume and its replicas");
   vd->add_option("uuid", c.name, "The volume's UUID")->required();
   vd->callback([run] {
@@ -360,6 +372,18 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
       };
     });
   }
+
+  auto* drain = node->add_subcommand("drain", "Cordon a node and move every volume target on it to another node "
+                                              "(through the agent)");
+  drain->add_option("node", c.node, "The node")->required();
+  drain->add_option("--label", c.cordon_label, "The cordon's label")->capture_default_str();
+  drain->callback([run] {
+    *run = [] {
+      RestReply r;
+      if (int rc = rest("PUT", "/v1/nodes/" + c.node + "/drain/" + c.cordon_label, nullptr, &r)) return rc;
+      return show_json(r.body, [&] { nodes_table(json::array({r.body})); });
+    };
+  });
 
   auto* cluster = app.add_subcommand("cluster", "The cluster as the agent sees it");
   cluster->require_subcommand(1);
