@@ -92,9 +92,10 @@ Task<void> Agent::lead() {
             id_, leadership_->term(), specs_.nodes.size(), specs_.pools.size(), specs_.volumes.size(),
             specs_.replicas.size());
   // A new leader may not have heard from every node yet (it just started): requests and reconciles
-  // wait (require_leader, below) until every node in the specs has registered or a few heartbeats
-  // passed, so that no node is taken for offline only because its heartbeat has not come yet.
-  grace_until_ = now() + 3 * opts_.heartbeat_ms * 1'000'000;
+  // wait (require_leader, below) until every node in the specs has registered or a node deadline
+  // passed — the silence after which any node is judged — so that no node is taken for offline only
+  // because its heartbeat has not come yet.
+  grace_until_ = now() + opts_.node_deadline_ms * 1'000'000;
   co_await await_nodes();
   // Nodes that registered while this agent was a standby: record their specs, reconcile them.
   for (const auto& [node, l] : registry_.all()) {

@@ -19,7 +19,8 @@ int http_status(Errc e) {
     case Errc::kNoEnt: return 404;
     case Errc::kExist:
     case Errc::kBusy:
-    case Errc::kAgain: return 409;
+    case Errc::kAgain:
+    case Errc::kCorruption: return 409;
     case Errc::kNoSpc: return 507;
     case Errc::kConnRefused:
     case Errc::kAccess:

@@ -78,6 +78,14 @@ Task<Status> SpecStore::ensure_loaded() {
 Task<Status> SpecStore::commit(Batch b) {
   if (b.ops_.empty()) co_return Status::Ok();
   if (Status s = co_await ensure_loaded(); !s.ok()) co_return s;
+  // A spec that could not be read is an operator's to look at: never overwritten or removed here.
+  for (const store::TxnOp& op : b.ops_) {
+    auto bad = unreadable.find(op.key);
+    if (bad != unreadable.end()) {
+      co_return Status::Errorf(Errc::kCorruption, "{} holds a spec this agent cannot read ({}); it is left as it is: "
+                               "repair or remove it in etcd", op.key, bad->second);
+    }
+  }
   store::Txn t;
   t.success = std::move(b.ops_);
   auto r = co_await leader_.guarded(std::move(t));

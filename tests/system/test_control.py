@@ -697,3 +697,31 @@ def test_draining_a_node_moves_its_targets_and_keeps_it_cordoned(cl):
     problem(cl.rest.put(f"/v1/volumes/{v}/target", {"node": node, "republish": True}), 409, "cordoned")
     assert cl.rest.ok("DELETE", f"/v1/nodes/{node}/cordon/upgrade")["cordons"] == []
     cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+
+
+def test_a_spec_the_agent_cannot_read_is_left_alone(cl):
+    """Garbage under a volume's key (a newer agent's format, a hand edit): the leader reports it, lists
+    nothing for it, and refuses to overwrite or remove it; once an operator removes it, the name is free."""
+    import base64
+    v = vol_id()
+    key = f"/tern/v1/volumes/{v}"
+    b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+    cl.etcd._post("/v3/kv/put", {"key": b64(key), "value": b64('{"v": 9, "uuid": "from the future"}')})
+
+    def failover():
+        old = cl.leader
+        other = next(a for a in cl.agents if a is not old)
+        old.stop()
+        other.wait_leading()
+        old.start()
+        cl.wait_nodes_online(["node0", "node1", "node2"])
+    failover()
+    assert v not in [x["uuid"] for x in cl.rest.ok("GET", "/v1/volumes")]
+    doc = problem(cl.rest.put(f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 1}), 409, key, "cannot read")
+    assert doc["code"] == "CORRUPTION", doc
+    assert cl.etcd.get(key) == '{"v": 9, "uuid": "from the future"}'
+    assert not [r for r in cl.rest.ok("GET", "/v1/replicas") if r["volume"] == v]
+    cl.etcd._post("/v3/kv/deleterange", {"key": b64(key)})
+    failover()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 1})
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")

@@ -34,8 +34,14 @@ void Registration::run() {
     bool reached = false;  // for logging the first success and failures once
   };
   std::vector<Agent> agents;
+  // A restarted agent is reached within a fraction of a second, not after gRPC's default back-off
+  // (which grows to minutes): a new leader waits for the nodes to register before judging them.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
   for (const std::string& e : agents_) {
-    agents.push_back({e, cv1::RegistrationService::NewStub(grpc::CreateChannel(e, grpc::InsecureChannelCredentials()))});
+    agents.push_back({e, cv1::RegistrationService::NewStub(grpc::CreateCustomChannel(e, grpc::InsecureChannelCredentials(), args))});
   }
   cv1::RegisterRequest req;
   req.set_node(info_.node);
@@ -54,6 +60,7 @@ void Registration::run() {
     for (Agent& a : agents) {
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+      ctx.set_wait_for_ready(true);  // a connection coming up within the deadline is waited for
       cv1::RegisterReply reply;
       grpc::Status s = a.stub->Register(&ctx, req, &reply);
       if (s.ok()) {
