@@ -79,7 +79,7 @@ Task<void> Agent::run() {
 }
 
 Task<void> Agent::lead() {
-  const uint64_t epoch = ++epoch_;
+  ++epoch_;  // loops of an earlier term end
   Status s = co_await specs_.load();
   while (!s.ok() && leadership_->leading() && !stopping_) {
     TLOG_RL_WARN("control", 5000, "agent {}: loading the specs: {}; retrying", id_, s);
@@ -103,7 +103,6 @@ Task<void> Agent::lead() {
   }
   scope_.spawn(poll_loop());
   co_await reconcile_loop();
-  (void)epoch;
 }
 
 Task<void> Agent::watchdog_loop() {

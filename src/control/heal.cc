@@ -87,9 +87,7 @@ Task<void> HealService::heal(std::string uuid) {
   std::vector<ReplicaSpec> gone;
   for (const ReplicaSpec* r : c_.specs.replicas_of(uuid)) {
     if (r->state != SpecState::kCreated || kids.count(r->uuid) || c_.registry.online(r->node)) continue;
-    const NodeLiveness* live = c_.registry.get(r->node);
-    uint64_t away_ns = live ? now - std::min(now, live->last_seen_ns) : UINT64_MAX;
-    if (away_ns >= c_.opts.faulted_child_wait_ms * 1'000'000) gone.push_back(*r);
+    if (c_.registry.silent_ns(r->node, now) >= c_.opts.faulted_child_wait_ms * 1'000'000) gone.push_back(*r);
   }
   for (const ReplicaSpec& r : gone) {
     Status s = co_await volumes_.drop_replica(uuid, r.uuid);
@@ -101,8 +99,7 @@ Task<void> HealService::heal(std::string uuid) {
     auto it = c_.specs.replicas.find(ch.uuid());
     if (it == c_.specs.replicas.end()) continue;
     const ReplicaSpec r = it->second;
-    const NodeLiveness* live = c_.registry.get(r.node);
-    if (live && live->online) {
+    if (c_.registry.online(r.node)) {
       ev1::ChildRef ref;
       ref.set_uuid(uuid);
       ref.set_child_uuid(r.uuid);
@@ -111,7 +108,7 @@ Task<void> HealService::heal(std::string uuid) {
       if (!res.ok()) TLOG_RL_WARN("control", 10000, "volume {}: onlining replica {}: {}", uuid, r.uuid, res.status());
       continue;
     }
-    uint64_t away_ns = live ? now - std::min(now, live->last_seen_ns) : UINT64_MAX;
+    const uint64_t away_ns = c_.registry.silent_ns(r.node, now);
     if (away_ns < c_.opts.faulted_child_wait_ms * 1'000'000) continue;
     // Away too long: a new replica elsewhere, rebuilt in full; the old one leaves the volume.
     auto nr = co_await volumes_.add_replica(uuid);

@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <nlohmann/json.hpp>
+
 #include "common/log.h"
 #include "metrics/http_parser.h"
 
@@ -77,20 +79,21 @@ std::string render(const HttpReply& r, bool keep_alive) {
   return out;
 }
 
-HttpReply problem(int status, std::string_view detail) {
+
+}  // namespace
+
+HttpReply problem(int status, std::string_view detail, std::string_view code) {
   HttpReply r;
   r.status = status;
   r.content_type = "application/problem+json";
-  std::string d;
-  for (char c : detail) {
-    if (c == '"' || c == '\\') d += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20) d += c;
-  }
-  r.body = fmt::format(R"({{"type":"about:blank","title":"{}","status":{},"detail":"{}"}})", reason(status), status, d);
+  r.body = nlohmann::json{{"type", "about:blank"},
+                          {"title", reason(status)},
+                          {"status", status},
+                          {"detail", std::string(detail)},
+                          {"code", std::string(code)}}
+               .dump();
   return r;
 }
-
-}  // namespace
 
 Result<std::string> url_decode(std::string_view s) {
   std::string out;
@@ -237,7 +240,7 @@ void HttpServer::serve(int fd, std::string peer) {
     }
     if (!keep) break;
     if (pr.state == metrics::ParseState::kError) {
-      send_all(fd, render(problem(pr.error_status, "the request could not be parsed"), false));
+      send_all(fd, render(problem(pr.error_status, "the request could not be parsed", "EPROTO"), false));
       break;
     }
     HttpCall call;
@@ -273,11 +276,11 @@ void HttpServer::serve(int fd, std::string peer) {
     }
     in.erase(0, pr.consumed);
     if (chunked) {
-      send_all(fd, render(problem(411, "send the body with a Content-Length"), false));
+      send_all(fd, render(problem(411, "send the body with a Content-Length", "EINVAL"), false));
       break;
     }
     if (content_length > opts_.max_body_bytes) {
-      send_all(fd, render(problem(413, fmt::format("the body is larger than {} bytes", opts_.max_body_bytes)), false));
+      send_all(fd, render(problem(413, fmt::format("the body is larger than {} bytes", opts_.max_body_bytes), "EFBIG"), false));
       break;
     }
     if (expect_continue && content_length > in.size()) send_all(fd, "HTTP/1.1 100 Continue\r\n\r\n");

@@ -77,6 +77,10 @@ class HttpServer {
   std::atomic<bool> stopping_{false};
 };
 
+// An RFC 7807 problem document (application/problem+json): type about:blank, the status's reason as
+// title, `detail` saying what is wrong, and `code`, the error's name (EINVAL, ENOENT, ...).
+HttpReply problem(int status, std::string_view detail, std::string_view code);
+
 // Percent-decoding of a path segment or query value; kInval for a bad escape.
 Result<std::string> url_decode(std::string_view s);
 // The query's parameters (later ones win).

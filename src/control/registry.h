@@ -13,6 +13,7 @@
 // run_sync.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -62,6 +63,11 @@ class Registry {
     return l && l->online;
   }
   const std::map<std::string, NodeLiveness>& all() const { return nodes_; }
+  // How long the node has been silent (since its last registration); unknown nodes: forever.
+  uint64_t silent_ns(const std::string& node, uint64_t now_ns) const {
+    const NodeLiveness* l = get(node);
+    return l ? now_ns - std::min(now_ns, l->last_seen_ns) : UINT64_MAX;
+  }
   // Where to reach a node's API: from its last registration (the spec's is the fallback).
   std::string endpoint(const std::string& node) const;
 

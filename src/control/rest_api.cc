@@ -31,20 +31,7 @@ int http_status(Errc e) {
 }
 
 HttpReply problem_reply(const Status& s) {
-  HttpReply r;
-  r.status = http_status(s.code());
-  r.content_type = "application/problem+json";
-  static const std::map<int, const char*> titles = {{400, "Bad Request"}, {404, "Not Found"},     {405, "Method Not Allowed"},
-                                                    {409, "Conflict"},    {500, "Internal Server Error"},
-                                                    {503, "Service Unavailable"}, {507, "Insufficient Storage"}};
-  auto t = titles.find(r.status);
-  json j = {{"type", "about:blank"},
-            {"title", t == titles.end() ? "Error" : t->second},
-            {"status", r.status},
-            {"detail", std::string(s.message())},
-            {"code", std::string(errc_name(s.code()))}};
-  r.body = j.dump();
-  return r;
+  return problem(http_status(s.code()), s.message(), errc_name(s.code()));
 }
 
 namespace {
@@ -331,11 +318,7 @@ Task<HttpReply> RestApi::route(HttpCall call) {
   const std::string& m = call.method;
   bool get = m == "GET" || m == "HEAD";
   auto method_not_allowed = [&](const char* allowed) {
-    HttpReply r = problem_reply(Status::Errorf(Errc::kInval, "{} is not allowed on {}", m, call.path));
-    r.status = 405;
-    r.body = json{{"type", "about:blank"}, {"title", "Method Not Allowed"}, {"status", 405},
-                  {"detail", fmt::format("{} is not allowed on {} (allowed: {})", m, call.path, allowed)}, {"code", "EINVAL"}}
-                 .dump();
+    HttpReply r = problem(405, fmt::format("{} is not allowed on {} (allowed: {})", m, call.path, allowed), "EINVAL");
     r.headers.push_back({"Allow", allowed});
     return r;
   };
