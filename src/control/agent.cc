@@ -35,8 +35,9 @@ Agent::Agent(store::EtcdClient& etcd, std::string id, AgentOptions opts)
       pools_(cluster_),
       targets_(cluster_),
       volumes_(cluster_, pools_, targets_),
+      snapshots_(cluster_),
       heal_(cluster_, volumes_, targets_) {
-  if (const char* c = std::getenv("TERN_AGENT_CRASH_AT")) volumes_.crash_at = targets_.crash_at = c;
+  if (const char* c = std::getenv("TERN_AGENT_CRASH_AT")) volumes_.crash_at = targets_.crash_at = snapshots_.crash_at = c;
   registry_.on_online([this](const std::string& node) {
     // A channel that saw the engine down may sit in gRPC's back-off and fail calls at once: start afresh.
     engines_.forget(registry_.endpoint(node));
@@ -157,6 +158,8 @@ Task<void> Agent::reconcile_pass() {
     if (!leading_) co_return;
   }
   co_await volumes_.reconcile();
+  if (!leading_) co_return;
+  co_await snapshots_.reconcile();
   if (!leading_) co_return;
   co_await targets_.reconcile();
   if (!leading_) co_return;

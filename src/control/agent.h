@@ -19,6 +19,7 @@
 #include "control/heal.h"
 #include "control/leadership.h"
 #include "control/pools.h"
+#include "control/snapshots.h"
 #include "control/targets.h"
 #include "control/volumes.h"
 #include "reactor/task_scope.h"
@@ -55,6 +56,7 @@ class Agent {
   Registry& registry() { return registry_; }
   PoolService& pools() { return pools_; }
   VolumeService& volumes() { return volumes_; }
+  SnapshotService& snapshots() { return snapshots_; }
   TargetService& targets() { return targets_; }
   const AgentOptions& options() const { return opts_; }
   const std::string& id() const { return id_; }
@@ -88,6 +90,7 @@ class Agent {
   PoolService pools_;
   TargetService targets_;
   VolumeService volumes_;
+  SnapshotService snapshots_;
   HealService heal_;
   TaskScope scope_{"agent"};
   bool stopping_ = false;

@@ -32,6 +32,7 @@
 #include "tern/engine/v1/node.grpc.pb.h"
 #include "tern/engine/v1/pool.grpc.pb.h"
 #include "tern/engine/v1/replica.grpc.pb.h"
+#include "tern/engine/v1/snapshot.grpc.pb.h"
 
 namespace tern::control {
 

@@ -86,11 +86,24 @@ Task<Status> PoolService::destroy(std::string name, bool force) {
   const PoolSpec* p = c_.specs.pool(name);
   if (!p) co_return Status::Errorf(Errc::kNoEnt, "pool '{}' is not declared", name);
   auto held = c_.specs.replicas_in(name);
-  if (!held.empty() && !force) {
+  std::vector<const SnapshotSpec*> snaps;  // volume snapshots with a part in this pool
+  for (const auto& [id, sn] : c_.specs.snapshots) {
+    for (const SnapshotSpec::Part& part : sn.parts) {
+      if (part.pool == name) {
+        snaps.push_back(&sn);
+        break;
+      }
+    }
+  }
+  if ((!held.empty() || !snaps.empty()) && !force) {
     std::string list;
-    for (const ReplicaSpec* r : held) list += fmt::format("{}replica {} of volume {}", list.empty() ? "" : ", ", r->uuid, r->volume);
-    co_return Status::Errorf(Errc::kBusy, "pool '{}' holds {} replica(s): {} (destroy the volumes, or force)", name,
-                             held.size(), list);
+    for (const ReplicaSpec* r : held) {
+      list += fmt::format("{}{} {} of volume {}", list.empty() ? "" : ", ", r->clone_of.empty() ? "replica" : "clone", r->uuid,
+                          r->volume);
+    }
+    for (const SnapshotSpec* sn : snaps) list += fmt::format("{}snapshot {} of volume {}", list.empty() ? "" : ", ", sn->uuid, sn->volume);
+    co_return Status::Errorf(Errc::kBusy, "pool '{}' holds {} replica(s) and {} snapshot(s): {} (destroy them, or force)", name,
+                             held.size(), snaps.size(), list);
   }
   PoolSpec spec = *p;
   spec.state = SpecState::kDeleting;
@@ -104,6 +117,16 @@ Task<Status> PoolService::destroy(std::string name, bool force) {
       b.put(nv);
     }
     b.del_replica(r->uuid);
+  }
+  // ... and its snapshot parts leave their volume snapshots (a snapshot left with none is gone).
+  for (const SnapshotSpec* sn : snaps) {
+    SnapshotSpec ns = *sn;
+    std::erase_if(ns.parts, [&](const SnapshotSpec::Part& part) { return part.pool == name; });
+    if (ns.parts.empty()) {
+      b.del_snapshot(ns.uuid);
+    } else {
+      b.put(ns);
+    }
   }
   if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
   Status s = co_await destroy_on_engine(spec, force);

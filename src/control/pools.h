@@ -6,8 +6,9 @@
 //       the same name is kExist. A node that is offline leaves the pool `creating`: the reconciler
 //       finishes it when the node returns. A disk the engine refuses (missing, not a device) removes the
 //       declaration again and returns the engine's error.
-//   destroy(name, force)  refuses (kBusy) while replicas live in the pool, naming them; with force the
-//       replicas are taken out of their volumes first. Marks the spec deleting, destroys the pool on the
+//   destroy(name, force)  refuses (kBusy) while replicas, clones or volume snapshots live in the pool,
+//       naming them; with force the replicas are taken out of their volumes and the snapshots lose their
+//       parts there first. Marks the spec deleting, destroys the pool on the
 //       engine, removes the spec; an offline node finishes later (reconcile).
 //   reconcile_node(node)  after a node came online or its engine restarted: creates pools still
 //       `creating`, imports created ones the engine does not have, destroys `deleting` ones.

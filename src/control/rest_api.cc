@@ -4,6 +4,8 @@
 
 #include "common/log.h"
 #include "common/uuid.h"
+#include "nexus/rebuild.h"
+#include "nexus/record.h"
 #include "reactor/reactor.h"
 
 namespace tern::control {
@@ -105,6 +107,11 @@ json pool_json(const PoolSpec& p, const Cluster& c) {
             {"state", spec_state_name(p.state)},
             {"status", pool_status(p, c)},
             {"replicas", c.specs.replicas_in(p.name).size()}};
+  size_t snaps = 0;
+  for (const auto& [id, sn] : c.specs.snapshots) {
+    for (const SnapshotSpec::Part& part : sn.parts) snaps += part.pool == p.name;
+  }
+  j["snapshots"] = snaps;
   auto st = c.pools.find(p.name);
   if (st != c.pools.end() && st->second.found) {
     j["capacity"] = st->second.capacity;
@@ -156,14 +163,44 @@ json nexus_json(const ev1::Nexus& n) {
 }
 
 json replica_json(const ReplicaSpec& r, const Cluster& c) {
-  return {{"uuid", r.uuid},
-          {"volume", r.volume},
-          {"pool", r.pool},
-          {"node", r.node},
-          {"size", r.size},
-          {"thin", r.thin},
-          {"state", spec_state_name(r.state)},
-          {"status", c.registry.online(r.node) ? "online" : "offline"}};
+  json j = {{"uuid", r.uuid},
+            {"volume", r.volume},
+            {"pool", r.pool},
+            {"node", r.node},
+            {"size", r.size},
+            {"thin", r.thin},
+            {"state", spec_state_name(r.state)},
+            {"status", c.registry.online(r.node) ? "online" : "offline"}};
+  if (!r.clone_of.empty()) j["clone_of"] = r.clone_of;
+  return j;
+}
+
+json snapshot_json(const SnapshotSpec& s, const Cluster& c) {
+  json parts = json::array();
+  size_t online = 0;
+  for (const SnapshotSpec::Part& p : s.parts) {
+    bool up = c.registry.online(p.node);
+    online += up;
+    parts.push_back({{"uuid", p.uuid}, {"replica", p.replica}, {"pool", p.pool}, {"node", p.node}, {"status", up ? "online" : "offline"}});
+  }
+  size_t clones = 0;
+  for (const auto& [id, r] : c.specs.replicas) {
+    for (const SnapshotSpec::Part& p : s.parts) clones += r.clone_of == p.uuid;
+  }
+  std::string status = s.state != SpecState::kCreated ? std::string(spec_state_name(s.state))
+                       : online == s.parts.size()     ? "online"
+                       : online > 0                   ? "degraded"
+                                                      : "offline";
+  return {{"uuid", s.uuid},
+          {"volume", s.volume},
+          {"name", s.name},
+          {"size", s.size},
+          {"created_unix_s", s.created_unix_s},
+          {"state", spec_state_name(s.state)},
+          {"status", status},
+          {"volume_exists", c.specs.volume(s.volume) != nullptr},
+          {"clones", clones},
+          {"parts", parts}};
 }
 
 json volume_json(const VolumeSpec& v, const Cluster& c) {
@@ -196,6 +233,7 @@ json volume_json(const VolumeSpec& v, const Cluster& c) {
               {"pool_labels", labels_json(v.topology.pool_labels)},
               {"spread", v.topology.spread}}},
             {"replica_details", reps}};
+  if (!v.source_snapshot.empty()) j["source_snapshot"] = v.source_snapshot;
   if (v.target) {
     j["target"] = {{"node", v.target->node},
                    {"protocol", v.target->protocol},
@@ -237,13 +275,18 @@ Result<Labels> labels_field(const json& j, const char* f) {
 }
 
 Result<CreateVolumeArgs> volume_args(const std::string& uuid, const HttpCall& call) {
-  auto j = body_object(call, {"size", "replicas", "thin", "topology", "labels"});
+  auto j = body_object(call, {"size", "replicas", "thin", "topology", "labels", "snapshot"});
   if (!j.ok()) return j.status();
   CreateVolumeArgs a;
   a.uuid = uuid;
+  if (auto sn = j->find("snapshot"); sn != j->end() && !sn->is_null()) {
+    if (!sn->is_string()) return Status(Errc::kInval, "'snapshot': the UUID of the snapshot to restore");
+    a.snapshot = sn->get<std::string>();
+  }
   auto size = j->find("size");
-  if (size == j->end() || !size->is_number_unsigned()) return Status(Errc::kInval, "'size': bytes, a positive integer (required)");
-  a.size = size->get<uint64_t>();
+  if (size != j->end() && !size->is_number_unsigned()) return Status(Errc::kInval, "'size': bytes, a positive integer");
+  if (size == j->end() && a.snapshot.empty()) return Status(Errc::kInval, "'size': bytes, a positive integer (required)");
+  if (size != j->end()) a.size = size->get<uint64_t>();
   if (auto r = j->find("replicas"); r != j->end()) {
     if (!r->is_number_unsigned()) return Status(Errc::kInval, "'replicas': an integer from 1 to 8");
     a.replicas = uint32_t(std::min<uint64_t>(r->get<uint64_t>(), 1000));
@@ -298,6 +341,8 @@ std::string metrics_text(const Cluster& c, const AgentStatus& st) {
     }
     out += "# HELP tern_pools Pools declared.\n# TYPE tern_pools gauge\n";
     out += fmt::format("tern_pools {}\n", c.specs.pools.size());
+    out += "# HELP tern_snapshots Volume snapshots.\n# TYPE tern_snapshots gauge\n";
+    out += fmt::format("tern_snapshots {}\n", c.specs.snapshots.size());
   }
   return out;
 }
@@ -404,6 +449,28 @@ Task<HttpReply> RestApi::route(HttpCall call) {
       }
       co_return method_not_allowed("GET, PUT, DELETE");
     }
+  } else if (kind == "snapshots") {
+    if (seg.size() == 1) {
+      if (!get) co_return method_not_allowed("GET");
+      json a = json::array();
+      for (const auto& [id, sn] : c.specs.snapshots) a.push_back(snapshot_json(sn, c));
+      co_return ok_json(a);
+    }
+    if (seg.size() == 2) {
+      auto su = Uuid::Parse(seg[1]);
+      if (!su.ok()) co_return bad(fmt::format("'{}' is not a snapshot UUID", seg[1]));
+      if (get) {
+        const SnapshotSpec* sn = c.specs.snapshot(su->ToString());
+        if (!sn) co_return problem_reply(Status::Errorf(Errc::kNoEnt, "snapshot {} does not exist", su->ToString()));
+        co_return ok_json(snapshot_json(*sn, c));
+      }
+      if (m == "DELETE") {
+        Status s = co_await agent_.snapshots().destroy(su->ToString());
+        if (!s.ok()) co_return problem_reply(s);
+        co_return no_content();
+      }
+      co_return method_not_allowed("GET, DELETE");
+    }
   } else if (kind == "replicas") {
     if (seg.size() == 1) {
       if (!get) co_return method_not_allowed("GET");
@@ -472,6 +539,80 @@ Task<HttpReply> RestApi::route(HttpCall call) {
       auto r = co_await agent_.volumes().scale(uuid->ToString(), uint32_t(n));
       if (!r.ok()) co_return problem_reply(r.status());
       co_return ok_json(volume_json(*r, c));
+    }
+    if (seg.size() >= 3 && seg.size() <= 4 && seg[2] == "snapshots") {
+      auto uuid = Uuid::Parse(seg[1]);
+      if (!uuid.ok()) co_return bad(fmt::format("'{}' is not a volume UUID", seg[1]));
+      const std::string id = uuid->ToString();
+      if (seg.size() == 3) {
+        if (!get) co_return method_not_allowed("GET");
+        if (!c.specs.volume(id)) co_return problem_reply(Status::Errorf(Errc::kNoEnt, "volume {} does not exist", id));
+        json a = json::array();
+        for (const auto& [sid, sn] : c.specs.snapshots) {
+          if (sn.volume == id) a.push_back(snapshot_json(sn, c));
+        }
+        co_return ok_json(a);
+      }
+      auto su = Uuid::Parse(seg[3]);
+      if (!su.ok()) co_return bad(fmt::format("'{}' is not a snapshot UUID", seg[3]));
+      const std::string sid = su->ToString();
+      const SnapshotSpec* have = c.specs.snapshot(sid);
+      if (get || m == "DELETE") {
+        if (!have || have->volume != id) {
+          co_return problem_reply(Status::Errorf(Errc::kNoEnt, "volume {} has no snapshot {}", id, sid));
+        }
+        if (get) co_return ok_json(snapshot_json(*have, c));
+        Status s = co_await agent_.snapshots().destroy(sid);
+        if (!s.ok()) co_return problem_reply(s);
+        co_return no_content();
+      }
+      if (m == "PUT") {
+        std::string name;
+        if (!call.body.empty()) {
+          auto j = body_object(call, {"name"});
+          if (!j.ok()) co_return problem_reply(j.status());
+          if (auto n = j->find("name"); n != j->end() && !n->is_null()) {
+            if (!n->is_string()) co_return bad("'name': a string (1 to 255 bytes)");
+            name = n->get<std::string>();
+          }
+        }
+        const bool existed = have != nullptr;
+        auto r = co_await agent_.snapshots().create(id, sid, name);
+        if (!r.ok()) co_return problem_reply(r.status());
+        co_return ok_json(snapshot_json(*r, c), existed ? 200 : 201);
+      }
+      co_return method_not_allowed("GET, PUT, DELETE");
+    }
+    if (seg.size() == 3 && (seg[2] == "rebuild_history" || seg[2] == "record")) {
+      auto uuid = Uuid::Parse(seg[1]);
+      if (!uuid.ok()) co_return bad(fmt::format("'{}' is not a volume UUID", seg[1]));
+      if (!get) co_return method_not_allowed("GET");
+      const std::string id = uuid->ToString();
+      if (!c.specs.volume(id)) co_return problem_reply(Status::Errorf(Errc::kNoEnt, "volume {} does not exist", id));
+      const bool history = seg[2] == "rebuild_history";
+      std::string key = c.specs.keys().record(id) + (history ? "/rebuilds" : "");
+      auto text = co_await c.specs.read(std::move(key));
+      if (!text.ok() && text.code() != Errc::kNoEnt) co_return problem_reply(text.status());
+      if (history) {
+        json a = json::array();
+        if (text.ok()) {
+          auto h = nexus::RebuildHistoryFromJson(*text);
+          if (!h.ok()) co_return problem_reply(Status::Errorf(Errc::kCorruption, "volume {}: its rebuild history: {}", id, h.status().message()));
+          a = json::parse(nexus::RebuildHistoryToJson(*h));
+        }
+        co_return ok_json({{"volume", id}, {"rebuilds", a}});
+      }
+      if (!text.ok()) co_return problem_reply(Status::Errorf(Errc::kNoEnt, "volume {} has no nexus record (never published)", id));
+      auto rec = nexus::NexusRecord::FromJson(*text);
+      if (!rec.ok()) co_return problem_reply(Status::Errorf(Errc::kCorruption, "volume {}: its nexus record: {}", id, rec.status().message()));
+      json kids = json::array();
+      for (const auto& ch : rec->children) {
+        json k = {{"uuid", ch.uuid.ToString()}, {"healthy", ch.healthy}};
+        auto r = c.specs.replicas.find(ch.uuid.ToString());
+        if (r != c.specs.replicas.end()) k["node"] = r->second.node;
+        kids.push_back(std::move(k));
+      }
+      co_return ok_json({{"volume", id}, {"generation", rec->generation}, {"clean_shutdown", rec->clean_shutdown}, {"children", kids}});
     }
     if (seg.size() == 3 && seg[2] == "target") {
       auto uuid = Uuid::Parse(seg[1]);

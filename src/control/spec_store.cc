@@ -20,6 +20,14 @@ void SpecStore::Batch::put(const VolumeSpec& s) {
   ops_.push_back(store::TxnOp::Put(store_->keys_.volume(s.uuid), s.ToJson()));
   apply_.push_back([st = store_, s] { st->volumes[s.uuid] = s; });
 }
+void SpecStore::Batch::put(const SnapshotSpec& s) {
+  ops_.push_back(store::TxnOp::Put(store_->keys_.snapshot(s.uuid), s.ToJson()));
+  apply_.push_back([st = store_, s] { st->snapshots[s.uuid] = s; });
+}
+void SpecStore::Batch::del_snapshot(const std::string& uuid) {
+  ops_.push_back(store::TxnOp::Delete(store_->keys_.snapshot(uuid)));
+  apply_.push_back([st = store_, uuid] { st->snapshots.erase(uuid); });
+}
 void SpecStore::Batch::del_pool(const std::string& name) {
   ops_.push_back(store::TxnOp::Delete(store_->keys_.pool(name)));
   apply_.push_back([st = store_, name] { st->pools.erase(name); });
@@ -66,6 +74,7 @@ Task<Status> SpecStore::load() {
   if (Status s = co_await load_kind(etcd_, keys_.pools(), pools, unreadable); !s.ok()) co_return s;
   if (Status s = co_await load_kind(etcd_, keys_.replicas(), replicas, unreadable); !s.ok()) co_return s;
   if (Status s = co_await load_kind(etcd_, keys_.volumes(), volumes, unreadable); !s.ok()) co_return s;
+  if (Status s = co_await load_kind(etcd_, keys_.snapshots(), snapshots, unreadable); !s.ok()) co_return s;
   loaded_ = true;
   co_return Status::Ok();
 }
@@ -123,6 +132,11 @@ std::vector<const ReplicaSpec*> SpecStore::replicas_of(const std::string& volume
     if (r.volume == volume) out.push_back(&r);
   }
   return out;
+}
+
+const SnapshotSpec* SpecStore::snapshot(const std::string& uuid) const {
+  auto it = snapshots.find(uuid);
+  return it == snapshots.end() ? nullptr : &it->second;
 }
 
 std::vector<const ReplicaSpec*> SpecStore::replicas_in(const std::string& pool) const {

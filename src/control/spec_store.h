@@ -34,6 +34,8 @@ class SpecStore {
     void put(const PoolSpec& s);
     void put(const ReplicaSpec& s);
     void put(const VolumeSpec& s);
+    void put(const SnapshotSpec& s);
+    void del_snapshot(const std::string& uuid);
     void del_pool(const std::string& name);
     void del_replica(const std::string& uuid);
     void del_volume(const std::string& uuid);
@@ -66,11 +68,13 @@ class SpecStore {
   std::map<std::string, PoolSpec> pools;
   std::map<std::string, ReplicaSpec> replicas;
   std::map<std::string, VolumeSpec> volumes;
+  std::map<std::string, SnapshotSpec> snapshots;
   std::map<std::string, std::string> unreadable;  // key -> why
 
   // Lookups.
   const VolumeSpec* volume(const std::string& uuid) const;
   const PoolSpec* pool(const std::string& name) const;
+  const SnapshotSpec* snapshot(const std::string& uuid) const;
   std::vector<const ReplicaSpec*> replicas_of(const std::string& volume) const;
   std::vector<const ReplicaSpec*> replicas_in(const std::string& pool) const;
 

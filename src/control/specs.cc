@@ -194,6 +194,7 @@ Result<PoolSpec> PoolSpec::FromJson(std::string_view text) {
 std::string ReplicaSpec::ToJson() const {
   json j = {{"v", kSpecVersion}, {"uuid", uuid},  {"volume", volume}, {"pool", pool},
             {"node", node},      {"size", size},  {"thin", thin},     {"state", spec_state_name(state)}};
+  if (!clone_of.empty()) j["clone_of"] = clone_of;
   return j.dump();
 }
 
@@ -209,6 +210,7 @@ Result<ReplicaSpec> ReplicaSpec::FromJson(std::string_view text) {
   s.size = r.u64("size");
   s.thin = r.boolean("thin");
   s.state = r.state("state");
+  s.clone_of = r.str("clone_of", false);
   if (!r.status().ok()) return r.status();
   return s;
 }
@@ -221,6 +223,8 @@ std::string VolumeSpec::ToJson() const {
                    {"spread", topology.spread}};
   j["labels"] = labels_json(labels);
   j["replica_ids"] = replica_ids;
+  if (!source_snapshot.empty()) j["source_snapshot"] = source_snapshot;
+  if (!adopt_labels_of.empty()) j["adopt_labels_of"] = adopt_labels_of;
   if (target) {
     j["target"] = {{"node", target->node},
                    {"protocol", target->protocol},
@@ -247,6 +251,8 @@ Result<VolumeSpec> VolumeSpec::FromJson(std::string_view text) {
   s.generation = r.u64("generation", false);
   s.labels = r.labels("labels");
   s.replica_ids = r.strings("replica_ids");
+  s.source_snapshot = r.str("source_snapshot", false);
+  s.adopt_labels_of = r.strings("adopt_labels_of");
   if (auto t = j->find("topology"); t != j->end()) {
     if (!t->is_object()) {
       r.fail("topology", "is not an object");
@@ -284,6 +290,45 @@ Result<VolumeSpec> VolumeSpec::FromJson(std::string_view text) {
     }
   }
   if (!r.status().ok()) return r.status();
+  return s;
+}
+
+std::string SnapshotSpec::ToJson() const {
+  json j = {{"v", kSpecVersion}, {"uuid", uuid}, {"volume", volume}, {"name", name}, {"size", size},
+            {"created_unix_s", created_unix_s}, {"state", spec_state_name(state)}};
+  json a = json::array();
+  for (const Part& p : parts) a.push_back({{"uuid", p.uuid}, {"replica", p.replica}, {"pool", p.pool}, {"node", p.node}});
+  j["parts"] = std::move(a);
+  j["adopt_labels_of"] = adopt_labels_of;
+  return j.dump();
+}
+
+Result<SnapshotSpec> SnapshotSpec::FromJson(std::string_view text) {
+  auto j = parse_doc("snapshot", text);
+  if (!j.ok()) return j.status();
+  Reader r("snapshot", *j);
+  SnapshotSpec s;
+  s.uuid = r.str("uuid");
+  s.volume = r.str("volume");
+  s.name = r.str("name");
+  s.size = r.u64("size");
+  s.created_unix_s = r.u64("created_unix_s", false);
+  s.state = r.state("state");
+  s.adopt_labels_of = r.strings("adopt_labels_of");
+  if (!r.status().ok()) return r.status();
+  auto parts = j->find("parts");
+  if (parts == j->end() || !parts->is_array()) return Status(Errc::kInval, "snapshot spec: 'parts' is not an array");
+  for (const json& e : *parts) {
+    if (!e.is_object()) return Status(Errc::kInval, "snapshot spec: 'parts' holds a non-object");
+    Reader pr("snapshot part", e);
+    Part p;
+    p.uuid = pr.str("uuid");
+    p.replica = pr.str("replica");
+    p.pool = pr.str("pool");
+    p.node = pr.str("node");
+    if (!pr.status().ok()) return pr.status();
+    s.parts.push_back(std::move(p));
+  }
   return s;
 }
 

@@ -8,6 +8,7 @@
 //   P/pools/<pool>           PoolSpec: a pool declared on a node (pool names are unique in the cluster)
 //   P/replicas/<uuid>        ReplicaSpec: a replica the control plane made (for a volume)
 //   P/volumes/<uuid>         VolumeSpec: a volume, its replicas and its target (nexus)
+//   P/snapshots/<uuid>       SnapshotSpec: a volume's snapshot (one pool snapshot per replica)
 //   P/records/<uuid>         the volume's nexus record, written by the nexus (nexus/record.h)
 //
 // Multi-step operations are recorded in the specs before their first step: a volume is written in state
@@ -73,6 +74,9 @@ struct ReplicaSpec {
   uint64_t size = 0;
   bool thin = false;
   SpecState state = SpecState::kCreating;
+  // A restored volume's replica: a clone of this pool snapshot (a replica snapshot of a SnapshotSpec),
+  // made on the snapshot's pool. Empty: a new replica.
+  std::string clone_of;
 
   std::string ToJson() const;
   static Result<ReplicaSpec> FromJson(std::string_view text);
@@ -110,9 +114,35 @@ struct VolumeSpec {
   std::vector<std::string> replica_ids;  // the replicas made (or being made) for it
   std::optional<TargetSpec> target;
   uint64_t generation = 0;  // of the last publish (TargetSpec.generation); never reused
+  // Restored from a snapshot: its UUID, and the volumes whose nexus labels the clones may carry (the
+  // snapshot's volume and what that one was restored from), passed to the nexus to adopt.
+  std::string source_snapshot;
+  std::vector<std::string> adopt_labels_of;
 
   std::string ToJson() const;
   static Result<VolumeSpec> FromJson(std::string_view text);
+};
+
+// A snapshot of a volume: one pool snapshot of each of its current replicas, all taken at one point of
+// the write stream (through the nexus when the volume is published; else no writes happen meanwhile).
+struct SnapshotSpec {
+  struct Part {
+    std::string uuid;     // the pool snapshot's UUID
+    std::string replica;  // the replica it was taken of
+    std::string pool;
+    std::string node;
+  };
+  std::string uuid;
+  std::string volume;  // the volume it was taken of (which may since be gone)
+  std::string name;    // each pool snapshot's name
+  uint64_t size = 0;   // the volume's size then
+  uint64_t created_unix_s = 0;
+  SpecState state = SpecState::kCreating;
+  std::vector<Part> parts;  // creating: those being taken; created: those taken
+  std::vector<std::string> adopt_labels_of;  // the volume and what it was restored from
+
+  std::string ToJson() const;
+  static Result<SnapshotSpec> FromJson(std::string_view text);
 };
 
 // The keys.
@@ -127,6 +157,8 @@ struct Keys {
   std::string replica(std::string_view uuid) const { return replicas() + std::string(uuid); }
   std::string volumes() const { return prefix + "/volumes/"; }
   std::string volume(std::string_view uuid) const { return volumes() + std::string(uuid); }
+  std::string snapshots() const { return prefix + "/snapshots/"; }
+  std::string snapshot(std::string_view uuid) const { return snapshots() + std::string(uuid); }
   std::string record(std::string_view uuid) const { return prefix + "/records/" + std::string(uuid); }
 };
 

@@ -19,6 +19,9 @@ std::string describe_difference(const VolumeSpec& v, const CreateVolumeArgs& a) 
   if (v.size != a.size) return fmt::format("size {} (asked {})", v.size, a.size);
   if (v.replicas != a.replicas) return fmt::format("{} replicas (asked {})", v.replicas, a.replicas);
   if (v.thin != a.thin) return fmt::format("thin={} (asked {})", v.thin, a.thin);
+  if (v.source_snapshot != a.snapshot) {
+    return fmt::format("source snapshot '{}' (asked '{}')", v.source_snapshot, a.snapshot);
+  }
   if (v.topology.node_labels != a.topology.node_labels || v.topology.pool_labels != a.topology.pool_labels ||
       v.topology.spread != a.topology.spread) {
     return "another topology";
@@ -77,17 +80,58 @@ std::vector<PoolCandidate> VolumeService::candidates() const {
   return out;
 }
 
+Result<std::vector<std::pair<size_t, std::string>>> VolumeService::place_clones(const SnapshotSpec& s,
+                                                                                 const std::vector<PoolCandidate>& pools,
+                                                                                 uint32_t count) const {
+  std::vector<std::pair<size_t, std::string>> out;
+  std::string why;
+  for (const SnapshotSpec::Part& part : s.parts) {
+    if (out.size() == count) break;
+    auto it = std::find_if(pools.begin(), pools.end(), [&](const PoolCandidate& c) { return c.pool == part.pool; });
+    if (it == pools.end()) {
+      why += fmt::format("{}pool {}: not declared", why.empty() ? "" : "; ", part.pool);
+    } else if (!it->unusable.empty()) {
+      why += fmt::format("{}pool {}: {}", why.empty() ? "" : "; ", part.pool, it->unusable);
+    } else {
+      out.emplace_back(size_t(it - pools.begin()), part.uuid);
+    }
+  }
+  if (out.size() < count) {
+    return Status::Errorf(Errc::kNoSpc, "restoring snapshot {}: {} replica(s) asked, {} of its {} part(s) usable{}{} (a clone lives "
+                          "on its snapshot's pool; restore fewer replicas and scale up afterwards)",
+                          s.uuid, count, out.size(), s.parts.size(), why.empty() ? "" : ": ", why);
+  }
+  return out;
+}
+
 Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
   auto uuid = Uuid::Parse(a.uuid);
   if (!uuid.ok()) co_return Status::Errorf(Errc::kInval, "uuid '{}': not a UUID", a.uuid);
   a.uuid = uuid->ToString();
-  if (a.size == 0 || a.size % 4096 != 0) {
-    co_return Status::Errorf(Errc::kInval, "size {}: a positive multiple of 4096 bytes", a.size);
-  }
   if (a.replicas < 1 || a.replicas > 8) co_return Status::Errorf(Errc::kInval, "replicas {}: 1 to 8", a.replicas);
   bool free = co_await c_.wait_free(a.uuid);
   if (!free) co_return Status::Errorf(Errc::kBusy, "volume {}: an operation is in progress", a.uuid);
   if (Status s = co_await c_.specs.ensure_loaded(); !s.ok()) co_return s;
+  const SnapshotSpec* source = nullptr;
+  if (!a.snapshot.empty()) {
+    auto su = Uuid::Parse(a.snapshot);
+    if (!su.ok()) co_return Status::Errorf(Errc::kInval, "snapshot '{}': not a UUID", a.snapshot);
+    a.snapshot = su->ToString();
+    source = c_.specs.snapshot(a.snapshot);
+    if (!source) co_return Status::Errorf(Errc::kNoEnt, "snapshot {} does not exist", a.snapshot);
+    if (source->state != SpecState::kCreated) {
+      co_return Status::Errorf(Errc::kBusy, "snapshot {} is {}", a.snapshot, spec_state_name(source->state));
+    }
+    if (a.size == 0) a.size = source->size;
+    if (a.size != source->size) {
+      co_return Status::Errorf(Errc::kInval, "size {}: a volume restored from snapshot {} has its size ({}); expand it afterwards",
+                               a.size, a.snapshot, source->size);
+    }
+    a.thin = true;  // clones are thin
+  }
+  if (a.size == 0 || a.size % 4096 != 0) {
+    co_return Status::Errorf(Errc::kInval, "size {}: a positive multiple of 4096 bytes", a.size);
+  }
   if (const VolumeSpec* v = c_.specs.volume(a.uuid)) {
     std::string diff = describe_difference(*v, a);
     if (!diff.empty()) co_return Status::Errorf(Errc::kExist, "volume {} exists with {}", a.uuid, diff);
@@ -111,7 +155,18 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
   pr.topology = a.topology;
   pr.thin_commitment = c_.opts.thin_commitment;
   std::vector<PoolCandidate> pools = candidates();
-  auto chosen = place(pools, pr);
+  std::vector<std::string> clone_of;  // restore: the part each chosen pool clones
+  Result<std::vector<size_t>> chosen = std::vector<size_t>{};
+  if (source) {
+    auto picked = place_clones(*source, pools, a.replicas);
+    if (!picked.ok()) co_return Status::Errorf(picked.code(), "volume {}: {}", a.uuid, picked.status().message());
+    for (const auto& [i, part] : *picked) {
+      chosen->push_back(i);
+      clone_of.push_back(part);
+    }
+  } else {
+    chosen = place(pools, pr);
+  }
   if (!chosen.ok()) co_return Status::Errorf(chosen.code(), "volume {}: {}", a.uuid, chosen.status().message());
 
   VolumeSpec v;
@@ -122,9 +177,15 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
   v.topology = a.topology;
   v.labels = a.labels;
   v.state = SpecState::kCreating;
+  if (source) {
+    v.source_snapshot = source->uuid;
+    v.adopt_labels_of = source->adopt_labels_of;
+  }
   std::vector<ReplicaSpec> reps;
-  for (size_t i : *chosen) {
+  for (size_t k = 0; k < chosen->size(); ++k) {
+    const size_t i = (*chosen)[k];
     ReplicaSpec r;
+    if (source) r.clone_of = clone_of[k];
     r.uuid = Uuid::Generate().ToString();
     r.volume = v.uuid;
     r.pool = pools[i].pool;
@@ -167,7 +228,8 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
   }
   if (Status s = co_await c_.specs.commit(std::move(done)); !s.ok()) co_return s;
   maybe_crash("create:done");
-  TLOG_INFO("control", "volume {} created: {}, {} replica(s){}", v.uuid, format_size(v.size), v.replicas, v.thin ? ", thin" : "");
+  TLOG_INFO("control", "volume {} created: {}, {} replica(s){}{}", v.uuid, format_size(v.size), v.replicas, v.thin ? ", thin" : "",
+            source ? fmt::format(", restored from snapshot {}", source->uuid) : std::string());
   co_return v;
 }
 
@@ -360,6 +422,16 @@ Task<Status> VolumeService::drop_replica(std::string uuid, std::string replica) 
 
 Task<Status> VolumeService::create_replica(ReplicaSpec r) {
   if (!c_.registry.online(r.node)) co_return Status::Errorf(Errc::kConnRefused, "node {} is offline", r.node);
+  if (!r.clone_of.empty()) {
+    ev1::CreateCloneRequest req;
+    req.mutable_snapshot()->set_uuid(r.clone_of);
+    req.set_name(r.uuid);
+    req.set_uuid(r.uuid);
+    req.set_share(ev1::SHARE_PROTOCOL_NVMF);
+    auto res = co_await c_.engines.call<ev1::SnapshotService>(c_.endpoint(r.node), &ev1::SnapshotService::Stub::async::CreateClone,
+                                                             req, c_.opts.engine_timeout_ms);
+    co_return res.status();
+  }
   ev1::CreateReplicaRequest req;
   req.set_name(r.uuid);
   req.set_uuid(r.uuid);

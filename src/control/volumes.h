@@ -8,6 +8,9 @@
 //     removed) and returns the engine's error. An agent that dies in between leaves `creating` specs,
 //     which the next leader undoes (reconcile): a half-created volume never stays, and no replica exists
 //     that no spec names.
+//     With a source snapshot (restore): the replicas are clones of the snapshot's parts, each on its
+//     part's pool (distinct nodes already); the volume is thin and its nexus adopts the clones' labels
+//     (VolumeSpec::adopt_labels_of), so the new volume starts in sync with the snapshot's data.
 // destroy(uuid)  Unpublishes it (targets.h), marks the volume and its replicas deleting (one
 //     transaction), destroys the replicas,
 //     removes their specs and then the volume's (its nexus record with it). A replica whose node is away
@@ -37,6 +40,9 @@ struct CreateVolumeArgs {
   bool thin = false;
   Topology topology;
   Labels labels;
+  // Restore: the volume's replicas are thin clones of this snapshot's parts, on their pools (size 0 or
+  // the snapshot's; at most as many replicas as the snapshot has parts on usable pools).
+  std::string snapshot;
 };
 
 class VolumeService {
@@ -78,6 +84,9 @@ class VolumeService {
 
  private:
   Task<Status> create_replica(ReplicaSpec r);
+  // Restore: `count` of the snapshot's parts whose pools are usable, as (index in `pools`, part UUID).
+  Result<std::vector<std::pair<size_t, std::string>>> place_clones(const SnapshotSpec& s, const std::vector<PoolCandidate>& pools,
+                                                                   uint32_t count) const;
   // Destroys `ids` on their engines and removes their specs; replicas on offline nodes stay `deleting`.
   Task<Status> destroy_replicas(std::vector<std::string> ids);
   Task<Status> undo_create(std::string uuid);

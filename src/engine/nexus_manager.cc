@@ -109,6 +109,7 @@ Task<Result<NexusDesc>> NexusManager::create(CreateNexusArgs args) {
   o.rebuild = args.rebuild;
   o.al_extents = args.al_extents;
   o.region_bytes = args.region_bytes;
+  o.adopt_labels_of = args.adopt_labels_of;
   auto nx = co_await nexus::Nexus::Create(registry_, o, store_);
   if (!nx.ok()) co_return nx.status();
   Entry& e = nexuses_[args.uuid];

@@ -39,6 +39,7 @@ struct CreateNexusArgs {
   // The activity log and dirty-region size (nexus::NexusOptions; tuning, like the rebuild's).
   uint32_t al_extents = 256;
   uint32_t region_bytes = 64 << 10;
+  std::vector<Uuid> adopt_labels_of;  // nexus::NexusOptions::adopt_labels_of
 };
 
 // What to do with a child's rebuild (nexus/rebuild.h).

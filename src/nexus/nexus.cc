@@ -481,7 +481,13 @@ Task<Result<Nexus::LabelRead>> Nexus::read_label(Child& c, const Layout& layout)
   if (e != Errc::kOk) co_return Status::Errorf(e, "child {}: reading its labels failed: {}", c.uri, errc_describe(e));
   auto a = ChildLabel::Decode(buf.data(), fmt::format("child {} label A", c.uri));
   auto b = ChildLabel::Decode(buf.data() + Layout::kLabelSize, fmt::format("child {} label B", c.uri));
+  const auto& adopt = opts_.adopt_labels_of;
+  bool adopted = false;
   for (auto* l : {&a, &b}) {
+    if (l->ok() && (*l)->nexus != opts_.uuid && std::find(adopt.begin(), adopt.end(), (*l)->nexus) != adopt.end()) {
+      *l = Status(Errc::kNoEnt, "a label of a volume this one was restored from");  // adopted: read as none
+      adopted = true;
+    }
     if (l->ok() && (*l)->nexus != opts_.uuid) {
       co_return Status::Errorf(Errc::kExist,
                                "child {} holds a label of volume {}: it belongs to another nexus; destroy and recreate the "
@@ -490,6 +496,7 @@ Task<Result<Nexus::LabelRead>> Nexus::read_label(Child& c, const Layout& layout)
     }
   }
   LabelRead r;
+  r.adopted = adopted;
   if (a.ok()) {
     r.newest = *a;
     r.newest_in_a = true;
@@ -526,6 +533,11 @@ Task<Status> Nexus::write_label(Child& c, bool in_sync, const Layout* at_layout)
   const bool to_a = !(old.newest && old.newest_in_a);
   const uint64_t at = (to_a ? layout.label_a : layout.label_b) / bs;
   Errc e = co_await ch->write(buf.data(), at, nb, /*fua=*/true);
+  if (e == Errc::kOk && old.adopted) {
+    // The other slot may still hold the adopted nexus's label: ours there too, so that the child reads
+    // as this nexus's alone (also to a later create that no longer lists the adopted one).
+    e = co_await ch->write(buf.data(), (to_a ? layout.label_b : layout.label_a) / bs, nb, /*fua=*/true);
+  }
   if (e != Errc::kOk) co_return Status::Errorf(e, "child {}: writing its label failed: {}", c.uri, errc_describe(e));
   c.label_seq = l.sequence;
   c.newest_in_a = to_a;

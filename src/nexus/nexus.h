@@ -152,6 +152,9 @@ struct NexusOptions {
   // The dirty-region bitmaps' region size (64 KiB .. 1 MiB, a power of two): what a partial rebuild
   // copies per region written while its child was away.
   uint32_t region_bytes = 64 << 10;
+  // Nexuses whose labels a child may carry and still be taken as new (a clone of another volume's
+  // replica snapshot: a restored volume). Its label is read as none, and overwritten with ours.
+  std::vector<Uuid> adopt_labels_of;
 };
 
 struct ChildIoCounters {
@@ -296,6 +299,7 @@ class Nexus final : public Bdev {
   struct LabelRead {
     std::optional<ChildLabel> newest;
     bool newest_in_a = false;
+    bool adopted = false;  // a slot held a label of a nexus in adopt_labels_of
   };
   Task<Result<LabelRead>> read_label(Child& c, const Layout& at);
   // A new generation: recorded first, then written to every in-sync child's label (best effort: a child

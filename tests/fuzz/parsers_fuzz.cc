@@ -122,6 +122,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       round(control::PoolSpec::FromJson(in));
       round(control::ReplicaSpec::FromJson(in));
       round(control::VolumeSpec::FromJson(in));
+      round(control::SnapshotSpec::FromJson(in));
       break;
     }
   }

@@ -47,6 +47,18 @@ def engine(cl, name):
     return next(e for e in cl.engines if e.name == name)
 
 
+def engine_snapshots(cl):
+    """Every pool snapshot on the running engines (their own API), as {uuid: node}."""
+    from io_engine import stubs
+    S = stubs().snapshot_pb2
+    out = {}
+    for e in cl.engines:
+        if e.running():
+            for x in e.api.snapshot.ListSnapshots(S.ListSnapshotsRequest(), timeout=30).replicas:
+                out[x.uuid] = e.name
+    return out
+
+
 def replicas_by_node(cl):
     out = {}
     for e in cl.engines:
@@ -243,7 +255,7 @@ def test_a_dead_engine_goes_offline_and_its_pools_come_back_with_it(cl):
 
 
 @pytest.mark.parametrize("step", ["create:specs", "create:replica", "create:done", "destroy:marked",
-                                  "publish:recorded", "publish:created"])
+                                  "publish:recorded", "publish:created", "snapshot:recorded", "snapshot:taken"])
 def test_an_agent_killed_in_the_middle_leaves_no_half_state(cl, step):
     """The leader aborts at `step`; the standby takes over and completes or undoes the operation: no
     half-created volume, no replica on an engine that no spec names, no nexus that no target names."""
@@ -266,6 +278,8 @@ def test_an_agent_killed_in_the_middle_leaves_no_half_state(cl, step):
             leader.rest.put(f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
         elif step.startswith("publish"):
             leader.rest.put(f"/v1/volumes/{v}/target", {})
+        elif step.startswith("snapshot"):
+            leader.rest.put(f"/v1/volumes/{v}/snapshots/{vol_id()}", {})
         else:
             leader.rest.delete(f"/v1/volumes/{v}")
     assert leader.wait_exit() != 0
@@ -282,6 +296,14 @@ def test_an_agent_killed_in_the_middle_leaves_no_half_state(cl, step):
         assert doc["target"]["state"] == "published" and doc["target"]["generation"] == 2
         cl.rest.ok("DELETE", f"/v1/volumes/{v}")
         assert not any(nexuses(e) for e in cl.engines)
+    elif step.startswith("snapshot"):
+        # The half-taken snapshot is undone: no spec, and no pool snapshot left on any engine.
+        cl.wait("the snapshot undone", lambda: not cl.rest.ok("GET", "/v1/snapshots"))
+        cl.wait("no pool snapshot anywhere", lambda: not engine_snapshots(cl))
+        assert len(cl.rest.ok("PUT", f"/v1/volumes/{v}/snapshots/{vol_id()}", {})["parts"]) == 3
+        cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+        cl.rest.ok("DELETE", f"/v1/snapshots/{cl.rest.ok('GET', '/v1/snapshots')[0]['uuid']}")
+        assert not engine_snapshots(cl)
     elif step == "create:done":
         # Every replica was made and the specs said so: the volume exists.
         cl.wait("the volume", lambda: cl.rest.get(f"/v1/volumes/{v}")[0] == 200)
@@ -298,7 +320,7 @@ def test_an_agent_killed_in_the_middle_leaves_no_half_state(cl, step):
                 return False
         return True
     cl.wait("no replica that no spec names", clean, timeout=30)
-    assert not [k for k in cl.etcd_keys() if "/volumes/" in k or "/replicas/" in k]
+    assert not [k for k in cl.etcd_keys() if "/volumes/" in k or "/replicas/" in k or "/snapshots/" in k]
     leader.start()
 
 
@@ -725,3 +747,60 @@ def test_a_spec_the_agent_cannot_read_is_left_alone(cl):
     failover()
     cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 1})
     cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+
+
+def test_snapshots_are_of_one_instant_and_restore_into_new_volumes(cl):
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    v, r, s1, s2 = vol_id(), vol_id(), vol_id(), vol_id()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
+    et = engine(cl, cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})["target"]["node"])
+    write_pattern(et, pb, v, 51, 0, 16 * MiB)
+    # Taken through the nexus: every replica, one instant; idempotent by UUID.
+    snap = cl.rest.ok("PUT", f"/v1/volumes/{v}/snapshots/{s1}", {"name": "before"})
+    assert snap["state"] == "created" and snap["status"] == "online" and snap["size"] == 16 * MiB
+    assert sorted(p["node"] for p in snap["parts"]) == ["node0", "node1", "node2"]
+    assert set(engine_snapshots(cl)) == {p["uuid"] for p in snap["parts"]}
+    assert cl.rest.put(f"/v1/volumes/{v}/snapshots/{s1}", {"name": "before"})[0] == 200
+    problem(cl.rest.put(f"/v1/volumes/{v}/snapshots/{s1}", {"name": "other"}), 409, "named 'before'")
+    problem(cl.rest.put(f"/v1/volumes/{vol_id()}/snapshots/{s1}", {}), 404, "does not exist")
+    problem(cl.rest.put(f"/v1/volumes/{v}/snapshots/nope", {}), 400, "not a snapshot UUID")
+    problem(cl.rest.put(f"/v1/volumes/{v}/snapshots/{vol_id()}", {"nmae": "x"}), 400, "'nmae' is not a field")
+    assert [x["uuid"] for x in cl.rest.ok("GET", f"/v1/volumes/{v}/snapshots")] == [s1]
+    assert cl.rest.ok("GET", f"/v1/snapshots/{s1}")["name"] == "before"
+    write_pattern(et, pb, v, 52, 0, 16 * MiB)  # the volume moves on; the snapshot does not
+    # Restore: clones of the parts on their pools; the new nexus adopts them in sync (no rebuild).
+    problem(cl.rest.put(f"/v1/volumes/{r}", {"snapshot": s1, "replicas": 4}), 507, "4 replica(s) asked, 3 of its 3")
+    problem(cl.rest.put(f"/v1/volumes/{r}", {"snapshot": s1, "replicas": 3, "size": 32 * MiB}), 400, "expand it afterwards")
+    problem(cl.rest.put(f"/v1/volumes/{r}", {"snapshot": vol_id(), "replicas": 1}), 404, "does not exist")
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{r}", {"snapshot": s1, "replicas": 3})
+    assert doc["size"] == 16 * MiB and doc["thin"] is True and doc["source_snapshot"] == s1
+    assert sorted(x["clone_of"] for x in doc["replica_details"]) == sorted(p["uuid"] for p in snap["parts"])
+    assert cl.rest.put(f"/v1/volumes/{r}", {"snapshot": s1, "replicas": 3})[0] == 200
+    assert cl.rest.ok("GET", f"/v1/snapshots/{s1}")["clones"] == 3
+    er = engine(cl, cl.rest.ok("PUT", f"/v1/volumes/{r}/target", {})["target"]["node"])
+    nx = er.api.nexus.ListNexuses(pb.nexus_pb2.ListNexusesRequest(uuid=r), timeout=30).nexuses[0]
+    assert len(nx.children) == 3 and all(c.synced for c in nx.children), nx
+    assert cl.rest.ok("GET", f"/v1/volumes/{r}/rebuild_history")["rebuilds"] == []
+    assert verify_pattern(er, pb, r, 51, 0, 16 * MiB).ok
+    assert all(c["healthy"] for c in cl.rest.ok("GET", f"/v1/volumes/{r}/record")["children"])
+    write_pattern(er, pb, r, 53, 0, 8 * MiB)
+    assert verify_pattern(et, pb, v, 52, 0, 16 * MiB).ok  # the source is untouched by its clone's writes
+    # A pool holding a snapshot part is not destroyed unless forced, and says so.
+    problem(cl.rest.delete("/v1/pools/p-node0"), 409, "snapshot", s1)
+    # Not published: the snapshot is taken replica by replica (nothing writes meanwhile).
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}/target")
+    assert len(cl.rest.ok("PUT", f"/v1/volumes/{v}/snapshots/{s2}", {})["parts"]) == 3
+    # A snapshot with clones is destroyed; the clones keep their data (the engine keeps what they read).
+    assert cl.rest.delete(f"/v1/snapshots/{s1}") == (204, None)
+    problem(cl.rest.get(f"/v1/snapshots/{s1}"), 404, "does not exist")
+    assert verify_pattern(er, pb, r, 53, 0, 8 * MiB).ok and verify_pattern(er, pb, r, 51, 8 * MiB, 8 * MiB).ok
+    # A volume's snapshots outlive it.
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+    assert cl.rest.ok("GET", f"/v1/snapshots/{s2}")["volume_exists"] is False
+    cl.rest.ok("DELETE", f"/v1/volumes/{r}")
+    assert cl.rest.delete(f"/v1/snapshots/{s2}") == (204, None)
+    problem(cl.rest.delete(f"/v1/snapshots/{s2}"), 404, "does not exist")
+    cl.wait("no pool snapshot anywhere", lambda: not engine_snapshots(cl))
+    assert not [k for k in cl.etcd_keys() if "/snapshots/" in k or "/volumes/" in k or "/replicas/" in k]

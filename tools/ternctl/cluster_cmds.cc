@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <ctime>
+
 #include "common/units.h"
 #include "common/uuid.h"
 #include "engine_client.h"
@@ -15,7 +17,7 @@ namespace {
 
 struct ClusterArgs {
   std::string agents = "http://127.0.0.1:8081";
-  std::string name, node, disk, size = "", kind;
+  std::string name, node, disk, size = "", kind, snapshot;
   uint32_t replicas = 1;
   bool thin = false, force = false;
   std::vector<std::string> labels, node_labels, pool_labels, spread;
@@ -157,6 +159,39 @@ void volumes_table(const json& a) {
   print_table({"VOLUME", "SIZE", "REPLICAS", "PROVISIONING", "STATUS", "TARGET"}, rows, "volumes");
 }
 
+void snapshots_table(const json& a) {
+  std::vector<std::vector<std::string>> rows;
+  for (const json& s : a) {
+    std::string nodes;
+    for (const json& p : s["parts"]) nodes += (nodes.empty() ? "" : ",") + str(p, "node");
+    rows.push_back({str(s, "uuid"), str(s, "name"), str(s, "volume"), bytes(s, "size"), str(s, "status"),
+                    fmt::format("{}", s["parts"].size()), nodes.empty() ? "-" : nodes, str(s, "clones")});
+  }
+  print_table({"SNAPSHOT", "NAME", "VOLUME", "SIZE", "STATUS", "PARTS", "NODES", "CLONES"}, rows, "snapshots");
+}
+
+std::string ns_time(const json& j, const char* k) {
+  auto it = j.find(k);
+  if (it == j.end() || !it->is_number_unsigned() || it->get<uint64_t>() == 0) return "-";
+  std::time_t t = std::time_t(it->get<uint64_t>() / 1'000'000'000ull);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+void rebuilds_table(const json& a) {
+  std::vector<std::vector<std::string>> rows;
+  for (const json& r : a) {
+    uint64_t el = r.value("elapsed_ns", uint64_t(0));
+    rows.push_back({ns_time(r, "ended_ns"), str(r, "child"), str(r, "kind"), str(r, "state"), bytes(r, "total_bytes"),
+                    bytes(r, "copied_bytes"), fmt::format("{:.1f}s", double(el) / 1e9), r.value("reason", std::string()).empty() ? "-" : str(r, "reason"),
+                    r.value("error", std::string()).empty() ? "-" : str(r, "error")});
+  }
+  print_table({"ENDED (UTC)", "CHILD", "KIND", "STATE", "VOLUME", "COPIED", "TOOK", "REASON", "ERROR"}, rows, "rebuilds");
+}
+
 Result<json> kv_labels(const std::vector<std::string>& in, const char* flag) {
   json o = json::object();
   for (const std::string& l : in) {
@@ -180,7 +215,8 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
   for (auto [what, help] : {std::pair{"nodes", "Engines that registered: status, endpoints, labels, cordons"},
                             std::pair{"pools", "Declared pools: status, capacity, used, committed"},
                             std::pair{"volumes", "Volumes: size, replicas, status, target"},
-                            std::pair{"replicas", "Replicas of volumes: node, pool, status"}}) {
+                            std::pair{"replicas", "Replicas of volumes: node, pool, status"},
+                            std::pair{"snapshots", "Volume snapshots: their volume, parts (nodes) and clones"}}) {
     auto* s = get->add_subcommand(what, help);
     std::string w = what;
     if (w != "replicas") s->add_option("name", c.name, "Only this one");
@@ -195,6 +231,7 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
           if (w == "pools") pools_table(a);
           if (w == "volumes") volumes_table(a);
           if (w == "replicas") replicas_table(a);
+          if (w == "snapshots") snapshots_table(a);
         });
       };
     });
@@ -216,6 +253,7 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
         fmt::print("labels:      {}\ntopology:    nodes {}, pools {}, spread {}\n", labels_text(v["labels"]),
                    labels_text(v["topology"]["node_labels"]), labels_text(v["topology"]["pool_labels"]),
                    v["topology"]["spread"].empty() ? "-" : v["topology"]["spread"].dump());
+        if (v.contains("source_snapshot")) fmt::print("restored:    from snapshot {}\n", str(v, "source_snapshot"));
         if (v.contains("target")) {
           fmt::print("target:      {} on {} ({}) {}\n", str(v["target"], "protocol"), str(v["target"], "node"),
                      str(v["target"], "state"), str(v["target"], "uri"));
@@ -254,7 +292,10 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
   vol->require_subcommand(1);
   auto* vc = vol->add_subcommand("create", "Create a volume: replicas placed on distinct nodes (idempotent by UUID)");
   vc->add_option("uuid", c.name, "The volume's UUID (default: a new one, printed)");
-  vc->add_option("--size", c.size, "Size (1GiB, 500MiB, bytes)")->required();
+  vc->add_option("--size", c.size, "Size (1GiB, 500MiB, bytes); required unless restoring");
+  vc->add_option("--from-snapshot", c.snapshot,
+                 "Restore: the volume's replicas are thin clones of this snapshot's parts (on their pools; --replicas "
+                 "at most its parts; the snapshot's size)");
   vc->add_option("--replicas", c.replicas, "How many copies, each on its own node")->capture_default_str();
   vc->add_flag("--thin", c.thin, "Thin provisioned: space is allocated as it is written");
   vc->add_option("--spread", c.spread, "Node label key whose values must differ between replicas (zone); repeatable");
@@ -263,7 +304,8 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
   vc->add_option("--label", c.labels, "The volume's own KEY=VALUE labels; repeatable");
   vc->callback([run] {
     *run = [] {
-      auto size = size_arg(c.size);
+      Result<uint64_t> size = uint64_t(0);
+      if (!c.size.empty() || c.snapshot.empty()) size = size_arg(c.size);
       if (!size.ok()) return bad_arg(size.status());
       auto nl = kv_labels(c.node_labels, "--node-label");
       auto pl = kv_labels(c.pool_labels, "--pool-label");
@@ -272,8 +314,10 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
         if (!r->ok()) return bad_arg(r->status());
       }
       std::string id = c.name.empty() ? Uuid::Generate().ToString() : c.name;
-      json body = {{"size", *size}, {"replicas", c.replicas}, {"thin", c.thin}, {"labels", *ll},
+      json body = {{"replicas", c.replicas}, {"thin", c.thin || !c.snapshot.empty()}, {"labels", *ll},
                    {"topology", {{"node_labels", *nl}, {"pool_labels", *pl}, {"spread", c.spread}}}};
+      if (*size) body["size"] = *size;
+      if (!c.snapshot.empty()) body["snapshot"] = c.snapshot;
       RestReply r;
       if (int rc = rest("PUT", "/v1/volumes/" + id, &body, &r)) return rc;
       return show_json(r.body, [&] {
@@ -350,6 +394,47 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
       if (int rc = rest("DELETE", "/v1/volumes/" + c.name, nullptr, &r)) return rc;
       if (g.format() == Format::kTable) fmt::print("volume {} destroyed\n", c.name);
       return 0;
+    };
+  });
+
+  auto* vsn = vol->add_subcommand("snapshot", "Snapshot a volume: every current replica at one instant (through its nexus "
+                                               "when published); idempotent by snapshot UUID");
+  vsn->add_option("uuid", c.name, "The volume's UUID")->required();
+  vsn->add_option("snapshot", c.snapshot, "The snapshot's UUID (default: a new one, printed)");
+  vsn->add_option("--name", c.kind, "A name for it (default: its UUID)");
+  vsn->callback([run] {
+    *run = [] {
+      std::string id = c.snapshot.empty() ? Uuid::Generate().ToString() : c.snapshot;
+      json body = json::object();
+      if (!c.kind.empty()) body["name"] = c.kind;
+      RestReply r;
+      if (int rc = rest("PUT", fmt::format("/v1/volumes/{}/snapshots/{}", c.name, id), &body, &r)) return rc;
+      return show_json(r.body, [&] {
+        std::string nodes;
+        for (const json& p : r.body["parts"]) nodes += (nodes.empty() ? "" : ", ") + str(p, "node");
+        fmt::print("snapshot {} of volume {} {}: {} part(s) on {}\n", id, c.name, r.status == 201 ? "taken" : "exists",
+                   r.body["parts"].size(), nodes);
+      });
+    };
+  });
+  auto* vsd = vol->add_subcommand("snapshot-destroy", "Destroy a volume snapshot (clones made from it keep their data)");
+  vsd->add_option("snapshot", c.snapshot, "The snapshot's UUID")->required();
+  vsd->callback([run] {
+    *run = [] {
+      RestReply r;
+      if (int rc = rest("DELETE", "/v1/snapshots/" + c.snapshot, nullptr, &r)) return rc;
+      if (g.format() == Format::kTable) fmt::print("snapshot {} destroyed\n", c.snapshot);
+      return 0;
+    };
+  });
+
+  auto* rh = app.add_subcommand("rebuild-history", "A volume's finished rebuilds (full or partial, what they copied, why)");
+  rh->add_option("uuid", c.name, "The volume's UUID")->required();
+  rh->callback([run] {
+    *run = [] {
+      RestReply r;
+      if (int rc = rest("GET", fmt::format("/v1/volumes/{}/rebuild_history", c.name), nullptr, &r)) return rc;
+      return show_json(r.body, [&] { rebuilds_table(r.body["rebuilds"]); });
     };
   });
 

@@ -356,6 +356,10 @@ Result<CreateNexusArgs> to_domain(const v1::CreateNexusRequest& r) {
   if (r.has_rebuild()) a.rebuild = to_domain(r.rebuild());
   if (r.al_extents()) a.al_extents = r.al_extents();
   if (r.region_bytes()) a.region_bytes = r.region_bytes();
+  for (const std::string& s : r.adopt_labels_of()) {
+    TERN_ASSIGN_OR_RETURN(Uuid u, required_uuid("adopt_labels_of", s));
+    a.adopt_labels_of.push_back(u);
+  }
   return a;
 }
 

@@ -38,10 +38,42 @@ TEST(Specs, OtherKindsRoundTrip) {
   auto pb = PoolSpec::FromJson(p.ToJson());
   ASSERT_TRUE(pb.ok());
   EXPECT_EQ(pb->ToJson(), p.ToJson());
-  ReplicaSpec r{"u1", "v1", "p0", "n1", 4096, true, SpecState::kCreating};
+  ReplicaSpec r{"u1", "v1", "p0", "n1", 4096, true, SpecState::kCreating, "snap-part-1"};
   auto rb = ReplicaSpec::FromJson(r.ToJson());
   ASSERT_TRUE(rb.ok());
   EXPECT_EQ(rb->ToJson(), r.ToJson());
+  EXPECT_EQ(rb->clone_of, "snap-part-1");
+}
+
+TEST(Specs, SnapshotsAndRestoredVolumesRoundTrip) {
+  SnapshotSpec s;
+  s.uuid = "s1";
+  s.volume = "v1";
+  s.name = "nightly";
+  s.size = 1 << 30;
+  s.created_unix_s = 1800000000;
+  s.state = SpecState::kCreated;
+  s.parts = {{"p1", "r1", "pool-a", "n1"}, {"p2", "r2", "pool-b", "n2"}};
+  s.adopt_labels_of = {"v1", "v0"};
+  auto sb = SnapshotSpec::FromJson(s.ToJson());
+  ASSERT_TRUE(sb.ok()) << sb.status();
+  EXPECT_EQ(sb->ToJson(), s.ToJson());
+  ASSERT_EQ(sb->parts.size(), 2u);
+  EXPECT_EQ(sb->parts[1].node, "n2");
+  auto bad = SnapshotSpec::FromJson(R"({"v":1,"uuid":"s","volume":"v","name":"n","size":1,"state":"created","parts":[{"uuid":"p"}]})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("'replica'"), std::string::npos) << bad.status();
+
+  VolumeSpec v;
+  v.uuid = "v2";
+  v.size = 1 << 30;
+  v.state = SpecState::kCreated;
+  v.source_snapshot = "s1";
+  v.adopt_labels_of = {"v1", "v0"};
+  auto vb = VolumeSpec::FromJson(v.ToJson());
+  ASSERT_TRUE(vb.ok()) << vb.status();
+  EXPECT_EQ(vb->source_snapshot, "s1");
+  EXPECT_EQ(vb->adopt_labels_of, v.adopt_labels_of);
 }
 
 TEST(Specs, ErrorsNameTheField) {
