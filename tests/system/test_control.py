@@ -456,6 +456,22 @@ def test_ternctl_cluster_commands(cl):
     assert p.returncode == 6 and "zone=a already holds a replica" in p.stderr, p.stdout + p.stderr
     p = run("volume", "scale", v["uuid"], "1")
     assert p.returncode == 0 and "has 1 replica(s)" in p.stdout, p.stdout + p.stderr
+    p = run("rebuild-history", v["uuid"])
+    assert p.returncode == 0 and p.stdout == "No rebuilds.\n", p.stdout + p.stderr  # both replicas were made together
+    snap = str(uuid.uuid4())
+    p = run("volume", "snapshot", v["uuid"], snap, "--name", "t1")
+    assert p.returncode == 0 and f"snapshot {snap} of volume {v['uuid']} taken: 1 part(s)" in p.stdout, p.stdout + p.stderr
+    p = run("get", "snapshots")
+    assert p.returncode == 0 and snap in p.stdout and " t1 " in p.stdout, p.stdout
+    p = run("volume", "create", "--from-snapshot", snap, "-o", "json")
+    assert p.returncode == 0, p.stderr
+    restored = json.loads(p.stdout)
+    assert restored["source_snapshot"] == snap and restored["size"] == 32 * MiB
+    p = run("describe", "volume", restored["uuid"])
+    assert p.returncode == 0 and f"from snapshot {snap}" in p.stdout, p.stdout
+    assert run("volume", "destroy", restored["uuid"]).returncode == 0
+    p = run("volume", "snapshot-destroy", snap)
+    assert p.returncode == 0 and "destroyed" in p.stdout, p.stdout + p.stderr
     p = run("volume", "unpublish", v["uuid"])
     assert p.returncode == 0 and "unpublished" in p.stdout
     p = run("volume", "unpublish", v["uuid"])
@@ -518,7 +534,12 @@ def test_a_replica_that_returns_is_onlined_and_rebuilds_only_what_it_missed(cl):
     ch = next(x for x in got["nexus"]["children"] if x["uuid"] == away["uuid"])
     assert ch["rebuild"]["kind"] == "partial" and ch["rebuild"]["state"] == "completed" and ch["synced"], ch
     assert sum(x["local"] for x in got["nexus"]["children"]) == 1
+    hist = cl.rest.ok("GET", f"/v1/volumes/{v}/rebuild_history")["rebuilds"]
+    assert [(h["child"], h["kind"], h["state"]) for h in hist] == [(away["uuid"], "partial", "completed")], hist
+    rec = cl.rest.ok("GET", f"/v1/volumes/{v}/record")
+    assert len(rec["children"]) == 3 and all(c["healthy"] for c in rec["children"]) and rec["generation"] >= 1, rec
     cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+    problem(cl.rest.get(f"/v1/volumes/{v}/record"), 404, "does not exist")
 
 
 def test_when_the_target_node_dies_the_volume_is_served_from_another(cl):
