@@ -36,7 +36,8 @@ Agent::Agent(store::EtcdClient& etcd, std::string id, AgentOptions opts)
       targets_(cluster_),
       volumes_(cluster_, pools_, targets_),
       snapshots_(cluster_),
-      heal_(cluster_, volumes_, targets_) {
+      heal_(cluster_, volumes_, targets_),
+      orphans_(cluster_) {
   if (const char* c = std::getenv("TERN_AGENT_CRASH_AT")) volumes_.crash_at = targets_.crash_at = snapshots_.crash_at = c;
   registry_.on_online([this](const std::string& node) {
     // A channel that saw the engine down may sit in gRPC's back-off and fail calls at once: start afresh.
@@ -164,6 +165,8 @@ Task<void> Agent::reconcile_pass() {
   co_await targets_.reconcile();
   if (!leading_) co_return;
   co_await heal_.reconcile();
+  if (!leading_) co_return;
+  co_await orphans_.reconcile();
 }
 
 Task<Status> Agent::on_register(Registration r) {
@@ -220,6 +223,7 @@ Task<AgentStatus> Agent::status() {
   auto l = co_await leadership_->leader();
   if (l.ok()) s.leader = *l;
   s.reconcile_passes = reconcile_passes_;
+  s.orphans_collected = orphans_.collected();
   co_return s;
 }
 

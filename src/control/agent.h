@@ -18,6 +18,7 @@
 #include "control/cluster.h"
 #include "control/heal.h"
 #include "control/leadership.h"
+#include "control/orphans.h"
 #include "control/pools.h"
 #include "control/snapshots.h"
 #include "control/targets.h"
@@ -33,6 +34,7 @@ struct AgentStatus {
   int64_t term = 0;
   std::string leader;  // the leader's id as etcd has it ("" when unknown)
   uint64_t reconcile_passes = 0;
+  uint64_t orphans_collected = 0;
 };
 
 class Agent {
@@ -57,6 +59,7 @@ class Agent {
   PoolService& pools() { return pools_; }
   VolumeService& volumes() { return volumes_; }
   SnapshotService& snapshots() { return snapshots_; }
+  const OrphanService& orphans() const { return orphans_; }
   TargetService& targets() { return targets_; }
   const AgentOptions& options() const { return opts_; }
   const std::string& id() const { return id_; }
@@ -92,6 +95,7 @@ class Agent {
   VolumeService volumes_;
   SnapshotService snapshots_;
   HealService heal_;
+  OrphanService orphans_;
   TaskScope scope_{"agent"};
   bool stopping_ = false;
   bool leading_ = false;

@@ -43,6 +43,12 @@ struct AgentOptions {
   // A faulted child whose node stays away this long is replaced by a new replica elsewhere; before, the
   // agent waits for it to return and rebuild only what it missed.
   uint64_t faulted_child_wait_ms = 300'000;
+  // Rebuilds the agent starts (onlining, joining or replacing a replica) that may run at once in the
+  // cluster; more wait for a slot. 0: no limit.
+  uint32_t max_rebuilds = 8;
+  // An object in a declared pool that no spec names (orphans.h) is destroyed once it has been seen so
+  // for this long.
+  uint64_t orphan_grace_ms = 60'000;
   std::string child_params = "timeout_ms=10000&ctrl_loss_tmo_s=5&reconnect_delay_ms=500";
 };
 

@@ -13,7 +13,37 @@ Task<void> HealService::reconcile() {
   for (const auto& [id, v] : c_.specs.volumes) {
     if (v.state == SpecState::kCreated && !c_.busy.count(id)) ids.push_back(id);
   }
+  running_ = ids.empty() ? 0 : co_await count_rebuilds();
   for (const std::string& id : ids) co_await heal(id);
+}
+
+Task<uint32_t> HealService::count_rebuilds() {
+  std::set<std::string> nodes;
+  for (const auto& [id, v] : c_.specs.volumes) {
+    if (v.target && c_.registry.online(v.target->node)) nodes.insert(v.target->node);
+  }
+  uint32_t n = 0;
+  for (const std::string& node : nodes) {
+    ev1::ListNexusesRequest lr;
+    auto l = co_await c_.engines.call<ev1::NexusService>(c_.endpoint(node), &ev1::NexusService::Stub::async::ListNexuses, lr,
+                                                         c_.opts.engine_timeout_ms);
+    if (!l.ok()) continue;
+    for (const ev1::Nexus& nx : l->nexuses()) {
+      for (const ev1::Child& ch : nx.children()) {
+        if (ch.has_rebuild() && (ch.rebuild().state() == ev1::REBUILD_STATE_RUNNING || ch.rebuild().state() == ev1::REBUILD_STATE_PAUSED)) ++n;
+      }
+    }
+  }
+  co_return n;
+}
+
+bool HealService::take_slot(const std::string& uuid, const std::string& what) {
+  if (c_.opts.max_rebuilds != 0 && running_ >= c_.opts.max_rebuilds) {
+    TLOG_RL_AT(::tern::log::Level::kInfo, "control", 10000, "volume {}: {} waits: {} rebuilds run (--max-rebuilds {})", uuid, what, running_, c_.opts.max_rebuilds);
+    return false;
+  }
+  ++running_;
+  return true;
 }
 
 Task<void> HealService::heal(std::string uuid) {
@@ -42,6 +72,7 @@ Task<void> HealService::heal(std::string uuid) {
   for (const ReplicaSpec* r : c_.specs.replicas_of(uuid)) have += r->state != SpecState::kDeleting;
   std::vector<ReplicaSpec> added;
   for (size_t i = have; i < v->replicas; ++i) {
+    if (published && !take_slot(uuid, "a missing replica")) break;
     auto r = co_await volumes_.add_replica(uuid);
     if (!r.ok()) {
       TLOG_RL_WARN("control", 10000, "volume {}: {} of {} replicas: {}", uuid, have + added.size(), v->replicas, r.status());
@@ -93,13 +124,16 @@ Task<void> HealService::heal(std::string uuid) {
     Status s = co_await volumes_.drop_replica(uuid, r.uuid);
     if (s.ok()) TLOG_WARN("control", "volume {}: replica {} dropped (node {} away too long); a new one follows", uuid, r.uuid, r.node);
   }
-  for (const ReplicaSpec& r : strays) (void)co_await targets_.join(uuid, node, r);
+  for (const ReplicaSpec& r : strays) {
+    if (take_slot(uuid, fmt::format("joining replica {}", r.uuid))) (void)co_await targets_.join(uuid, node, r);
+  }
   for (const ev1::Child& ch : nx.children()) {
     if (ch.state() != ev1::CHILD_STATE_FAULTED) continue;
     auto it = c_.specs.replicas.find(ch.uuid());
     if (it == c_.specs.replicas.end()) continue;
     const ReplicaSpec r = it->second;
     if (c_.registry.online(r.node)) {
+      if (!take_slot(uuid, fmt::format("onlining replica {}", r.uuid))) continue;
       ev1::ChildRef ref;
       ref.set_uuid(uuid);
       ref.set_child_uuid(r.uuid);
@@ -111,6 +145,7 @@ Task<void> HealService::heal(std::string uuid) {
     const uint64_t away_ns = c_.registry.silent_ns(r.node, now);
     if (away_ns < c_.opts.faulted_child_wait_ms * 1'000'000) continue;
     // Away too long: a new replica elsewhere, rebuilt in full; the old one leaves the volume.
+    if (!take_slot(uuid, fmt::format("replacing replica {}", r.uuid))) continue;
     auto nr = co_await volumes_.add_replica(uuid);
     if (!nr.ok()) {
       TLOG_RL_WARN("control", 10000, "volume {}: replacing replica {} (node {} away): {}", uuid, r.uuid, r.node, nr.status());

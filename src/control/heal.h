@@ -12,7 +12,11 @@
 //     the volume (destroyed when its node returns);
 //   - the volume has fewer replicas than it should (one was dropped, a pool force-destroyed): new ones
 //     are added.
-// At most `max_rebuilds` rebuilds this service started run at once in the cluster (0: no limit).
+// Rebuild slots: each pass first counts the rebuilds running or paused on every online node's nexuses;
+// an action that starts one (onlining, joining or replacing a replica, adding a missing one to a
+// published volume) takes a slot, and when `max_rebuilds` are taken (0: no limit) it waits for a later
+// pass (logged, rate-limited). A nexus's own rebuilds of stale children at its creation are not held back
+// (the volume would otherwise stay degraded) but count against the others.
 //
 // Threads: the agent's primary reactor.
 #pragma once
@@ -31,6 +35,11 @@ class HealService {
 
  private:
   Task<void> heal(std::string uuid);
+  // Rebuilds now running or paused on the online nodes' nexuses.
+  Task<uint32_t> count_rebuilds();
+  // A slot for a rebuild about to start for `what`; false (logged) when all are taken.
+  bool take_slot(const std::string& uuid, const std::string& what);
+  uint32_t running_ = 0;  // this pass: counted at its start, plus the slots taken since
 
   Cluster& c_;
   VolumeService& volumes_;

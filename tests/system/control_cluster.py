@@ -132,7 +132,7 @@ class Agent:
                 "--rest-port", str(self.rest_port), "--grpc-endpoint", self.grpc_endpoint, "--lease-ttl", "2",
                 "--node-deadline-ms", "2000", "--heartbeat-ms", "300", "--poll-ms", "1000", "--reconcile-ms", "1000",
                 "--child-params", "timeout_ms=2000&ctrl_loss_tmo_s=2&reconnect_delay_ms=100",
-                "--faulted-child-wait-ms", "8000",
+                "--faulted-child-wait-ms", "8000", "--orphan-grace-ms", "2000",
                 *self.extra_args]
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, **self.env, **(env or {})))

@@ -825,3 +825,70 @@ def test_snapshots_are_of_one_instant_and_restore_into_new_volumes(cl):
     problem(cl.rest.delete(f"/v1/snapshots/{s2}"), 404, "does not exist")
     cl.wait("no pool snapshot anywhere", lambda: not engine_snapshots(cl))
     assert not [k for k in cl.etcd_keys() if "/snapshots/" in k or "/volumes/" in k or "/replicas/" in k]
+
+
+def lead_with_env(cl, env):
+    """Restarts the leader with `env` and makes it lead again (the standby hands over on a clean stop)."""
+    leader = cl.leader
+    other = next(a for a in cl.agents if a is not leader)
+    leader.stop()
+    leader.start(env=env)
+    other.wait_leading()
+    other.stop()
+    leader.wait_leading()
+    other.start()
+    cl.wait_nodes_online(["node0", "node1", "node2"])
+    return leader
+
+
+def test_rebuilds_wait_for_a_slot_under_max_rebuilds(cl):
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    leader = lead_with_env(cl, {"TERN_AGENT_MAX_REBUILDS": "1"})
+    try:
+        vols = [vol_id(), vol_id()]
+        e0, e2 = engine(cl, "node0"), engine(cl, "node2")
+        away = {}
+        for v in vols:
+            doc = cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
+            away[v] = next(r["uuid"] for r in doc["replica_details"] if r["node"] == "node2")
+            cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {"node": "node0"})
+            write_pattern(e0, pb, v, 61, 0, 16 * MiB)
+        e2.kill()
+        for v in vols:
+            write_pattern(e0, pb, v, 62, 0, 1 * MiB)  # each nexus retires its child on node2
+        e2.start()
+        for v in vols:
+            cl.wait(f"{away[v]} rebuilt", lambda: rebuilt(e0, v, away[v]), timeout=60)
+            assert verify_pattern(e2, pb, away[v], 62, 0, 1 * MiB).ok and verify_pattern(e2, pb, away[v], 61, 1 * MiB, 15 * MiB).ok
+        # Both came back in one pass: the second waited for the first one's slot.
+        assert "waits: 1 rebuilds run (--max-rebuilds 1)" in leader.log(), leader.log()[-3000:]
+        for v in vols:
+            cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+    finally:
+        lead_with_env(cl, {})
+
+
+def test_orphans_no_spec_names_are_collected_and_hand_made_objects_are_not(cl):
+    """A replica (and a snapshot) named by a UUID in a declared pool with no spec is destroyed after the
+    grace (--orphan-grace-ms 2000 here); one an operator named otherwise is left alone."""
+    from io_engine import stubs
+    pb = stubs()
+    e1 = engine(cl, "node1")
+    orphan = str(uuid.uuid4())
+    e1.api.replica.CreateReplica(pb.replica_pb2.CreateReplicaRequest(name=orphan, uuid=orphan, pool="p-node1", size=4 * MiB,
+                                                                     thin=True), timeout=30)
+    snap = e1.api.snapshot.CreateSnapshot(pb.snapshot_pb2.CreateSnapshotRequest(
+        replica=pb.replica_pb2.ReplicaRef(uuid=orphan), name=str(uuid.uuid4())), timeout=30)
+    mine = e1.api.replica.CreateReplica(pb.replica_pb2.CreateReplicaRequest(name="operators-own", pool="p-node1", size=4 * MiB,
+                                                                            thin=True), timeout=30)
+    t0 = time.monotonic()
+    cl.wait("the orphans destroyed", lambda: orphan not in cl.engine_replicas(e1) and snap.uuid not in engine_snapshots(cl),
+            timeout=30)
+    assert time.monotonic() - t0 >= 1.5  # not before the grace
+    assert mine.uuid in cl.engine_replicas(e1)
+    assert "was named by no spec" in cl.leader.log()
+    status, text = cl.rest.get("/metrics")
+    assert status == 200 and "tern_agent_orphans_collected_total 2" in text, text
+    e1.api.replica.DestroyReplica(pb.replica_pb2.ReplicaRef(uuid=mine.uuid), timeout=30)

@@ -99,6 +99,14 @@ int main(int argc, char** argv) {
                  "A faulted replica whose node stays away this long is replaced elsewhere (until then the agent "
                  "waits for it to return and rebuild only what it missed)")
       ->envname(env("FAULTED_CHILD_WAIT_MS"))->capture_default_str();
+  app.add_option("--max-rebuilds", o.max_rebuilds,
+                 "At most this many rebuilds the agent starts (replicas onlined, joined or replaced) run at once in "
+                 "the cluster; others wait for a slot (0: no limit)")
+      ->envname(env("MAX_REBUILDS"))->check(CLI::Range(0, 10000))->capture_default_str();
+  app.add_option("--orphan-grace-ms", o.orphan_grace_ms,
+                 "A replica, clone or snapshot in a declared pool that no spec names (and is named by a UUID, as the "
+                 "agent names them) is destroyed after it has been seen so for this long")
+      ->envname(env("ORPHAN_GRACE_MS"))->check(CLI::Range(1000, 86400000))->capture_default_str();
   app.add_option("--child-params", o.child_params,
                  "Options appended to a nexus's remote child URIs (how long a child may stall or be away before "
                  "the nexus goes on without it)")
