@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   # libraries
   liburing-dev libisal-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
-  libgtest-dev libgmock-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libssl-dev libgtest-dev libgmock-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   # tests and benchmarks (clang only for the libFuzzer targets)
   python3 python3-pytest python3-prometheus-client fio util-linux procps clang-14 libclang-rt-14-dev python3-grpcio python3-protobuf python3-jsonschema
   # tshark's NVMe/TCP dissector checks captured sessions

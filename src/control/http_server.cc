@@ -12,6 +12,8 @@
 #include <cstring>
 
 #include <nlohmann/json.hpp>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "common/log.h"
 #include "metrics/http_parser.h"
@@ -46,15 +48,55 @@ const char* reason(int status) {
   }
 }
 
-bool send_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(size_t(n));
-  }
-  return true;
+std::string tls_error() {
+  unsigned long e = ERR_get_error();
+  char buf[256] = "unknown error";
+  if (e) ERR_error_string_n(e, buf, sizeof(buf));
+  ERR_clear_error();
+  return buf;
 }
+
+}  // namespace
+
+// One connection's bytes: the socket's, or TLS over it.
+class Conn {
+ public:
+  Conn(int fd, SSL* ssl) : fd_(fd), ssl_(ssl) {}
+  // Bytes read (0 at the end of the stream, < 0 on an error or timeout).
+  ssize_t recv_some(char* buf, size_t n) {
+    if (ssl_) {
+      int r = SSL_read(ssl_, buf, int(n));
+      if (r > 0) return r;
+      return SSL_get_error(ssl_, r) == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+    }
+    for (;;) {
+      ssize_t r = ::recv(fd_, buf, n, 0);
+      if (r < 0 && errno == EINTR) continue;
+      return r;
+    }
+  }
+  bool send_all(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n;
+      if (ssl_) {
+        int r = SSL_write(ssl_, data.data(), int(data.size()));
+        n = r > 0 ? r : -1;
+      } else {
+        n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+      }
+      if (n <= 0) return false;
+      data.remove_prefix(size_t(n));
+    }
+    return true;
+  }
+
+ private:
+  int fd_;
+  SSL* ssl_;
+};
+
+namespace {
 
 std::string lower(std::string_view s) {
   std::string o(s);
@@ -173,6 +215,32 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(std::string_view host, uin
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bl);
   s->port_ = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
                                               : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+  if (!opts.tls_cert_file.empty() || !opts.tls_key_file.empty()) {
+    if (opts.tls_cert_file.empty() || opts.tls_key_file.empty()) {
+      ::close(fd);
+      return Status(Errc::kInval, "TLS needs both a certificate and a key");
+    }
+    std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+    Status bad;
+    if (!ctx) {
+      bad = Status::Errorf(Errc::kInval, "TLS: {}", tls_error());
+    } else if (SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION) != 1) {
+      bad = Status::Errorf(Errc::kInval, "TLS: {}", tls_error());
+    } else if (SSL_CTX_use_certificate_chain_file(ctx.get(), opts.tls_cert_file.c_str()) != 1) {
+      bad = Status::Errorf(Errc::kInval, "TLS certificate {}: {}", opts.tls_cert_file, tls_error());
+    } else if (SSL_CTX_use_PrivateKey_file(ctx.get(), opts.tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+      bad = Status::Errorf(Errc::kInval, "TLS key {}: {} (is it the key of certificate {}?)", opts.tls_key_file, tls_error(),
+                           opts.tls_cert_file);
+    } else if (SSL_CTX_check_private_key(ctx.get()) != 1) {
+      bad = Status::Errorf(Errc::kInval, "TLS key {} does not match certificate {}", opts.tls_key_file, opts.tls_cert_file);
+    }
+    if (!bad.ok()) {
+      ::close(fd);
+      return bad;
+    }
+    SSL_CTX_set_mode(ctx.get(), SSL_MODE_AUTO_RETRY);
+    s->tls_ = std::move(ctx);
+  }
   s->listen_fd_ = fd;
   s->stop_fd_ = eventfd(0, EFD_CLOEXEC);
   s->acceptor_ = std::thread([p = s.get()] { p->accept_loop(); });
@@ -221,6 +289,32 @@ void HttpServer::accept_loop() {
 }
 
 void HttpServer::serve(int fd, std::string peer) {
+  SSL* ssl = nullptr;
+  bool ok = true;
+  if (tls_) {
+    ssl = SSL_new(tls_.get());
+    if (!ssl || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1) {
+      TLOG_DEBUG("control", "REST: TLS handshake with {} failed: {}", peer, tls_error());
+      ok = false;
+    }
+  }
+  if (ok) {
+    Conn c(fd, ssl);
+    serve_http(c, peer);
+    if (ssl) SSL_shutdown(ssl);
+  }
+  if (ssl) SSL_free(ssl);
+  ::shutdown(fd, SHUT_RDWR);
+  std::lock_guard<std::mutex> l(mu_);
+  ::close(fd);  // under the lock: Stop() never shuts a reused descriptor
+  auto it = conns_.find(fd);
+  if (it != conns_.end()) {
+    finished_.push_back(std::move(it->second));
+    conns_.erase(it);
+  }
+}
+
+void HttpServer::serve_http(Conn& conn, const std::string& peer) {
   std::string in;
   char buf[16384];
   bool keep = true;
@@ -230,8 +324,7 @@ void HttpServer::serve(int fd, std::string peer) {
     while (true) {
       pr = metrics::parse_http_request(in, opts_.max_head_bytes);
       if (pr.state != metrics::ParseState::kIncomplete) break;
-      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-      if (n < 0 && errno == EINTR) continue;
+      ssize_t n = conn.recv_some(buf, sizeof(buf));
       if (n <= 0) {
         keep = false;
         break;
@@ -240,7 +333,7 @@ void HttpServer::serve(int fd, std::string peer) {
     }
     if (!keep) break;
     if (pr.state == metrics::ParseState::kError) {
-      send_all(fd, render(problem(pr.error_status, "the request could not be parsed", "EPROTO"), false));
+      conn.send_all(render(problem(pr.error_status, "the request could not be parsed", "EPROTO"), false));
       break;
     }
     HttpCall call;
@@ -276,17 +369,16 @@ void HttpServer::serve(int fd, std::string peer) {
     }
     in.erase(0, pr.consumed);
     if (chunked) {
-      send_all(fd, render(problem(411, "send the body with a Content-Length", "EINVAL"), false));
+      conn.send_all(render(problem(411, "send the body with a Content-Length", "EINVAL"), false));
       break;
     }
     if (content_length > opts_.max_body_bytes) {
-      send_all(fd, render(problem(413, fmt::format("the body is larger than {} bytes", opts_.max_body_bytes), "EFBIG"), false));
+      conn.send_all(render(problem(413, fmt::format("the body is larger than {} bytes", opts_.max_body_bytes), "EFBIG"), false));
       break;
     }
-    if (expect_continue && content_length > in.size()) send_all(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+    if (expect_continue && content_length > in.size()) conn.send_all("HTTP/1.1 100 Continue\r\n\r\n");
     while (in.size() < content_length) {
-      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-      if (n < 0 && errno == EINTR) continue;
+      ssize_t n = conn.recv_some(buf, sizeof(buf));
       if (n <= 0) break;
       in.append(buf, size_t(n));
     }
@@ -295,15 +387,7 @@ void HttpServer::serve(int fd, std::string peer) {
     in.erase(0, content_length);
     HttpReply reply = handler_(call);
     if (pr.request.method == "HEAD") reply.body.clear();
-    if (!send_all(fd, render(reply, keep))) break;
-  }
-  ::shutdown(fd, SHUT_RDWR);
-  std::lock_guard<std::mutex> l(mu_);
-  ::close(fd);  // under the lock: Stop() never shuts a reused descriptor
-  auto it = conns_.find(fd);
-  if (it != conns_.end()) {
-    finished_.push_back(std::move(it->second));
-    conns_.erase(it);
+    if (!conn.send_all(render(reply, keep))) break;
   }
 }
 

@@ -3,6 +3,9 @@
 // slow call from holding up the others). Request heads are parsed by metrics::parse_http_request (pure,
 // strict, fuzzed); bodies by Content-Length only (a Transfer-Encoding is answered 411).
 //
+// TLS (optional): with a certificate and key (PEM files) every connection is TLS 1.2 or newer, HTTP
+// inside; a handshake that fails closes the connection. No client certificates.
+//
 // Limits: `max_connections` at once (more wait in the listen backlog), a head within
 // `read_timeout_ms` of the connection becoming idle, bodies up to `max_body_bytes` (413 beyond).
 //
@@ -23,6 +26,8 @@
 #include <vector>
 
 #include "common/result.h"
+
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
 
 namespace tern::control {
 
@@ -49,6 +54,8 @@ struct HttpServerOptions {
   size_t max_head_bytes = 16384;
   size_t max_body_bytes = 1 << 20;
   uint64_t read_timeout_ms = 30000;
+  std::string tls_cert_file;  // PEM certificate chain; with tls_key_file: HTTPS only
+  std::string tls_key_file;   // PEM private key
 };
 
 class HttpServer {
@@ -64,12 +71,14 @@ class HttpServer {
   HttpServer() = default;
   void accept_loop();
   void serve(int fd, std::string peer);
+  void serve_http(class Conn& c, const std::string& peer);
 
   HttpHandler handler_;
   HttpServerOptions opts_;
   int listen_fd_ = -1;
   int stop_fd_ = -1;
   uint16_t port_ = 0;
+  std::shared_ptr<::ssl_ctx_st> tls_;  // null: plain HTTP
   std::thread acceptor_;
   std::mutex mu_;
   std::map<int, std::thread> conns_;  // fd -> its thread

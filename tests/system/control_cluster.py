@@ -65,16 +65,17 @@ def response_schema(method, path, status):
 class Rest:
     """HTTP/JSON against an agent; every answer checked against the OpenAPI document."""
 
-    def __init__(self, base, check=True):
+    def __init__(self, base, check=True, context=None):
         self.base = base
         self.check = check
+        self.context = context  # an ssl.SSLContext for an https base
 
     def call(self, method, path, body=None, timeout=60, raw=None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"} if data is not None else {})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.context) as r:
                 status, ctype, text = r.status, r.headers.get("Content-Type", ""), r.read()
         except urllib.error.HTTPError as e:
             status, ctype, text = e.code, e.headers.get("Content-Type", ""), e.read()

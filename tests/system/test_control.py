@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from control_cluster import OPENAPI, LocalCluster
+from control_cluster import OPENAPI, Agent, LocalCluster, Rest
 from nexus_util import required_child_bytes
 
 MiB = 1 << 20
@@ -892,3 +892,48 @@ def test_orphans_no_spec_names_are_collected_and_hand_made_objects_are_not(cl):
     status, text = cl.rest.get("/metrics")
     assert status == 200 and "tern_agent_orphans_collected_total 2" in text, text
     e1.api.replica.DestroyReplica(pb.replica_pb2.ReplicaRef(uuid=mine.uuid), timeout=30)
+
+
+def test_the_rest_api_over_tls(cl, tmp_path):
+    """--tls-cert/--tls-key: HTTPS only; ternctl checks the agent's certificate (--agent-ca). The agent here
+    runs a cluster of its own (another key prefix in the same etcd)."""
+    import ssl
+    import subprocess
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=tmp_path)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=tern test CA")
+    openssl("req", *ec, "-keyout", "agent.key", "-out", "agent.csr", "-subj", "/CN=127.0.0.1")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "agent.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "agent.crt",
+            "-days", "1", "-extfile", "san.ext")
+    a = Agent(cl.build_dir, cl.workdir, cl.etcd, name="agent-tls",
+              extra_args=["--prefix", "/tern-tls/v1", "--tls-cert", str(tmp_path / "agent.crt"),
+                          "--tls-key", str(tmp_path / "agent.key")])
+    a.rest = Rest(f"https://127.0.0.1:{a.rest_port}", context=ssl.create_default_context(cafile=str(tmp_path / "ca.crt")))
+    a.start()
+    try:
+        a.wait_leading()
+        assert a.rest.ok("GET", "/v1/nodes") == []
+        problem(a.rest.get("/v1/volumes/nope"), 400, "not a volume UUID")
+        with pytest.raises(OSError):  # plain HTTP gets no answer from a TLS port
+            Rest(f"http://127.0.0.1:{a.rest_port}", check=False).get("/v1/cluster", timeout=5)
+        ternctl = str(cl.build_dir / "tools/ternctl/ternctl")
+        url = f"https://127.0.0.1:{a.rest_port}"
+        p = subprocess.run([ternctl, "--agent", url, "--agent-ca", str(tmp_path / "ca.crt"), "cluster", "status"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and "agent-tls" in p.stdout, p.stdout + p.stderr
+        p = subprocess.run([ternctl, "--agent", url, "get", "nodes"], capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and "not trusted" in p.stderr, p.stdout + p.stderr
+        p = subprocess.run([ternctl, "--agent", f"https://localhost:{a.rest_port}", "--agent-ca", str(tmp_path / "ca.crt"),
+                            "get", "nodes"], capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and "not trusted" in p.stderr, p.stdout + p.stderr  # the certificate names 127.0.0.1 only
+    finally:
+        a.stop()
+    bad = Agent(cl.build_dir, cl.workdir, cl.etcd, name="agent-tls-bad",
+                extra_args=["--prefix", "/tern-tls/v1", "--tls-cert", str(tmp_path / "ca.crt"),
+                            "--tls-key", str(tmp_path / "agent.key")])
+    with pytest.raises(AssertionError, match="TLS key .*mismatch.*is it the key of certificate"):
+        bad.start(timeout=10)

@@ -79,6 +79,11 @@ int main(int argc, char** argv) {
   app.add_option("--grpc-endpoint", grpc_ep, "Where engines register (host:port)")->envname(env("GRPC_ENDPOINT"))->capture_default_str();
   app.add_option("--rest-address", rest_address, "Address of the REST API")->envname(env("REST_ADDRESS"))->capture_default_str();
   app.add_option("--rest-port", rest_port, "Port of the REST API (0: a free one)")->envname(env("REST_PORT"))->capture_default_str();
+  HttpServerOptions http_opts;
+  app.add_option("--tls-cert", http_opts.tls_cert_file,
+                 "PEM certificate (chain) for the REST API: with --tls-key it serves HTTPS only (TLS 1.2+)")
+      ->envname(env("TLS_CERT"))->check(CLI::ExistingFile);
+  app.add_option("--tls-key", http_opts.tls_key_file, "PEM private key of --tls-cert")->envname(env("TLS_KEY"))->check(CLI::ExistingFile);
   app.add_option("--advertise", advertise, "host:port of this agent's REST API as others should reach it (default: "
                                            "--rest-address:port, 127.0.0.1 for 0.0.0.0)")->envname(env("ADVERTISE"));
   app.add_option("--lease-ttl", ttl, "Seconds a dead leader keeps the role (2..60)")->envname(env("LEASE_TTL"))
@@ -172,7 +177,7 @@ int main(int argc, char** argv) {
     auto h = HttpServer::Start(rest_address, rest_port, [&rest_ready](const HttpCall& c) {
       RestApi* api = rest_ready.load();
       return api ? api->handle(c) : problem_reply(Status(Errc::kConnRefused, "the agent is starting"));
-    });
+    }, http_opts);
     if (!h.ok()) {
       fmt::print(stderr, "tern-agent: REST {}:{}: {}\n", rest_address, rest_port, h.status().message());
       rc = 1;

@@ -17,6 +17,7 @@ namespace {
 
 struct ClusterArgs {
   std::string agents = "http://127.0.0.1:8081";
+  std::string agent_ca;  // PEM CA bundle for https agents
   std::string name, node, disk, size = "", kind, snapshot;
   uint32_t replicas = 1;
   bool thin = false, force = false;
@@ -51,7 +52,7 @@ int exit_for(const RestReply& r) {
 
 // One REST call: the error printed (exit code returned), or the reply in `out`.
 int rest(const std::string& method, const std::string& path, const json* body, RestReply* out) {
-  auto r = rest_call(agent_list(), method, path, body, g.timeout_s);
+  auto r = rest_call(agent_list(), method, path, body, g.timeout_s, c.agent_ca);
   if (!r.ok()) {
     fmt::print(stderr, "ternctl: {}\n", r.status().message());
     return 7;
@@ -209,6 +210,9 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
   app.add_option("--agent", c.agents, "The core agent's REST API for cluster commands, e.g. http://host:8081 "
                                       "(comma-separated: any of them) [TERN_AGENT]")
       ->capture_default_str();
+  if (const char* e = getenv("TERN_AGENT_CA")) c.agent_ca = e;
+  app.add_option("--agent-ca", c.agent_ca, "PEM CA certificate(s) to check an https:// agent's certificate with (default: the "
+                                           "system's CAs) [TERN_AGENT_CA]");
 
   auto* get = app.add_subcommand("get", "List the cluster's nodes, pools, volumes or replicas (from the agent)");
   get->require_subcommand(1);

@@ -19,10 +19,11 @@ struct RestReply {
   nlohmann::json body;  // null when there is none
 };
 
-// `agents`: "http://host:port" or "host:port", each. The reply (whatever its status), or an error
-// when no agent could be reached (naming each and why).
+// `agents`: "http://host:port", "https://host:port" or "host:port", each. HTTPS checks the agent's
+// certificate against `ca_file` (empty: the system's CAs) and the name or address it is reached by.
+// The reply (whatever its status), or an error when no agent could be reached (naming each and why).
 Result<RestReply> rest_call(const std::vector<std::string>& agents, const std::string& method, const std::string& path,
-                            const nlohmann::json* body, double timeout_s);
+                            const nlohmann::json* body, double timeout_s, const std::string& ca_file = "");
 
 // A problem document's detail (or the status line when it has none).
 std::string problem_detail(const RestReply& r);
