@@ -37,6 +37,7 @@ Agent::Agent(store::EtcdClient& etcd, std::string id, AgentOptions opts)
       volumes_(cluster_, pools_, targets_),
       snapshots_(cluster_),
       heal_(cluster_, volumes_, targets_),
+      evacuation_(cluster_, volumes_, targets_, heal_),
       orphans_(cluster_) {
   if (const char* c = std::getenv("TERN_AGENT_CRASH_AT")) volumes_.crash_at = targets_.crash_at = snapshots_.crash_at = c;
   registry_.on_online([this](const std::string& node) {
@@ -166,6 +167,8 @@ Task<void> Agent::reconcile_pass() {
   if (!leading_) co_return;
   co_await heal_.reconcile();
   if (!leading_) co_return;
+  co_await evacuation_.reconcile();
+  if (!leading_) co_return;
   co_await orphans_.reconcile();
 }
 
@@ -247,12 +250,13 @@ Task<Result<NodeSpec>> Agent::cordon(std::string node, std::string label, bool o
   co_return s;
 }
 
-Task<Result<NodeSpec>> Agent::drain(std::string node, std::string label) {
+Task<Result<NodeSpec>> Agent::drain(std::string node, std::string label, bool replicas) {
   auto c = co_await cordon(node, label, true);
   if (!c.ok()) co_return c.status();
   NodeSpec s = *c;
-  if (!s.draining) {
+  if (!s.draining || (replicas && !s.evacuating)) {
     s.draining = true;
+    s.evacuating |= replicas;
     auto b = specs_.batch();
     b.put(s);
     if (Status st = co_await specs_.commit(std::move(b)); !st.ok()) co_return st;
@@ -278,6 +282,12 @@ Task<Result<NodeSpec>> Agent::drain(std::string node, std::string label) {
   auto it = specs_.nodes.find(node);
   if (it == specs_.nodes.end()) co_return Status::Errorf(Errc::kNoEnt, "node '{}' has never registered", node);
   NodeSpec done = it->second;
+  if (done.evacuating) {
+    // The replicas follow, pass by pass (evacuate.h); draining ends with the last.
+    TLOG_INFO("control", "node {}: {} volume target(s) moved; its replicas are being moved (it stays cordoned: {})", node,
+              here.size(), label);
+    co_return done;
+  }
   done.draining = false;
   auto b = specs_.batch();
   b.put(done);

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "control/cluster.h"
+#include "control/evacuate.h"
 #include "control/heal.h"
 #include "control/leadership.h"
 #include "control/orphans.h"
@@ -69,8 +70,10 @@ class Agent {
   Task<Result<NodeSpec>> cordon(std::string node, std::string label, bool on);
   // Drain: cordons the node under `label`, marks it draining, and republishes every volume whose target
   // is there on another node (the old nexus shut down first); draining ends when none is left. A volume
-  // that cannot move is named in a kBusy error (the node stays cordoned; drain again to retry).
-  Task<Result<NodeSpec>> drain(std::string node, std::string label);
+  // that cannot move is named in a kBusy error (the node stays cordoned; drain again to retry). With
+  // `replicas` the node is also marked evacuating: its replicas are moved by the reconcile passes
+  // (evacuate.h), and draining ends when the last one is gone.
+  Task<Result<NodeSpec>> drain(std::string node, std::string label, bool replicas = false);
 
  private:
   Task<void> run();
@@ -95,6 +98,7 @@ class Agent {
   VolumeService volumes_;
   SnapshotService snapshots_;
   HealService heal_;
+  EvacuationService evacuation_;
   OrphanService orphans_;
   TaskScope scope_{"agent"};
   bool stopping_ = false;

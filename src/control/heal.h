@@ -32,13 +32,14 @@ class HealService {
  public:
   HealService(Cluster& c, VolumeService& volumes, TargetService& targets) : c_(c), volumes_(volumes), targets_(targets) {}
   Task<void> reconcile();
+  // A slot for a rebuild about to start for `what` (this pass's count); false (logged) when all are
+  // taken. Also for the evacuation, which runs after the heal pass.
+  bool take_slot(const std::string& uuid, const std::string& what);
 
  private:
   Task<void> heal(std::string uuid);
   // Rebuilds now running or paused on the online nodes' nexuses.
   Task<uint32_t> count_rebuilds();
-  // A slot for a rebuild about to start for `what`; false (logged) when all are taken.
-  bool take_slot(const std::string& uuid, const std::string& what);
   uint32_t running_ = 0;  // this pass: counted at its start, plus the slots taken since
 
   Cluster& c_;

@@ -81,6 +81,7 @@ json node_json(const NodeSpec& n, const NodeLiveness* l) {
             {"labels", labels_json(n.labels)},
             {"cordons", n.cordons},
             {"draining", n.draining},
+            {"evacuating", n.evacuating},
             {"status", l ? (l->online ? "online" : "offline") : "unknown"}};
   if (l) {
     j["instance"] = l->instance;
@@ -404,9 +405,18 @@ Task<HttpReply> RestApi::route(HttpCall call) {
     }
     if (seg.size() == 4 && seg[2] == "drain") {
       if (m != "PUT") co_return method_not_allowed("PUT");
-      auto r = co_await agent_.drain(seg[1], seg[3]);
+      auto q = parse_query(call.query);
+      bool replicas = q.count("replicas") && (q["replicas"] == "true" || q["replicas"] == "1");
+      if (q.count("replicas") && !replicas && q["replicas"] != "false" && q["replicas"] != "0") {
+        co_return bad(fmt::format("replicas '{}': true or false", q["replicas"]));
+      }
+      auto r = co_await agent_.drain(seg[1], seg[3], replicas);
       if (!r.ok()) co_return problem_reply(r.status());
-      co_return ok_json(node_json(*r, c.registry.get(seg[1])));
+      json j = node_json(*r, c.registry.get(seg[1]));
+      size_t held = 0;
+      for (const auto& [id, rep] : c.specs.replicas) held += rep.node == seg[1] && rep.state != SpecState::kDeleting;
+      j["replicas"] = held;
+      co_return ok_json(j, r->evacuating ? 202 : 200);
     }
     if (seg.size() == 4 && seg[2] == "cordon") {
       if (m != "PUT" && m != "DELETE") co_return method_not_allowed("PUT, DELETE");

@@ -153,6 +153,7 @@ std::string NodeSpec::ToJson() const {
   j["labels"] = labels_json(labels);
   j["cordons"] = cordons;
   if (draining) j["draining"] = true;
+  if (evacuating) j["evacuating"] = true;
   return j.dump();
 }
 
@@ -167,6 +168,7 @@ Result<NodeSpec> NodeSpec::FromJson(std::string_view text) {
   s.labels = r.labels("labels");
   s.cordons = r.strings("cordons");
   s.draining = r.boolean("draining");
+  s.evacuating = r.boolean("evacuating");
   if (!r.status().ok()) return r.status();
   return s;
 }

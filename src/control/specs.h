@@ -49,6 +49,7 @@ struct NodeSpec {
   Labels labels;              // topology: zone, rack, ... (from the engine's registration)
   std::vector<std::string> cordons;  // cordon labels; any: nothing new is placed here
   bool draining = false;             // nexuses are being moved away (a drain is also a cordon)
+  bool evacuating = false;           // ... and its replicas too (evacuate.h)
 
   std::string ToJson() const;
   static Result<NodeSpec> FromJson(std::string_view text);

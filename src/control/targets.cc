@@ -152,6 +152,12 @@ Task<Result<VolumeSpec>> TargetService::publish(std::string uuid, PublishArgs a)
   if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(cur->state));
   BusyGuard guard(c_.busy, uuid);
   VolumeSpec v = *cur;
+  if (v.target && v.target->allowed_hosts == std::vector<std::string>{std::string(kEvacuationHost)} &&
+      a.allowed_hosts != v.target->allowed_hosts) {
+    // The agent's own target (an evacuation copying a replica): the user's publish takes it over.
+    a.republish = true;
+    if (a.node.empty() && c_.registry.online(v.target->node)) a.node = v.target->node;
+  }
   if (v.target) {
     const TargetSpec& t = *v.target;
     bool same = (a.node.empty() || a.node == t.node) && a.protocol == t.protocol;

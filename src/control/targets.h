@@ -37,6 +37,10 @@
 
 namespace tern::control {
 
+// The host list of a target the agent publishes for itself (evacuate.h): no host has this NQN. A user's
+// publish of such a volume takes the target over (republished on its node with the user's arguments).
+inline constexpr std::string_view kEvacuationHost = "nqn.2026-11.io.tern:agent-evacuation";
+
 struct PublishArgs {
   std::string node;        // empty: the agent chooses
   std::string protocol = "nvmf";

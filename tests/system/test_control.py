@@ -438,7 +438,7 @@ def test_ternctl_cluster_commands(cl):
 
     p = run("get", "nodes")
     assert p.returncode == 0, p.stderr
-    assert p.stdout.splitlines()[0].split() == ["NODE", "STATUS", "GRPC", "NVMF", "LABELS", "CORDONED"]
+    assert p.stdout.splitlines()[0].split() == ["NODE", "STATUS", "GRPC", "NVMF", "LABELS", "CORDONED", "DRAINING"]
     assert sum(" online " in l for l in p.stdout.splitlines()) == 3, p.stdout
     p = run("volume", "create", "--size", "16MiB", "--replicas", "2", "--thin", "--spread", "zone", "-o", "json")
     assert p.returncode == 0, p.stderr
@@ -937,3 +937,46 @@ def test_the_rest_api_over_tls(cl, tmp_path):
                             "--tls-key", str(tmp_path / "agent.key")])
     with pytest.raises(AssertionError, match="TLS key .*mismatch.*is it the key of certificate"):
         bad.start(timeout=10)
+
+
+def test_draining_with_replicas_moves_each_without_losing_redundancy(cl):
+    """drain ?replicas=true: targets move at once; each replica on the node is rebuilt elsewhere before it
+    goes (an unpublished volume gets a nexus no host may use for the copy, removed afterwards)."""
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    a, b = vol_id(), vol_id()
+    for n in ["node0"]:
+        cl.rest.ok("PUT", f"/v1/nodes/{n}/cordon/t")
+    cl.rest.ok("PUT", f"/v1/volumes/{a}", {"size": 16 * MiB, "replicas": 2})  # on node1 and node2
+    cl.rest.ok("PUT", "/v1/nodes/node1/cordon/t")
+    cl.rest.ok("PUT", f"/v1/volumes/{b}", {"size": 16 * MiB, "replicas": 1})  # on node2
+    for n in ["node0", "node1"]:
+        cl.rest.ok("DELETE", f"/v1/nodes/{n}/cordon/t")
+    e1, e2 = engine(cl, "node1"), engine(cl, "node2")
+    cl.rest.ok("PUT", f"/v1/volumes/{a}/target", {"node": "node1"})
+    write_pattern(e1, pb, a, 71, 0, 16 * MiB)
+    cl.rest.ok("PUT", f"/v1/volumes/{b}/target", {"node": "node2"})
+    write_pattern(e2, pb, b, 72, 0, 16 * MiB)
+    cl.rest.ok("DELETE", f"/v1/volumes/{b}/target")
+    problem(cl.rest.put("/v1/nodes/node2/drain/evac?replicas=maybe"), 400, "true or false")
+    st, n = cl.rest.put("/v1/nodes/node2/drain/evac?replicas=true")
+    assert st == 202 and n["evacuating"] and n["draining"] and n["replicas"] == 2, n
+    write_pattern(e1, pb, a, 73, 0, 4 * MiB)  # the volume is written while its replica moves
+    cl.wait("node2 evacuated", lambda: not cl.rest.ok("GET", "/v1/nodes/node2")["evacuating"], timeout=60)
+    n = cl.rest.ok("GET", "/v1/nodes/node2")
+    assert n["draining"] is False and n["cordons"] == ["evac"], n
+    assert not [r for r in cl.rest.ok("GET", "/v1/replicas") if r["node"] == "node2"]
+    assert not set(cl.engine_replicas(e2)) & {r["uuid"] for r in cl.rest.ok("GET", "/v1/replicas")}
+    da, db = cl.rest.ok("GET", f"/v1/volumes/{a}"), cl.rest.ok("GET", f"/v1/volumes/{b}")
+    assert sorted(r["node"] for r in da["replica_details"]) == ["node0", "node1"] and da["target"]["node"] == "node1"
+    assert "target" not in db and len(db["replica_details"]) == 1  # its copy's nexus is gone again
+    assert not any(nexuses(engine(cl, x)) == [b] for x in ["node0", "node1", "node2"])
+    for r in da["replica_details"]:
+        assert verify_pattern(engine(cl, r["node"]), pb, r["uuid"], 73, 0, 4 * MiB).ok
+        assert verify_pattern(engine(cl, r["node"]), pb, r["uuid"], 71, 4 * MiB, 12 * MiB).ok
+    rb = db["replica_details"][0]
+    assert verify_pattern(engine(cl, rb["node"]), pb, rb["uuid"], 72, 0, 16 * MiB).ok
+    cl.rest.ok("DELETE", "/v1/nodes/node2/cordon/evac")
+    for v in (a, b):
+        cl.rest.ok("DELETE", f"/v1/volumes/{v}")

@@ -126,10 +126,11 @@ void nodes_table(const json& a) {
   for (const json& n : a) {
     std::string cordons;
     for (const json& x : n["cordons"]) cordons += (cordons.empty() ? "" : ",") + x.get<std::string>();
+    std::string draining = n.value("evacuating", false) ? "replicas" : n.value("draining", false) ? "targets" : "-";
     rows.push_back({str(n, "id"), str(n, "status"), str(n, "grpc_endpoint"), str(n, "nvmf_endpoint"), labels_text(n["labels"]),
-                    cordons.empty() ? "-" : cordons});
+                    cordons.empty() ? "-" : cordons, draining});
   }
-  print_table({"NODE", "STATUS", "GRPC", "NVMF", "LABELS", "CORDONED"}, rows, "nodes");
+  print_table({"NODE", "STATUS", "GRPC", "NVMF", "LABELS", "CORDONED", "DRAINING"}, rows, "nodes");
 }
 
 void pools_table(const json& a) {
@@ -466,11 +467,21 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
                                               "(through the agent)");
   drain->add_option("node", c.node, "The node")->required();
   drain->add_option("--label", c.cordon_label, "The cordon's label")->capture_default_str();
+  drain->add_flag("--replicas", c.force,
+                  "Also move every replica off the node (each rebuilt elsewhere before the old one goes; the agent "
+                  "works through them in the background: watch `ternctl get nodes`)");
   drain->callback([run] {
     *run = [] {
       RestReply r;
-      if (int rc = rest("PUT", "/v1/nodes/" + c.node + "/drain/" + c.cordon_label, nullptr, &r)) return rc;
-      return show_json(r.body, [&] { nodes_table(json::array({r.body})); });
+      if (int rc = rest("PUT", "/v1/nodes/" + c.node + "/drain/" + c.cordon_label + (c.force ? "?replicas=true" : ""), nullptr, &r)) {
+        return rc;
+      }
+      return show_json(r.body, [&] {
+        nodes_table(json::array({r.body}));
+        if (r.body.value("evacuating", false)) {
+          fmt::print("\n{} replica(s) on {} are being moved; the node's DRAINING ends when none is left\n", str(r.body, "replicas"), c.node);
+        }
+      });
     };
   });
 
