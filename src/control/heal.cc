@@ -105,6 +105,15 @@ Task<void> HealService::heal(std::string uuid) {
   }
   const ev1::Nexus& nx = l->nexuses(0);
   const uint64_t now = Reactor::current()->now();
+  // Running rebuilds at the volume's rate (a property changed since they started).
+  for (const ev1::Child& ch : nx.children()) {
+    if (ch.has_rebuild() && ch.rebuild().state() == ev1::REBUILD_STATE_RUNNING && ch.rebuild().rate_limit() != v->rebuild_rate) {
+      co_await volumes_.apply_rebuild_rate(*v);
+      v = c_.specs.volume(uuid);
+      if (!v) co_return;
+      break;
+    }
+  }
   // Replicas that are no child (their node was down when this nexus was made): join them; the nexus
   // rebuilds what they miss.
   std::set<std::string> kids;

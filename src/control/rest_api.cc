@@ -233,7 +233,9 @@ json volume_json(const VolumeSpec& v, const Cluster& c) {
              {{"node_labels", labels_json(v.topology.node_labels)},
               {"pool_labels", labels_json(v.topology.pool_labels)},
               {"spread", v.topology.spread}}},
-            {"replica_details", reps}};
+            {"replica_details", reps},
+            {"max_snapshots", v.max_snapshots},
+            {"rebuild_rate_bytes_per_s", v.rebuild_rate}};
   if (!v.source_snapshot.empty()) j["source_snapshot"] = v.source_snapshot;
   if (v.target) {
     j["target"] = {{"node", v.target->node},
@@ -594,6 +596,32 @@ Task<HttpReply> RestApi::route(HttpCall call) {
         co_return ok_json(snapshot_json(*r, c), existed ? 200 : 201);
       }
       co_return method_not_allowed("GET, PUT, DELETE");
+    }
+    if (seg.size() == 3 && seg[2] == "properties") {
+      auto uuid = Uuid::Parse(seg[1]);
+      if (!uuid.ok()) co_return bad(fmt::format("'{}' is not a volume UUID", seg[1]));
+      if (m != "PUT") co_return method_not_allowed("PUT");
+      auto j = body_object(call, {"labels", "max_snapshots", "rebuild_rate_bytes_per_s"});
+      if (!j.ok()) co_return problem_reply(j.status());
+      VolumeProperties p;
+      if (auto l = j->find("labels"); l != j->end()) {
+        auto labels = labels_field(*j, "labels");
+        if (!labels.ok()) co_return problem_reply(labels.status());
+        p.labels = *labels;
+      }
+      if (auto x = j->find("max_snapshots"); x != j->end()) {
+        if (!x->is_number_unsigned() || x->get<uint64_t>() > 1000) co_return bad("'max_snapshots': 0 (no limit) to 1000");
+        p.max_snapshots = uint32_t(x->get<uint64_t>());
+      }
+      if (auto x = j->find("rebuild_rate_bytes_per_s"); x != j->end()) {
+        if (!x->is_number_unsigned()) co_return bad("'rebuild_rate_bytes_per_s': bytes per second, 0 for no limit");
+        uint64_t rate = x->get<uint64_t>();
+        if (rate != 0 && rate < (1u << 20)) co_return bad("'rebuild_rate_bytes_per_s': at least 1 MiB/s (1048576), or 0 for no limit");
+        p.rebuild_rate = rate;
+      }
+      auto r = co_await agent_.volumes().set_properties(uuid->ToString(), p);
+      if (!r.ok()) co_return problem_reply(r.status());
+      co_return ok_json(volume_json(*r, c));
     }
     if (seg.size() == 3 && (seg[2] == "rebuild_history" || seg[2] == "record")) {
       auto uuid = Uuid::Parse(seg[1]);

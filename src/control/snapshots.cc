@@ -87,6 +87,14 @@ Task<Result<SnapshotSpec>> SnapshotService::create(std::string volume, std::stri
     co_return Status::Errorf(Errc::kBusy, "snapshot {} is {}", uuid, spec_state_name(have->state));
   }
   if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", volume, spec_state_name(cur->state));
+  if (cur->max_snapshots) {
+    uint32_t n = 0;
+    for (const auto& [id, sn] : c_.specs.snapshots) n += sn.volume == volume && sn.state != SpecState::kDeleting;
+    if (n >= cur->max_snapshots) {
+      co_return Status::Errorf(Errc::kBusy, "volume {} has {} snapshot(s), its max_snapshots: destroy one first (or raise the limit)",
+                               volume, n);
+    }
+  }
   if (cur->target && cur->target->state != TargetSpec::State::kPublished) {
     co_return Status::Errorf(Errc::kBusy, "volume {}: its target is {}; try again", volume, target_state_name(cur->target->state));
   }

@@ -227,6 +227,8 @@ std::string VolumeSpec::ToJson() const {
   j["replica_ids"] = replica_ids;
   if (!source_snapshot.empty()) j["source_snapshot"] = source_snapshot;
   if (!adopt_labels_of.empty()) j["adopt_labels_of"] = adopt_labels_of;
+  if (max_snapshots) j["max_snapshots"] = max_snapshots;
+  if (rebuild_rate) j["rebuild_rate"] = rebuild_rate;
   if (target) {
     j["target"] = {{"node", target->node},
                    {"protocol", target->protocol},
@@ -255,6 +257,10 @@ Result<VolumeSpec> VolumeSpec::FromJson(std::string_view text) {
   s.replica_ids = r.strings("replica_ids");
   s.source_snapshot = r.str("source_snapshot", false);
   s.adopt_labels_of = r.strings("adopt_labels_of");
+  uint64_t ms = r.u64("max_snapshots", false);
+  if (r.status().ok() && ms > 0xFFFFFFFFull) r.fail("max_snapshots", "is too large");
+  s.max_snapshots = uint32_t(ms);
+  s.rebuild_rate = r.u64("rebuild_rate", false);
   if (auto t = j->find("topology"); t != j->end()) {
     if (!t->is_object()) {
       r.fail("topology", "is not an object");

@@ -119,6 +119,10 @@ struct VolumeSpec {
   // snapshot's volume and what that one was restored from), passed to the nexus to adopt.
   std::string source_snapshot;
   std::vector<std::string> adopt_labels_of;
+  // Properties (PUT /v1/volumes/{uuid}/properties): at most this many snapshots (0: no limit); its
+  // rebuilds copy at most this many bytes/s (0: no limit).
+  uint32_t max_snapshots = 0;
+  uint64_t rebuild_rate = 0;
 
   std::string ToJson() const;
   static Result<VolumeSpec> FromJson(std::string_view text);

@@ -202,6 +202,7 @@ Task<Result<VolumeSpec>> TargetService::publish(std::string uuid, PublishArgs a)
   for (const std::string& u : *uris) cr.add_children(u);
   cr.set_persistence_key(c_.specs.keys().record(uuid));
   for (const std::string& a : v.adopt_labels_of) cr.add_adopt_labels_of(a);  // a restored volume's clones
+  if (v.rebuild_rate) cr.mutable_rebuild()->set_rate_bytes_per_s(v.rebuild_rate);
   cr.set_resv_key(v.generation);
   cr.set_preempt_policy(ev1::PREEMPT_POLICY_HOLDER);
   // Each generation its own controller-ID range, so a host connected to an old and a new nexus of the

@@ -358,6 +358,44 @@ Task<Result<VolumeSpec>> VolumeService::expand(std::string uuid, uint64_t size) 
   co_return v;
 }
 
+Task<Result<VolumeSpec>> VolumeService::set_properties(std::string uuid, VolumeProperties p) {
+  if (Status s = co_await c_.begin_volume_op(&uuid); !s.ok()) co_return s;
+  const VolumeSpec* cur = c_.specs.volume(uuid);
+  if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
+  if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(cur->state));
+  BusyGuard guard(c_.busy, uuid);
+  VolumeSpec v = *cur;
+  if (p.labels) v.labels = *p.labels;
+  if (p.max_snapshots) v.max_snapshots = *p.max_snapshots;
+  if (p.rebuild_rate) v.rebuild_rate = *p.rebuild_rate;
+  auto b = c_.specs.batch();
+  b.put(v);
+  if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+  if (p.rebuild_rate && v.target && v.target->state == TargetSpec::State::kPublished) co_await apply_rebuild_rate(v);
+  TLOG_INFO("control", "volume {}: properties set (max_snapshots {}, rebuild rate {}/s)", uuid, v.max_snapshots,
+            v.rebuild_rate ? format_size(v.rebuild_rate) : std::string("unlimited"));
+  co_return v;
+}
+
+Task<void> VolumeService::apply_rebuild_rate(VolumeSpec v) {
+  if (!v.target || !c_.registry.online(v.target->node)) co_return;
+  const std::string ep = c_.endpoint(v.target->node);
+  ev1::ListNexusesRequest lr;
+  lr.set_uuid(v.uuid);
+  auto l = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::ListNexuses, lr, c_.opts.engine_timeout_ms);
+  if (!l.ok() || l->nexuses().empty()) co_return;
+  for (const ev1::Child& ch : l->nexuses(0).children()) {
+    if (!ch.has_rebuild() || ch.rebuild().rate_limit() == v.rebuild_rate) continue;
+    if (ch.rebuild().state() != ev1::REBUILD_STATE_RUNNING && ch.rebuild().state() != ev1::REBUILD_STATE_PAUSED) continue;
+    ev1::SetRebuildRateRequest req;
+    req.set_uuid(v.uuid);
+    req.set_child_uuid(ch.uuid());
+    req.set_rate_bytes_per_s(v.rebuild_rate);
+    auto r = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::SetRebuildRate, req, c_.opts.engine_timeout_ms);
+    if (!r.ok() && r.code() != Errc::kNoEnt) TLOG_RL_WARN("control", 10000, "volume {}: rebuild rate of {}: {}", v.uuid, ch.uuid(), r.status());
+  }
+}
+
 Task<Result<ReplicaSpec>> VolumeService::add_replica(std::string uuid) {
   const VolumeSpec* cur = c_.specs.volume(uuid);
   if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);

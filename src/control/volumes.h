@@ -21,6 +21,7 @@
 // Threads: the agent's primary reactor.
 #pragma once
 
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -32,6 +33,13 @@
 #include "reactor/task.h"
 
 namespace tern::control {
+
+// What PUT /v1/volumes/{uuid}/properties changes: the fields given.
+struct VolumeProperties {
+  std::optional<Labels> labels;
+  std::optional<uint32_t> max_snapshots;
+  std::optional<uint64_t> rebuild_rate;
+};
 
 struct CreateVolumeArgs {
   std::string uuid;
@@ -67,6 +75,12 @@ class VolumeService {
   // idempotent, so a failed or interrupted expand is finished by doing it again; until then the volume
   // keeps its old size (larger replicas are harmless). Shrinking is refused.
   Task<Result<VolumeSpec>> expand(std::string uuid, uint64_t size);
+
+  // Sets the given properties. A new rebuild rate reaches the running rebuilds of a published volume at
+  // once (the heal pass keeps them at it) and the nexus's next ones through its next publish.
+  Task<Result<VolumeSpec>> set_properties(std::string uuid, VolumeProperties p);
+  // Brings the running rebuilds of the volume's nexus to its rebuild rate (logged on failure).
+  Task<void> apply_rebuild_rate(VolumeSpec v);
 
   // One more replica for a volume (the volume is busy: the caller holds it): placed away from the
   // volume's other replicas, recorded `creating` with the volume's list, created, then `created`.

@@ -456,6 +456,10 @@ def test_ternctl_cluster_commands(cl):
     assert p.returncode == 6 and "zone=a already holds a replica" in p.stderr, p.stdout + p.stderr
     p = run("volume", "scale", v["uuid"], "1")
     assert p.returncode == 0 and "has 1 replica(s)" in p.stdout, p.stdout + p.stderr
+    p = run("volume", "set", v["uuid"], "--max-snapshots", "3", "--rebuild-rate", "64MiB", "--label", "app=db")
+    assert p.returncode == 0 and "labels app=db, max snapshots 3, rebuild rate 64 MiB/s" in p.stdout, p.stdout + p.stderr
+    p = run("volume", "set", v["uuid"])
+    assert p.returncode != 0 and "nothing to set" in p.stderr, p.stdout + p.stderr
     p = run("rebuild-history", v["uuid"])
     assert p.returncode == 0 and p.stdout == "No rebuilds.\n", p.stdout + p.stderr  # both replicas were made together
     snap = str(uuid.uuid4())
@@ -980,3 +984,34 @@ def test_draining_with_replicas_moves_each_without_losing_redundancy(cl):
     cl.rest.ok("DELETE", "/v1/nodes/node2/cordon/evac")
     for v in (a, b):
         cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+
+
+def test_volume_properties_limit_snapshots_and_rebuild_rate(cl):
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    v = vol_id()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 1, "labels": {"app": "db"}})
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/properties", {"max_snapshots": 1, "rebuild_rate_bytes_per_s": MiB})
+    assert doc["max_snapshots"] == 1 and doc["rebuild_rate_bytes_per_s"] == MiB and doc["labels"] == {"app": "db"}
+    assert cl.rest.ok("PUT", f"/v1/volumes/{v}/properties", {"labels": {"app": "queue"}})["labels"] == {"app": "queue"}
+    problem(cl.rest.put(f"/v1/volumes/{v}/properties", {"rebuild_rate_bytes_per_s": 1000}), 400, "at least 1 MiB/s")
+    problem(cl.rest.put(f"/v1/volumes/{v}/properties", {"max_snaphots": 2}), 400, "'max_snaphots' is not a field")
+    problem(cl.rest.put(f"/v1/volumes/{vol_id()}/properties", {"max_snapshots": 2}), 404, "does not exist")
+    s1 = vol_id()
+    cl.rest.ok("PUT", f"/v1/volumes/{v}/snapshots/{s1}", {})
+    problem(cl.rest.put(f"/v1/volumes/{v}/snapshots/{vol_id()}", {}), 409, "max_snapshots")
+    # The rate reaches the nexus at publish; a change reaches its running rebuild at once.
+    et = engine(cl, cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})["target"]["node"])
+    write_pattern(et, pb, v, 81, 0, 16 * MiB)
+    new = next(r for r in cl.rest.ok("PUT", f"/v1/volumes/{v}/replica_count/2")["replica_details"] if r["node"] != et.name)
+    c = cl.wait("the rebuild running", lambda: (lambda ch: ch if ch is not None and ch.HasField("rebuild") and
+                                                 ch.rebuild.state == pb.nexus_pb2.REBUILD_STATE_RUNNING else None)(child(et, v, new["uuid"])))
+    assert c.rebuild.rate_limit == MiB, c.rebuild
+    cl.rest.ok("PUT", f"/v1/volumes/{v}/properties", {"rebuild_rate_bytes_per_s": 0})
+    c = child(et, v, new["uuid"])
+    assert c.synced or c.rebuild.rate_limit == 0, c.rebuild
+    cl.wait("rebuilt", lambda: rebuilt(et, v, new["uuid"]), timeout=60)
+    assert verify_pattern(engine(cl, new["node"]), pb, new["uuid"], 81, 0, 16 * MiB).ok
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")
+    cl.rest.ok("DELETE", f"/v1/snapshots/{s1}")

@@ -18,6 +18,8 @@ namespace {
 struct ClusterArgs {
   std::string agents = "http://127.0.0.1:8081";
   std::string agent_ca;  // PEM CA bundle for https agents
+  int64_t max_snapshots = -1;  // volume set: -1 = not given
+  std::string rate;
   std::string name, node, disk, size = "", kind, snapshot;
   uint32_t replicas = 1;
   bool thin = false, force = false;
@@ -255,6 +257,11 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
         fmt::print("volume:      {}\nsize:        {}\nreplicas:    {} wanted, {} placed\nprovisioning: {}\nstatus:      {} ({})\n",
                    str(v, "uuid"), bytes(v, "size"), str(v, "replicas"), v["replica_details"].size(),
                    v.value("thin", false) ? "thin" : "thick", str(v, "status"), str(v, "state"));
+        if (v.value("max_snapshots", 0) || v.value("rebuild_rate_bytes_per_s", uint64_t(0))) {
+          uint64_t rate = v.value("rebuild_rate_bytes_per_s", uint64_t(0));
+          fmt::print("properties:  max snapshots {}, rebuild rate {}\n", v.value("max_snapshots", 0) ? str(v, "max_snapshots") : "unlimited",
+                     rate ? format_size(rate) + "/s" : "unlimited");
+        }
         fmt::print("labels:      {}\ntopology:    nodes {}, pools {}, spread {}\n", labels_text(v["labels"]),
                    labels_text(v["topology"]["node_labels"]), labels_text(v["topology"]["pool_labels"]),
                    v["topology"]["spread"].empty() ? "-" : v["topology"]["spread"].dump());
@@ -402,6 +409,41 @@ void add_cluster_commands(CLI::App& app, std::function<int()>* run) {
     };
   });
 
+  auto* vset = vol->add_subcommand("set", "Set a volume's properties: its labels, a snapshot limit, a rebuild rate limit");
+  vset->add_option("uuid", c.name, "The volume's UUID")->required();
+  vset->add_option("--label", c.labels, "KEY=VALUE; repeatable; replaces the volume's labels (--label '' clears them)");
+  vset->add_option("--max-snapshots", c.max_snapshots, "At most this many snapshots (0: no limit)");
+  vset->add_option("--rebuild-rate", c.rate, "Its rebuilds copy at most this much per second (100MiB; 0: no limit); running ones "
+                                            "at once");
+  vset->callback([run] {
+    *run = [] {
+      json body = json::object();
+      if (!c.labels.empty()) {
+        std::vector<std::string> kv;
+        for (const std::string& l : c.labels) {
+          if (!l.empty()) kv.push_back(l);
+        }
+        auto ll = kv_labels(kv, "--label");
+        if (!ll.ok()) return bad_arg(ll.status());
+        body["labels"] = *ll;
+      }
+      if (c.max_snapshots >= 0) body["max_snapshots"] = c.max_snapshots;
+      if (!c.rate.empty()) {
+        Result<uint64_t> rate = c.rate == "0" ? Result<uint64_t>(uint64_t(0)) : size_arg(c.rate);
+        if (!rate.ok()) return bad_arg(rate.status());
+        body["rebuild_rate_bytes_per_s"] = *rate;
+      }
+      if (body.empty()) return bad_arg(Status(Errc::kInval, "nothing to set: give --label, --max-snapshots or --rebuild-rate"));
+      RestReply r;
+      if (int rc = rest("PUT", fmt::format("/v1/volumes/{}/properties", c.name), &body, &r)) return rc;
+      return show_json(r.body, [&] {
+        uint64_t rate = r.body.value("rebuild_rate_bytes_per_s", uint64_t(0));
+        fmt::print("volume {}: labels {}, max snapshots {}, rebuild rate {}\n", c.name, labels_text(r.body["labels"]),
+                   r.body.value("max_snapshots", 0) ? str(r.body, "max_snapshots") : "unlimited",
+                   rate ? format_size(rate) + "/s" : "unlimited");
+      });
+    };
+  });
   auto* vsn = vol->add_subcommand("snapshot", "Snapshot a volume: every current replica at one instant (through its nexus "
                                                "when published); idempotent by snapshot UUID");
   vsn->add_option("uuid", c.name, "The volume's UUID")->required();
