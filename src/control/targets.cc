@@ -228,10 +228,13 @@ Task<Result<VolumeSpec>> TargetService::publish(std::string uuid, PublishArgs a)
   if (!failed.ok()) {
     TLOG_WARN("control", "volume {}: publishing on {}: {}; undoing", uuid, *node, failed);
     if (Status s = co_await destroy_nexus(*node, uuid); !s.ok()) {
-      TLOG_WARN("control", "volume {}: removing the nexus on {}: {} (the reconciler retries)", uuid, *node, s);
-    } else {
-      (void)co_await clear_target(uuid, v.generation);
+      // The node cannot be asked (it died under the publish). The target is cleared all the same, so the
+      // volume can be published elsewhere at once: the next publish's reservations fence a nexus left
+      // there off the remote children (at its first write it shuts itself down), and the stray-nexus pass
+      // destroys it when the node returns.
+      TLOG_WARN("control", "volume {}: removing the nexus on {}: {} (destroyed when the node is back)", uuid, *node, s);
     }
+    (void)co_await clear_target(uuid, v.generation);
     co_return Status::Errorf(failed.code(), "volume {}: publishing on node {}: {}", uuid, *node, failed.message());
   }
   v.target->uri = uri;

@@ -16,7 +16,9 @@
 //       4. CreateNexus on the node (persistence key P/records/<uuid>; reservation key = the generation,
 //          preempting the holder: an older nexus of the volume loses its remote children at once;
 //          controller IDs from a range that changes with the generation), then PublishNexus; the target
-//          becomes `published` with its URI. A failed step destroys the new nexus and clears the target.
+//          becomes `published` with its URI. A failed step destroys the new nexus and clears the target
+//          (also when the node died meanwhile: a nexus left there is fenced by the next publish's
+//          reservations and destroyed when the node returns).
 //     Republish: an old nexus on a node that is online is shut down and destroyed first (a local child
 //     is not fenced by a reservation); on a node that is down its replicas are not children (they are
 //     offline) and its nexus is destroyed when it returns (reconcile).

@@ -1015,3 +1015,39 @@ def test_volume_properties_limit_snapshots_and_rebuild_rate(cl):
     assert verify_pattern(engine(cl, new["node"]), pb, new["uuid"], 81, 0, 16 * MiB).ok
     cl.rest.ok("DELETE", f"/v1/volumes/{v}")
     cl.rest.ok("DELETE", f"/v1/snapshots/{s1}")
+
+
+def test_an_engine_killed_during_create_and_publish(cl):
+    """kill -9 of an engine the agent still counts online: a create that placed a replica there fails and is
+    undone (nothing left on the other engines); a publish whose nexus was to go there fails and is undone;
+    once the node is seen offline the publish goes elsewhere, degraded, and the replica rejoins when the
+    engine returns."""
+    from io_engine import stubs
+    from nexus_util import verify_pattern, write_pattern
+    pb = stubs()
+    e2 = engine(cl, "node2")
+    before = replicas_by_node(cl)
+    v = vol_id()
+    e2.kill()
+    st, doc = cl.rest.put(f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
+    assert st in (503, 507), (st, doc)  # mid-create (the engine refused the call) or already seen offline
+    assert "node2" in doc["detail"], doc
+    assert cl.rest.get(f"/v1/volumes/{v}")[0] == 404
+    assert {n: r for n, r in replicas_by_node(cl).items()} == {n: before[n] for n in ["node0", "node1"]}
+    e2.start()
+    cl.wait("node2 online", lambda: cl.node_status("node2") == "online")
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}", {"size": 16 * MiB, "replicas": 3})
+    e2.kill()
+    st, doc = cl.rest.put(f"/v1/volumes/{v}/target", {"node": "node2"})
+    assert st in (409, 503), (st, doc)
+    assert "target" not in cl.rest.ok("GET", f"/v1/volumes/{v}")
+    cl.wait("node2 offline", lambda: cl.node_status("node2") == "offline")
+    doc = cl.rest.ok("PUT", f"/v1/volumes/{v}/target", {})
+    et = engine(cl, doc["target"]["node"])
+    assert et.name != "node2"
+    write_pattern(et, pb, v, 91, 0, 16 * MiB)
+    r2 = next(r["uuid"] for r in doc["replica_details"] if r["node"] == "node2")
+    e2.start()
+    cl.wait("node2's replica rejoined and rebuilt", lambda: rebuilt(et, v, r2), timeout=60)
+    assert verify_pattern(e2, pb, r2, 91, 0, 16 * MiB).ok
+    cl.rest.ok("DELETE", f"/v1/volumes/{v}")
