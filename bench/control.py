@@ -8,6 +8,9 @@ Rows:
   destroy          latency p50/p99 (published volumes: the nexus goes first)
   failover kill    the leading agent killed (-9): until the standby leads and answers
   failover stop    the leading agent stopped (SIGTERM: it resigns): until the standby leads
+  agent restart    every agent stopped, one started: until it serves (leads, specs loaded, GET /v1/volumes)
+  snapshot         a published 3-replica volume snapshotted (through its nexus): latency p50/p99
+  restore+publish  a volume restored from that snapshot (3 clones) and published: latency p50/p99
   switch-over      the engine serving a published volume killed (-9): until the volume is published again
                    on another node (node deadline + probe + republish)
   redundancy       ... and until a replacement replica on the fourth node is rebuilt (faulted-child wait
@@ -112,7 +115,38 @@ def main():
         wait(lambda: leading(agent_port), 30, "the agent to lead again")
         rows.append(("failover, leader SIGTERM", f"{time.monotonic() - t0:.2f} s"))
         c.stop_process("standby")
+        # Agent restart: with no agent running, one started until it serves.
+        c.stop_process("agent")
+        t0 = time.monotonic()
+        c.start_agent("agent")
+        wait(lambda: c.rest("GET", "/v1/volumes")[0] == 200, 30, "the agent to serve")
+        rows.append(("agent restart to serving", f"{time.monotonic() - t0:.2f} s (process start, campaign, specs loaded, "
+                                                 f"engines re-registered)"))
         c.start_agent("standby")
+
+        # Snapshots of a published volume, and restores from one.
+        v = str(uuid.uuid4())
+        c.ok("PUT", f"/v1/volumes/{v}", {"size": 64 * MiB, "replicas": 3, "thin": True})
+        c.ok("PUT", f"/v1/volumes/{v}/target", {})
+        snaps, restores, made = [], [], []
+        for _ in range(10):
+            s = str(uuid.uuid4())
+            t0 = time.monotonic()
+            c.ok("PUT", f"/v1/volumes/{v}/snapshots/{s}", {})
+            snaps.append(time.monotonic() - t0)
+            r = str(uuid.uuid4())
+            t0 = time.monotonic()
+            c.ok("PUT", f"/v1/volumes/{r}", {"snapshot": s, "replicas": 3})
+            c.ok("PUT", f"/v1/volumes/{r}/target", {})
+            restores.append(time.monotonic() - t0)
+            made.append((s, r))
+        rows.append(("snapshot (3 replicas, published)", f"p50 {pct(snaps, 50) * 1e3:.0f} ms, p99 {pct(snaps, 99) * 1e3:.0f} ms"))
+        rows.append(("restore (3 clones) + publish", f"p50 {pct(restores, 50) * 1e3:.0f} ms, p99 {pct(restores, 99) * 1e3:.0f} ms "
+                                                     f"(in sync at once: no rebuild)"))
+        for s, r in made:
+            c.ok("DELETE", f"/v1/volumes/{r}")
+            c.ok("DELETE", f"/v1/snapshots/{s}")
+        c.ok("DELETE", f"/v1/volumes/{v}")
 
         # Switch-over and back to full redundancy.
         v = str(uuid.uuid4())

@@ -227,6 +227,7 @@ Task<AgentStatus> Agent::status() {
   if (l.ok()) s.leader = *l;
   s.reconcile_passes = reconcile_passes_;
   s.orphans_collected = orphans_.collected();
+  s.rebuilds = heal_.rebuilds_seen();
   co_return s;
 }
 

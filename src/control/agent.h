@@ -36,6 +36,7 @@ struct AgentStatus {
   std::string leader;  // the leader's id as etcd has it ("" when unknown)
   uint64_t reconcile_passes = 0;
   uint64_t orphans_collected = 0;
+  uint32_t rebuilds = 0;  // running or paused at the last heal pass
 };
 
 class Agent {

@@ -14,6 +14,7 @@ Task<void> HealService::reconcile() {
     if (v.state == SpecState::kCreated && !c_.busy.count(id)) ids.push_back(id);
   }
   running_ = ids.empty() ? 0 : co_await count_rebuilds();
+  seen_ = running_;
   for (const std::string& id : ids) co_await heal(id);
 }
 

@@ -35,12 +35,15 @@ class HealService {
   // A slot for a rebuild about to start for `what` (this pass's count); false (logged) when all are
   // taken. Also for the evacuation, which runs after the heal pass.
   bool take_slot(const std::string& uuid, const std::string& what);
+  // Rebuilds running or paused at the start of the last pass.
+  uint32_t rebuilds_seen() const { return seen_; }
 
  private:
   Task<void> heal(std::string uuid);
   // Rebuilds now running or paused on the online nodes' nexuses.
   Task<uint32_t> count_rebuilds();
-  uint32_t running_ = 0;  // this pass: counted at its start, plus the slots taken since
+  uint32_t running_ = 0;
+  uint32_t seen_ = 0;  // this pass: counted at its start, plus the slots taken since
 
   Cluster& c_;
   VolumeService& volumes_;

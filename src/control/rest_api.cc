@@ -333,6 +333,10 @@ std::string metrics_text(const Cluster& c, const AgentStatus& st) {
   out += fmt::format("tern_agent_reconcile_passes_total {}\n", st.reconcile_passes);
   out += "# HELP tern_agent_orphans_collected_total Pool objects no spec named, destroyed.\n# TYPE tern_agent_orphans_collected_total counter\n";
   out += fmt::format("tern_agent_orphans_collected_total {}\n", st.orphans_collected);
+  if (st.leading) {
+    out += "# HELP tern_rebuilds Rebuilds running or paused in the cluster (at the last heal pass).\n# TYPE tern_rebuilds gauge\n";
+    out += fmt::format("tern_rebuilds {}\n", st.rebuilds);
+  }
   size_t online = 0, offline = 0;
   for (const auto& [n, l] : c.registry.all()) (l.online ? online : offline)++;
   out += "# HELP tern_nodes Engines known to this agent, by status.\n# TYPE tern_nodes gauge\n";

@@ -92,6 +92,8 @@ def test_openapi_document_is_served_and_metrics_are_exposed(cl):
     assert status == 200
     assert 'tern_nodes{status="online"} 3' in text
     assert f'tern_agent_leader{{agent="{cl.leader.name}@127.0.0.1:{cl.leader.rest_port}"}} 1' in text
+    for m in ["tern_rebuilds 0", "tern_snapshots 0", "tern_agent_orphans_collected_total", 'tern_volumes{status="online"}']:
+        assert m in text, text
 
 
 def test_pools_are_created_listed_and_declared_idempotently(cl):
