@@ -660,3 +660,40 @@ def test_a_child_away_across_a_crash_of_the_nexus_engine_is_rebuilt_from_its_dir
     out = e.ternctl("nexus", "list", vol)
     assert out.returncode == 0 and "activity log:" in out.stdout, out.stdout + out.stderr
     e.api.nexus.DestroyNexus(N.NexusRef(uuid=vol), timeout=60)
+
+
+def test_a_clone_of_another_volume_is_adopted_only_when_asked(cluster, pb):
+    """A clone of a replica snapshot carries the source volume's nexus labels: another nexus refuses it,
+    one created with adopt_labels_of=[source] takes it in sync and writes its own labels in both slots, so
+    a later create without the list takes it too."""
+    etcd, engines = cluster
+    e = engines[0]
+    R, S, N = pb.replica_pb2, pb.snapshot_pb2, pb.nexus_pb2
+    vol, reps, nx = make_volume(cluster, pb, children=1)
+    pattern(e, pb, vol, 41)
+    destroy(cluster, pb, vol)
+    snap = e.api.snapshot.CreateSnapshot(S.CreateSnapshotRequest(replica=R.ReplicaRef(uuid=reps[0]),
+                                                                 name=f"s-{vol[:8]}"), timeout=60)
+    clone = e.api.snapshot.CreateClone(S.CreateCloneRequest(snapshot=R.ReplicaRef(uuid=snap.uuid),
+                                                            name=f"c-{vol[:8]}"), timeout=60)
+    child = f"bdev:///{clone.uuid}?uuid={clone.uuid}"
+    new = str(uuid.uuid4())
+    with pytest.raises(grpc.RpcError) as ei:
+        e.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=new, size=VOL, children=[child]), timeout=60)
+    assert ei.value.code() == grpc.StatusCode.ALREADY_EXISTS and vol in ei.value.details(), ei.value.details()
+    with pytest.raises(grpc.RpcError) as ei:
+        e.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=new, size=VOL, children=[child],
+                                                     adopt_labels_of=[str(uuid.uuid4())]), timeout=60)
+    assert ei.value.code() == grpc.StatusCode.ALREADY_EXISTS  # only the volume named is adopted
+    got = e.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=new, size=VOL, children=[child], adopt_labels_of=[vol]),
+                                  timeout=60)
+    assert [c.synced for c in got.children] == [True], got
+    assert verify(e, pb, new, 41)
+    destroy(cluster, pb, new)
+    again = e.api.nexus.CreateNexus(N.CreateNexusRequest(uuid=new, size=VOL, children=[child]), timeout=60)
+    assert [c.synced for c in again.children] == [True], again
+    assert verify(e, pb, new, 41)
+    destroy(cluster, pb, new)
+    e.api.replica.DestroyReplica(R.ReplicaRef(uuid=clone.uuid), timeout=60)
+    e.api.snapshot.DestroySnapshot(R.ReplicaRef(uuid=snap.uuid), timeout=60)
+    e.api.replica.DestroyReplica(R.ReplicaRef(uuid=reps[0]), timeout=60)
