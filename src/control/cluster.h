@@ -86,6 +86,25 @@ struct Cluster {
     co_return co_await specs.ensure_loaded();
   }
 
+  // The volume, for an operation that needs it made: kNoEnt when there is none, kBusy while it is being
+  // created or destroyed.
+  Result<const VolumeSpec*> created_volume(const std::string& uuid) const {
+    const VolumeSpec* v = specs.volume(uuid);
+    if (!v) return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
+    if (v->state != SpecState::kCreated) return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(v->state));
+    return v;
+  }
+
+  // Which replicas hold the volume's current data, by its nexus record: `recorded` false when it has
+  // none (never published: all of them do), else the UUIDs of the children it calls healthy. kCorruption
+  // for a record that cannot be read.
+  struct Current {
+    bool recorded = false;
+    std::set<std::string> healthy;
+    bool holds(const std::string& replica) const { return !recorded || healthy.count(replica) > 0; }
+  };
+  Task<Result<Current>> current_replicas(std::string uuid);
+
   // The node's API endpoint: its last registration, else its spec; empty when unknown.
   std::string endpoint(const std::string& node) const {
     std::string e = registry.endpoint(node);

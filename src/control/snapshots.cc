@@ -6,7 +6,6 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/uuid.h"
-#include "nexus/record.h"
 
 namespace tern::control {
 
@@ -40,22 +39,11 @@ Task<Result<std::vector<SnapshotSpec::Part>>> SnapshotService::choose_parts(cons
     if (parts.empty()) co_return Status::Errorf(Errc::kBusy, "volume {}: its nexus has no healthy child", v.uuid);
     co_return parts;
   }
-  std::set<std::string> healthy;
-  bool have_record = false;
-  auto rec = co_await c_.specs.read(c_.specs.keys().record(v.uuid));
-  if (rec.ok()) {
-    auto parsed = nexus::NexusRecord::FromJson(*rec);
-    if (!parsed.ok()) co_return Status::Errorf(Errc::kCorruption, "volume {}: its nexus record: {}", v.uuid, parsed.status().message());
-    have_record = true;
-    for (const auto& ch : parsed->children) {
-      if (ch.healthy) healthy.insert(ch.uuid.ToString());
-    }
-  } else if (rec.code() != Errc::kNoEnt) {
-    co_return rec.status();
-  }
+  auto current = co_await c_.current_replicas(v.uuid);
+  if (!current.ok()) co_return current.status();
   std::vector<std::string> away;
   for (const ReplicaSpec* r : c_.specs.replicas_of(v.uuid)) {
-    if (r->state != SpecState::kCreated || (have_record && !healthy.count(r->uuid))) continue;  // stale: never a part
+    if (r->state != SpecState::kCreated || !current->holds(r->uuid)) continue;  // stale: never a part
     if (!c_.registry.online(r->node)) {
       away.push_back(fmt::format("{} on {}", r->uuid, r->node));
       continue;

@@ -6,7 +6,6 @@
 
 #include "common/log.h"
 #include "common/uuid.h"
-#include "nexus/record.h"
 
 namespace tern::control {
 
@@ -49,36 +48,25 @@ Result<std::string> TargetService::choose_node(const VolumeSpec& v, const std::s
 }
 
 Task<Result<std::vector<std::string>>> TargetService::children(const VolumeSpec& v, const std::string& node) {
-  // Which replicas the last nexus called healthy (none when there was no nexus yet).
-  std::set<std::string> healthy;
-  bool have_record = false;
-  auto rec = co_await c_.specs.read(c_.specs.keys().record(v.uuid));
-  if (rec.ok()) {
-    auto parsed = nexus::NexusRecord::FromJson(*rec);
-    if (!parsed.ok()) co_return Status::Errorf(Errc::kCorruption, "volume {}: its nexus record: {}", v.uuid, parsed.status().message());
-    have_record = true;
-    for (const auto& ch : parsed->children) {
-      if (ch.healthy) healthy.insert(ch.uuid.ToString());
-    }
-  } else if (rec.code() != Errc::kNoEnt) {
-    co_return rec.status();
-  }
+  // Which replicas the last nexus called healthy (all when there was no nexus yet).
+  auto current = co_await c_.current_replicas(v.uuid);
+  if (!current.ok()) co_return current.status();
   std::vector<std::string> uris;
   std::vector<std::string> offline_current;
   bool any_current = false;
   for (const ReplicaSpec* r : c_.specs.replicas_of(v.uuid)) {
     if (r->state != SpecState::kCreated) continue;
     if (!c_.registry.online(r->node)) {
-      if (healthy.count(r->uuid)) offline_current.push_back(fmt::format("{} on {}", r->uuid, r->node));
+      if (current->recorded && current->holds(r->uuid)) offline_current.push_back(fmt::format("{} on {}", r->uuid, r->node));
       continue;
     }
     auto uri = co_await child_uri(*r, node);
     if (!uri.ok()) {
       TLOG_WARN("control", "volume {}: replica {} on {} is left out: {}", v.uuid, r->uuid, r->node, uri.status().message());
-      if (healthy.count(r->uuid)) offline_current.push_back(fmt::format("{} on {}", r->uuid, r->node));
+      if (current->recorded && current->holds(r->uuid)) offline_current.push_back(fmt::format("{} on {}", r->uuid, r->node));
       continue;
     }
-    any_current |= !have_record || healthy.count(r->uuid) > 0;
+    any_current |= current->holds(r->uuid);
     uris.push_back(std::move(*uri));
   }
   if (uris.empty()) co_return Status::Errorf(Errc::kBusy, "volume {}: none of its replicas is reachable", v.uuid);
@@ -147,11 +135,10 @@ Task<Result<VolumeSpec>> TargetService::publish(std::string uuid, PublishArgs a)
     co_return Status::Errorf(Errc::kInval, "protocol '{}': nvmf or nbd", a.protocol);
   }
   if (Status s = co_await c_.begin_volume_op(&uuid); !s.ok()) co_return s;
-  const VolumeSpec* cur = c_.specs.volume(uuid);
-  if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
-  if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(cur->state));
+  auto cur = c_.created_volume(uuid);
+  if (!cur.ok()) co_return cur.status();
   BusyGuard guard(c_.busy, uuid);
-  VolumeSpec v = *cur;
+  VolumeSpec v = **cur;
   if (v.target && v.target->allowed_hosts == std::vector<std::string>{std::string(kEvacuationHost)} &&
       a.allowed_hosts != v.target->allowed_hosts) {
     // The agent's own target (an evacuation copying a replica): the user's publish takes it over.

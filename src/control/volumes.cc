@@ -236,9 +236,9 @@ Task<Result<VolumeSpec>> VolumeService::create(CreateVolumeArgs a) {
 Task<Result<VolumeSpec>> VolumeService::scale(std::string uuid, uint32_t n) {
   if (n < 1 || n > 8) co_return Status::Errorf(Errc::kInval, "replicas {}: 1 to 8", n);
   if (Status s = co_await c_.begin_volume_op(&uuid); !s.ok()) co_return s;
-  const VolumeSpec* cur = c_.specs.volume(uuid);
-  if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
-  if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(cur->state));
+  auto found = c_.created_volume(uuid);
+  if (!found.ok()) co_return found.status();
+  const VolumeSpec* cur = *found;
   BusyGuard guard(c_.busy, uuid);
   const uint32_t was = cur->replicas;
   const bool published = cur->target && cur->target->state == TargetSpec::State::kPublished;
@@ -306,9 +306,9 @@ Task<Result<VolumeSpec>> VolumeService::scale(std::string uuid, uint32_t n) {
 
 Task<Result<VolumeSpec>> VolumeService::expand(std::string uuid, uint64_t size) {
   if (Status s = co_await c_.begin_volume_op(&uuid); !s.ok()) co_return s;
-  const VolumeSpec* cur = c_.specs.volume(uuid);
-  if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
-  if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(cur->state));
+  auto found = c_.created_volume(uuid);
+  if (!found.ok()) co_return found.status();
+  const VolumeSpec* cur = *found;
   if (size == 0 || size % 4096 != 0) co_return Status::Errorf(Errc::kInval, "size {}: a positive multiple of 4096 bytes", size);
   if (size < cur->size) {
     co_return Status::Errorf(Errc::kInval, "size {}: smaller than the volume ({}); shrinking is not supported", size, cur->size);
@@ -360,9 +360,9 @@ Task<Result<VolumeSpec>> VolumeService::expand(std::string uuid, uint64_t size) 
 
 Task<Result<VolumeSpec>> VolumeService::set_properties(std::string uuid, VolumeProperties p) {
   if (Status s = co_await c_.begin_volume_op(&uuid); !s.ok()) co_return s;
-  const VolumeSpec* cur = c_.specs.volume(uuid);
-  if (!cur) co_return Status::Errorf(Errc::kNoEnt, "volume {} does not exist", uuid);
-  if (cur->state != SpecState::kCreated) co_return Status::Errorf(Errc::kBusy, "volume {} is {}", uuid, spec_state_name(cur->state));
+  auto found = c_.created_volume(uuid);
+  if (!found.ok()) co_return found.status();
+  const VolumeSpec* cur = *found;
   BusyGuard guard(c_.busy, uuid);
   VolumeSpec v = *cur;
   if (p.labels) v.labels = *p.labels;
