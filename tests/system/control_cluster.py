@@ -104,16 +104,28 @@ class Rest:
         return doc
 
 
-class Agent:
-    """One tern-agent process; ports chosen free at construction and kept across restarts."""
+# The agent's timing for tests: short enough that failures are noticed and healed within seconds.
+AGENT_FLAGS = {"--lease-ttl": "2", "--node-deadline-ms": "2000", "--heartbeat-ms": "300", "--poll-ms": "1000",
+               "--reconcile-ms": "1000", "--child-params": "timeout_ms=2000&ctrl_loss_tmo_s=2&reconnect_delay_ms=100",
+               "--faulted-child-wait-ms": "8000", "--orphan-grace-ms": "2000"}
 
-    def __init__(self, build_dir, workdir, etcd, name="agent-a", extra_args=(), env=None):
+
+class Agent:
+    """One tern-agent process; ports chosen free at construction and kept across restarts. `etcd`: anything
+    with an `endpoint` (an Etcd, or an EtcdCluster: every member); `address`: where engines register (its
+    gRPC endpoint's host; the REST API stays on 127.0.0.1); `flags`: {flag: value} replacing those of
+    AGENT_FLAGS (a value of None drops the flag)."""
+
+    def __init__(self, build_dir, workdir, etcd, name="agent-a", extra_args=(), env=None, address="127.0.0.1",
+                 flags=None):
         self.binary = str(pathlib.Path(build_dir) / "tools/tern-agent/tern-agent")
         self.workdir = pathlib.Path(workdir)
         self.etcd = etcd
         self.name = name
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
+        self.address = address
+        self.flags = {**AGENT_FLAGS, **(flags or {})}
         self.rest_port, self.grpc_port = free_ports(2)
         self.proc = None
         self.runs = 0
@@ -122,7 +134,7 @@ class Agent:
 
     @property
     def grpc_endpoint(self):
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.address}:{self.grpc_port}"
 
     def start(self, timeout=30, env=None):
         assert self.proc is None
@@ -130,10 +142,8 @@ class Agent:
         self.log_path = self.workdir / f"{self.name}.{self.runs}.log"
         self._log = open(self.log_path, "w")
         args = [self.binary, "--etcd", self.etcd.endpoint, "--name", self.name, "--rest-address", "127.0.0.1",
-                "--rest-port", str(self.rest_port), "--grpc-endpoint", self.grpc_endpoint, "--lease-ttl", "2",
-                "--node-deadline-ms", "2000", "--heartbeat-ms", "300", "--poll-ms", "1000", "--reconcile-ms", "1000",
-                "--child-params", "timeout_ms=2000&ctrl_loss_tmo_s=2&reconnect_delay_ms=100",
-                "--faulted-child-wait-ms", "8000", "--orphan-grace-ms", "2000",
+                "--rest-port", str(self.rest_port), "--grpc-endpoint", self.grpc_endpoint,
+                *[x for k, v in self.flags.items() if v is not None for x in (k, v)],
                 *self.extra_args]
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, **self.env, **(env or {})))
@@ -213,35 +223,43 @@ class Agent:
 
 
 class LocalCluster:
-    """etcd + agents + engines (registered with every agent); `stop()` stops everything, checking logs."""
+    """etcd + agents + engines (registered with every agent); `stop()` stops everything, checking logs.
 
-    def __init__(self, build_dir, workdir, engines=3, agents=1, node_labels=None):
+    Optional: `etcd`, a started Etcd or EtcdCluster to use (stopped with the cluster) instead of a new
+    single member; `address`, where the agents take registrations (their gRPC endpoint's host);
+    `engine_kw`, {engine index: Engine keyword arguments} (e.g. `address`, `netns`); `agent_flags`, the
+    agents' flags replacing their defaults (Agent's `flags`)."""
+
+    def __init__(self, build_dir, workdir, engines=3, agents=1, node_labels=None, etcd=None, address="127.0.0.1",
+                 engine_kw=None, agent_flags=None):
         self.build_dir = build_dir
         self.workdir = pathlib.Path(workdir)
-        self.etcd = Etcd(self.workdir).start()
+        self.etcd = etcd if etcd is not None else Etcd(self.workdir).start()
         self.agents = []
         self.engines = []
-        self.factory = EngineFactory(build_dir, self.workdir)
         try:
+            self.factory = EngineFactory(build_dir, self.workdir)
             for i in range(agents):
-                self.agents.append(Agent(build_dir, self.workdir, self.etcd, name=f"agent-{'abc'[i]}").start())
+                self.agents.append(Agent(build_dir, self.workdir, self.etcd, name=f"agent-{'abc'[i]}",
+                                         address=address, flags=agent_flags).start())
             self.agents[0].wait_leading()
             for i in range(engines):
                 labels = (node_labels or {}).get(i, {})
-                self.add_engine(labels)
+                self.add_engine(labels, **(engine_kw or {}).get(i, {}))
             self.wait_nodes_online([e.name for e in self.engines])
         except BaseException:
             self.stop(check=False)
             raise
 
-    def add_engine(self, labels=None):
+    def add_engine(self, labels=None, **engine_kw):
         i = len(self.engines)
         args = ["--etcd", self.etcd.endpoint]
         for a in self.agents:
             args += ["--agent", a.grpc_endpoint]
         for k, v in (labels or {}).items():
             args += ["--node-label", f"{k}={v}"]
-        e = self.factory(name=f"node{i}", extra_args=args)
+        args += engine_kw.pop("extra_args", [])
+        e = self.factory(name=f"node{i}", extra_args=args, **engine_kw)
         (self.workdir / f"node{i}-disks").mkdir(exist_ok=True)
         self.engines.append(e)
         return e
@@ -310,7 +328,8 @@ class LocalCluster:
             except AssertionError as e:
                 errors.append(str(e))
         try:
-            self.factory.stop_all()
+            if hasattr(self, "factory"):
+                self.factory.stop_all()
         except AssertionError as e:
             errors.append(str(e))
         self.etcd.stop()

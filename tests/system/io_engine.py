@@ -75,10 +75,12 @@ class Api:
 
 
 class Engine:
-    """One io-engine process. Ports are chosen free at construction and kept across restarts."""
+    """One io-engine process. Ports are chosen free at construction and kept across restarts. `address`:
+    where its gRPC API and NVMe/TCP target listen (and what it advertises); `netns`: the name of a network
+    namespace to run it in (`ip netns exec`, which execs: the process is the engine itself)."""
 
     def __init__(self, build_dir, workdir, name="engine", cores="0", pools=(), extra_args=(), timeout=60,
-                 log_level="info"):
+                 log_level="info", address="127.0.0.1", netns=None):
         self.binary = str(pathlib.Path(build_dir) / "tools/io-engine/io-engine")
         self.ternctl_bin = str(pathlib.Path(build_dir) / "tools/ternctl/ternctl")
         self.workdir = pathlib.Path(workdir)
@@ -87,6 +89,8 @@ class Engine:
         self.pools = list(pools)
         self.extra_args = list(extra_args)
         self.log_level = log_level
+        self.address = address
+        self.netns = netns
         self.grpc_port, self.nvmf_port, self.nbd_port, self.metrics_port = free_ports(4)
         self.state_dir = self.workdir / f"{name}-state"
         self.proc = None
@@ -98,15 +102,17 @@ class Engine:
 
     @property
     def endpoint(self):
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.address}:{self.grpc_port}"
 
     def args(self):
-        a = [self.binary, "--node-name", self.name, "--grpc-endpoint", self.endpoint, "--nvmf-address", "127.0.0.1",
+        a = [self.binary, "--node-name", self.name, "--grpc-endpoint", self.endpoint, "--nvmf-address", self.address,
              "--nvmf-port", str(self.nvmf_port), "--nbd-port", str(self.nbd_port), "--metrics-address", "127.0.0.1",
              "--metrics-port", str(self.metrics_port), "--cores", self.cores, "--state-dir", str(self.state_dir),
              "--log-level", self.log_level]
         for name, disk in self.pools:
             a += ["--pool", f"{name}={disk}"]
+        if self.netns:
+            a = ["ip", "netns", "exec", self.netns] + a
         return a + self.extra_args
 
     def start(self, timeout=60):
@@ -124,7 +130,7 @@ class Engine:
                 self._cleanup()
                 raise EngineError(f"io-engine exited with {rc} during start-up:\n{self.log()[-4000:]}")
             try:
-                socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1).close()
+                socket.create_connection((self.address, self.grpc_port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
