@@ -44,6 +44,7 @@ enum class Errc : int32_t {
   kTimedOut = ETIMEDOUT,
   kCanceled = ECANCELED,
   kProto = EPROTO,
+  kStale = ESTALE,  // a compare-and-set found another writer's value: this writer was superseded
   // Project codes.
   kMediaError = 4096 + 1,  // the device reported an unrecoverable media error for this range
   kCorruption = 4096 + 2,  // on-disk data failed validation (checksum, magic, bounds)

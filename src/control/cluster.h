@@ -4,6 +4,7 @@
 // Threads: the agent's primary reactor.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <set>
@@ -50,6 +51,12 @@ struct AgentOptions {
   // for this long.
   uint64_t orphan_grace_ms = 60'000;
   std::string child_params = "timeout_ms=10000&ctrl_loss_tmo_s=5&reconnect_delay_ms=500";
+
+  // The timeout of the reconcile passes' reads (listing nexuses, objects): half the node deadline, 1 s at
+  // least, the engine timeout at most — so a node that stopped answering without being offline yet (a
+  // partition drops packets; a killed engine refuses at once) holds up a pass briefly, not for
+  // `engine_timeout_ms`, and the switch-over that follows its going offline is not delayed.
+  uint64_t read_timeout_ms() const { return std::min(engine_timeout_ms, std::max<uint64_t>(1000, node_deadline_ms / 2)); }
 };
 
 struct Cluster {

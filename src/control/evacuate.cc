@@ -80,7 +80,7 @@ Task<void> EvacuationService::step(std::string uuid, std::string node, std::stri
   ev1::ListNexusesRequest lr;
   lr.set_uuid(uuid);
   auto l = co_await c_.engines.call<ev1::NexusService>(c_.endpoint(t.node), &ev1::NexusService::Stub::async::ListNexuses, lr,
-                                                       c_.opts.engine_timeout_ms);
+                                                       c_.opts.read_timeout_ms());
   if (!l.ok() || l->nexuses().empty()) co_return;
   std::set<std::string> synced;
   for (const ev1::Child& ch : l->nexuses(0).children()) {

@@ -27,7 +27,7 @@ Task<uint32_t> HealService::count_rebuilds() {
   for (const std::string& node : nodes) {
     ev1::ListNexusesRequest lr;
     auto l = co_await c_.engines.call<ev1::NexusService>(c_.endpoint(node), &ev1::NexusService::Stub::async::ListNexuses, lr,
-                                                         c_.opts.engine_timeout_ms);
+                                                         c_.opts.read_timeout_ms());
     if (!l.ok()) continue;
     for (const ev1::Nexus& nx : l->nexuses()) {
       for (const ev1::Child& ch : nx.children()) {
@@ -89,7 +89,7 @@ Task<void> HealService::heal(std::string uuid) {
   for (const ReplicaSpec& r : added) (void)co_await targets_.join(uuid, node, r);
   ev1::ListNexusesRequest lr;
   lr.set_uuid(uuid);
-  auto l = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::ListNexuses, lr, c_.opts.engine_timeout_ms);
+  auto l = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::ListNexuses, lr, c_.opts.read_timeout_ms());
   if (!l.ok()) co_return;
   if (l->nexuses().empty()) {
     // The engine restarted and its nexus is gone: recreate it where it was (publish takes the volume).

@@ -24,7 +24,7 @@ Task<void> OrphanService::collect(std::string node, uint64_t now) {
   ev1::ListReplicasRequest req;
   req.set_include_snapshots(true);
   auto l = co_await c_.engines.call<ev1::ReplicaService>(c_.endpoint(node), &ev1::ReplicaService::Stub::async::ListReplicas, req,
-                                                         c_.opts.engine_timeout_ms);
+                                                         c_.opts.read_timeout_ms());
   if (!l.ok()) co_return;
   std::set<std::string> parts;
   for (const auto& [id, s] : c_.specs.snapshots) {

@@ -86,7 +86,7 @@ Task<Result<std::string>> TargetService::child_uri(ReplicaSpec r, std::string no
   ev1::ListReplicasRequest req;
   req.set_uuid(r.uuid);
   auto l = co_await c_.engines.call<ev1::ReplicaService>(c_.endpoint(r.node), &ev1::ReplicaService::Stub::async::ListReplicas, req,
-                                                         c_.opts.engine_timeout_ms);
+                                                         c_.opts.read_timeout_ms());
   if (!l.ok()) co_return l.status();
   if (l->replicas().empty()) co_return Status::Errorf(Errc::kNoEnt, "its engine does not have it");
   if (l->replicas(0).share().uri().empty()) co_return Status::Errorf(Errc::kBusy, "its engine does not share it");
@@ -287,7 +287,7 @@ Task<void> TargetService::reconcile() {
   for (const std::string& node : nodes) {
     ev1::ListNexusesRequest req;
     auto l = co_await c_.engines.call<ev1::NexusService>(c_.endpoint(node), &ev1::NexusService::Stub::async::ListNexuses, req,
-                                                         c_.opts.engine_timeout_ms);
+                                                         c_.opts.read_timeout_ms());
     if (!l.ok()) continue;
     for (const ev1::Nexus& nx : l->nexuses()) {
       // Only nexuses of this cluster's volumes: their record lives under our prefix.

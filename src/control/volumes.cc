@@ -382,7 +382,7 @@ Task<void> VolumeService::apply_rebuild_rate(VolumeSpec v) {
   const std::string ep = c_.endpoint(v.target->node);
   ev1::ListNexusesRequest lr;
   lr.set_uuid(v.uuid);
-  auto l = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::ListNexuses, lr, c_.opts.engine_timeout_ms);
+  auto l = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::ListNexuses, lr, c_.opts.read_timeout_ms());
   if (!l.ok() || l->nexuses().empty()) co_return;
   for (const ev1::Child& ch : l->nexuses(0).children()) {
     if (!ch.has_rebuild() || ch.rebuild().rate_limit() == v.rebuild_rate) continue;

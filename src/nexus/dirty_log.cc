@@ -342,9 +342,19 @@ Task<bool> DirtyLog::write_all(const char* what, uint64_t offset, const uint8_t*
   }
   std::vector<Errc> res = co_await when_all(std::move(ios));
   size_t ok = 0;
+  bool fenced = false;
   for (size_t i = 0; i < res.size(); ++i) {
     if (res[i] == Errc::kOk) {
       ++ok;
+      continue;
+    }
+    if (res[i] == Errc::kAccess) {
+      // Reservation Conflict: a newer nexus holds the volume. Not a failed child to retire (that would
+      // record the current replicas as faulted): this nexus is fenced off and takes nothing more.
+      TLOG_RL_WARN("nexus", 1000, "nexus {}: the {} write to child {} met a reservation conflict: fenced off", nx_.name(), what,
+                   targets[i].uri);
+      nx_.fenced_off(targets[i].slot);
+      fenced = true;
       continue;
     }
     TLOG_RL_WARN("nexus", 1000, "nexus {}: writing the {} to child {} failed: {}", nx_.name(), what, targets[i].uri,
@@ -358,7 +368,7 @@ Task<bool> DirtyLog::write_all(const char* what, uint64_t offset, const uint8_t*
       }
     }
   }
-  co_return ok > 0;
+  co_return ok > 0 && !fenced;
 }
 
 Task<Status> DirtyLog::write_transaction(const Layout* at, const Uuid* only) {

@@ -245,7 +245,7 @@ Task<Result<Nexus*>> Nexus::Create(BdevRegistry& registry, NexusOptions opts, Re
   if (failed.ok()) co_await nx->load_rebuild_history();
   // The record first, then the labels: a crash between them leaves the labels behind the record, which
   // makes them look stale (a rebuild), never current when they are not.
-  if (failed.ok()) failed = co_await nx->persist();
+  if (failed.ok()) failed = co_await nx->persist(/*takeover=*/true);
   for (auto& c : nx->children_) {
     if (!failed.ok()) break;
     failed = co_await nx->write_label(*c, c->sync == SyncState::kSynced);
@@ -550,16 +550,17 @@ Task<Status> Nexus::settle_generations() {
   bool have_record = false;
   if (store_ && !opts_.persistence_key.empty()) {
     std::string key = opts_.persistence_key;
-    auto got = co_await store_->get(std::move(key));
-    if (got.ok()) {
-      auto rec = NexusRecord::FromJson(*got);
+    auto got = co_await store_->get_versioned(std::move(key));
+    if (got.ok() && got->version != 0) {
+      record_rev_ = got->version;
+      auto rec = NexusRecord::FromJson(got->value);
       if (!rec.ok()) co_return rec.status().WithContext(fmt::format("the record at '{}'", opts_.persistence_key));
       recorded = rec->generation;
       have_record = true;
       for (const auto& rc : rec->children) {
         if (Child* c = find_child(rc.uuid)) c->rebuild_token = rc.rebuild_token;  // kept for out-of-sync ones below
       }
-    } else if (got.code() != Errc::kNoEnt) {
+    } else if (!got.ok()) {
       co_return got.status().WithContext(fmt::format("reading the record at '{}'", opts_.persistence_key));
     }
   }
@@ -666,6 +667,7 @@ Task<void> Nexus::publish() {
 
 NexusRecord Nexus::record() const {
   NexusRecord r;
+  r.writer = writer_;
   r.clean_shutdown = shutting_down_ && !failing_held_ && !shut_done_;
   r.generation = generation_;
   for (auto& c : children_) {
@@ -674,17 +676,52 @@ NexusRecord Nexus::record() const {
   return r;
 }
 
-Task<Status> Nexus::persist() {
+Task<Status> Nexus::persist(bool takeover) {
   if (!store_ || opts_.persistence_key.empty()) co_return Status::Ok();
+  while (writer_ == 0) {
+    const auto b = Uuid::Generate().bytes();
+    std::memcpy(&writer_, b.data(), sizeof(writer_));
+  }
   Reactor* r = Reactor::current();
   const uint64_t deadline = r->now() + opts_.persist_timeout_ns;
   for (;;) {
     std::string key = opts_.persistence_key;
     std::string value = record().ToJson();
-    Status st = co_await store_->put(std::move(key), std::move(value));
-    if (st.ok()) {
+    auto put = co_await store_->put_if(std::move(key), std::move(value), record_rev_);
+    if (put.ok()) {
+      record_rev_ = *put;
       ++record_writes_;
-      co_return st;
+      co_return Status::Ok();
+    }
+    Status st = put.status();
+    if (st.code() == Errc::kStale) {
+      // Someone else's put came between. Ours, whose answer was lost (a timeout), is retried against the
+      // version it made; a newer nexus's means this one is superseded.
+      std::string k = opts_.persistence_key;
+      auto now = co_await store_->get_versioned(std::move(k));
+      if (now.ok()) {
+        auto rec = NexusRecord::FromJson(now->value);
+        const bool mine = now->version != 0 && rec.ok() && rec->writer == writer_;
+        if (mine || takeover) {
+          if (!mine) {
+            TLOG_WARN("nexus", "nexus {}: the record at '{}' was written by an older nexus meanwhile; this one takes over",
+                      name(), opts_.persistence_key);
+          }
+          record_rev_ = now->version;
+          continue;
+        }
+        TLOG_ERROR("nexus", "nexus {}: the record at '{}' was written by another nexus: a newer one holds the volume", name(),
+                   opts_.persistence_key);
+        if (!fenced_.exchange(true)) {
+          shutdown_.store(true, std::memory_order_release);  // nothing new reaches the children
+          tasks_.spawn([](Nexus* nx) -> Task<void> {
+            co_await nx->self_shutdown("superseded: a newer nexus wrote the volume's record");
+          }(this));
+        }
+        co_return Status::Errorf(Errc::kStale, "nexus {}: superseded: another nexus wrote the record at '{}'", name(),
+                                 opts_.persistence_key);
+      }
+      st = now.status();
     }
     if (r->now() >= deadline) {
       co_return Status::Errorf(st.code(), "nexus {}: the record at '{}' could not be written for {} s: {}", name(),
@@ -730,6 +767,9 @@ Task<Status> Nexus::retire(Uuid id, FaultReason reason) {
   // First: an earlier retire that could not be recorded shut the nexus down, and a request waiting for
   // this one must not complete as if its child's retirement had been recorded.
   if (failing_held_) co_return Status(Errc::kShutdown, "the nexus is shut down");
+  // Fenced off (a newer nexus holds the volume): its failures are not the children's; nothing is retired
+  // or recorded any more.
+  if (fenced_.load()) co_return Status(Errc::kShutdown, "the nexus is fenced off by a newer one");
   Child* c = find_child(id);
   if (!c || c->state != ChildState::kOnline || !c->desc) co_return Status::Ok();  // already out (and recorded)
   const bool synced = c->sync == SyncState::kSynced;

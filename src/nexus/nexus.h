@@ -326,9 +326,13 @@ class Nexus final : public Bdev {
   Task<void> publish();
   std::shared_ptr<const ChildView> view() const;
 
-  // Record writes: retried until the timeout, then the nexus shuts itself down.
+  // Record writes: compare-and-set against the version this nexus last wrote (or read at its creation),
+  // so a nexus superseded by a newer one of the volume can never overwrite the newer one's record: its
+  // put finds another writer's value (kStale) and it shuts itself down (fenced), acknowledging nothing
+  // more. Other failures are retried until the timeout, then the nexus shuts itself down. At creation
+  // (`takeover`) a record written meanwhile by another (older) nexus is read again and overwritten.
   NexusRecord record() const;
-  Task<Status> persist();
+  Task<Status> persist(bool takeover = false);
 
   // Retire (primary): a reactor reports that `child` failed a request.
   Task<Status> retire(Uuid child, FaultReason reason);
@@ -396,6 +400,8 @@ class Nexus final : public Bdev {
   bool shut_done_ = false;      // ...and finished
   bool failing_held_ = false;   // held requests fail instead of waiting (destroy, self-shutdown)
   uint64_t record_writes_ = 0;
+  uint64_t writer_ = 0;       // this instance's token in the record (NexusRecord::writer)
+  int64_t record_rev_ = 0;    // the record's version as this nexus last wrote or read it (0: absent)
   uint64_t generation_ = 0;  // primary
   AsyncMutex ops_mu_;   // one reconfiguration at a time (retire, add, remove, fault, online, shutdown)
   AsyncMutex snap_mu_;  // one snapshot at a time (taken before ops_mu_)

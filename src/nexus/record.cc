@@ -10,6 +10,7 @@ std::string NexusRecord::ToJson() const {
   json j;
   j["clean_shutdown"] = clean_shutdown;
   j["generation"] = generation;
+  if (writer) j["writer"] = writer;
   j["children"] = json::array();
   for (const Child& c : children) {
     json e = {{"uuid", c.uuid.ToString()}, {"healthy", c.healthy}};
@@ -29,6 +30,10 @@ Result<NexusRecord> NexusRecord::FromJson(std::string_view text) {
   if (auto g = j.find("generation"); g != j.end()) {
     if (!g->is_number_unsigned()) return Status(Errc::kInval, "nexus record: 'generation' is not a non-negative integer");
     r.generation = g->get<uint64_t>();
+  }
+  if (auto w = j.find("writer"); w != j.end()) {
+    if (!w->is_number_unsigned()) return Status(Errc::kInval, "nexus record: 'writer' is not a non-negative integer");
+    r.writer = w->get<uint64_t>();
   }
   auto ch = j.find("children");
   if (ch == j.end() || !ch->is_array()) return Status(Errc::kInval, "nexus record: 'children' (an array) is missing");

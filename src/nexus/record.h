@@ -35,12 +35,19 @@ struct NexusRecord {
   // record written before generations existed.
   uint64_t generation = 0;
   std::vector<Child> children;
+  // Which nexus wrote it (a random token per nexus instance; 0 in records written before): a nexus
+  // whose compare-and-set fails tells its own earlier write (a retry after a timeout) from a newer
+  // nexus's. Written only when non-zero.
+  uint64_t writer = 0;
 
   std::string ToJson() const;
   // kInval naming what is wrong (not JSON, a missing field, a bad UUID). Unknown fields are ignored, so a
   // newer writer's additions do not break an older reader.
   static Result<NexusRecord> FromJson(std::string_view json);
-  friend bool operator==(const NexusRecord&, const NexusRecord&) = default;
+  // The same record whoever wrote it (the writer is not compared).
+  friend bool operator==(const NexusRecord& a, const NexusRecord& b) {
+    return a.clean_shutdown == b.clean_shutdown && a.generation == b.generation && a.children == b.children;
+  }
 };
 
 // Where records are kept: etcd in production (store::EtcdRecordStore), anything with these semantics in

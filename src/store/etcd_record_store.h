@@ -25,6 +25,9 @@ class EtcdRecordStore final : public RecordStore {
 
   Task<Status> put(std::string key, std::string value) override;
   Task<Result<std::string>> get(std::string key) override;
+  // The version is the key's mod_revision; put_if is one transaction comparing it.
+  Task<Result<Versioned>> get_versioned(std::string key) override;
+  Task<Result<int64_t>> put_if(std::string key, std::string value, int64_t expected) override;
 
  private:
   EtcdClient* client_;

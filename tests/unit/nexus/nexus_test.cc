@@ -51,6 +51,7 @@ class TestStore : public RecordStore {
     if (fail.load()) co_return Status(Errc::kConnRefused, "test store: refusing writes");
     std::lock_guard lk(mu);
     values[key] = value;
+    versions[key] = ++revision;
     history.push_back(value);
     co_return Status::Ok();
   }
@@ -60,6 +61,24 @@ class TestStore : public RecordStore {
     if (it == values.end()) co_return Status(Errc::kNoEnt, "no such key");
     co_return it->second;
   }
+  Task<Result<Versioned>> get_versioned(std::string key) override {
+    std::lock_guard lk(mu);
+    auto it = values.find(key);
+    if (it == values.end()) co_return Versioned{};
+    co_return Versioned{it->second, versions[key]};
+  }
+  Task<Result<int64_t>> put_if(std::string key, std::string value, int64_t expected) override {
+    ++attempts;
+    while (hold.load()) co_await Reactor::sleep_for(1'000'000);
+    if (fail.load()) co_return Status(Errc::kConnRefused, "test store: refusing writes");
+    std::lock_guard lk(mu);
+    const int64_t have = values.count(key) ? versions[key] : 0;
+    if (have != expected) co_return Status(Errc::kStale, "test store: another writer");
+    values[key] = value;
+    versions[key] = ++revision;
+    history.push_back(value);
+    co_return revision;
+  }
   NexusRecord last(const std::string& key) {
     std::lock_guard lk(mu);
     return *NexusRecord::FromJson(values.at(key));
@@ -68,6 +87,8 @@ class TestStore : public RecordStore {
   std::atomic<int> attempts{0};
   std::mutex mu;
   std::map<std::string, std::string> values;
+  std::map<std::string, int64_t> versions;
+  int64_t revision = 0;
   std::vector<std::string> history;
 };
 
@@ -321,9 +342,11 @@ TEST(NexusRecordCodec, RoundTripsAndNamesWhatIsWrong) {
   r.clean_shutdown = true;
   r.generation = 7;
   r.children = {{*Uuid::Parse(kC[0]), true}, {*Uuid::Parse(kC[1]), false, 0xfedcba9876543210ull}};
+  r.writer = 0x1234;
   auto back = NexusRecord::FromJson(r.ToJson());
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, r);
+  EXPECT_EQ(back->writer, 0x1234u);
   EXPECT_EQ(r.ToJson().find("rebuild_token"), r.ToJson().rfind("rebuild_token"));  // only where non-zero
   EXPECT_EQ(NexusRecord::FromJson(R"({"clean_shutdown": false, "children": [{"uuid": "6d0a3c1e-2222-4a2b-9c3d-00000000000a",
                                      "healthy": false, "rebuild_token": -1}]})").code(),
@@ -513,6 +536,28 @@ TEST_F(NexusTest, WhenTheRecordCannotBeWrittenTheNexusShutsDownRatherThanAcknowl
   EXPECT_EQ(info().status, NexusStatus::kShutdown);
   // Nothing more is accepted: held requests fail so that hosts go to another path.
   EXPECT_EQ(write(8, pattern(4096, 8)), Errc::kNoDev);
+}
+
+TEST_F(NexusTest, ANexusWhoseRecordANewerOneWroteIsFencedAndRecordsNothing) {
+  ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1)}, "vol/f").ok());
+  // A newer nexus of the volume writes the record (another writer, as after a switch-over).
+  NexusRecord newer = store_.last("vol/f");
+  newer.generation += 5;
+  newer.writer = 42;
+  Status put = env_->on_primary([&]() -> Task<Status> {
+    std::string k = "vol/f", v = newer.ToJson();
+    co_return co_await store_.put(std::move(k), std::move(v));
+  });
+  ASSERT_TRUE(put.ok());
+  const size_t writes = store_.history.size();
+  // This one's next record write (a child retired under a host write) finds it: the write is not
+  // acknowledged, the nexus shuts itself down, and the newer record stays as it was.
+  rule(0, "op=write");
+  EXPECT_EQ(write(0, pattern(4096, 8)), Errc::kShutdown);
+  EXPECT_TRUE(eventually([&] { return info().status == NexusStatus::kShutdown; }));
+  EXPECT_EQ(store_.history.size(), writes);
+  EXPECT_EQ(store_.last("vol/f").writer, 42u);
+  EXPECT_EQ(store_.last("vol/f").generation, newer.generation);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -496,6 +496,36 @@ TEST_F(EtcdTest, RecordStoreAdapter) {
     co_return co_await store.get(std::move(kk));
   });
   EXPECT_EQ(absent.code(), Errc::kNoEnt);
+  // Compare-and-set: the version read, a put at it, a put at an older one refused as stale.
+  auto v1 = env_->run([&]() -> Task<Result<RecordStore::Versioned>> {
+    std::string kk = k;
+    co_return co_await store.get_versioned(std::move(kk));
+  });
+  ASSERT_TRUE(v1.ok());
+  EXPECT_EQ(v1->value, record);
+  EXPECT_GT(v1->version, 0);
+  auto put = [&](int64_t expected) {
+    return env_->run([&]() -> Task<Result<int64_t>> {
+      std::string kk = k, vv = record;
+      co_return co_await store.put_if(std::move(kk), std::move(vv), expected);
+    });
+  };
+  auto v2 = put(v1->version);
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_GT(*v2, v1->version);
+  EXPECT_EQ(put(v1->version).code(), Errc::kStale);
+  EXPECT_EQ(put(0).code(), Errc::kStale);  // 0: only when absent
+  auto none = env_->run([&]() -> Task<Result<RecordStore::Versioned>> {
+    std::string kk = key("nexus/none");
+    co_return co_await store.get_versioned(std::move(kk));
+  });
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->version, 0);
+  auto fresh = env_->run([&]() -> Task<Result<int64_t>> {
+    std::string kk = key("nexus/none"), vv = record;
+    co_return co_await store.put_if(std::move(kk), std::move(vv), 0);
+  });
+  EXPECT_TRUE(fresh.ok()) << fresh.status();
 }
 
 }  // namespace
