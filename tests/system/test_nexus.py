@@ -94,6 +94,7 @@ def test_every_child_holds_what_the_host_wrote(cluster, pb):
     assert [c.local for c in nx.children] == [True, False, False]
     assert nx.required_child_size == required_child_bytes(VOL)
     rec = etcd.get_json(f"/tern/test/volume/{vol}/nexus")
+    assert rec.pop("writer") > 0  # this nexus's token: its record writes are compare-and-set
     assert rec == {"clean_shutdown": False, "generation": 1, "children": [{"uuid": r, "healthy": True} for r in reps]}
     assert nx.generation == 1 and [c.generation for c in nx.children] == [1, 1, 1]
     # Written through the nexus; each replica, read on its own engine, is the volume.
