@@ -49,7 +49,6 @@ namespace {
 template <typename Spec>
 Task<Status> load_kind(store::EtcdClient& etcd, const std::string& prefix, std::map<std::string, Spec>& out,
                        std::map<std::string, std::string>& unreadable) {
-  out.clear();
   auto r = co_await etcd.get_prefix(prefix);
   if (!r.ok()) co_return r.status();
   for (const store::KeyValue& kv : r->kvs) {
@@ -69,14 +68,33 @@ Task<Status> load_kind(store::EtcdClient& etcd, const std::string& prefix, std::
 
 Task<Status> SpecStore::load() {
   loaded_ = false;
-  unreadable.clear();
-  if (Status s = co_await load_kind(etcd_, keys_.nodes(), nodes, unreadable); !s.ok()) co_return s;
-  if (Status s = co_await load_kind(etcd_, keys_.pools(), pools, unreadable); !s.ok()) co_return s;
-  if (Status s = co_await load_kind(etcd_, keys_.replicas(), replicas, unreadable); !s.ok()) co_return s;
-  if (Status s = co_await load_kind(etcd_, keys_.volumes(), volumes, unreadable); !s.ok()) co_return s;
-  if (Status s = co_await load_kind(etcd_, keys_.snapshots(), snapshots, unreadable); !s.ok()) co_return s;
-  loaded_ = true;
-  co_return Status::Ok();
+  // Read into new maps and replace the copy at once: a load runs across several etcd reads, and the
+  // copy's readers (a request, a reconcile pass, another load) must never see it half cleared. A commit
+  // applied meanwhile (after a concurrent load finished first) may be missing from what was read: read
+  // again then.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const uint64_t at = applied_;
+    Copy c;
+    if (Status s = co_await read_all(&c); !s.ok()) co_return s;
+    if (applied_ != at) continue;
+    nodes = std::move(c.nodes);
+    pools = std::move(c.pools);
+    replicas = std::move(c.replicas);
+    volumes = std::move(c.volumes);
+    snapshots = std::move(c.snapshots);
+    unreadable = std::move(c.unreadable);
+    loaded_ = true;
+    co_return Status::Ok();
+  }
+  co_return Status(Errc::kAgain, "the specs kept changing while they were read: try again");
+}
+
+Task<Status> SpecStore::read_all(Copy* c) {
+  if (Status s = co_await load_kind(etcd_, keys_.nodes(), c->nodes, c->unreadable); !s.ok()) co_return s;
+  if (Status s = co_await load_kind(etcd_, keys_.pools(), c->pools, c->unreadable); !s.ok()) co_return s;
+  if (Status s = co_await load_kind(etcd_, keys_.replicas(), c->replicas, c->unreadable); !s.ok()) co_return s;
+  if (Status s = co_await load_kind(etcd_, keys_.volumes(), c->volumes, c->unreadable); !s.ok()) co_return s;
+  co_return co_await load_kind(etcd_, keys_.snapshots(), c->snapshots, c->unreadable);
 }
 
 Task<Status> SpecStore::ensure_loaded() {
@@ -107,6 +125,7 @@ Task<Status> SpecStore::commit(Batch b) {
     co_return Status(Errc::kAgain, "the specs changed underneath this agent: reloaded; try again");
   }
   for (auto& f : b.apply_) f();
+  ++applied_;
   co_return Status::Ok();
 }
 

@@ -1,6 +1,8 @@
 // SpecStore: the leader's copy of the specs (specs.h) and the only way it changes them.
 //
-// load() reads every spec under the prefix; afterwards the maps are what etcd holds, because the leader
+// load() reads every spec under the prefix into new maps and then replaces the copy at once (concurrent
+// readers never see it half read; a commit applied meanwhile makes it read again); afterwards the maps
+// are what etcd holds, because the leader
 // is the only writer: every change is a Batch committed as one etcd transaction guarded by the leader's
 // term (Leadership::guarded), and applied to the maps only once etcd took it. A commit whose outcome is
 // unknown (a timeout: the transaction may have been applied) marks the copy stale; the next operation
@@ -83,6 +85,16 @@ class SpecStore {
   Leadership& leader_;
   Keys keys_;
   bool loaded_ = false;
+  uint64_t applied_ = 0;  // commits applied to the copy (a load that saw this change reads again)
+  struct Copy {
+    std::map<std::string, NodeSpec> nodes;
+    std::map<std::string, PoolSpec> pools;
+    std::map<std::string, ReplicaSpec> replicas;
+    std::map<std::string, VolumeSpec> volumes;
+    std::map<std::string, SnapshotSpec> snapshots;
+    std::map<std::string, std::string> unreadable;
+  };
+  Task<Status> read_all(Copy* c);
 };
 
 }  // namespace tern::control

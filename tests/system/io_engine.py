@@ -41,7 +41,9 @@ def stubs():
     return _STUBS
 
 
-def free_ports(n, host="127.0.0.1"):
+def free_ports(n, host="0.0.0.0"):
+    """`n` ports free on every local address (a port free on 127.0.0.1 may be taken on another address a
+    test binds, such as a veth pair's)."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
