@@ -109,7 +109,8 @@ Task<void> HealService::heal(std::string uuid) {
   // Running rebuilds at the volume's rate (a property changed since they started).
   for (const ev1::Child& ch : nx.children()) {
     if (ch.has_rebuild() && ch.rebuild().state() == ev1::REBUILD_STATE_RUNNING && ch.rebuild().rate_limit() != v->rebuild_rate) {
-      co_await volumes_.apply_rebuild_rate(*v);
+      VolumeSpec spec = *v;  // (named: GCC 12)
+      co_await volumes_.apply_rebuild_rate(std::move(spec), nx);
       v = c_.specs.volume(uuid);
       if (!v) co_return;
       break;

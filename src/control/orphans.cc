@@ -15,12 +15,14 @@ Task<void> OrphanService::reconcile() {
   for (const auto& [name, p] : c_.specs.pools) {
     if (p.state == SpecState::kCreated && c_.registry.online(p.node)) nodes.insert(p.node);
   }
-  for (const std::string& n : nodes) co_await collect(n, now);
-  // Forget what is gone (or named again) so that the map does not grow.
-  std::erase_if(first_seen_, [&](const auto& e) { return now - e.second > 10 * c_.opts.orphan_grace_ms * 1'000'000 + 60'000'000'000ull; });
+  std::set<std::string> seen;
+  for (const std::string& n : nodes) co_await collect(n, now, seen);
+  // Only candidates seen in this pass keep their clock (one gone, named again, or on a node not asked
+  // this time starts over: the grace counts uninterrupted sightings).
+  std::erase_if(first_seen_, [&](const auto& e) { return !seen.count(e.first); });
 }
 
-Task<void> OrphanService::collect(std::string node, uint64_t now) {
+Task<void> OrphanService::collect(std::string node, uint64_t now, std::set<std::string>& seen) {
   ev1::ListReplicasRequest req;
   req.set_include_snapshots(true);
   auto l = co_await c_.engines.call<ev1::ReplicaService>(c_.endpoint(node), &ev1::ReplicaService::Stub::async::ListReplicas, req,
@@ -34,10 +36,8 @@ Task<void> OrphanService::collect(std::string node, uint64_t now) {
     const PoolSpec* pool = c_.specs.pool(r.pool());
     if (!pool || pool->node != node || !Uuid::Parse(r.name()).ok()) continue;  // not the agent's to judge
     const bool snapshot = r.kind() == ev1::REPLICA_KIND_SNAPSHOT;
-    if (snapshot ? (parts.count(r.uuid()) || r.discarded()) : (c_.specs.replicas.count(r.uuid()) || r.name() != r.uuid())) {
-      first_seen_.erase(r.uuid());
-      continue;
-    }
+    if (snapshot ? (parts.count(r.uuid()) || r.discarded()) : (c_.specs.replicas.count(r.uuid()) || r.name() != r.uuid())) continue;
+    seen.insert(r.uuid());
     auto [it, fresh] = first_seen_.emplace(r.uuid(), now);
     const uint64_t since = it->second;  // (the entry goes below)
     if (fresh || now - since < c_.opts.orphan_grace_ms * 1'000'000) continue;
@@ -54,7 +54,7 @@ Task<void> OrphanService::collect(std::string node, uint64_t now) {
       res = d.status();
     }
     if (res.ok() || res.code() == Errc::kNoEnt) {
-      first_seen_.erase(r.uuid());
+      seen.erase(r.uuid());
       ++collected_;
       TLOG_WARN("control", "node {}: pool {}: {} {} ('{}') was named by no spec for {} s: destroyed (an orphan)", node, r.pool(),
                 snapshot ? "snapshot" : "replica", r.uuid(), r.name(), (now - since) / 1'000'000'000ull);

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 
 #include "control/cluster.h"
@@ -32,7 +33,8 @@ class OrphanService {
   uint64_t collected() const { return collected_; }
 
  private:
-  Task<void> collect(std::string node, uint64_t now);
+  // One node's candidates: destroyed once past the grace; those left are added to `seen`.
+  Task<void> collect(std::string node, uint64_t now, std::set<std::string>& seen);
 
   Cluster& c_;
   std::map<std::string, uint64_t> first_seen_;  // object UUID -> reactor clock when first seen unnamed

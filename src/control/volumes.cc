@@ -384,7 +384,14 @@ Task<void> VolumeService::apply_rebuild_rate(VolumeSpec v) {
   lr.set_uuid(v.uuid);
   auto l = co_await c_.engines.call<ev1::NexusService>(ep, &ev1::NexusService::Stub::async::ListNexuses, lr, c_.opts.read_timeout_ms());
   if (!l.ok() || l->nexuses().empty()) co_return;
-  for (const ev1::Child& ch : l->nexuses(0).children()) {
+  ev1::Nexus nx = l->nexuses(0);  // (named: GCC 12 and temporaries in co_await expressions)
+  co_await apply_rebuild_rate(std::move(v), std::move(nx));
+}
+
+Task<void> VolumeService::apply_rebuild_rate(VolumeSpec v, ev1::Nexus nx) {
+  if (!v.target || !c_.registry.online(v.target->node)) co_return;
+  const std::string ep = c_.endpoint(v.target->node);
+  for (const ev1::Child& ch : nx.children()) {
     if (!ch.has_rebuild() || ch.rebuild().rate_limit() == v.rebuild_rate) continue;
     if (ch.rebuild().state() != ev1::REBUILD_STATE_RUNNING && ch.rebuild().state() != ev1::REBUILD_STATE_PAUSED) continue;
     ev1::SetRebuildRateRequest req;

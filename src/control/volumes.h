@@ -79,8 +79,10 @@ class VolumeService {
   // Sets the given properties. A new rebuild rate reaches the running rebuilds of a published volume at
   // once (the heal pass keeps them at it) and the nexus's next ones through its next publish.
   Task<Result<VolumeSpec>> set_properties(std::string uuid, VolumeProperties p);
-  // Brings the running rebuilds of the volume's nexus to its rebuild rate (logged on failure).
+  // Brings the running rebuilds of the volume's nexus to its rebuild rate (logged on failure): as listed
+  // now, or as `nx` (a listing the caller has) says.
   Task<void> apply_rebuild_rate(VolumeSpec v);
+  Task<void> apply_rebuild_rate(VolumeSpec v, ev1::Nexus nx);
 
   // One more replica for a volume (the volume is busy: the caller holds it): placed away from the
   // volume's other replicas, recorded `creating` with the volume's list, created, then `created`.

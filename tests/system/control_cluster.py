@@ -14,11 +14,33 @@ import urllib.request
 import jsonschema
 
 from etcd import Etcd
-from io_engine import SANITIZER_MARKERS, EngineFactory, free_ports
+from io_engine import SANITIZER_MARKERS, EngineFactory, free_ports, stubs
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OPENAPI = json.loads((ROOT / "docs/api/rest-v1.openapi.json").read_text())
 
+
+
+def engine(cl, name):
+    """The cluster's engine called `name`."""
+    return next(e for e in cl.engines if e.name == name)
+
+
+def nexuses(e):
+    """The UUIDs of the nexuses engine `e` holds (its own API)."""
+    return [n.uuid for n in e.api.nexus.ListNexuses(stubs().nexus_pb2.ListNexusesRequest(), timeout=30).nexuses]
+
+
+def child(e, vol, replica):
+    """Replica `replica` as a child of volume `vol`'s nexus on engine `e` (None: no nexus or no such child)."""
+    nx = e.api.nexus.ListNexuses(stubs().nexus_pb2.ListNexusesRequest(uuid=vol), timeout=30).nexuses
+    return next((c for c in nx[0].children if c.uuid == replica), None) if nx else None
+
+
+def rebuilt(e, vol, replica):
+    """The child when it is online and in sync (its rebuild done), else a false value."""
+    c = child(e, vol, replica)
+    return c is not None and c.synced and c.state == stubs().nexus_pb2.CHILD_STATE_ONLINE and c
 
 class AgentError(AssertionError):
     pass

@@ -22,7 +22,21 @@ class EtcdError(AssertionError):
     pass
 
 
-class Etcd:
+class KvReads:
+    """Reads through the v3 JSON gateway, for anything with `_post(path, body)` (a member, a cluster)."""
+
+    def get(self, key):
+        """The value of `key` (str), or None."""
+        r = self._post("/v3/kv/range", {"key": _b64(key)})
+        kvs = r.get("kvs") or []
+        return base64.b64decode(kvs[0]["value"]).decode() if kvs and "value" in kvs[0] else None
+
+    def get_json(self, key):
+        v = self.get(key)
+        return None if v is None else json.loads(v)
+
+
+class Etcd(KvReads):
     """One etcd member. `host`: the address it listens on (client and peer); `initial_cluster`: the
     --initial-cluster of a member of a larger cluster (default: a cluster of this member alone)."""
 
@@ -130,18 +144,9 @@ class Etcd:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
 
-    def get(self, key):
-        """The value of `key` (str), or None."""
-        r = self._post("/v3/kv/range", {"key": _b64(key)})
-        kvs = r.get("kvs") or []
-        return base64.b64decode(kvs[0]["value"]).decode() if kvs and "value" in kvs[0] else None
-
-    def get_json(self, key):
-        v = self.get(key)
-        return None if v is None else json.loads(v)
 
 
-class EtcdCluster:
+class EtcdCluster(KvReads):
     """`size` etcd members forming one cluster, all listening on `host` (ports of their own). `endpoint` is
     every member's, comma-separated (what the agents' and engines' --etcd take); reads go to any member
     that answers."""
@@ -206,14 +211,6 @@ class EtcdCluster:
                 errors.append(f"{m.name}: {e}")
         raise EtcdError(f"no etcd member answered {path}: {errors}")
 
-    def get(self, key):
-        r = self._post("/v3/kv/range", {"key": _b64(key)})
-        kvs = r.get("kvs") or []
-        return base64.b64decode(kvs[0]["value"]).decode() if kvs and "value" in kvs[0] else None
-
-    def get_json(self, key):
-        v = self.get(key)
-        return None if v is None else json.loads(v)
 
 
 def _b64(s):

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from control_cluster import OPENAPI, Agent, LocalCluster, Rest
+from control_cluster import OPENAPI, Agent, LocalCluster, Rest, child, engine, nexuses, rebuilt
 from nexus_util import required_child_bytes
 
 MiB = 1 << 20
@@ -37,14 +37,6 @@ def problem(status_doc, status, *words):
         assert w in doc["detail"], f"'{w}' not in: {doc['detail']}"
     return doc
 
-
-def nexuses(engine):
-    from io_engine import stubs
-    return [n.uuid for n in engine.api.nexus.ListNexuses(stubs().nexus_pb2.ListNexusesRequest(), timeout=30).nexuses]
-
-
-def engine(cl, name):
-    return next(e for e in cl.engines if e.name == name)
 
 
 def engine_snapshots(cl):
@@ -502,17 +494,6 @@ def test_ternctl_cluster_commands(cl):
     p = subprocess.run([ternctl, "--agent", "127.0.0.1:1", "get", "nodes"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 7 and "cannot reach the agent" in p.stderr, p.stderr
 
-
-def child(engine_, vol, replica):
-    from io_engine import stubs
-    nx = engine_.api.nexus.ListNexuses(stubs().nexus_pb2.ListNexusesRequest(uuid=vol), timeout=30).nexuses
-    return next((c for c in nx[0].children if c.uuid == replica), None) if nx else None
-
-
-def rebuilt(engine_, vol, replica):
-    from io_engine import stubs
-    c = child(engine_, vol, replica)
-    return c is not None and c.synced and c.state == stubs().nexus_pb2.CHILD_STATE_ONLINE and c
 
 
 def test_a_replica_that_returns_is_onlined_and_rebuilds_only_what_it_missed(cl):

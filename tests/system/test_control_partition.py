@@ -33,7 +33,7 @@ import uuid
 
 import pytest
 
-from control_cluster import AgentError, LocalCluster
+from control_cluster import AgentError, LocalCluster, child, engine, nexuses, rebuilt
 from etcd import EtcdCluster
 from io_engine import stubs
 from nexus_util import verify_pattern, write_pattern
@@ -196,24 +196,6 @@ def healed(cl):
 
 def vol_id():
     return str(uuid.uuid4())
-
-
-def engine(cl, name):
-    return next(e for e in cl.engines if e.name == name)
-
-
-def nexuses(e):
-    return [n.uuid for n in e.api.nexus.ListNexuses(stubs().nexus_pb2.ListNexusesRequest(), timeout=30).nexuses]
-
-
-def child(e, vol, replica):
-    nx = e.api.nexus.ListNexuses(stubs().nexus_pb2.ListNexusesRequest(uuid=vol), timeout=30).nexuses
-    return next((c for c in nx[0].children if c.uuid == replica), None) if nx else None
-
-
-def rebuilt(e, vol, replica):
-    c = child(e, vol, replica)
-    return c is not None and c.synced and c.state == stubs().nexus_pb2.CHILD_STATE_ONLINE and c
 
 
 def checksums(e, device, offset, length):
