@@ -9,8 +9,9 @@
 // name is never touched; nor are snapshots already deleted and kept for their clones.
 //
 // reconcile()  Lists every object on each online node (one call per node) and destroys the candidates
-//     seen in passes at least `orphan_grace_ms` apart (a create in flight is never collected: its spec
-//     came first, and the grace covers anything not yet recorded), logging each.
+//     seen unnamed in every pass for at least `orphan_grace_ms` (one missed by a pass — named again,
+//     gone, its node not asked — starts over; a create in flight is never collected: its spec came
+//     first, and the grace covers anything not yet recorded), logging each.
 //
 // Threads: the agent's primary reactor.
 #pragma once
