@@ -22,20 +22,37 @@ packages=(
   # etcd for the store's tests (tests/unit/store start their own members on free ports; the packaged
   # service, where systemd starts it, is not used)
   etcd-server etcd-client
+  # the Kubernetes deployment's tests (tests/system/test_deploy.py): deploy/tools/chart-render renders the
+  # Helm chart with Debian's Go and sprig (GOPATH mode, nothing downloaded); python3-yaml reads the output
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-yaml
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+# Node.js and npm for deploy/tools/validate: whichever the machine has (Node >= 18), else Debian's.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: missing packages: ${missing[*]}; run as root (or install them yourself)" >&2
-  exit 1
+if [ ${#missing[@]} -ne 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]}; run as root (or install them yourself)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# npm packages of the manifest validator (kubernetes-models ...), exactly as locked, into
+# deploy/tools/validate/node_modules; again only when the lock file changed.
+validate_dir="$(cd "$(dirname "$0")/.." && pwd)/deploy/tools/validate"
+stamp="$validate_dir/node_modules/.tern-lock.sha256"
+want="$(sha256sum "$validate_dir/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "install-deps: npm ci in deploy/tools/validate"
+  (cd "$validate_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$want" > "$stamp"
+fi
