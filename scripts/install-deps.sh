@@ -24,7 +24,7 @@ packages=(
   etcd-server etcd-client
   # the Kubernetes deployment's tests (tests/system/test_deploy.py): deploy/tools/chart-render renders the
   # Helm chart with Debian's Go and sprig (GOPATH mode, nothing downloaded); python3-yaml reads the output
-  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-yaml
+  golang-go golang-github-masterminds-sprig-dev golang-github-masterminds-semver-dev golang-gopkg-yaml.v2-dev python3-yaml
 )
 
 missing=()

@@ -694,6 +694,7 @@ def test_overrides_take_effect(rendered):
     (["--set", "storageClasses[0].name=x,storageClasses[0].replicas=1,storageClasses[0].fsType=btrfs"], "ext4 or xfs"),
     (["--set", "engine.cpuCount=0"], "at least 1"),
     (["--set", "engine.nodeSelector=null"], "engine.nodeSelector"),
+    (["--kube-version", "v1.26.9"], "incompatible with Kubernetes"),
 ])
 def test_bad_values_are_refused(renderer, tmp_path, args, message):
     p = run([str(renderer), "--strict", "-n", NS, *args, "tern", str(CHART)], timeout=60, check=False)

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/Masterminds/semver"
 	"github.com/Masterminds/sprig"
 	yaml "gopkg.in/yaml.v2"
 )
@@ -79,6 +80,8 @@ func (v VersionSet) Has(apiVersion string) bool {
 	}
 	return false
 }
+
+const defaultKubeVersion = "v1.31.0"
 
 type HelmVersion struct {
 	Version string
@@ -484,6 +487,24 @@ func NewRenderer(dir string, user map[string]interface{}, opts Options) (*Render
 	if err != nil {
 		return nil, err
 	}
+	if meta.KubeVersion != "" {
+		// As helm: the chart's kubeVersion constraint against the Kubernetes version rendered for.
+		c, err := semver.NewConstraint(meta.KubeVersion)
+		if err != nil {
+			return nil, fmt.Errorf("Chart.yaml: kubeVersion %q: %v", meta.KubeVersion, err)
+		}
+		kv := opts.KubeVersion
+		if kv == "" {
+			kv = defaultKubeVersion
+		}
+		v, err := semver.NewVersion(kv)
+		if err != nil {
+			return nil, fmt.Errorf("--kube-version %q: %v", kv, err)
+		}
+		if !c.Check(v) {
+			return nil, fmt.Errorf("chart requires kubeVersion: %s which is incompatible with Kubernetes %s", meta.KubeVersion, kv)
+		}
+	}
 	r := &Renderer{chartDir: dir, meta: meta, values: coalesce(user, defaults), opts: opts, included: map[string]int{}}
 	r.tmpl = template.New("gotpl")
 	if opts.Strict {
@@ -540,7 +561,7 @@ func NewRenderer(dir string, user map[string]interface{}, opts Options) (*Render
 func (r *Renderer) context(templateName string) map[string]interface{} {
 	kv := r.opts.KubeVersion
 	if kv == "" {
-		kv = "v1.31.0"
+		kv = defaultKubeVersion
 	}
 	if !strings.HasPrefix(kv, "v") {
 		kv = "v" + kv
@@ -710,7 +731,7 @@ func run(args []string) error {
 	name := fs.String("name", "", "release name (default: the first argument, else the chart's name)")
 	namespace := fs.String("namespace", "default", "release namespace (.Release.Namespace)")
 	fs.StringVar(namespace, "n", "default", "shorthand for --namespace")
-	kube := fs.String("kube-version", "v1.31.0", "Kubernetes version for .Capabilities.KubeVersion")
+	kube := fs.String("kube-version", defaultKubeVersion, "Kubernetes version for .Capabilities.KubeVersion (and the chart's kubeVersion)")
 	fs.Var(&valueFiles, "values", "a values YAML file (repeatable; later files win)")
 	fs.Var(&valueFiles, "f", "shorthand for --values")
 	fs.Var(&sets, "set", "key=value[,key=value] (repeatable)")

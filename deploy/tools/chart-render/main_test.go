@@ -158,3 +158,16 @@ func TestBadYAMLNamesTheFile(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestKubeVersionConstraint(t *testing.T) {
+	dir := writeChart(t, map[string]string{
+		"Chart.yaml":       "apiVersion: v2\nname: demo\nversion: 1.0.0\nkubeVersion: \">=1.27.0-0\"\n",
+		"templates/x.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+	})
+	for kv, ok := range map[string]bool{"v1.31.0": true, "1.27.3": true, "v1.26.5": false, "v1.30.1-eks-123": true} {
+		_, err := NewRenderer(dir, map[string]interface{}{}, Options{ReleaseName: "r", Namespace: "n", KubeVersion: kv})
+		if (err == nil) != ok {
+			t.Errorf("kube version %s: %v", kv, err)
+		}
+	}
+}
