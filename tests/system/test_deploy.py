@@ -123,6 +123,7 @@ SCENARIOS = {
     "engine": ["--set", "engine.cpuCount=4,engine.coreList=2-5,engine.poll=busy",
                "--set", "engine.nbd.enabled=true,engine.privileged=false,engine.metricsPort=0",
                "--set", "engine.nodeLabels.zone=a,engine.nodeLabels.class=ssd",
+               "--set", "engine.resources.requests.cpu=1,engine.resources.limits.memory=2Gi",
                "--set", "engine.tolerations[0].key=storage,engine.tolerations[0].operator=Exists"],
     "minimal": ["--set", "csi.enabled=false,haNode.enabled=false,snapshots.enabled=false,crds.install=false",
                 "--set", "etcd.enabled=false", "--set", "etcd.endpoints={10.0.0.11:2379,10.0.0.12:2379,10.0.0.13:2379}",
@@ -640,6 +641,12 @@ def test_committed_manifest_is_the_default_rendering(renderer, tmp_path):
     assert r.objects("Namespace") and r.objects("Namespace")[0]["metadata"]["name"] == NS
 
 
+def test_committed_manifest_is_valid(validator):
+    report = validator(MANIFEST)
+    assert not report["errors"], report["errors"]
+    assert report["kinds"].get("v1/Namespace") == 1
+
+
 def test_overrides_take_effect(rendered):
     ha, _ = rendered["ha-tls"]
     agent = ha.one("StatefulSet", "agent")
@@ -656,7 +663,8 @@ def test_overrides_take_effect(rendered):
     ec = eng.one("DaemonSet", "io-engine")["spec"]["template"]["spec"]["containers"][0]
     assert "--cores=2-5" in ec["args"] and "--poll=busy" in ec["args"] and "--nbd-port=10809" in ec["args"]
     assert {"--node-label=zone=a", "--node-label=class=ssd"} <= set(ec["args"])
-    assert ec["resources"]["requests"]["cpu"] == ec["resources"]["limits"]["cpu"] == "4"
+    assert ec["resources"]["requests"]["cpu"] == ec["resources"]["limits"]["cpu"] == "4"  # cpuCount decides
+    assert ec["resources"]["limits"]["memory"] == "2Gi"
     assert "privileged" not in ec["securityContext"] and ec["livenessProbe"] == {**ec["livenessProbe"], "tcpSocket": {"port": "grpc"}}
     assert not [s for s in eng.objects("Service") if component(s) == "io-engine"]
 
