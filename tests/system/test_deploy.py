@@ -709,6 +709,28 @@ def test_bad_values_are_refused(renderer, tmp_path, args, message):
     assert p.returncode != 0 and message in p.stderr, (p.returncode, p.stderr[-1000:])
 
 
+def test_values_are_documented():
+    """Every value in values.yaml has a row in docs/kubernetes.md's values table (free-form maps and lists,
+    such as resources or tolerations, as one value; a CSI sidecar's image, tag and port as the sidecar)."""
+    text = DOCS.read_text()
+    m = re.search(r"(?ms)^## Values\n(.*?)(?=^## )", text)
+    assert m, "docs/kubernetes.md has no '## Values' section"
+    documented = set(re.findall(r"`([A-Za-z][A-Za-z0-9.]*)`", m.group(1)))
+    free = {"resources", "nodeSelector", "tolerations", "commonLabels", "nodeLabels", "labels", "tlsConfig",
+            "pullSecrets", "extraArgs", "storageClasses", "endpoints"}
+    missing = []
+
+    def walk(d, prefix):
+        for k, v in d.items():
+            p = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, dict) and v and k not in free:
+                walk(v, p)
+            elif p not in documented and not (p.startswith("csi.sidecars.") and p.rsplit(".", 1)[0] in documented):
+                missing.append(p)
+    walk(yaml.safe_load((CHART / "values.yaml").read_text()), "")
+    assert not missing, f"values not in docs/kubernetes.md's values table: {missing}"
+
+
 def test_notes(renderer):
     p = run([str(renderer), "--strict", "--notes", "-n", "storage", "rel", str(CHART)], timeout=60)
     assert "<no value>" not in p.stdout and "namespace storage" in p.stdout
