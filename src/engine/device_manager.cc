@@ -175,6 +175,10 @@ Task<std::vector<ReactorLoad>> DeviceManager::reactor_stats() {
     l.idle_ns = std::min(c.idle_ns, total);
     l.busy_ns = total - l.idle_ns;
     l.polls = c.loops;
+    l.sleeps = c.sleeps;
+    l.submit_calls = c.submit_calls;
+    l.sqes = c.sqes;
+    l.completions = c.completions;
     out.push_back(l);
   }
   co_return out;

@@ -73,6 +73,12 @@ Task<std::string> metrics_page(Engine& engine) {
   declare_io(w, "tern_device", "a device (not a pool's replica)");
   w.declare("tern_reactor_busy_seconds_total", MetricType::kCounter, "Time a reactor was awake (working or spinning)");
   w.declare("tern_reactor_idle_seconds_total", MetricType::kCounter, "Time a reactor slept waiting for work");
+  w.declare("tern_reactor_sleeps_total", MetricType::kCounter,
+            "Times a reactor went to sleep in the kernel (each one a wake-up paid when work came)");
+  w.declare("tern_reactor_submit_calls_total", MetricType::kCounter, "io_uring_enter calls that submitted work");
+  w.declare("tern_reactor_sqes_total", MetricType::kCounter,
+            "Submission entries handed to the kernel (per submit call: the batching)");
+  w.declare("tern_reactor_completions_total", MetricType::kCounter, "Completions a reactor dispatched");
   w.declare("tern_nvmf_subsystems", MetricType::kGauge, "NVMe/TCP subsystems (discovery included)");
   w.declare("tern_nvmf_connected_hosts", MetricType::kGauge, "Controllers (connected hosts) of a subsystem");
   w.declare("tern_nvmf_io_queues", MetricType::kGauge, "I/O queues of a subsystem's connected hosts");
@@ -139,6 +145,10 @@ Task<std::string> metrics_page(Engine& engine) {
     std::vector<metrics::Label> l = {{"reactor", id}, {"core", core}};
     w.sample("tern_reactor_busy_seconds_total", l, double(r.busy_ns) / 1e9);
     w.sample("tern_reactor_idle_seconds_total", l, double(r.idle_ns) / 1e9);
+    w.sample("tern_reactor_sleeps_total", l, r.sleeps);
+    w.sample("tern_reactor_submit_calls_total", l, r.submit_calls);
+    w.sample("tern_reactor_sqes_total", l, r.sqes);
+    w.sample("tern_reactor_completions_total", l, r.completions);
   }
 
   auto subs = devices.subsystems("");

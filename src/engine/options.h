@@ -27,6 +27,9 @@ struct EngineOptions {
   std::string metrics_address = "0.0.0.0";
   uint16_t metrics_port = 9502;            // 0: no metrics endpoint
   std::string cores;                       // reactor cores, e.g. "0,1" (default: the first allowed core)
+  std::string poll = "adaptive";           // reactor polling: adaptive (sleep when idle) or busy (never sleep)
+  uint64_t idle_spin_us = 20;              // adaptive: idle time before a reactor sleeps
+  uint64_t await_spin_us = 250;            // adaptive: the same while our initiator awaits NVMe/TCP answers
   std::vector<PoolSpec> pools;             // imported (or created) at start
   std::string state_dir = "/var/lib/tern/io-engine";  // remembers pools created through the API
   // etcd members where nexuses keep their records ("127.0.0.1:2379,..."; empty: no record store, and

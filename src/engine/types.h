@@ -157,6 +157,10 @@ struct ReactorLoad {
   uint64_t busy_ns = 0;
   uint64_t idle_ns = 0;
   uint64_t polls = 0;
+  uint64_t sleeps = 0;        // times the reactor slept in the kernel (each one a wake-up to pay)
+  uint64_t submit_calls = 0;  // io_uring_enter calls that submitted
+  uint64_t sqes = 0;          // submission entries handed to the kernel
+  uint64_t completions = 0;   // completions dispatched
 };
 
 struct NodeInfo {

@@ -164,7 +164,17 @@ void Reactor::loop() {
       continue;
     }
     if (exit_now_.load(std::memory_order_acquire)) break;
-    if (opts_.poll_mode == PollMode::kAdaptive && now_ - last_work_ >= opts_.idle_spin_ns) {
+    const uint64_t idle = now_ - last_work_;
+    if (opts_.poll_mode == PollMode::kAdaptive && awaiting_ && idle >= opts_.idle_spin_ns &&
+        idle < opts_.await_spin_ns) {
+      // Spinning for a peer's answer: give the core to anything else runnable on it each empty turn. The
+      // peer we wait for may share this core (engines co-located on a node, a test on one machine), and a
+      // pure spin would hold back the very answer it waits for.
+      ::sched_yield();
+      ++counters_.yields;
+      continue;
+    }
+    if (opts_.poll_mode == PollMode::kAdaptive && idle >= opts_.idle_spin_ns) {
       // A timer due within the learned wake-up lateness is better served by spinning. (On a manual
       // clock nothing becomes due until the clock moves, and moving it wakes us.)
       if (manual_clock_ || timers_.empty() || timers_[0]->deadline_ > now_ + wake_margin_ns_) sleep();

@@ -61,6 +61,12 @@ struct ReactorOptions {
   // Adaptive mode: spin this long without work before sleeping. Short on purpose: long spins burn CPU and,
   // on virtual machines, slow the device emulation down (docs/benchmarks.md measures it).
   uint64_t idle_spin_ns = 20'000;
+  // Adaptive mode, while the reactor awaits an answer from a peer over the network (awaiting() > 0: an
+  // NVMe/TCP command sent by our initiator and not yet answered): spin this long without work before
+  // sleeping. A remote answer is due within one round trip plus the peer's device time, and a sleeping
+  // reactor pays a wake-up on top of it (tens of microseconds in a VM): docs/design/reactor.md,
+  // "Awaiting peers". Device I/O does not count: spinning through a disk request slows virtual disks.
+  uint64_t await_spin_ns = 250'000;
   unsigned fixed_files = 1024;              // slots in the ring's registered-file table
   uint64_t drain_timeout_ns = 10'000'000'000;  // on stop: wait this long for in-flight I/O, then cancel it
   // The time timers, sleep_for and now() run on (clock.h); null is CLOCK_MONOTONIC. Tests pass a
@@ -75,7 +81,8 @@ struct ReactorCounters {
   uint64_t completions = 0;
   uint64_t submit_calls = 0;
   uint64_t sqes = 0;
-  uint64_t taskrun_enters = 0;  // kernel entries to run completions parked by COOP_TASKRUN
+  uint64_t taskrun_enters = 0;
+  uint64_t yields = 0;          // empty turns spent yielding the core while awaiting a peer's answer  // kernel entries to run completions parked by COOP_TASKRUN
   uint64_t idle_ns = 0;         // time asleep in the kernel waiting for work (the rest is busy, spin included)
   uint64_t started_ns = 0;      // when the loop started (now_ns clock)
 };
@@ -111,6 +118,13 @@ class Reactor {
   void unregister_file(int slot);
   // Ring operations submitted and not yet completed.
   uint64_t inflight() const { return inflight_; }
+
+  // --- answers awaited from peers ---
+  // Owners count requests sent to a peer whose answer is due soon (an NVMe/TCP initiator's commands);
+  // while any is counted, an adaptive reactor spins up to `await_spin_ns` before it sleeps. Reactor thread.
+  void await_begin() noexcept { ++awaiting_; }
+  void await_end() noexcept { --awaiting_; }
+  uint64_t awaiting() const { return awaiting_; }
 
   // --- deferred work and local messages ---
   void defer(Deferred* d) {
@@ -220,6 +234,7 @@ class Reactor {
   uint64_t wake_buf_ = 0;
   bool wake_armed_ = false;
   uint64_t inflight_ = 0;
+  uint64_t awaiting_ = 0;  // answers awaited from peers (await_begin/await_end)
   uint64_t now_ = 0;   // real monotonic time at the start of the turn (spinning and sleeping decisions)
   uint64_t tnow_ = 0;  // the clock's time at the start of the turn (timers): now_ unless the clock is manual
   Clock* clock_;

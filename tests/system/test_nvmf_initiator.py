@@ -85,6 +85,9 @@ def test_random_read_write_verify(nvmf_target, ioperf, digests):
     assert r["verify"]["checked_bytes"] > 0
     assert r["device"]["product"] == "nvmf"
     assert r["device"]["block_size"] == 512 and r["device"]["num_blocks"] == 32 << 11
+    # Every command sent was counted as an awaited answer on its reactor and uncounted when answered (a
+    # leak would keep the reactor spinning for ever).
+    assert r["reactor_awaiting_at_end"] == [0] * len(cores.split(",")), r["reactor_awaiting_at_end"]
     # One I/O queue per ioperf reactor, each its own connection to the target.
     ncores = len(cores.split(","))
     for qid in range(1, ncores + 1):
@@ -172,6 +175,8 @@ def test_io_resumes_after_a_reset(nvmf_target, ioperf):
     # ... and the writes after the reset went through: the target's device saw them.
     assert r["write"]["bytes"] > 0 and r["read"]["bytes"] > 0
     assert t.ctl("stats")["devices"]["e0"]["writes"] >= r["write"]["bytes"] // 4096
+    # The commands the reset failed were uncounted as awaited answers too.
+    assert r["reactor_awaiting_at_end"] == [0], r["reactor_awaiting_at_end"]
 
 
 # ---------------------------------------------------------------------------------------------------

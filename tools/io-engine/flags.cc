@@ -115,6 +115,18 @@ Result<EngineOptions> parse_flags(int argc, char** argv, int* exit_code) {
                  "Reactor cores: a list (0,2), a range (0-3) or a mask (0x5) (default: the first core this process "
                  "may use)")
       ->envname(env("CORES"));
+  app.add_option("--poll", o.poll,
+                 "Reactor polling: adaptive (a reactor sleeps when it has been idle for --idle-spin-us; ~0 % CPU "
+                 "when idle) or busy (never sleeps: each reactor always takes a whole core)")
+      ->envname(env("POLL"))->check(CLI::IsMember({"adaptive", "busy"}))->capture_default_str();
+  app.add_option("--idle-spin-us", o.idle_spin_us, "Adaptive polling: how long a reactor spins without work before "
+                 "it sleeps")
+      ->envname(env("IDLE_SPIN_US"))->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_option("--await-spin-us", o.await_spin_us,
+                 "Adaptive polling: how long a reactor spins without work before it sleeps while it awaits answers "
+                 "to NVMe/TCP commands it sent (a nexus's remote children): the answer is due within a round trip, "
+                 "and a wake-up costs more than the spin; 0: as --idle-spin-us")
+      ->envname(env("AWAIT_SPIN_US"))->check(CLI::Range(0, 100000))->capture_default_str();
   app.add_option("-P,--pool", pools, "A pool to import at start, created if the disk holds none: NAME=DISK_URI "
                                      "(repeat the flag, or comma-separate in the variable)")
       ->envname(env("POOLS"))->delimiter(',');

@@ -47,6 +47,9 @@ int main(int argc, char** argv) {
   }
   ReactorSetOptions ro;
   ro.cores = *cores;
+  ro.reactor.poll_mode = opts->poll == "busy" ? PollMode::kBusy : PollMode::kAdaptive;
+  ro.reactor.idle_spin_ns = opts->idle_spin_us * 1000;
+  ro.reactor.await_spin_ns = opts->await_spin_us * 1000;
   auto set = ReactorSet::Start(ro);
   if (!set.ok()) {
     fmt::print(stderr, "io-engine: starting reactors: {}\n", set.status().message());

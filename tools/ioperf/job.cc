@@ -74,7 +74,7 @@ struct CoreJob {
   uint64_t verified_bytes = 0;
   std::optional<Mismatch> mismatch;
   std::optional<std::string> first_error;
-  uint64_t t_start = 0, t_end = 0, cpu_start = 0, cpu_end = 0, sleeps_start = 0, sleeps_end = 0;
+  uint64_t t_start = 0, t_end = 0, cpu_start = 0, cpu_end = 0, sleeps_start = 0, sleeps_end = 0, awaiting_end = 0;
   std::counting_semaphore<>* done_sem = nullptr;
   TaskScope workers{"ioperf workers"};  // the queue-depth coroutines of this core
 
@@ -96,6 +96,7 @@ struct CoreJob {
       t_end = now_ns();
       cpu_end = thread_cpu_ns();
       sleeps_end = Reactor::current()->counters().sleeps;
+      awaiting_end = Reactor::current()->awaiting();
       done_sem->release();
     }
   }
@@ -236,6 +237,7 @@ Result<JobResult> run_job(const JobSpec& spec) {
   ro.cores = spec.cores;
   ro.reactor.poll_mode = spec.poll_mode;
   ro.reactor.idle_spin_ns = spec.idle_spin_ns;
+  ro.reactor.await_spin_ns = spec.await_spin_ns;
   TERN_ASSIGN_OR_RETURN(auto set, ReactorSet::Start(ro));
   const unsigned ncores = set->size();
 
@@ -430,6 +432,7 @@ Result<JobResult> run_job(const JobSpec& spec) {
     uint64_t wall = j.t_end > j.t_start ? j.t_end - j.t_start : 1;
     res.cpu_pct.push_back(100.0 * double(j.cpu_end - j.cpu_start) / double(wall));
     res.sleeps.push_back(j.sleeps_end - j.sleeps_start);
+    res.awaiting.push_back(j.awaiting_end);
     if (j.first_error && !res.first_error) res.first_error = j.first_error;
     if (j.mismatch && !res.mismatch) res.mismatch = j.mismatch;
   }

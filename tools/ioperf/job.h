@@ -45,6 +45,7 @@ struct JobSpec {
   uint64_t seed = 1;
   PollMode poll_mode = PollMode::kAdaptive;
   uint64_t idle_spin_ns = 20'000;
+  uint64_t await_spin_ns = 250'000;
 };
 
 struct OpResult {
@@ -66,6 +67,7 @@ struct JobResult {
   OpResult read, write;
   std::vector<double> cpu_pct;  // per core, % of one core over the measured interval
   std::vector<uint64_t> sleeps;  // per core: times the reactor slept in the kernel
+  std::vector<uint64_t> awaiting;  // per core: NVMe/TCP answers still counted as awaited once its I/O ended (0)
   std::optional<std::string> first_error;
   uint64_t verified_bytes = 0;   // read back and checked (during the run and in the final pass)
   std::optional<Mismatch> mismatch;

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
               poll = "adaptive", log_level = "warn";
   std::vector<std::string> devs;
   unsigned qd = 1, mix = 50;
-  uint64_t ios = 0, seed = 1, idle_spin_us = 20;
+  uint64_t ios = 0, seed = 1, idle_spin_us = 20, await_spin_us = 250;
   bool verify = false, json = false, keep_going = false;
   std::string pool_dev, replica;
   auto* uri_opt = app.add_option("--uri", uri, "Device to drive (or --pool and --replica)");
@@ -91,6 +91,9 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "Random seed")->capture_default_str();
   app.add_option("--poll", poll, "Reactor polling: adaptive (sleep when idle) or busy (always spin)")->capture_default_str();
   app.add_option("--idle-spin-us", idle_spin_us, "Adaptive polling: idle time before a reactor sleeps")->capture_default_str();
+  app.add_option("--await-spin-us", await_spin_us,
+                 "Adaptive polling: idle time before a reactor sleeps while NVMe/TCP commands it sent are "
+                 "unanswered (nvmf:// devices)")->capture_default_str();
   app.add_flag("--json", json, "Print one JSON object instead of the table");
   app.add_option("--log-level", log_level, "Log levels, e.g. warn or info,bdev=debug")->capture_default_str();
   try {
@@ -142,6 +145,7 @@ int main(int argc, char** argv) {
   else if (poll == "busy") spec.poll_mode = PollMode::kBusy;
   else return usage_error(Status::Errorf(Errc::kInval, "--poll must be adaptive or busy, not '{}'", poll));
   spec.idle_spin_ns = idle_spin_us * 1000;
+  spec.await_spin_ns = await_spin_us * 1000;
 
   auto res = run_job(spec);
   if (!res.ok()) return usage_error(res.status());
@@ -167,6 +171,7 @@ int main(int argc, char** argv) {
                         {"write", op_json(r.write, secs)},
                         {"cpu_pct", r.cpu_pct},
                         {"reactor_sleeps", r.sleeps},
+                        {"reactor_awaiting_at_end", r.awaiting},
                         {"verify", {{"enabled", spec.verify}, {"checked_bytes", r.verified_bytes},
                                     {"mismatch", r.mismatch ? nlohmann::json(r.mismatch->describe(r.device.block_size)) : nlohmann::json()}}},
                         {"error", r.first_error ? nlohmann::json(*r.first_error) : nlohmann::json()},

@@ -65,6 +65,7 @@ int with_reactor(Body body) {
   ro.cores = {sched_getcpu()};
   ro.pin = false;
   ro.reactor.idle_spin_ns = 0;  // a CLI waits on the network; no reason to spin
+  ro.reactor.await_spin_ns = 0;
   auto set = ReactorSet::Start(ro);
   if (!set.ok()) {
     fmt::print(stderr, "ternctl: {}\n", set.status().message());

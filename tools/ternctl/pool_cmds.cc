@@ -26,6 +26,7 @@ int with_device(const PoolArgs& a, Body body) {
   ro.cores = {sched_getcpu()};
   ro.pin = false;
   ro.reactor.idle_spin_ns = 0;
+  ro.reactor.await_spin_ns = 0;
   auto set = ReactorSet::Start(ro);
   if (!set.ok()) {
     fmt::print(stderr, "ternctl: {}\n", set.status().message());

@@ -90,7 +90,7 @@ Errc errc_from_status(CmdStatus s) {
 // Connection set-up
 
 HostQpair::HostQpair(int fd, const HostParams& p, uint16_t qid, uint16_t qsize)
-    : params_(p), qid_(qid), qsize_(qsize) {
+    : params_(p), qid_(qid), qsize_(qsize), reactor_(Reactor::current()) {
   net::TcpConn::Callbacks cb;
   cb.on_data = [this](const uint8_t* d, size_t n) { return on_data(d, n); };
   cb.on_error = [this](Errc e) { fail(e); };
@@ -109,7 +109,11 @@ HostQpair::HostQpair(int fd, const HostParams& p, uint16_t qid, uint16_t qsize)
   icreq_item_.done = [](net::SendItem*, Errc) {};
 }
 
-HostQpair::~HostQpair() = default;
+HostQpair::~HostQpair() {
+  // Commands never completed (a queue pair dropped without close()) must not leave the reactor spinning.
+  if (qid_ != 0)
+    for (size_t i = 0; i < outstanding_; ++i) reactor_->await_end();
+}
 
 Task<Result<std::unique_ptr<HostQpair>>> HostQpair::Connect(const HostParams& p, uint16_t qid, uint16_t qsize,
                                                             uint16_t cntlid) {
@@ -248,6 +252,7 @@ void HostQpair::submit(HostCmd* c) {
   c->transport_error = Errc::kOk;
   std::memset(&c->cqe, 0, sizeof(c->cqe));
   ++outstanding_;
+  if (qid_ != 0) reactor_->await_begin();  // the answer is due within a round trip: spin for it, not sleep
   Sqe& s = c->sqe;
   s.cid = c->cid;
   s.flags = 0x40;  // SGL
@@ -351,6 +356,7 @@ Task<HostQpair::Reply> HostQpair::command(Sqe sqe, std::vector<uint8_t> data_out
 void HostQpair::complete(HostCmd* c) {
   c->busy = false;
   --outstanding_;
+  if (qid_ != 0) reactor_->await_end();
   c->done(c, c->arg);
 }
 

@@ -5,6 +5,10 @@
 // never inside submit(). Write data goes in the capsule when it fits (IOCCSZ) and otherwise answers the
 // controller's R2Ts with H2CData PDUs; read data is received straight into the caller's buffers.
 //
+// Every I/O command in flight counts on the reactor as an answer awaited from a peer (Reactor::await_begin):
+// the reactor spins a little longer for it instead of sleeping. Admin commands (keep-alives, identify) do
+// not count: they are rare, and one the target may hold for long (an Asynchronous Event Request) must not.
+//
 // Failures (connection loss, a TermReq, a malformed PDU from the target) fail every outstanding
 // command with a status and call on_failure once; the owner decides whether to reconnect.
 #pragma once
@@ -22,6 +26,10 @@
 #include "nvmf/spec.h"
 #include "nvmf/tcp_pdu.h"
 #include "reactor/task.h"
+
+namespace tern {
+class Reactor;
+}
 
 namespace tern::nvmf {
 
@@ -132,7 +140,8 @@ class HostQpair {
   std::unique_ptr<net::TcpConn> conn_;
   std::vector<std::unique_ptr<HostCmd>> cmds_;
   std::vector<HostCmd*> free_;
-  size_t outstanding_ = 0;
+  size_t outstanding_ = 0;  // on I/O queues each counted on the reactor as an awaited answer (await_begin)
+  Reactor* reactor_;         // the one it lives on
   bool hdgst_ = false, ddgst_ = false;
   uint32_t cpda_align_ = 4;
   uint32_t maxh2cdata_ = 0;

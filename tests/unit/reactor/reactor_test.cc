@@ -76,6 +76,49 @@ TEST(Reactor, IdleReactorSleepsAndCostsAlmostNoCpu) {
   EXPECT_LT(cpu1 - cpu0, 30'000'000u) << "idle reactor used " << (cpu1 - cpu0) / 1000 << " us of CPU";
 }
 
+TEST(Reactor, AwaitedAnswersKeepAnAdaptiveReactorSpinningThenItSleeps) {
+  ReactorSetOptions o;
+  o.cores = test::test_cores(1);
+  o.reactor.idle_spin_ns = 20'000;
+  o.reactor.await_spin_ns = 60'000'000'000ull;  // far longer than the test: only await_end lets it sleep
+  auto started = ReactorSet::Start(o);
+  ASSERT_TRUE(started.ok()) << started.status();
+  auto& set = *started;
+  auto sleeps = [&] { return set->run_sync(0, [] { return Reactor::current()->counters().sleeps; }); };
+  auto sleeps_beyond = [&](uint64_t n) {  // waits (5 s at most) for a sleep past `n`
+    for (int i = 0; i < 500; ++i) {
+      if (sleeps() > n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  // Idle at first: it sleeps within the idle spin.
+  uint64_t s0 = sleeps();
+  ASSERT_TRUE(sleeps_beyond(s0)) << "the idle reactor never slept";
+  set->run_sync(0, [] {
+    Reactor::current()->await_begin();
+    Reactor::current()->await_begin();
+    return 0;
+  });
+  // Our own run_sync messages wake it; past them it must not sleep again while answers are awaited.
+  uint64_t s1 = sleeps();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  uint64_t s2 = sleeps();
+  EXPECT_EQ(s2, s1) << "the reactor slept while two answers were awaited";
+  EXPECT_EQ(set->run_sync(0, [] { return Reactor::current()->awaiting(); }), 2u);
+  set->run_sync(0, [] {
+    Reactor::current()->await_end();
+    return 0;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(sleeps(), s2) << "one answer still awaited";
+  set->run_sync(0, [] {
+    Reactor::current()->await_end();
+    return 0;
+  });
+  EXPECT_TRUE(sleeps_beyond(s2)) << "the reactor did not sleep once nothing was awaited";
+}
+
 TEST(Reactor, BusyModeNeverSleeps) {
   auto set = start_reactors(1, PollMode::kBusy);
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
