@@ -1035,7 +1035,11 @@ TEST_F(NexusTest, ARebuildResumesFromItsCheckpointOnlyWhileTheChildGotEveryWrite
   destroy();
   rebuild_opts_.rate_bytes_per_s = 0;
   ASSERT_TRUE(create({child_uri("e0", 0), child_uri("e1", 1), child_uri("e2", 2)}, "vol/cp").ok());
-  ASSERT_TRUE(eventually([&] { return info().children[2].sync == SyncState::kSynced; }));
+  // The child turns in sync a moment before its job records itself completed: await both.
+  ASSERT_TRUE(eventually([&] {
+    const ChildInfo c = info().children[2];
+    return c.sync == SyncState::kSynced && c.rebuild && c.rebuild->finished();
+  }));
   RebuildStats s = stats();
   EXPECT_EQ(s.state, RebuildState::kCompleted);
   EXPECT_EQ(s.resumed_bytes, stopped_at);  // where the last one stopped, not the start
