@@ -81,8 +81,8 @@ struct ReactorCounters {
   uint64_t completions = 0;
   uint64_t submit_calls = 0;
   uint64_t sqes = 0;
-  uint64_t taskrun_enters = 0;
-  uint64_t yields = 0;          // empty turns spent yielding the core while awaiting a peer's answer  // kernel entries to run completions parked by COOP_TASKRUN
+  uint64_t taskrun_enters = 0;  // kernel entries to run completions parked by COOP_TASKRUN
+  uint64_t yields = 0;          // empty turns spent yielding the core while awaiting a peer's answer
   uint64_t idle_ns = 0;         // time asleep in the kernel waiting for work (the rest is busy, spin included)
   uint64_t started_ns = 0;      // when the loop started (now_ns clock)
 };
@@ -123,7 +123,7 @@ class Reactor {
   // Owners count requests sent to a peer whose answer is due soon (an NVMe/TCP initiator's commands);
   // while any is counted, an adaptive reactor spins up to `await_spin_ns` before it sleeps. Reactor thread.
   void await_begin() noexcept { ++awaiting_; }
-  void await_end() noexcept { --awaiting_; }
+  void await_end(uint64_t n = 1) noexcept { awaiting_ -= n; }
   uint64_t awaiting() const { return awaiting_; }
 
   // --- deferred work and local messages ---

@@ -111,8 +111,7 @@ HostQpair::HostQpair(int fd, const HostParams& p, uint16_t qid, uint16_t qsize)
 
 HostQpair::~HostQpair() {
   // Commands never completed (a queue pair dropped without close()) must not leave the reactor spinning.
-  if (qid_ != 0)
-    for (size_t i = 0; i < outstanding_; ++i) reactor_->await_end();
+  if (qid_ != 0) reactor_->await_end(outstanding_);
 }
 
 Task<Result<std::unique_ptr<HostQpair>>> HostQpair::Connect(const HostParams& p, uint16_t qid, uint16_t qsize,
