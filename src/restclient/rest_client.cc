@@ -1,4 +1,4 @@
-#include "rest_client.h"
+#include "restclient/rest_client.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -14,7 +14,7 @@
 
 #include "common/log.h"
 
-namespace tern::ctl {
+namespace tern::rest {
 
 namespace {
 
@@ -204,8 +204,7 @@ Result<RestReply> rest_call(const std::vector<std::string>& agents, const std::s
     return r;
   }
   if (standby) return *standby;
-  return Status::Errorf(Errc::kConnRefused, "cannot reach the agent ({}); is tern-agent running? choose it with --agent "
-                                            "or TERN_AGENT", why);
+  return Status::Errorf(Errc::kConnRefused, "cannot reach the agent ({}); is tern-agent running?", why);
 }
 
 std::string problem_detail(const RestReply& r) {
@@ -213,4 +212,4 @@ std::string problem_detail(const RestReply& r) {
   return fmt::format("HTTP {}", r.status);
 }
 
-}  // namespace tern::ctl
+}  // namespace tern::rest

@@ -1,4 +1,4 @@
-// How ternctl's cluster commands talk to the core agent: HTTP/1.1 + JSON against its REST API
+// How ternctl and tern-csi talk to the core agent: HTTP/1.1 + JSON against its REST API
 // (docs/api/rest-v1.openapi.json), blocking (a command line waits anyway), one connection per request.
 //
 // Several agents may be given (--agent a,b or TERN_AGENT): a request goes to the first that answers; a
@@ -12,7 +12,7 @@
 
 #include "common/result.h"
 
-namespace tern::ctl {
+namespace tern::rest {
 
 struct RestReply {
   int status = 0;
@@ -28,4 +28,4 @@ Result<RestReply> rest_call(const std::vector<std::string>& agents, const std::s
 // A problem document's detail (or the status line when it has none).
 std::string problem_detail(const RestReply& r);
 
-}  // namespace tern::ctl
+}  // namespace tern::rest

@@ -7,11 +7,14 @@
 #include "common/units.h"
 #include "common/uuid.h"
 #include "engine_client.h"
-#include "rest_client.h"
+#include "restclient/rest_client.h"
 
 namespace tern::ctl {
 
 using json = nlohmann::json;
+using rest::RestReply;
+using rest::problem_detail;
+using rest::rest_call;
 
 namespace {
 
@@ -56,7 +59,7 @@ int exit_for(const RestReply& r) {
 int rest(const std::string& method, const std::string& path, const json* body, RestReply* out) {
   auto r = rest_call(agent_list(), method, path, body, g.timeout_s, c.agent_ca);
   if (!r.ok()) {
-    fmt::print(stderr, "ternctl: {}\n", r.status().message());
+    fmt::print(stderr, "ternctl: {}; choose it with --agent or TERN_AGENT\n", r.status().message());
     return 7;
   }
   if (r->status >= 300) {
