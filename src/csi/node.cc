@@ -45,8 +45,10 @@ std::vector<MountEntry> mounts_of(const std::vector<MountEntry>& all, const std:
   std::vector<MountEntry> out;
   struct stat st;
   if (::stat(dev_path.c_str(), &st) != 0) return out;
+  const std::string node_root = "/" + fs::path(dev_path).filename().string();
   for (const auto& m : all) {
-    if (same_device(m, st) || m.source == dev_path) out.push_back(m);
+    // A file system on it, or its device node bind-mounted (raw block: the table names devtmpfs).
+    if (same_device(m, st) || m.source == dev_path || (m.fs_type == "devtmpfs" && m.root == node_root)) out.push_back(m);
   }
   return out;
 }
@@ -240,7 +242,10 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::Node
     struct stat src;
     bool same = false;
     if (block) {
-      same = ::stat(source.c_str(), &src) == 0 && same_device(*m, src);
+      // A bind-mounted device node: the mount table names devtmpfs; the node itself is the device.
+      struct stat tgt;
+      same = ::stat(source.c_str(), &src) == 0 && ::stat(target.c_str(), &tgt) == 0 && S_ISBLK(tgt.st_mode) &&
+             tgt.st_rdev == src.st_rdev;
     } else if (auto staged = mount_at(mounts, source)) {
       same = m->major == staged->major && m->minor == staged->minor;
     }

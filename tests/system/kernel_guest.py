@@ -9,8 +9,8 @@ The guest kit (kernel + initramfs) is built once from Debian packages and cached
 ($TERN_GUEST_CACHE, default /var/cache/tern/guest-kit/<kernel>-<hash>); the hash covers everything that
 goes into it, so a change here rebuilds it. Building needs root (apt-get download, depmod).
 
-Inside the guest: busybox, nvme-cli, fio, e2fsprogs, xfsprogs, nbd-client and util-linux tools, the
-modules nvme-tcp, nvmet-tcp, nbd, brd, loop, ext4, xfs; configfs mounted. The guest's network is
+Inside the guest: busybox, nvme-cli, fio, e2fsprogs (with resize2fs), xfsprogs (with xfs_growfs), nbd-client
+and util-linux tools, the modules nvme-tcp, nvmet-tcp, nbd, brd, loop, ext4, xfs; configfs mounted. The guest's network is
 restricted (user-mode, no route out):
   - `forward(slot)`: the guest reaches a port of this machine at 10.0.2.100:<4420+slot>; which host port
     that is can change at any time (`route(slot, port)`), so a target restarted on a new port, or gone
@@ -39,7 +39,8 @@ HOST_ADDR = "10.0.2.100"   # this machine, as the guest sees it
 HOST_PACKAGES = ["qemu-system-x86", "socat", "kmod", "cpio", "busybox-static", "nvme-cli", "e2fsprogs",
                  "xfsprogs", "fio", "nbd-client", "util-linux"]
 GUEST_BINARIES = ["/usr/sbin/nvme", "/sbin/mkfs.ext4", "/sbin/e2fsck", "/sbin/mkfs.xfs", "/sbin/xfs_repair",
-                  "/usr/bin/fio", "/usr/sbin/nbd-client", "/sbin/blkid", "/usr/bin/lsblk", "/sbin/blkdiscard"]
+                  "/usr/bin/fio", "/usr/sbin/nbd-client", "/sbin/blkid", "/usr/bin/lsblk", "/sbin/blkdiscard",
+                  "/sbin/resize2fs", "/usr/sbin/xfs_growfs"]
 MODULES = ["virtio_pci", "virtio_net", "crc32c_generic", "nvme-tcp", "nvmet-tcp", "nbd", "loop", "brd", "ext4",
            "xfs", "9pnet_virtio", "9p"]
 GUEST_HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:7e4d0a52-2f57-4d1c-9a51-1c0ffee00001"
@@ -366,6 +367,19 @@ class Guest:
         name = name or os.path.basename(src)
         shutil.copy2(src, self.share / name)
         return f"/share/{name}"
+
+    def put_program(self, src, name=None):
+        """Copies a program of this machine and the shared libraries it loads into the guest's /share
+        (<name>-lib); returns the command that runs it there."""
+        name = name or os.path.basename(src)
+        lib = self.share / f"{name}-lib"
+        lib.mkdir(exist_ok=True)
+        for path in re.findall(r"=> (/\S+)", _sh(["ldd", str(src)]).stdout):
+            dst = lib / os.path.basename(path)
+            if not dst.exists():
+                shutil.copy2(os.path.realpath(path), dst)
+        self.put(src, name)
+        return f"LD_LIBRARY_PATH=/share/{name}-lib /share/{name}"
 
     def dmesg(self, n=40):
         return self.run(f"dmesg | tail -n {n}", timeout=20)[1]
