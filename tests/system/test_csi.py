@@ -62,13 +62,13 @@ def env(build_dir, tmp_path_factory):
         assert not errors, "\n".join(errors)
 
 
-def create(env, name, size=16 * MiB, params=None, caps=None, limit=0, source=None):
+def create(env, name, size=16 * MiB, params=None, caps=None, limit=0, source=None, timeout=120):
     c = pb().csi_pb2
     req = c.CreateVolumeRequest(name=name, capacity_range=c.CapacityRange(required_bytes=size, limit_bytes=limit),
                                 volume_capabilities=caps or [mount_cap("ext4")], parameters=params or {})
     if source:
         req.volume_content_source.snapshot.snapshot_id = source
-    return env.ctrl.controller.CreateVolume(req, timeout=120).volume
+    return env.ctrl.controller.CreateVolume(req, timeout=timeout).volume
 
 
 def node_id(name="node0", nqn=HOSTNQN):
@@ -363,9 +363,11 @@ def test_a_call_in_progress_makes_the_same_call_abort(env):
     t = threading.Thread(target=first)
     try:
         t.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while True:
-            code, msg = code_of(create, env, name)
+            # A short deadline: should this call, not the thread's, be the one that got in first, it waits
+            # for the agents like the first would, and the next one is refused.
+            code, msg = code_of(create, env, name, timeout=2)
             if code == C.ABORTED:
                 break
             assert time.monotonic() < deadline, f"the second call was not ABORTED: {code} {msg}"
