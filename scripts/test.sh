@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh || exit 1
 scripts/build.sh asan || exit 1
 # The release flavour serves the main-job test only: its programs, not the unit tests or benches.
-scripts/build.sh release io-engine ternctl tern-agent tern-csi ioperf || exit 1
+scripts/build.sh release io-engine ternctl tern-agent tern-csi tern-ha-node ioperf || exit 1
 scripts/build-fuzz.sh || exit 1
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}

@@ -202,6 +202,10 @@ std::optional<std::string> namespace_by_nguid(const std::string& nguid, const st
   for (const auto& e : fs::directory_iterator(fs::path(sys_root) / "block", ec)) {
     std::string name = e.path().filename();
     if (name.rfind("nvme", 0) != 0) continue;
+    // nvme<subsys>c<ctrl>n<ns>: one path of a multipath namespace, hidden (no device node); the head
+    // nvme<subsys>n<ns> is the device.
+    size_t digits = name.find_first_not_of("0123456789", 4);
+    if (digits != std::string::npos && name[digits] == 'c') continue;
     if (lower(read_attr(e.path() / "nguid")) == want) return name;
     // Some kernels show the identifier only as wwid "eui.<32 hex digits>".
     std::string wwid = lower(read_attr(e.path() / "wwid"));

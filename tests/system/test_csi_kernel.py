@@ -4,9 +4,20 @@ cluster (etcd, an agent, two engines) run on this machine; this test plays the k
 
 Stage connects with nvme-cli and finds the namespace by NGUID, makes a file system only where there is
 none and mounts it; Publish bind-mounts it (or the raw device); Expand grows a mounted ext4 or xfs file
-system online; Unstage unmounts and disconnects; a restarted plugin finishes what the last one began."""
+system online; Unstage unmounts and disconnects; a restarted plugin finishes what the last one began.
+Last, tern-ha-node (the HA node agent) in the guest: a fio verify job keeps running through a switch-over
+when the engine serving the volume is killed (-9) and the agent republishes it on another node.
+
+The guest reaches this machine only through forwarded ports (10.0.2.100:<4420+slot>), so the agent's
+answers reach the guest's plugins through a small proxy that rewrites the engines' addresses in them to
+the guest's view (what routing does on a real network); the plugins themselves are unchanged."""
+import http.server
 import os
+import re
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import grpc
@@ -15,6 +26,7 @@ import pytest
 from control_cluster import LocalCluster, engine
 from csi_driver import block_cap, code_of, mount_cap, pb
 from kernel_guest import GUEST_HOSTNQN, HOST_ADDR
+from kernel_nvme import fio_ok, fio_verify_cmd, wait_guest
 
 pytestmark = pytest.mark.kernel
 
@@ -40,18 +52,63 @@ def env(build_dir, release_dir, kernel_guest, tmp_path_factory):
             e.cl.rest.ok("PUT", f"/v1/pools/p-{eng.name}", {"node": eng.name, "disk": e.cl.disk(eng, "p0", size=2 << 30)})
         e.ctrl = Plugin(build_dir / "tools/tern-csi/tern-csi", wd, "controller",
                         ["--agent-url", f"http://127.0.0.1:{e.cl.leader.rest_port}"]).start()
-        # Slots 0 and 1: the engines' NVMe/TCP ports; slot 2: the agent's REST API (the node's health check).
+        # Slots 0 and 1: the engines' NVMe/TCP ports; slot 2: the agent's REST API through the proxy.
         e.g = kernel_guest(forwards=3, expose=(CSI_PORT,))
         for i, eng in enumerate(e.cl.engines):
             e.g.route(i, eng.nvmf_port)
-        e.g.route(2, e.cl.leader.rest_port)
+        e.proxy = GuestViewProxy(e)
+        e.g.route(2, e.proxy.port)
         e.run_csi = e.g.put_program(release_dir / "tools/tern-csi/tern-csi", "tern-csi")
+        e.ha_binary = release_dir / "tools/tern-ha-node/tern-ha-node"
         start_node(e)
         yield e
     finally:
+        if getattr(e, "proxy", None):
+            e.proxy.close()
         if e.ctrl:
             e.ctrl.stop()
         e.cl.stop()
+
+
+class GuestViewProxy:
+    """GETs to the agent, answered with every engine's NVMe/TCP address (127.0.0.1:<port>) rewritten to the
+    guest's way to it (10.0.2.100:<4420+slot>)."""
+
+    def __init__(self, e):
+        ports = {eng.nvmf_port: e.g.forward_port(i) for i, eng in enumerate(e.cl.engines)}
+        upstream = f"http://127.0.0.1:{e.cl.leader.rest_port}"
+
+        def rewrite(text):
+            return re.sub(r"nvmf://127\.0\.0\.1:(\d+)/",
+                          lambda m: f"nvmf://{HOST_ADDR}:{ports.get(int(m.group(1)), 1)}/", text)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                try:
+                    with urllib.request.urlopen(upstream + self.path, timeout=10) as r:
+                        status, body = r.status, r.read()
+                except urllib.error.HTTPError as x:
+                    status, body = x.code, x.read()
+                except OSError:
+                    status, body = 503, b""
+                body = rewrite(body.decode()).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def start_node(e):
@@ -276,5 +333,72 @@ def test_a_restarted_node_plugin_carries_on(env):
     assert len(controllers(e, v)) == 1  # not connected twice
     node_publish(e, v, st, tgt)
     node_unpublish(e, v, tgt)
+    unstage(e, v, st)
+    finish(e, v)
+
+
+def guest_dev(e, v):
+    """The guest's block device of the volume (found by NGUID, as the plugin does)."""
+    out = e.g.run_ok(f"for b in /sys/block/nvme*; do [ \"$(cat $b/nguid 2>/dev/null)\" = {v.volume_id} ] && "
+                     f"[ -b /dev/${{b##*/}} ] && echo /dev/${{b##*/}}; done; true", timeout=20).split()
+    assert len(out) == 1, out
+    return out[0]
+
+
+def paths(e, v):
+    """{controller: (state, address)} of the volume's subsystem in the guest."""
+    out = e.g.run_ok(f"for c in /sys/class/nvme/nvme*; do grep -q {v.volume_id} $c/subsysnqn 2>/dev/null && "
+                     f"echo ${{c##*/}} $(cat $c/state) $(cat $c/address | tr -d ' '); done; true", timeout=20)
+    return {line.split()[0]: (line.split()[1], line.split()[2]) for line in out.splitlines() if line.strip()}
+
+
+def test_switch_over_moves_a_running_fio_job(env):
+    """kill -9 of the engine serving the volume while fio writes and verifies: the agent republishes it on
+    the other node, tern-ha-node connects the guest to it and removes the dead path; fio sees a pause."""
+    e = env
+    v = new_volume(e, 64 * MiB, cap=block_cap())
+    ctx = publish(e, v, cap=block_cap())
+    st = "/tmp/k/stage-ha"
+    stage(e, v, ctx, st, cap=block_cap())
+    dev = guest_dev(e, v)
+    served_by = e.cl.rest.ok("GET", f"/v1/volumes/{v.volume_id}")["target"]["node"]
+    ha = e.g.put_program(e.ha_binary, "tern-ha-node")
+    e.g.run_ok(f"setsid sh -c '{ha} --node-name guest --agent-url http://{HOST_ADDR}:{e.g.forward_port(2)} "
+               f"--interval-ms 200 --dead-after-ms 500 >>/tmp/ha.log 2>&1' </dev/null >/dev/null 2>&1 &", timeout=20)
+    fio = fio_verify_cmd(dev, size="8M", bs="4k", iodepth=4)
+    e.g.run_ok(f"rm -f /tmp/fio.rc; setsid sh -c '{fio} >/tmp/fio.out 2>&1; echo $? >/tmp/fio.rc' "
+               f"</dev/null >/dev/null 2>&1 &", timeout=20)
+    name = dev.split("/")[-1]
+    try:
+        # Writes are counted on the paths (nvmeXcYnZ), not on the multipath head.
+        per_path = "c*n".join(name.rsplit("n", 1))  # nvme0n1 -> nvme0c*n1
+        wait_guest(e.g, "fio writing", f"[ $(cat /sys/block/{per_path}/stat | awk '{{s += $5}} END {{print s}}') -gt 200 ]",
+                   timeout=60)
+    except AssertionError as x:
+        raise AssertionError(f"{x}\nfio: {e.g.run('cat /tmp/fio.out /tmp/fio.rc; cat /sys/block/' + name + '/stat')[1]}")
+    victim = engine(e.cl, served_by)
+    victim.kill()
+    t0 = time.monotonic()
+    try:
+        wait_guest(e.g, "fio to finish", "test -s /tmp/fio.rc", timeout=240)
+        took = time.monotonic() - t0
+        out = e.g.run_ok("cat /tmp/fio.out; echo rc=$(cat /tmp/fio.rc)", timeout=20)
+        ha_log = e.g.run("cat /tmp/ha.log", timeout=20)[1]
+        assert "rc=0" in out, f"{out[-3000:]}\n{ha_log}\n{e.g.dmesg(30)}"
+        fio_ok(out)
+        now = e.cl.rest.ok("GET", f"/v1/volumes/{v.volume_id}")["target"]["node"]
+        assert now != served_by
+        assert "new path to its target on " + now in ha_log, ha_log
+        # The dead path is removed once the new one is live.
+        e.cl.wait("only live paths", lambda: all(s == "live" for s, _ in paths(e, v).values()), timeout=60)
+        p = paths(e, v)
+        assert len(p) == 1 and f"trsvcid={e.g.forward_port([x.name for x in e.cl.engines].index(now))}" in \
+            next(iter(p.values()))[1], p
+        assert "removed its dead path" in e.g.run("cat /tmp/ha.log", timeout=20)[1]
+        print(f"switch-over: fio finished {took:.1f} s after the kill, no error")
+    finally:
+        e.g.run("kill $(pidof tern-ha-node) 2>/dev/null; true", timeout=20)
+        if not victim.running():
+            victim.restart()
     unstage(e, v, st)
     finish(e, v)

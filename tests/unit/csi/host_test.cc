@@ -76,6 +76,8 @@ class FakeSys : public ::testing::Test {
 TEST_F(FakeSys, FindsNamespacesControllersAndSubsystems) {
   // Native multipath: the head disk's device is the subsystem; two paths (controllers) to it.
   put("block/nvme0n1/nguid", "00000000-0000-0000-0000-000000000000");
+  put("block/nvme2c2n1/nguid", "6c1f3a52-8d0e-4b7a-9c55-0e7d2b4a9f10");  // a hidden path: never the device
+  put("block/nvme2c3n1/nguid", "6c1f3a52-8d0e-4b7a-9c55-0e7d2b4a9f10");
   put("block/nvme2n1/nguid", "6C1F3A52-8D0E-4B7A-9C55-0E7D2B4A9F10");
   put("block/nvme2n1/device/subsysnqn", "nqn.2019-05.io.tern:vol");
   put("block/nvme5n1/wwid", "eui.b2e94d073f614c8ea1d357c0f8e6a2b4");
