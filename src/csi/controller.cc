@@ -65,21 +65,25 @@ void fill_snapshot(const json& s, pb::Snapshot* out) {
   out->set_ready_to_use(str(s, "state") == "created");
 }
 
-// A page of `n` entries from `token` (the decimal index of the first): [begin, end) and the next token.
-grpc::Status page(size_t n, int32_t max_entries, const std::string& token, size_t* begin, size_t* end,
-                  std::string* next) {
+// A page of `items` (sorted by UUID) after `token` (the UUID of the last entry of the previous page, so
+// an entry deleted between pages shifts nothing): [begin, end) and the next token.
+grpc::Status page(const std::vector<json>& items, int32_t max_entries, const std::string& token, size_t* begin,
+                  size_t* end, std::string* next) {
   if (max_entries < 0) return invalid(fmt::format("max_entries {}: must not be negative", max_entries));
+  const size_t n = items.size();
   size_t at = 0;
   if (!token.empty()) {
-    auto [p, ec] = std::from_chars(token.data(), token.data() + token.size(), at);
-    if (ec != std::errc() || p != token.data() + token.size() || at > n) {
+    if (!is_uuid(token)) {
       return grpc::Status(StatusCode::ABORTED, fmt::format("starting_token '{}' is not one this plugin gave", token));
     }
+    at = size_t(std::upper_bound(items.begin(), items.end(), token,
+                                 [](const std::string& t, const json& j) { return t < str(j, "uuid"); }) -
+                items.begin());
   }
   *begin = at;
   *end = max_entries > 0 ? std::min(n, at + size_t(max_entries)) : n;
   next->clear();
-  if (*end < n) *next = std::to_string(*end);
+  if (*end < n && *end > 0) *next = str(items[*end - 1], "uuid");
   return grpc::Status::OK;
 }
 
@@ -394,7 +398,7 @@ grpc::Status ControllerService::ListVolumes(grpc::ServerContext*, const pb::List
   std::sort(vols.begin(), vols.end(), [](const json& a, const json& b) { return str(a, "uuid") < str(b, "uuid"); });
   size_t begin = 0, end = 0;
   std::string next;
-  if (auto s = page(vols.size(), req->max_entries(), req->starting_token(), &begin, &end, &next); !s.ok()) return s;
+  if (auto s = page(vols, req->max_entries(), req->starting_token(), &begin, &end, &next); !s.ok()) return s;
   for (size_t i = begin; i < end; i++) {
     auto* e = resp->add_entries();
     fill_volume(vols[i], e->mutable_volume());
@@ -486,8 +490,11 @@ grpc::Status ControllerService::CreateSnapshot(grpc::ServerContext*, const pb::C
                                                pb::CreateSnapshotResponse* resp) {
   if (req->name().empty()) return invalid("name is required");
   if (req->source_volume_id().empty()) return invalid("source_volume_id is required");
-  if (!req->parameters().empty()) {
-    return invalid(fmt::format("parameters: tern snapshots take none (got '{}')", req->parameters().begin()->first));
+  for (const auto& [k, v] : req->parameters()) {
+    // The snapshotter's --extra-create-metadata keys (the VolumeSnapshot's name and namespace) pass.
+    if (k.rfind("csi.storage.k8s.io/", 0) != 0) {
+      return invalid(fmt::format("parameters: '{}' (a tern snapshot takes no parameters)", k));
+    }
   }
   const std::string& vol = req->source_volume_id();
   const std::string uuid = snapshot_uuid_for_name(req->name());
@@ -553,7 +560,7 @@ grpc::Status ControllerService::ListSnapshots(grpc::ServerContext*, const pb::Li
   std::sort(snaps.begin(), snaps.end(), [](const json& a, const json& b) { return str(a, "uuid") < str(b, "uuid"); });
   size_t begin = 0, end = 0;
   std::string next;
-  if (auto s = page(snaps.size(), req->max_entries(), req->starting_token(), &begin, &end, &next); !s.ok()) return s;
+  if (auto s = page(snaps, req->max_entries(), req->starting_token(), &begin, &end, &next); !s.ok()) return s;
   for (size_t i = begin; i < end; i++) fill_snapshot(snaps[i], resp->add_entries()->mutable_snapshot());
   resp->set_next_token(next);
   return grpc::Status::OK;

@@ -4,12 +4,15 @@
 //
 // Each pass looks at the host (sysfs: the controllers of every subsystem named with tern's NQN prefix)
 // and at the agent (the volume's target), and acts on the difference:
-//   1. a subsystem without a live path for `dead_after_ms`: the agent is asked where the volume's target
-//      is now; a published target at an address the host has no path to gets one (`nvme connect` to the
+//   1. the agent is asked where the volume's target is now — when the subsystem has had no live path for
+//      `dead_after_ms`, when some path is down, and every `recheck_ms` anyway; a target published for
+//      this host (its NQN allowed) at an address the host has no path to gets one (`nvme connect` to the
 //      same subsystem NQN: the kernel's native multipath adds it to the same namespace head, and the I/O
 //      it held resumes on it). A target still on the dead node, or being republished, is waited for;
 //   2. a subsystem with a live path to the current target and paths to other addresses that are not
-//      live: those are removed (`nvme disconnect -d`), so the kernel stops retrying a dead node.
+//      live: those are removed (`nvme disconnect -d`, after reading the controller again: its number
+//      may have been reused), so the kernel stops retrying a dead node.
+// A failed connect is retried after `retry_ms`; messages are logged once per change, not per pass.
 // The watcher keeps no state that matters beyond a pass (when a path was first seen down), so a restart
 // at any point resumes: the next pass finds what is left to do. The agent's side of the switch-over
 // (fencing the old nexus by a new reservation key and controller-ID range) is the agent's; its stages
@@ -33,8 +36,10 @@ struct WatcherOptions {
   std::string nqn_prefix = "nqn.2026-11.io.tern:";  // the engines' (kNqnPrefix): "<prefix><volume uuid>"
   std::string sys_root = "/sys";
   int dead_after_ms = 1000;  // a subsystem with no live path this long is looked into
+  int recheck_ms = 10000;    // a healthy subsystem's target is looked up this often
+  int retry_ms = 5000;       // after a failed connect
   NvmeTunables nvme;         // for new paths when the old ones' values cannot be read
-  int tool_timeout_s = 60;
+  int connect_timeout_s = 15;
 };
 
 class PathWatcher {
@@ -46,8 +51,13 @@ class PathWatcher {
  private:
   WatcherOptions o_;
   const Agent& agent_;
-  std::map<std::string, std::chrono::steady_clock::time_point> down_since_;  // by subsystem NQN
-  std::map<std::string, std::string> said_;  // by NQN: the last waiting message logged (no repeats)
+  struct Seen {
+    std::chrono::steady_clock::time_point down_since{}, checked{}, retry_after{};
+    bool down = false;
+    std::string said;  // the last message logged (no repeats)
+  };
+  void say(Seen& s, bool warn, const std::string& msg);
+  std::map<std::string, Seen> seen_;  // by subsystem NQN
 };
 
 }  // namespace tern::csi

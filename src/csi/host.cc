@@ -252,14 +252,41 @@ Result<uint64_t> block_size_bytes(const std::string& dev_path) {
   return bytes;
 }
 
-Result<std::string> probe_fs_type(const std::string& dev_path) {
-  auto r = run_command({"blkid", "-p", "-s", "TYPE", "-o", "value", dev_path}, 60);
+Signature parse_blkid_export(const std::string& text) {
+  Signature sig;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("TYPE=", 0) == 0) sig.type = line.substr(5);
+    if (line.rfind("PTTYPE=", 0) == 0) sig.pttype = line.substr(7);
+  }
+  return sig;
+}
+
+Result<Signature> probe_signature(const std::string& dev_path) {
+  auto r = run_command({"blkid", "-p", "-o", "export", dev_path}, 60);
   if (!r.ok()) return r.status();
-  if (r->exit_code == 2) return std::string();  // nothing found
+  if (r->exit_code == 2) return Signature{};  // nothing found
   if (r->exit_code != 0) return Status::Errorf(Errc::kIo, "blkid {}: exited {}: {}", dev_path, r->exit_code, r->output);
-  std::string t = r->output;
-  while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
-  return t;
+  return parse_blkid_export(r->output);
+}
+
+std::optional<NvmeController> read_controller(const std::string& name, const std::string& sys_root) {
+  fs::path d = fs::path(sys_root) / "class/nvme" / name;
+  std::error_code ec;
+  if (!fs::exists(d, ec)) return std::nullopt;
+  NvmeController c;
+  c.name = name;
+  c.subsysnqn = read_attr(d / "subsysnqn");
+  c.transport = read_attr(d / "transport");
+  c.address = read_attr(d / "address");
+  c.state = read_attr(d / "state");
+  return c;
+}
+
+bool native_multipath(const std::string& sys_root) {
+  std::string v = read_attr(fs::path(sys_root) / "module/nvme_core/parameters/multipath");
+  return v == "Y" || v == "1";
 }
 
 Result<std::string> read_host_nqn(const std::string& path) {

@@ -55,8 +55,19 @@ bool address_matches(const std::string& address, const std::string& host, const 
 
 // A block device's size in bytes (BLKGETSIZE64).
 Result<uint64_t> block_size_bytes(const std::string& dev_path);
-// The file system on a device ("ext4", "xfs"; "" when blkid finds none).
-Result<std::string> probe_fs_type(const std::string& dev_path);
+// What blkid finds on a device, probing it directly (not its cache): a file system or other signature
+// ("ext4", "xfs", "LVM2_member", ...) and a partition table ("gpt", "dos"). Both empty: a blank device.
+struct Signature {
+  std::string type, pttype;
+};
+Result<Signature> probe_signature(const std::string& dev_path);
+// `blkid -o export` output: KEY=VALUE lines.
+Signature parse_blkid_export(const std::string& text);
+
+// One controller's attributes read again (a controller's number is reused once it is gone).
+std::optional<NvmeController> read_controller(const std::string& name, const std::string& sys_root = "/sys");
+// The kernel's native NVMe multipath is on (nvme_core.multipath=Y): one device per namespace across paths.
+bool native_multipath(const std::string& sys_root = "/sys");
 
 // The host's NVMe qualified name (/etc/nvme/hostnqn, nvme-cli's).
 Result<std::string> read_host_nqn(const std::string& path = "/etc/nvme/hostnqn");

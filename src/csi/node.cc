@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -77,10 +78,29 @@ grpc::Status NodeService::attach(const std::string& volume_id, const std::string
                                  std::string* dev) {
   auto addr = parse_nvmf_uri(uri);
   if (!addr.ok()) return invalid("publish_context.uri: " + std::string(addr.status().message()));
+  // The publish context is the volume's target when it was attached; a switch-over since (the attacher
+  // does not publish again) has moved it. The agent knows where it is now, and whether this host may
+  // connect there: that address is taken when it serves the same subsystem.
+  if (agent_) {
+    rest::RestReply r;
+    if (agent_->call("GET", "/v1/volumes/" + volume_id, nullptr, &r).ok() && r.status == 200 && r.body.contains("target") &&
+        r.body["target"].is_object()) {
+      const auto& tg = r.body["target"];
+      auto now = parse_nvmf_uri(tg.value("uri", ""));
+      std::vector<std::string> hosts = tg.value("allowed_hosts", std::vector<std::string>{});
+      bool ours = hosts.empty() || std::find(hosts.begin(), hosts.end(), o_.host_nqn) != hosts.end();
+      if (tg.value("state", "") == "published" && now.ok() && now->nqn == addr->nqn && ours &&
+          (now->host != addr->host || now->port != addr->port)) {
+        TLOG_INFO("csi", "volume {}: its target moved to {}:{} since it was published here ({}:{})", volume_id, now->host,
+                  now->port, addr->host, addr->port);
+        addr = std::move(now);
+      }
+    }
+  }
   bool live = false;
   for (const auto& c : nvme_controllers(o_.sys_root)) {
     if (c.subsysnqn == addr->nqn && c.transport == "tcp" && address_matches(c.address, addr->host, addr->port) &&
-        c.state != "deleting") {
+        c.state.rfind("deleting", 0) != 0) {
       live = true;
     }
   }
@@ -95,10 +115,11 @@ grpc::Status NodeService::attach(const std::string& volume_id, const std::string
     if (!s.ok()) {
       // Connected meanwhile (by a call that timed out on the CO's side)? Then the namespace shows.
       if (!device_of(volume_id)) {
-        return grpc::Status(StatusCode::UNAVAILABLE, fmt::format("connecting to {}: {}", uri, s.message()));
+        return grpc::Status(StatusCode::UNAVAILABLE,
+                            fmt::format("connecting to {}:{}: {}", addr->host, addr->port, s.message()));
       }
     } else {
-      TLOG_INFO("csi", "volume {}: connected to {}", volume_id, uri);
+      TLOG_INFO("csi", "volume {}: connected to {}:{}", volume_id, addr->host, addr->port);
     }
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o_.attach_timeout_s);
@@ -152,17 +173,24 @@ grpc::Status NodeService::NodeStageVolume(grpc::ServerContext*, const pb::NodeSt
     auto it = req->volume_context().find("fsType");
     want = it != req->volume_context().end() ? it->second : "ext4";
   }
-  auto have = probe_fs_type(dev);
+  auto have = probe_signature(dev);
   if (!have.ok()) return internal(have.status());
-  if (have->empty()) {
-    // A new volume: only a device without any file system (or other signature) is formatted.
+  if (have->type.empty() && !have->pttype.empty()) {
+    return grpc::Status(StatusCode::FAILED_PRECONDITION,
+                        fmt::format("volume {} holds a {} partition table; it is left as it is (not formatted)", id,
+                                    have->pttype));
+  }
+  if (have->type.empty()) {
+    // A new volume: only a device without any signature (file system, partition table, LVM, ...) is
+    // formatted, and without forcing, so mkfs's own checks stay on.
     std::vector<std::string> mkfs = want == "xfs" ? std::vector<std::string>{"mkfs.xfs", "-q", dev}
-                                                  : std::vector<std::string>{"mkfs.ext4", "-q", "-F", "-m0", dev};
+                                                  : std::vector<std::string>{"mkfs.ext4", "-q", "-m0", dev};
     if (Status s = run_ok(mkfs, o_.tool_timeout_s); !s.ok()) return internal(s);
     TLOG_INFO("csi", "volume {}: made {} on {}", id, want, dev);
-  } else if (*have != want) {
+  } else if (have->type != want) {
     return grpc::Status(StatusCode::FAILED_PRECONDITION,
-                        fmt::format("volume {} holds a {} file system, not {}; it is left as it is", id, *have, want));
+                        fmt::format("volume {} holds {} ({}), not {}; it is left as it is", id, have->type,
+                                    have->type == "ext4" || have->type == "xfs" ? "a file system" : "a signature", want));
   }
   std::error_code ec;
   fs::create_directories(staging, ec);

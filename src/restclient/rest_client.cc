@@ -9,8 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "common/log.h"
 
@@ -112,6 +115,8 @@ class Stream {
   SSL* ssl_ = nullptr;
 };
 
+constexpr double kConnectTimeoutS = 3;
+
 // One request on a fresh connection; the whole reply read (Connection: close).
 Result<RestReply> one(const HostPort& hp, const std::string& method, const std::string& path, const std::string& body,
                       double timeout_s, const std::string& ca_file) {
@@ -126,11 +131,19 @@ Result<RestReply> one(const HostPort& hp, const std::string& method, const std::
   for (addrinfo* ai = res; ai; ai = ai->ai_next) {
     fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
     if (fd < 0) continue;
-    timeval tv{time_t(timeout_s), suseconds_t((timeout_s - double(time_t(timeout_s))) * 1e6)};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
-    last = Status(Errc(errno), strerror(errno));
+    // Connecting gets a few seconds at most (an agent whose node died drops packets: the next agent is
+    // tried instead of waiting out the whole call); the exchange then gets the call's time.
+    auto as_tv = [](double s) { return timeval{time_t(s), suseconds_t((s - double(time_t(s))) * 1e6)}; };
+    timeval ctv = as_tv(std::min(timeout_s, kConnectTimeoutS)), tv = as_tv(timeout_s);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &ctv, sizeof(ctv));
+    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+      break;
+    }
+    last = errno == EINPROGRESS || errno == EAGAIN
+               ? Status::Errorf(Errc::kTimedOut, "no connection within {} s", std::min(timeout_s, kConnectTimeoutS))
+               : Status(Errc(errno), strerror(errno));
     ::close(fd);
     fd = -1;
   }
@@ -189,7 +202,18 @@ Result<RestReply> rest_call(const std::vector<std::string>& agents, const std::s
   std::string payload = body ? body->dump() : std::string();
   std::string why;
   std::optional<RestReply> standby;
-  for (const std::string& a : agents) {
+  // The agent that answered last (the leader, most likely) is asked first.
+  static std::mutex mu;
+  static std::map<std::vector<std::string>, size_t> last_good;
+  size_t first = 0;
+  {
+    std::lock_guard l(mu);
+    auto it = last_good.find(agents);
+    if (it != last_good.end() && it->second < agents.size()) first = it->second;
+  }
+  for (size_t k = 0; k < agents.size(); k++) {
+    const size_t i = (first + k) % agents.size();
+    const std::string& a = agents[i];
     auto hp = parse_agent(a);
     if (!hp.ok()) return hp.status();
     auto r = one(*hp, method, path, payload, timeout_s, ca_file);
@@ -201,6 +225,8 @@ Result<RestReply> rest_call(const std::vector<std::string>& agents, const std::s
       standby = *r;
       continue;
     }
+    std::lock_guard l(mu);
+    last_good[agents] = i;
     return r;
   }
   if (standby) return *standby;

@@ -246,6 +246,15 @@ def test_list_volumes_pages(env):
         if not token:
             break
     assert set(made) <= set(seen) and len(seen) == len(set(seen)) and pages >= 2
+    # A volume deleted between two pages shifts nothing: the next page starts after the last one seen.
+    r1 = env.ctrl.controller.ListVolumes(c.ListVolumesRequest(max_entries=1), timeout=30)
+    first = r1.entries[0].volume.volume_id
+    ids = sorted(e.volume.volume_id for e in env.ctrl.controller.ListVolumes(c.ListVolumesRequest(), timeout=30).entries)
+    if first in made:
+        delete(env, first)
+        made.remove(first)
+    r2 = env.ctrl.controller.ListVolumes(c.ListVolumesRequest(max_entries=1, starting_token=r1.next_token), timeout=30)
+    assert r2.entries[0].volume.volume_id == ids[1]
     assert code_of(env.ctrl.controller.ListVolumes, c.ListVolumesRequest(starting_token="bogus"), timeout=30)[0] == C.ABORTED
     assert code_of(env.ctrl.controller.ListVolumes, c.ListVolumesRequest(max_entries=-1), timeout=30)[0] == C.INVALID_ARGUMENT
     for v in made:
@@ -299,8 +308,14 @@ def test_snapshots_and_restore(env):
     other = create(env, f"pvc-{uuid.uuid4()}")
     assert env.cl.rest.ok("GET", f"/v1/volumes/{src.volume_id}")["max_snapshots"] == 2
     name = f"snapshot-{uuid.uuid4()}"
-    s = env.ctrl.controller.CreateSnapshot(c.CreateSnapshotRequest(source_volume_id=src.volume_id, name=name),
-                                           timeout=120).snapshot
+    # What the snapshotter sends with --extra-create-metadata.
+    meta = {"csi.storage.k8s.io/volumesnapshot/name": "snap-1", "csi.storage.k8s.io/volumesnapshot/namespace": "db",
+            "csi.storage.k8s.io/volumesnapshotcontent/name": "snapcontent-1"}
+    s = env.ctrl.controller.CreateSnapshot(c.CreateSnapshotRequest(source_volume_id=src.volume_id, name=name,
+                                                                   parameters=meta), timeout=120).snapshot
+    assert code_of(env.ctrl.controller.CreateSnapshot,
+                   c.CreateSnapshotRequest(source_volume_id=src.volume_id, name=name, parameters={"fast": "yes"}),
+                   timeout=60)[0] == C.INVALID_ARGUMENT
     assert s.ready_to_use and s.source_volume_id == src.volume_id and s.size_bytes == src.capacity_bytes
     assert s.creation_time.seconds > 0
     again = env.ctrl.controller.CreateSnapshot(c.CreateSnapshotRequest(source_volume_id=src.volume_id, name=name),

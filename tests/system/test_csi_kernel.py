@@ -292,6 +292,29 @@ def test_xfs_grows_and_a_device_with_another_file_system_is_refused(env):
     finish(e, v)
 
 
+def test_a_device_with_a_partition_table_is_not_formatted(env):
+    e = env
+    v = new_volume(e, 32 * MiB)
+    ctx = publish(e, v)
+    st = "/tmp/k/stage-pt"
+    stage(e, v, ctx, st, cap=block_cap())  # connected only
+    # An MBR with one partition, written as another system would have left it.
+    mbr = bytearray(512)
+    mbr[446:462] = bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little") + (4096).to_bytes(4, "little")
+    mbr[510:512] = b"\x55\xaa"
+    path = e.g.share / "mbr.bin"
+    path.write_bytes(bytes(mbr))
+    dev = guest_dev(e, v)
+    e.g.run_ok(f"dd if=/share/mbr.bin of={dev} bs=512 count=1 oflag=direct 2>/dev/null", timeout=30)
+    unstage(e, v, st)
+    code, msg = code_of(stage, e, v, ctx, st)
+    assert code == C.FAILED_PRECONDITION and "partition table" in msg, (code, msg)
+    assert not mount_line(e, st)
+    assert e.g.run_ok(f"blkid -p -o export {dev}", timeout=20).count("PTTYPE=dos") == 1  # untouched
+    unstage(e, v, st)
+    finish(e, v)
+
+
 def test_raw_block(env):
     e, c = env, pb().csi_pb2
     v = new_volume(e, 32 * MiB, cap=block_cap())
@@ -380,6 +403,8 @@ def test_switch_over_moves_a_running_fio_job(env):
     victim.kill()
     t0 = time.monotonic()
     try:
+        # The kill came while fio was still at work (else this would prove nothing).
+        assert e.g.run("test -e /tmp/fio.rc", timeout=20)[0] != 0, "fio finished before the kill"
         wait_guest(e.g, "fio to finish", "test -s /tmp/fio.rc", timeout=240)
         took = time.monotonic() - t0
         out = e.g.run_ok("cat /tmp/fio.out; echo rc=$(cat /tmp/fio.rc)", timeout=20)
@@ -395,10 +420,21 @@ def test_switch_over_moves_a_running_fio_job(env):
         assert len(p) == 1 and f"trsvcid={e.g.forward_port([x.name for x in e.cl.engines].index(now))}" in \
             next(iter(p.values()))[1], p
         assert "removed its dead path" in e.g.run("cat /tmp/ha.log", timeout=20)[1]
+        # I/O went through the new path (its per-path device counts reads and writes).
+        ctrl = next(iter(p))
+        ios = e.g.run_ok(f"cat /sys/block/nvme*c{ctrl[4:]}n*/stat | awk '{{s += $1 + $5}} END {{print s}}'", timeout=20)
+        assert int(ios.strip() or 0) > 100, ios
         print(f"switch-over: fio finished {took:.1f} s after the kill, no error")
     finally:
         e.g.run("kill $(pidof tern-ha-node) 2>/dev/null; true", timeout=20)
         if not victim.running():
             victim.restart()
+    # Staged again with the publish context of before the switch-over (the attacher does not publish
+    # again): the plugin asks the agent and connects where the volume is served now.
+    unstage(e, v, st)
+    assert not controllers(e, v)
+    stage(e, v, ctx, st, cap=block_cap())
+    p = paths(e, v)
+    assert len(p) == 1 and all(s == "live" for s, _ in p.values()), (p, log(e))
     unstage(e, v, st)
     finish(e, v)

@@ -191,6 +191,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::string where = addr->rfind("unix://", 0) == 0 ? *addr : fmt::format("{} (port {})", *addr, port);
+  if (mode == "node" && !native_multipath()) {
+    TLOG_WARN("csi", "the kernel's native NVMe multipath is off (nvme_core.multipath=N): volumes work, but a "
+                     "switch-over to another node cannot keep them mounted; boot with nvme_core.multipath=Y");
+  }
   if (mode == "node") {
     TLOG_INFO("csi", "tern-csi {} node plugin for {} ({}) serving on {}", TERN_VERSION_STRING, no.node_name, no.host_nqn, where);
   } else {

@@ -68,6 +68,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(50, 60000))->capture_default_str();
   app.add_option("--dead-after-ms", wo.dead_after_ms, "A volume without a live path this long is looked up at the agent")
       ->envname(env("DEAD_AFTER_MS"))->check(CLI::Range(0, 600000))->capture_default_str();
+  app.add_option("--recheck-ms", wo.recheck_ms, "A volume with live paths is looked up at the agent this often "
+                                               "(a target moved while the old path stayed up)")
+      ->envname(env("RECHECK_MS"))->check(CLI::Range(100, 3600000))->capture_default_str();
   app.add_option("--nqn-prefix", wo.nqn_prefix, "The engines' subsystem NQN prefix (the volume's UUID follows)")
       ->envname(env("NQN_PREFIX"))->capture_default_str();
   app.add_option("--log-level", log_level, "Log level, or per module: info,csi=debug")->envname(env("LOG_LEVEL"))
@@ -109,6 +112,11 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  if (!native_multipath()) {
+    TLOG_WARN("csi", "the kernel's native NVMe multipath is off (nvme_core.multipath=N): a new path to a volume "
+                     "becomes another device, and a switch-over cannot keep the mounted one; boot with "
+                     "nvme_core.multipath=Y");
+  }
   Agent agent(ao);
   PathWatcher watcher(wo, agent);
   TLOG_INFO("csi", "tern-ha-node on {} ({}): watching the paths to {}* every {} ms, agents {}", node_name, wo.host_nqn,

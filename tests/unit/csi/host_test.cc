@@ -52,6 +52,17 @@ TEST(CsiHost, ParsesNvmfUris) {
   }
 }
 
+TEST(CsiHost, ParsesBlkidExport) {
+  auto fs = parse_blkid_export("DEVNAME=/dev/nvme0n1\nUUID=1234\nBLOCK_SIZE=4096\nTYPE=ext4\n");
+  EXPECT_EQ(fs.type, "ext4");
+  EXPECT_EQ(fs.pttype, "");
+  auto pt = parse_blkid_export("DEVNAME=/dev/nvme0n1\nPTUUID=abcd\nPTTYPE=gpt\n");
+  EXPECT_EQ(pt.type, "");  // a partition table alone: not blank, and not a file system
+  EXPECT_EQ(pt.pttype, "gpt");
+  auto none = parse_blkid_export("");
+  EXPECT_TRUE(none.type.empty() && none.pttype.empty());
+}
+
 TEST(CsiHost, AddressMatching) {
   EXPECT_TRUE(address_matches("traddr=10.0.0.5,trsvcid=8420,src_addr=10.0.0.9", "10.0.0.5", "8420"));
   EXPECT_FALSE(address_matches("traddr=10.0.0.50,trsvcid=8420", "10.0.0.5", "8420"));
@@ -100,6 +111,13 @@ TEST_F(FakeSys, FindsNamespacesControllersAndSubsystems) {
   EXPECT_EQ(c[0].name, "nvme2");
   EXPECT_EQ(c[1].state, "connecting");
   EXPECT_TRUE(nvme_controllers(root_ / "nowhere").empty());
+  auto again = read_controller("nvme3", root_);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->address, "traddr=10.0.0.6,trsvcid=8420");
+  EXPECT_FALSE(read_controller("nvme9", root_).has_value());
+  EXPECT_FALSE(native_multipath(root_));
+  put("module/nvme_core/parameters/multipath", "Y");
+  EXPECT_TRUE(native_multipath(root_));
 }
 
 TEST(CsiHost, RunsCommands) {
