@@ -25,6 +25,9 @@ packages=(
   # the Kubernetes deployment's tests (tests/system/test_deploy.py): deploy/tools/chart-render renders the
   # Helm chart with Debian's Go and sprig (GOPATH mode, nothing downloaded); python3-yaml reads the output
   golang-go golang-github-masterminds-sprig-dev golang-github-masterminds-semver-dev golang-gopkg-yaml.v2-dev python3-yaml
+  # container images (deploy/images/build.py: a debootstrapped base, buildah; tests/system/test_images.py
+  # starts them with podman and runc)
+  debootstrap buildah podman runc uidmap binutils
 )
 
 missing=()
