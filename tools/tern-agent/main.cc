@@ -12,6 +12,7 @@
 #include <cstdio>
 
 #include "common/log.h"
+#include "common/strings.h"
 #include "control/agent.h"
 #include "control/http_server.h"
 #include "control/registration_service.h"
@@ -39,18 +40,6 @@ Examples:
 Every flag can also be set by its environment variable (TERN_AGENT_<FLAG>). SIGTERM or SIGINT: the agent
 resigns (a standby takes over at once) and exits 0. API: docs/api/rest-v1.openapi.json (also served at
 /v1/openapi.json).)";
-
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  size_t at = 0;
-  while (at <= s.size()) {
-    size_t c = s.find(',', at);
-    if (c == std::string::npos) c = s.size();
-    if (c > at) out.push_back(s.substr(at, c - at));
-    at = c + 1;
-  }
-  return out;
-}
 
 std::string hostname() {
   char buf[256] = {};

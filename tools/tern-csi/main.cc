@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "common/log.h"
+#include "common/strings.h"
 #include "csi/agent.h"
 #include "csi/controller.h"
 #include "csi/host.h"
@@ -39,18 +40,6 @@ xfs_growfs and mount on PATH, and the host's NQN in /etc/nvme/hostnqn (or --host
 "<node name>/<host NQN>": the controller lets only that host connect to a volume published for the node.
 Every flag can also be set by its environment variable (TERN_CSI_<FLAG>; the socket also by CSI_ENDPOINT).
 SIGTERM or SIGINT: calls in flight get 10 s to finish, then it exits 0.)";
-
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  size_t at = 0;
-  while (at <= s.size()) {
-    size_t c = s.find(',', at);
-    if (c == std::string::npos) c = s.size();
-    if (c > at) out.push_back(s.substr(at, c - at));
-    at = c + 1;
-  }
-  return out;
-}
 
 // gRPC's listening address for --csi-socket: unix:///path (a stale socket file is removed first), or
 // host:port (tcp://host:port) for tests and debugging.

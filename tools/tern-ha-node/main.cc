@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "common/log.h"
+#include "common/strings.h"
 #include "csi/agent.h"
 #include "csi/ha_node.h"
 #include "csi/host.h"
@@ -30,18 +31,6 @@ node, this host connects to it (the kernel's native multipath, nvme_core.multipa
 to the new path) and then removes the paths to the dead node. Needs nvme-cli on PATH and the host NQN the
 node plugin uses (/etc/nvme/hostnqn or --host-nqn). Every flag can also be set by its environment variable
 (TERN_HA_NODE_<FLAG>). SIGTERM or SIGINT: it exits 0 after the pass in progress.)";
-
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  size_t at = 0;
-  while (at <= s.size()) {
-    size_t c = s.find(',', at);
-    if (c == std::string::npos) c = s.size();
-    if (c > at) out.push_back(s.substr(at, c - at));
-    at = c + 1;
-  }
-  return out;
-}
 
 }  // namespace
 

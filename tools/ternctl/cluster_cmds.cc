@@ -4,6 +4,7 @@
 
 #include <ctime>
 
+#include "common/strings.h"
 #include "common/units.h"
 #include "common/uuid.h"
 #include "engine_client.h"
@@ -31,17 +32,7 @@ struct ClusterArgs {
 };
 ClusterArgs c;
 
-std::vector<std::string> agent_list() {
-  std::vector<std::string> out;
-  size_t at = 0;
-  while (at <= c.agents.size()) {
-    size_t comma = c.agents.find(',', at);
-    if (comma == std::string::npos) comma = c.agents.size();
-    if (comma > at) out.push_back(c.agents.substr(at, comma - at));
-    at = comma + 1;
-  }
-  return out;
-}
+std::vector<std::string> agent_list() { return split_commas(c.agents); }
 
 int exit_for(const RestReply& r) {
   std::string code = r.body.is_object() && r.body.contains("code") && r.body["code"].is_string() ? r.body["code"].get<std::string>() : "";
