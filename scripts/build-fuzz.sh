@@ -5,6 +5,7 @@
 #   metrics_http_fuzz the metrics HTTP parser and session, exposition escaping and number formatting
 #   nbd_fuzz          the NBD server: client flags, options and their answers, request headers and verdicts
 #   store_http_fuzz   the etcd client's HTTP response parser (split invariance), etcd JSON replies, base64
+#   kube_fuzz         the Kubernetes watch stream (lines, events) and DiskPool objects, their status and patches
 # Usage: scripts/build-fuzz.sh [targets...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +17,5 @@ if [ ! -f "$out/build.ninja" ]; then
     -DTERN_SANITIZE=address,undefined >/dev/null
 fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(parsers_fuzz nvmf_target_fuzz metrics_http_fuzz nbd_fuzz store_http_fuzz)
+[ ${#targets[@]} -gt 0 ] || targets=(parsers_fuzz nvmf_target_fuzz metrics_http_fuzz nbd_fuzz store_http_fuzz kube_fuzz)
 ninja -C "$out" -j "$(nproc)" "${targets[@]}"

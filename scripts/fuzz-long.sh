@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(parsers_fuzz nvmf_target_fuzz metrics_http_fuzz nbd_fuzz store_http_fuzz)
+[ ${#targets[@]} -gt 0 ] || targets=(parsers_fuzz nvmf_target_fuzz metrics_http_fuzz nbd_fuzz store_http_fuzz kube_fuzz)
 scripts/build-fuzz.sh "${targets[@]}"
 mkdir -p build/fuzz/artifacts
 for t in "${targets[@]}"; do

@@ -28,6 +28,19 @@ Task<Result<PoolSpec>> PoolService::declare(std::string name, std::string node, 
       co_return Status::Errorf(Errc::kExist, "pool '{}' exists on node {} with disk {}", name, p->node, p->disk);
     }
     if (p->state == SpecState::kDeleting) co_return Status::Errorf(Errc::kBusy, "pool '{}' is being destroyed", name);
+    if (p->labels != labels) {
+      // The same pool with other labels: relabelled (placement reads them at the next volume).
+      PoolSpec relabelled = *p;
+      relabelled.labels = std::move(labels);
+      auto b = c_.specs.batch();
+      b.put(relabelled);
+      if (Status s = co_await c_.specs.commit(std::move(b)); !s.ok()) co_return s;
+      std::string text;
+      for (const auto& [k, v] : relabelled.labels) text += fmt::format("{}{}={}", text.empty() ? "" : ",", k, v);
+      TLOG_INFO("control", "pool {}: labels now '{}'", name, text);
+      p = c_.specs.pool(name);
+      if (!p) co_return Status::Errorf(Errc::kNoEnt, "pool '{}' was destroyed meanwhile", name);
+    }
     if (p->state == SpecState::kCreated) co_return *p;
     PoolSpec again = *p;
     Status s = co_await realize(again);

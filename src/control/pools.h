@@ -2,8 +2,8 @@
 //
 //   declare(name, node, disk, labels)  records the spec (creating) and asks the node's engine to create
 //       the pool, or import it when the disk already holds it (CreateOrImportPool); created when the
-//       engine agrees. Idempotent: the same declaration again is the same pool; another node or disk under
-//       the same name is kExist. A node that is offline leaves the pool `creating`: the reconciler
+//       engine agrees. Idempotent: the same declaration again is the same pool (with other labels: the
+//       pool relabelled); another node or disk under the same name is kExist. A node that is offline leaves the pool `creating`: the reconciler
 //       finishes it when the node returns. A disk the engine refuses (missing, not a device) removes the
 //       declaration again and returns the engine's error.
 //   destroy(name, force)  refuses (kBusy) while replicas, clones or volume snapshots live in the pool,

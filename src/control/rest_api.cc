@@ -100,6 +100,8 @@ std::string pool_status(const PoolSpec& p, const Cluster& c) {
   return st->second.state;
 }
 
+}  // namespace
+
 json pool_json(const PoolSpec& p, const Cluster& c) {
   json j = {{"name", p.name},
             {"node", p.node},
@@ -120,8 +122,13 @@ json pool_json(const PoolSpec& p, const Cluster& c) {
     j["committed"] = st->second.committed;
   }
   if (st != c.pools.end() && !st->second.reason.empty()) j["reason"] = st->second.reason;
+  if (p.state == SpecState::kCreating && !c.registry.online(p.node)) {
+    j["reason"] = fmt::format("node {} is offline; the pool is created when it returns", p.node);
+  }
   return j;
 }
+
+namespace {
 
 const char* nexus_state_name(ev1::NexusState s) {
   switch (s) {

@@ -22,6 +22,8 @@
 // run_sync for each request.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include "control/agent.h"
 #include "control/http_server.h"
 #include "reactor/reactor_set.h"
@@ -41,6 +43,9 @@ class RestApi {
   ReactorSet& rs_;
   Agent& agent_;
 };
+
+// A pool as GET /v1/pools/{name} shows it (also the DiskPool operator's view of it).
+nlohmann::json pool_json(const PoolSpec& p, const Cluster& c);
 
 // Errc -> HTTP status, and the problem document for an error.
 int http_status(Errc e);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "store/http_parser.h"
 
 namespace tern::rest {
 
@@ -24,6 +25,17 @@ struct RestReply {
 // The reply (whatever its status), or an error when no agent could be reached (naming each and why).
 Result<RestReply> rest_call(const std::vector<std::string>& agents, const std::string& method, const std::string& path,
                             const nlohmann::json* body, double timeout_s, const std::string& ca_file = "");
+
+class Connection;
+
+// A whole HTTP reply read from `conn` (its body decoded when chunked), for clients that send their own
+// request on a Connection (connection.h).
+struct HttpReply {
+  int status = 0;
+  std::vector<store::HttpHeader> headers;
+  std::string body;
+};
+Result<HttpReply> read_reply(Connection& conn, bool head_request = false, uint64_t max_body_bytes = 64ull << 20);
 
 // A problem document's detail (or the status line when it has none).
 std::string problem_detail(const RestReply& r);

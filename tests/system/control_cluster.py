@@ -168,7 +168,7 @@ class Agent:
                 *[x for k, v in self.flags.items() if v is not None for x in (k, v)],
                 *self.extra_args]
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, **self.env, **(env or {})))
+                                     env={**os.environ, **self.env, **(env or {})})
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -250,10 +250,10 @@ class LocalCluster:
     Optional: `etcd`, a started Etcd or EtcdCluster to use (stopped with the cluster) instead of a new
     single member; `address`, where the agents take registrations (their gRPC endpoint's host);
     `engine_kw`, {engine index: Engine keyword arguments} (e.g. `address`, `netns`); `agent_flags`, the
-    agents' flags replacing their defaults (Agent's `flags`)."""
+    agents' flags replacing their defaults (Agent's `flags`); `agent_env`, variables for the agents."""
 
     def __init__(self, build_dir, workdir, engines=3, agents=1, node_labels=None, etcd=None, address="127.0.0.1",
-                 engine_kw=None, agent_flags=None):
+                 engine_kw=None, agent_flags=None, agent_env=None):
         self.build_dir = build_dir
         self.workdir = pathlib.Path(workdir)
         self.etcd = etcd if etcd is not None else Etcd(self.workdir).start()
@@ -263,7 +263,7 @@ class LocalCluster:
             self.factory = EngineFactory(build_dir, self.workdir)
             for i in range(agents):
                 self.agents.append(Agent(build_dir, self.workdir, self.etcd, name=f"agent-{'abc'[i]}",
-                                         address=address, flags=agent_flags).start())
+                                         address=address, flags=agent_flags, env=agent_env).start())
             self.agents[0].wait_leading()
             for i in range(engines):
                 labels = (node_labels or {}).get(i, {})

@@ -99,6 +99,11 @@ def test_pools_are_created_listed_and_declared_idempotently(cl):
     same = pools[0]
     status, doc = cl.rest.put("/v1/pools/p-node0", {"node": "node0", "disk": same["disk"], "labels": {"tier": "node0"}})
     assert status == 200 and doc["name"] == "p-node0"
+    # Other labels: the same pool, relabelled (and back).
+    status, doc = cl.rest.put("/v1/pools/p-node0", {"node": "node0", "disk": same["disk"], "labels": {"tier": "x"}})
+    assert status == 200 and doc["labels"] == {"tier": "x"} and cl.rest.ok("GET", "/v1/pools/p-node0")["labels"] == {"tier": "x"}
+    status, doc = cl.rest.put("/v1/pools/p-node0", {"node": "node0", "disk": same["disk"], "labels": {"tier": "node0"}})
+    assert status == 200 and doc["labels"] == {"tier": "node0"}
     problem(cl.rest.put("/v1/pools/p-node0", {"node": "node0", "disk": cl.disk(e, "other")}), 409, "exists on node node0")
     problem(cl.rest.put("/v1/pools/p-x", {"node": "node0", "disk": same["disk"]}), 409, "already holds pool 'p-node0'")
     problem(cl.rest.put("/v1/pools/p-x", {"node": "nowhere", "disk": "uring:///tmp/x"}), 404, "never registered")

@@ -127,7 +127,7 @@ SCENARIOS = {
                "--set", "engine.tolerations[0].key=storage,engine.tolerations[0].operator=Exists"],
     "minimal": ["--set", "csi.enabled=false,haNode.enabled=false,snapshots.enabled=false,crds.install=false",
                 "--set", "etcd.enabled=false", "--set", "etcd.endpoints={10.0.0.11:2379,10.0.0.12:2379,10.0.0.13:2379}",
-                "--set", "agent.replicas=1,agent.rbac.create=false"],
+                "--set", "agent.replicas=1,agent.rbac.create=false,agent.diskPools.enabled=false"],
 }
 
 
@@ -681,6 +681,10 @@ def test_overrides_take_effect(rendered):
     assert not [o for o in mini.objects("StatefulSet") if component(o) == "etcd"]
     ac = mini.one("StatefulSet", "agent")["spec"]["template"]["spec"]["containers"][0]
     assert "--etcd=10.0.0.11:2379,10.0.0.12:2379,10.0.0.13:2379" in ac["args"]
+    assert not [a for a in ac["args"] if a.startswith(("--diskpools", "--kube-"))]
+    # By default the agents run the DiskPool operator on the release namespace.
+    assert {"--diskpools", "--kube-namespace=tern", "--diskpool-resync-s=15"} <= set(
+        ha.one("StatefulSet", "agent")["spec"]["template"]["spec"]["containers"][0]["args"])
 
     vf, _ = rendered["values-file"]
     assert vf.one("StatefulSet", "agent")["metadata"]["name"] == "storage-tern-agent"
@@ -698,6 +702,7 @@ def test_overrides_take_effect(rendered):
     (["--set", "image.tag=latest"], "pin a version"),
     (["--set", "csi.sidecars.provisioner.tag=latest"], "pin a version"),
     (["--set", "etcd.enabled=false"], "etcd.endpoints"),
+    (["--set", "agent.rbac.create=false"], "agent.diskPools.enabled needs agent.rbac.create"),
     (["--set", "etcd.enabled=false", "--set", "etcd.endpoints={etcd-0.example:2379}"], "not IP:port"),
     (["--set", "agent.tls.enabled=true"], "agent.tls.secretName"),
     (["--set", "agent.antiAffinity=sometimes"], "hard or soft"),

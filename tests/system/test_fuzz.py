@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing (libFuzzer + ASan + UBSan), time-boxed for the suite: the text parsers, the
 NVMe/TCP target (PDU parser, state machines, command handling, over real loopback connections), the
 metrics HTTP parser, session and exposition formatting, the NBD server's handshake and request parsers, and
-the etcd client's HTTP response parser and JSON replies.
+the etcd client's HTTP response parser and JSON replies, and the Kubernetes watch stream and DiskPool objects.
 
 A longer run: scripts/fuzz-long.sh [seconds] [target...]
 """
@@ -18,7 +18,7 @@ FUZZ_SECONDS = int(os.environ.get("TERN_FUZZ_SECONDS", "20"))
 
 
 @pytest.mark.parametrize("target", ["parsers_fuzz", "nvmf_target_fuzz", "metrics_http_fuzz", "nbd_fuzz",
-                                    "store_http_fuzz"])
+                                    "store_http_fuzz", "kube_fuzz"])
 def test_fuzz_target_finds_nothing(target, tmp_path):
     binary = ROOT / "build/fuzz" / target
     if not binary.exists():

@@ -17,6 +17,8 @@
 #include "control/http_server.h"
 #include "control/registration_service.h"
 #include "control/rest_api.h"
+#include "agent_pools.h"
+#include "kube/diskpool_operator.h"
 #include "reactor/reactor_set.h"
 #include "store/etcd_client.h"
 
@@ -36,6 +38,10 @@ Examples:
 
   # engines join with: io-engine --agent <agent host>:50051 [--agent <standby>:50052] ...
   # then: curl -s localhost:8081/v1/nodes ; ternctl get nodes
+
+  # in a Kubernetes pod (the chart does this): pools from the DiskPool objects of the pod's namespace,
+  # with the pod's service account
+  tern-agent --etcd ... --diskpools
 
 Every flag can also be set by its environment variable (TERN_AGENT_<FLAG>). SIGTERM or SIGINT: the agent
 resigns (a standby takes over at once) and exits 0. API: docs/api/rest-v1.openapi.json (also served at
@@ -107,6 +113,22 @@ int main(int argc, char** argv) {
       ->envname(env("CHILD_PARAMS"))->capture_default_str();
   app.add_option("--log-level", log_level, "Log level, or per module: info,control=debug")->envname(env("LOG_LEVEL"))->capture_default_str();
   app.add_option("--log-format", log_format, "Log format")->envname(env("LOG_FORMAT"))->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  bool diskpools = false;
+  kube::KubeConfig kc;
+  kube::OperatorOptions ko;
+  app.add_flag("--diskpools", diskpools,
+               "Create and destroy pools as the DiskPool objects (tern.io/v1alpha1) of a Kubernetes namespace say, "
+               "and keep their status (the leader does)")
+      ->envname(env("DISKPOOLS"));
+  app.add_option("--kube-api", kc.api, "The Kubernetes API server (default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
+      ->envname(env("KUBE_API"));
+  app.add_option("--kube-namespace", kc.ns, "The DiskPools' namespace (default: the pod's)")->envname(env("KUBE_NAMESPACE"));
+  app.add_option("--kube-token-file", kc.token_file, "Bearer token file, read for every request (default: the service account's)")
+      ->envname(env("KUBE_TOKEN_FILE"));
+  app.add_option("--kube-ca-file", kc.ca_file, "The API server's CA (default: the service account's ca.crt)")
+      ->envname(env("KUBE_CA_FILE"));
+  app.add_option("--diskpool-resync-s", ko.resync_s, "Every DiskPool is listed again this often (status refreshed, failures retried)")
+      ->envname(env("DISKPOOL_RESYNC_S"))->check(CLI::Range(1.0, 3600.0))->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -124,6 +146,12 @@ int main(int argc, char** argv) {
   if (prefix.empty() || prefix.front() != '/' || prefix.back() == '/') {
     fmt::print(stderr, "tern-agent: --prefix '{}': a key path like /tern/v1 (starts with '/', no trailing '/')\n", prefix);
     return 2;
+  }
+  if (diskpools) {
+    if (Status s = kc.complete_in_cluster(); !s.ok()) {
+      fmt::print(stderr, "tern-agent: --diskpools: {}\n", s.message());
+      return 2;
+    }
   }
   o.keys.prefix = prefix;
   o.lease_ttl_s = ttl;
@@ -162,6 +190,9 @@ int main(int argc, char** argv) {
     std::atomic<RestApi*> rest_ready{nullptr};  // set once the agent exists; requests before get 503
     std::unique_ptr<HttpServer> http;
     std::unique_ptr<RegistrationServer> grpc;
+    std::unique_ptr<kube::KubeClient> kube_client;
+    std::unique_ptr<AgentPools> agent_pools;
+    std::unique_ptr<kube::DiskPoolOperator> diskpool_operator;
     // The REST port first: the agent's id carries the address clients should use.
     auto h = HttpServer::Start(rest_address, rest_port, [&rest_ready](const HttpCall& c) {
       RestApi* api = rest_ready.load();
@@ -188,13 +219,24 @@ int main(int argc, char** argv) {
         rs.run_sync(0, [&] { agent->start(); });
         TLOG_INFO("control", "tern-agent {} started: REST http://{}/v1, registrations on port {}, etcd {} (prefix {})", id,
                   advertise, grpc->port(), etcd, prefix);
+        if (diskpools) {
+          ko.instance = name;
+          kc.user_agent = "tern-agent/" + name;
+          kube_client = std::make_unique<kube::KubeClient>(kc);
+          agent_pools = std::make_unique<AgentPools>(rs, *agent);
+          diskpool_operator = std::make_unique<kube::DiskPoolOperator>(*kube_client, *agent_pools, ko);
+          diskpool_operator->start();
+        }
         int sig = 0;
         sigwait(&sigs, &sig);
         TLOG_INFO("control", "{}: stopping (resigning the lead)", strsignal(sig));
+        if (diskpool_operator) diskpool_operator->request_stop();
       }
     }
     // Resign first (a standby takes over at once), then stop taking requests, then the etcd client.
     if (agent) rs.run_sync(0, [&] { return agent->stop(); });
+    diskpool_operator.reset();  // after the resign: a request in flight does not delay it
+    agent_pools.reset();
     if (http) http->Stop();
     if (grpc) grpc->Stop();
     rs.run_sync(0, [&] { return etcd_client->close(); });
