@@ -294,7 +294,7 @@ def test_read_only_export_refuses_writes(tgt, tmp_path):
 @contextlib.contextmanager
 def nbdfuse_file(target_uri, work):
     if not os.path.exists("/dev/fuse"):
-        pytest.skip("/dev/fuse is missing: nbdfuse cannot mount")
+        pytest.fail("/dev/fuse is missing: nbdfuse cannot mount (the suite needs FUSE: modprobe fuse)")
     mnt = work / "fuse"
     mnt.mkdir()
     pidfile = work / "nbdfuse.pid"
@@ -322,7 +322,7 @@ def nbdfuse_file(target_uri, work):
 def loop_device(path):
     p = subprocess.run(["losetup", "--find", "--show", str(path)], capture_output=True, text=True, timeout=60)
     if p.returncode != 0:
-        pytest.skip(f"no loop device: {p.stderr.strip()}")
+        pytest.fail(f"no loop device (the suite needs loop devices: modprobe loop): {p.stderr.strip()}")
     dev = p.stdout.strip()
     try:
         yield dev
