@@ -114,10 +114,6 @@ void DiskPoolOperator::loop() {
       continue;
     }
     backoff = 1;
-    if (!last_warning_.empty()) {
-      TLOG_INFO("kube", "DiskPools: the API server answers again");
-      last_warning_.clear();
-    }
     // Watch until the resync: the server ends the watch after timeoutSeconds.
     const int timeout_s = std::max(1, int(opts_.resync_s));
     std::string path = fmt::format("{}?watch=true&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds={}", collection(),
@@ -179,6 +175,10 @@ Status DiskPoolOperator::resync(std::string* rv) {
   }
   if (r->status != 200 || !r->body.is_object() || !r->body.contains("items") || !r->body["items"].is_array()) {
     return Status::Errorf(Errc::kProto, "listing DiskPools: {}", r->message());
+  }
+  if (!last_warning_.empty()) {
+    TLOG_INFO("kube", "DiskPools: the API server answers again");
+    last_warning_.clear();
   }
   if (rv) {
     const json& md = r->body.contains("metadata") ? r->body["metadata"] : json();
