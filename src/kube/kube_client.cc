@@ -59,8 +59,9 @@ std::string KubeReply::message() const {
   return fmt::format("HTTP {}", status);
 }
 
-Result<std::string> KubeClient::request_head(const std::string& method, const std::string& path,
-                                             const std::string& content_type, size_t body_size) const {
+Result<std::unique_ptr<rest::Connection>> KubeClient::send(const std::string& method, const std::string& path,
+                                                            const std::string& content_type,
+                                                            const std::string& payload) const {
   std::string token;
   if (!cfg_.token_file.empty()) {
     auto t = read_file(cfg_.token_file);
@@ -69,26 +70,24 @@ Result<std::string> KubeClient::request_head(const std::string& method, const st
   }
   auto url = rest::Url::Parse(cfg_.api, "443");
   if (!url.ok()) return url.status();
-  std::string h = fmt::format("{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n"
-                              "User-Agent: {}\r\n",
-                              method, path, url->authority(), cfg_.user_agent);
-  if (!token.empty()) h += fmt::format("Authorization: Bearer {}\r\n", token);
-  if (body_size) h += fmt::format("Content-Type: {}\r\nContent-Length: {}\r\n", content_type, body_size);
-  h += "\r\n";
-  return h;
+  std::string req = fmt::format("{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n"
+                                "User-Agent: {}\r\n",
+                                method, path, url->authority(), cfg_.user_agent);
+  if (!token.empty()) req += fmt::format("Authorization: Bearer {}\r\n", token);
+  if (!payload.empty()) req += fmt::format("Content-Type: {}\r\nContent-Length: {}\r\n", content_type, payload.size());
+  req += "\r\n" + payload;
+  auto conn = rest::Connection::Open(*url, cfg_.ca_file, 5, cfg_.timeout_s);
+  if (!conn.ok()) return conn.status();
+  if (Status s = (*conn)->send_all(req); !s.ok()) return s;
+  return conn;
 }
 
 Result<KubeReply> KubeClient::call(const std::string& method, const std::string& path, const nlohmann::json* body,
                                    const std::string& content_type) {
   // Text from elsewhere (a disk path, an engine's message) may not be valid UTF-8: replaced, not thrown.
   std::string payload = body ? body->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) : std::string();
-  auto head = request_head(method, path, content_type, payload.size());
-  if (!head.ok()) return head.status();
-  auto url = rest::Url::Parse(cfg_.api, "443");
-  if (!url.ok()) return url.status();
-  auto conn = rest::Connection::Open(*url, cfg_.ca_file, 5, cfg_.timeout_s);
+  auto conn = send(method, path, content_type, payload);
   if (!conn.ok()) return conn.status();
-  if (Status s = (*conn)->send_all(*head + payload); !s.ok()) return s;
   auto r = rest::read_reply(**conn, method == "HEAD");
   if (!r.ok()) return r.status();
   KubeReply out;
@@ -102,13 +101,8 @@ Result<KubeReply> KubeClient::call(const std::string& method, const std::string&
 
 Status KubeClient::watch(const std::string& path, const std::function<bool(std::string_view)>& on_line,
                          const std::atomic<bool>& stop, double max_quiet_s) {
-  auto head = request_head("GET", path, "", 0);
-  if (!head.ok()) return head.status();
-  auto url = rest::Url::Parse(cfg_.api, "443");
-  if (!url.ok()) return url.status();
-  auto conn = rest::Connection::Open(*url, cfg_.ca_file, 5, cfg_.timeout_s);
+  auto conn = send("GET", path, "", "");
   if (!conn.ok()) return conn.status();
-  if (Status s = (*conn)->send_all(*head); !s.ok()) return s;
   store::HttpParserLimits limits;
   limits.max_body_bytes = 0;  // a stream
   store::HttpResponseParser p(limits);

@@ -17,10 +17,12 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "common/result.h"
+#include "restclient/connection.h"
 
 namespace tern::kube {
 
@@ -67,8 +69,9 @@ class KubeClient {
                const std::atomic<bool>& stop, double max_quiet_s);
 
  private:
-  Result<std::string> request_head(const std::string& method, const std::string& path, const std::string& content_type,
-                                   size_t body_size) const;
+  // Connects and sends the request (the token read now); the connection, for its reply.
+  Result<std::unique_ptr<rest::Connection>> send(const std::string& method, const std::string& path,
+                                                 const std::string& content_type, const std::string& payload) const;
 
   KubeConfig cfg_;
 };
