@@ -130,6 +130,7 @@ class KubeApi:
         self.cond = threading.Condition()
         self.stopping = False
         self.expired_sent = 0  # ERROR 410 events sent
+        self.expired_to = []  # for each: the index in `requests` of the watch it went to
         self.schema = load_crd_schema()
         self.ca, cert, key = make_certs(workdir)
         self.httpd = _Server(("127.0.0.1", 0), self._handler())
@@ -296,6 +297,7 @@ class KubeApi:
                 bookmarks = q.get("allowWatchBookmarks") == "true"
                 with api.cond:
                     api.requests.append(("GET", self.path, 200, self.headers.get("User-Agent", "")))
+                    index = len(api.requests) - 1
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -316,6 +318,7 @@ class KubeApi:
                                                                             f"({api.oldest_rv})"))]
                                 done = True
                                 api.expired_sent += 1
+                                api.expired_to.append(index)
                             else:
                                 out = [(k, o) for r, k, o in api.history if r > rv]
                                 done = False

@@ -242,7 +242,6 @@ def test_an_expired_watch_is_a_new_list_at_once(env):
     ua = first[3]
     time.sleep(0.5)
     lists = cl.api.count("GET", coll, user_agent=ua) - cl.api.count("GET", coll, "watch=true", user_agent=ua)
-    sent = cl.api.expired_sent
     cl.api.expire_watches()
     wait(cl, "a new list", lambda: cl.api.count("GET", coll, user_agent=ua)
          - cl.api.count("GET", coll, "watch=true", user_agent=ua) > lists, timeout=5)
@@ -251,4 +250,5 @@ def test_an_expired_watch_is_a_new_list_at_once(env):
     e = cl.engines[1]
     cl.api.create("pool-w", e.name, [disk_path(cl, e, "w")])
     wait_state(cl, "pool-w", "Created", timeout=10)
-    assert cl.api.expired_sent == sent + 1
+    # (Watches of the agents stopped above may still get one on the server's side: not counted.)
+    assert len([i for i in cl.api.expired_to if i >= before]) == 1
